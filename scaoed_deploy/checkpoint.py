@@ -1,0 +1,294 @@
+"""Checkpoints: the authors' layout (.pth) and the project's own (safetensors + JSON).
+
+Reading is strict. Missing, unexpected or wrongly shaped keys, and aliased keys
+whose two copies differ, give one ``CheckpointError`` that names them. ``.pth``
+files are read with ``torch.load(weights_only=True)``, which never unpickles code.
+
+The project's format is ``NAME.safetensors`` (tensors in our key names, the
+config also kept in the safetensors metadata) plus ``NAME.json`` beside it:
+``{"format": "scaoed-deploy", "stages": K, "blocks": T, "provenance": {...}}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError, atomic_path, short_list
+from .model import ScaoedNet
+from .model.layout import OFFICIAL_MARKER, OURS_MARKER, count_blocks, official_key_map
+
+FORMAT = "scaoed-deploy"
+#: The authors' default: 4 loop iterations, i.e. K = 5.
+DEFAULT_STAGES = 5
+DEFAULT_BLOCKS = 16
+_WRAPPERS = ("state_dict", "model")
+
+
+@dataclass
+class Weights:
+    """A state dict in our key names and what is known about where it came from."""
+
+    state_dict: dict[str, torch.Tensor]
+    blocks: int
+    stages: int | None = None  # the stage count the checkpoint was made for, when it says
+    source: str = ""  # file path, or "random-seed-N"
+    sha256: str | None = None
+    layout: str = "ours"  # "official", "ours" or "random"
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def is_random(self) -> bool:
+        return self.layout == "random"
+
+    @property
+    def identity(self) -> str:
+        """What ONNX metadata and reports quote: the file's sha256 or 'random-seed-N'."""
+        return self.sha256 or self.source
+
+
+def sha256_of(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _expected_shapes(blocks: int) -> dict[str, torch.Size]:
+    """Our keys and shapes for T blocks, built on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        model = ScaoedNet(stages=1, blocks=blocks)
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def _fmt_shape(shape) -> str:
+    return "x".join(str(int(s)) for s in shape) or "scalar"
+
+
+def _read_pth(path: Path) -> dict:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Weights only" in str(e):
+            raise CheckpointError(
+                f"{path}: holds Python objects besides tensors; refusing to unpickle them "
+                "(torch.load weights_only=True). Save a plain state dict instead."
+            ) from e
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(
+            f"{path}: truncated or not a PyTorch checkpoint ({_first_line(e)})"
+        ) from e
+    for wrapper in _WRAPPERS:
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+            break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors)")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: entries that are not tensors: {short_list(bad)}")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _first_line(e: BaseException) -> str:
+    """The first sentence of a library's error message: enough to say what broke."""
+    text = str(e).strip().splitlines()
+    if not text:
+        return type(e).__name__
+    return text[0].split(". ")[0].rstrip(".")[:160]
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: truncated or not a safetensors file ({_first_line(e)})") from e
+    config = {}
+    sidecar = path.with_suffix(".json")
+    try:
+        if sidecar.is_file():
+            config = json.loads(sidecar.read_text())
+        elif FORMAT in meta:
+            config = json.loads(meta[FORMAT])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{sidecar}: config is not valid JSON ({e})") from e
+    return tensors, config
+
+
+def _check_keys(src: str, got: dict, expected: dict[str, torch.Size], what: str) -> None:
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    wrong = [
+        f"{k} ({_fmt_shape(got[k].shape)}, expected {_fmt_shape(expected[k])})"
+        for k in expected
+        if k in got and tuple(got[k].shape) != tuple(expected[k])
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing: {short_list(missing, 3)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {short_list(unexpected, 3)}")
+    if wrong:
+        problems.append(f"{len(wrong)} wrongly shaped: {short_list(wrong, 3)}")
+    if problems:
+        raise CheckpointError(f"{src}: does not match ScaoedNet ({what}): " + "; ".join(problems))
+
+
+def official_to_ours(sd: dict[str, torch.Tensor], src: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Translate a state dict in the authors' layout, enforcing the aliasing rule."""
+    blocks = count_blocks(sd)
+    if blocks == 0:
+        raise CheckpointError(f"{src}: no FM2ARB blocks (RE_Net.body.N.*) found")
+    ours_shapes = _expected_shapes(blocks)
+    key_map = official_key_map(ours_shapes)
+    expected = {name: ours_shapes[k] for k, names in key_map.items() for name in names}
+    _check_keys(src, sd, expected, f"authors' layout, T={blocks}")
+    out = {}
+    for k, names in key_map.items():
+        canonical = sd[names[0]]
+        for alias in names[1:]:
+            if not torch.equal(sd[alias], canonical):
+                diff = (sd[alias].float() - canonical.float()).abs().max().item()
+                raise CheckpointError(
+                    f"{src}: {names[0]} and {alias} are one shared tensor in ScaoedNet but differ "
+                    f"here (max abs difference {diff:.3g}); refusing an inconsistent checkpoint"
+                )
+        out[k] = canonical
+    return out
+
+
+def ours_to_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state dict in the authors' layout, aliases included (sharing one tensor)."""
+    return {name: v for k, v in sd.items() for name in official_key_map([k])[k]}
+
+
+def read_checkpoint(path: str | Path) -> Weights:
+    """Read a checkpoint in either layout into our key names (float32, CPU)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint is not a file: {path}")
+    config: dict = {}
+    if path.suffix == ".safetensors":
+        sd, config = _read_safetensors(path)
+    else:
+        sd = _read_pth(path)
+    if OFFICIAL_MARKER in sd:
+        layout = "official"
+        sd = official_to_ours(sd, str(path))
+    elif OURS_MARKER in sd:
+        layout = "ours"
+        blocks = count_blocks(sd)
+        if blocks == 0:
+            raise CheckpointError(f"{path}: no FM2ARB blocks (z_net.blocks.N.*) found")
+        _check_keys(str(path), sd, _expected_shapes(blocks), f"scaoed-deploy layout, T={blocks}")
+    else:
+        raise CheckpointError(
+            f"{path}: unrecognised key layout; expected the authors' ({OFFICIAL_MARKER}, ...) "
+            f"or scaoed-deploy's ({OURS_MARKER}, ...), found: {short_list(sorted(sd), 3)}"
+        )
+    sd = {k: v.detach().to(torch.float32).contiguous() for k, v in sd.items()}
+    blocks = count_blocks(sd)
+    if config.get("blocks") not in (None, blocks):
+        raise CheckpointError(f"{path}: config says T={config['blocks']} but the tensors hold T={blocks}")
+    return Weights(
+        state_dict=sd,
+        blocks=blocks,
+        stages=config.get("stages"),
+        source=str(path),
+        sha256=sha256_of(path),
+        layout=layout,
+        provenance=dict(config.get("provenance", {})),
+    )
+
+
+def random_weights(blocks: int = DEFAULT_BLOCKS, seed: int = 0) -> Weights:
+    """PyTorch's default initialisation under a fixed seed: for export and benchmarks only."""
+    gen_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        sd = ScaoedNet(stages=1, blocks=blocks).state_dict()
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return Weights(state_dict=sd, blocks=blocks, source=f"random-seed-{seed}", layout="random")
+
+
+def build_model(weights: Weights, stages: int | None = None) -> ScaoedNet:
+    """A ScaoedNet in eval mode holding ``weights``, run with ``stages`` (K)."""
+    k = stages or weights.stages or DEFAULT_STAGES
+    try:
+        model = ScaoedNet(stages=k, blocks=weights.blocks)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
+    model.load_state_dict(weights.state_dict, strict=True)
+    return model.eval()
+
+
+def save_safetensors(weights: Weights, path: str | Path, stages: int | None = None, provenance: dict | None = None) -> Path:
+    """Write NAME.safetensors and its NAME.json config, each atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    config = {
+        "format": FORMAT,
+        "stages": stages or weights.stages or DEFAULT_STAGES,
+        "blocks": weights.blocks,
+        "provenance": provenance if provenance is not None else weights.provenance,
+    }
+    tensors = {k: v.contiguous() for k, v in weights.state_dict.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={FORMAT: json.dumps(config)})
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def save_official(weights: Weights, path: str | Path) -> Path:
+    """Write a .pth in the authors' layout (aliased keys share one tensor), atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(ours_to_official(weights.state_dict), tmp)
+    return path
+
+
+def convert(src: str | Path, dst: str | Path, stages: int | None = None) -> dict:
+    """Convert between layouts; the format of ``dst`` follows its extension."""
+    weights = read_checkpoint(src)
+    dst = Path(dst)
+    if dst.suffix == ".safetensors":
+        provenance = dict(weights.provenance) or {
+            "converted_from": Path(weights.source).name,
+            "source_sha256": weights.sha256,
+            "source_layout": weights.layout,
+        }
+        save_safetensors(weights, dst, stages=stages, provenance=provenance)
+        fmt = "scaoed-deploy safetensors + json"
+    elif dst.suffix in (".pth", ".pt"):
+        save_official(weights, dst)
+        fmt = "authors' layout (.pth)"
+    else:
+        raise CheckpointError(f"{dst}: unknown output format; use .safetensors or .pth")
+    return {
+        "source": str(src),
+        "source_layout": weights.layout,
+        "output": str(dst),
+        "output_format": fmt,
+        "blocks": weights.blocks,
+        "parameters": sum(v.numel() for v in weights.state_dict.values()),
+        "sha256": sha256_of(dst),
+    }

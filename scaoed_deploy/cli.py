@@ -1,0 +1,259 @@
+"""``scaoed-deploy``: a thin click shell over the Python API.
+
+Every command prints a short human summary, or with ``--json`` the same facts
+as one JSON document on stdout. Bad input ends in one ``error: ...`` line on
+stderr and a non-zero exit code:
+
+  0 success - 1 bad input or failed step - 2 bad usage (unknown option, bad value)
+  3 an artifact failed verification
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import ScaoedError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
+
+
+# ---------------------------------------------------------------------------- helpers
+def _stage_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        stages = [int(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected stage counts like 1,3,5, got {value!r}") from None
+    bad = [k for k in stages if not 1 <= k <= 8]
+    if not stages or bad:
+        raise click.BadParameter(f"stage counts must be 1 to 8, got {value!r}")
+    return stages
+
+
+def _resolution(ctx, param, value):
+    out = []
+    for item in str(value).split(","):
+        item = item.strip().lower()
+        try:
+            h, w = (int(v) for v in item.split("x")) if "x" in item else (int(item), int(item))
+        except ValueError:
+            raise click.BadParameter(f"expected sizes like 512 or 512x768, got {item!r}") from None
+        if h < 2 or w < 2 or h % 2 or w % 2:
+            raise click.BadParameter(f"sizes must be even and at least 2, got {h}x{w}")
+        out.append((h, w))
+    return out
+
+
+def _json_safe(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def emit_json(data) -> None:
+    click.echo(json.dumps(_json_safe(data), indent=2))
+
+
+def notice(message: str) -> None:
+    """A one-line notice on stderr (stdout stays clean for --json)."""
+    click.echo(message, err=True)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def load_weights(checkpoint: str | None, *, blocks: int, seed: int, allow_random: bool, command: str):
+    """The checkpoint's weights, or seeded random ones where the command allows them."""
+    from . import checkpoint as ckpt
+
+    if checkpoint:
+        return ckpt.read_checkpoint(checkpoint)
+    if not allow_random:
+        raise ScaoedError(
+            f"{command} needs --checkpoint PATH: no public ScaoedNet weights are bundled "
+            "(pass the authors' .pth or a scaoed-deploy .safetensors)"
+        )
+    notice(f"note: no --checkpoint given; using seeded random weights (seed {seed}, T={blocks}), not a trained model")
+    return ckpt.random_weights(blocks=blocks, seed=seed)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON for scripts.")
+
+
+# ---------------------------------------------------------------------------- commands
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="scaoed-deploy")
+def cli():
+    """ScaoedNet from PyTorch checkpoint to verified ONNX and TensorRT artifacts."""
+
+
+@cli.command()
+@click.option("--res", "resolutions", default="512", show_default=True, callback=_resolution,
+              help="Output resolution(s): 512, 512x768, or a comma list.")
+@click.option("--stages", "stages", default="1,3,5", show_default=True, callback=_stage_list,
+              help="Stage counts K (1 to 8), comma-separated.")
+@click.option("--blocks", default=16, show_default=True, type=click.IntRange(1, 64), help="FM2ARB blocks T.")
+@json_option
+def info(resolutions, stages, blocks, as_json):
+    """Parameters and multiply-accumulates per stage count, beside the paper's figures."""
+    from .cost import model_cost
+
+    rows = [model_cost(k, blocks, h, w).to_dict() for (h, w) in resolutions for k in stages]
+    if as_json:
+        emit_json({"parameters": rows[0]["parameters"], "rows": rows})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"ScaoedNet cost, T={blocks}: {rows[0]['parameters']:,} parameters at every K",
+                  caption="GMAC = 10^9 multiply-accumulates (the paper's 'FLOPs'); paper figures at 512x512")
+    for col in ("res", "K", "conv GMAC", "other GMAC", "total GMAC", "paper GMAC", "vs paper"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        paper = f"{r['paper_gmacs']:.0f}" if r["paper_gmacs"] else "-"
+        diff = f"{100 * r['vs_paper']:+.1f}%" if r["vs_paper"] is not None else "-"
+        table.add_row(
+            f"{r['height']}x{r['width']}", str(r["stages"]),
+            f"{r['conv_macs'] / 1e9:.1f}", f"{r['other_macs'] / 1e9:.1f}", f"{r['total_macs'] / 1e9:.1f}",
+            paper, diff,
+        )
+    _console().print(table)
+
+
+@cli.command()
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--stages", type=click.IntRange(1, 8), default=None,
+              help="Stage count K to record in the safetensors config (default: the source's, else 5).")
+@json_option
+def convert(src, dst, stages, as_json):
+    """Convert a checkpoint: authors' .pth <-> scaoed-deploy .safetensors (+ .json config)."""
+    from .checkpoint import convert as do_convert
+
+    result = do_convert(src, dst, stages=stages)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(
+            f"wrote {result['output']} ({result['output_format']}, T={result['blocks']}, "
+            f"{result['parameters']:,} parameters) from {result['source_layout']} layout {result['source']}"
+        )
+
+
+@cli.command()
+@click.argument("src", type=click.Path(exists=True))
+@click.argument("dst", type=click.Path())
+@click.option("--checkpoint", "-c", type=click.Path(), help="Weights: the authors' .pth or a .safetensors.")
+@click.option("--stages", type=click.IntRange(1, 8), default=None, help="Stage count K (default: the checkpoint's, else 5).")
+@click.option("--reference", "-r", type=click.Path(exists=True),
+              help="Clean image (or folder of same-named images): print PSNR/SSIM as the paper evaluates.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@json_option
+def denoise(src, dst, checkpoint, stages, reference, device, as_json):
+    """Denoise an image file (or every image in a folder) into DST."""
+    from .images import list_images
+    from .runtime import Denoiser, TorchRunner
+
+    weights = load_weights(checkpoint, blocks=16, seed=0, allow_random=False, command="denoise")
+    runner = TorchRunner(weights, stages=stages, device=device)
+    denoiser = Denoiser(runner)
+    src_p, dst_p = Path(src), Path(dst)
+    if src_p.is_dir():
+        jobs = [(p, dst_p / p.name, (Path(reference) / p.name) if reference else None) for p in list_images(src_p)]
+        if not jobs:
+            raise ScaoedError(f"no images in {src_p} (looked for .png .jpg .jpeg .tif .tiff .bmp .webp)")
+        if reference:
+            missing = [str(r) for _, _, r in jobs if not r.is_file()]
+            if missing:
+                raise ScaoedError(f"reference folder lacks {len(missing)} image(s): {', '.join(missing[:3])}")
+    else:
+        if dst_p.is_dir():
+            dst_p = dst_p / src_p.name
+        jobs = [(src_p, dst_p, Path(reference) if reference else None)]
+    results, failures = _run_denoise_jobs(denoiser, jobs, quiet=as_json)
+    summary = {"stages": runner.stages, "device": str(runner.device), "weights": weights.identity,
+               "results": results, "failures": failures}
+    if as_json:
+        emit_json(summary)
+    else:
+        for r in results:
+            line = f"{r['input']} -> {r['output']} ({r['width']}x{r['height']}, {r['bit_depth_out']}-bit, K={runner.stages})"
+            if "psnr" in r:
+                line += (f": PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} "
+                         f"(input {r['psnr_in']:.2f} dB, {r['ssim_in']:.4f})")
+            click.echo(line)
+        if len(results) > 1 and reference:
+            mean = lambda key: sum(r[key] for r in results) / len(results)  # noqa: E731
+            click.echo(f"mean over {len(results)} images: PSNR {mean('psnr'):.2f} dB, SSIM {mean('ssim'):.4f}")
+        for f in failures:
+            notice(f"failed: {f['input']}: {f['error']}")
+    if failures:
+        raise ScaoedError(f"{len(failures)} of {len(jobs)} image(s) failed")
+
+
+def _run_denoise_jobs(denoiser, jobs, quiet: bool):
+    from rich.progress import Progress
+
+    from .runtime import denoise_file
+
+    results, failures = [], []
+    with Progress(transient=True, disable=quiet or len(jobs) < 2, console=_stderr_console()) as progress:
+        task = progress.add_task("denoising", total=len(jobs))
+        for src, dst, ref in jobs:
+            try:
+                results.append(denoise_file(denoiser, src, dst, ref))
+            except ScaoedError as e:
+                if len(jobs) == 1:
+                    raise
+                failures.append({"input": str(src), "error": str(e)})
+            progress.advance(task)
+    return results, failures
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+# ---------------------------------------------------------------------------- entry point
+def main(argv=None) -> int:
+    """Console entry point: one 'error: ...' line and an exit code, never a traceback."""
+    try:
+        rv = cli.main(args=argv, prog_name="scaoed-deploy", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        return EXIT_ERROR
+    except click.ClickException as e:
+        hint = " (see --help)" if isinstance(e, click.UsageError) else ""
+        click.echo(f"error: {e.format_message()}{hint}", err=True)
+        return e.exit_code
+    except ScaoedError as e:
+        click.echo(f"error: {e}", err=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        return 130
+    except MemoryError:
+        click.echo("error: out of memory (try a smaller image or --stages)", err=True)
+        return EXIT_ERROR
+    # Non-standalone click returns Exit's code (--help, --version) instead of raising it.
+    return rv if isinstance(rv, int) else EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""The reference ScaoedNet and its checkpoint key layout."""
+
+from .scaoednet import NFAE, FM2ARB, CIGChannelAttention, CIGSpatialAttention, ScaoedNet
+
+__all__ = ["ScaoedNet", "NFAE", "FM2ARB", "CIGChannelAttention", "CIGSpatialAttention"]
