@@ -189,7 +189,8 @@ def psnr_ssim(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
 
     if output.shape != reference.shape:
         raise ImageError(f"reference size {reference.shape[:2]} differs from output size {output.shape[:2]}")
-    psnr = peak_signal_noise_ratio(reference, output, data_range=255)
+    with np.errstate(divide="ignore"):  # identical images: PSNR is +inf, not a warning
+        psnr = peak_signal_noise_ratio(reference, output, data_range=255)
     ssim = structural_similarity(
         reference,
         output,

@@ -1,0 +1,155 @@
+"""The CLI: summaries, --json, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+from references import official_forward
+
+from scaoed_deploy.cli import main
+from scaoed_deploy.images import psnr_ssim, to_uint8
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err: str, *needles: str):
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0]
+
+
+def _save(path, arr):
+    PILImage.fromarray(arr).save(path)
+    return path
+
+
+@pytest.fixture
+def noisy(tmp_path):
+    rng = np.random.default_rng(1)
+    return _save(tmp_path / "noisy.png", rng.integers(0, 256, size=(21, 30, 3), dtype=np.uint8))
+
+
+def test_info_json_matches_the_paper_within_3_percent(capsys):
+    code, out, _ = run(capsys, "info", "--res", "512", "--stages", "1,3,5", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["parameters"] == 3_371_750
+    by_k = {r["stages"]: r for r in data["rows"]}
+    for k, paper in {1: 212, 3: 640, 5: 1071}.items():
+        assert abs(by_k[k]["total_macs"] / (paper * 1e9) - 1) <= 0.03
+
+
+def test_info_table(capsys):
+    code, out, _ = run(capsys, "info", "--stages", "1")
+    assert code == 0 and "3,371,750" in out and "212" in out
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["info", "--stages", "9"], "stage counts must be 1 to 8"),
+        (["info", "--res", "511"], "even"),
+        (["info", "--frobnicate"], "No such option"),
+        (["denoise-everything"], "No such command"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(capsys, argv, needle):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert_one_line_error(err, needle)
+
+
+def test_help_exits_0(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "denoise" in out
+
+
+def test_denoise_without_checkpoint_refuses(capsys, noisy, tmp_path):
+    code, _, err = run(capsys, "denoise", str(noisy), str(tmp_path / "o.png"))
+    assert code == 1
+    assert_one_line_error(err, "--checkpoint", "no public ScaoedNet weights")
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_denoise_with_corrupt_checkpoint(capsys, noisy, tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    code, _, err = run(capsys, "denoise", str(noisy), str(tmp_path / "o.png"), "-c", str(bad))
+    assert code == 1
+    assert_one_line_error(err, "bad.pth")
+
+
+def test_denoise_odd_size_matches_the_reference_on_a_padded_input(capsys, noisy, tmp_path, tiny_checkpoint, official_sd_t2):
+    out_path = tmp_path / "out.png"
+    code, out, _ = run(capsys, "denoise", str(noisy), str(out_path), "-c", str(tiny_checkpoint), "--stages", "2", "--device", "cpu")
+    assert code == 0 and "K=2" in out
+    got = np.asarray(PILImage.open(out_path))
+    assert got.shape == (21, 30, 3)
+    # independent reference: edge-pad to even size, authors'-layout forward, crop, clamp, 8-bit
+    x = np.asarray(PILImage.open(noisy)).astype(np.float32) / 255
+    padded = np.pad(x, ((0, 1), (0, 0), (0, 0)), mode="edge")
+    y, _ = official_forward(official_sd_t2, torch.from_numpy(padded.transpose(2, 0, 1))[None], 2)
+    expected = to_uint8(y[0].numpy().transpose(1, 2, 0)[:21])
+    assert np.abs(got.astype(int) - expected).max() <= 1
+
+
+def test_denoise_reference_prints_the_papers_metrics(capsys, noisy, tmp_path, tiny_checkpoint):
+    clean = _save(tmp_path / "clean.png", np.full((21, 30, 3), 128, np.uint8))
+    code, out, _ = run(capsys, "denoise", str(noisy), str(tmp_path / "o.png"), "-c", str(tiny_checkpoint),
+                       "--stages", "1", "-r", str(clean), "--json")
+    assert code == 0
+    r = json.loads(out)["results"][0]
+    psnr, ssim = psnr_ssim(np.asarray(PILImage.open(tmp_path / "o.png")), np.asarray(PILImage.open(clean)))
+    assert r["psnr"] == pytest.approx(psnr) and r["ssim"] == pytest.approx(ssim)
+    assert r["psnr_in"] == pytest.approx(psnr_ssim(np.asarray(PILImage.open(noisy)), np.asarray(PILImage.open(clean)))[0])
+
+
+@pytest.mark.parametrize("mode,shape,dtype,out_mode", [
+    ("L", (10, 12), np.uint8, "L"),
+    ("RGBA", (10, 12, 4), np.uint8, "RGBA"),
+    ("I;16", (10, 12), np.uint16, "I;16"),
+])
+def test_denoise_keeps_channels_and_depth(capsys, tmp_path, tiny_checkpoint, mode, shape, dtype, out_mode):
+    rng = np.random.default_rng(2)
+    arr = rng.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype)
+    src = tmp_path / "in.png"
+    PILImage.fromarray(arr, mode if mode != "I;16" else None).save(src)
+    code, _, _ = run(capsys, "denoise", str(src), str(tmp_path / "o.png"), "-c", str(tiny_checkpoint), "--stages", "1")
+    assert code == 0
+    out = PILImage.open(tmp_path / "o.png")
+    assert out.mode == out_mode and out.size == (12, 10)
+    if mode == "RGBA":
+        np.testing.assert_array_equal(np.asarray(out)[..., 3], arr[..., 3])
+
+
+def test_denoise_folder_reports_a_corrupt_image_and_writes_the_rest(capsys, tmp_path, tiny_checkpoint):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("a.png", "c.png"):
+        _save(src / name, rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8))
+    (src / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    code, _, err = run(capsys, "denoise", str(src), str(dst), "-c", str(tiny_checkpoint), "--stages", "1")
+    assert code == 1
+    assert sorted(p.name for p in dst.iterdir()) == ["a.png", "c.png"]
+    assert "b.png" in err and "1 of 3 image(s) failed" in err and "Traceback" not in err
+
+
+def test_convert_round_trip_from_the_cli(capsys, tmp_path, tiny_checkpoint):
+    code, out, _ = run(capsys, "convert", str(tiny_checkpoint), str(tmp_path / "m.safetensors"), "--stages", "3", "--json")
+    assert code == 0 and json.loads(out)["parameters"] > 0
+    code, _, _ = run(capsys, "convert", str(tmp_path / "m.safetensors"), str(tmp_path / "back.pth"))
+    assert code == 0
+    code, _, err = run(capsys, "convert", str(tiny_checkpoint), str(tmp_path / "m.onnx"))
+    assert code == 1
+    assert_one_line_error(err, "unknown output format")
