@@ -10,6 +10,7 @@ stderr and a non-zero exit code:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -226,6 +227,88 @@ def _stderr_console():
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+@cli.command("export")
+@click.option("--stages", default="5", show_default=True, callback=_stage_list, help="Stage counts K, comma-separated: one file each.")
+@click.option("--checkpoint", "-c", type=click.Path(), help="Weights (default: seeded random weights, with a notice).")
+@click.option("--blocks", default=16, show_default=True, type=click.IntRange(1, 64), help="T for random weights.")
+@click.option("--seed", default=0, show_default=True, help="Seed for random weights.")
+@click.option("--static", "static_hw", nargs=2, type=click.IntRange(2, 16384), default=None, metavar="H W",
+              help="Static height and width (even) instead of dynamic ones.")
+@click.option("--batch", type=click.IntRange(1, 1024), default=None, help="Static batch size (default: dynamic).")
+@click.option("--opset", type=click.IntRange(17, 30), default=18, show_default=True)
+@click.option("--noise-maps", is_flag=True, help="Also output the K noise maps u(i), for stage-wise parity.")
+@click.option("--optimizer", type=click.Choice(["onnxslim", "none", "onnxscript"]), default="onnxslim", show_default=True,
+              help="Graph simplification; onnxscript's drops NFAE's epsilon and is kept only to show that.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False),
+              help="Real noisy images (a folder, or one with noisy/) for the check; default ../shared/data/sidd.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="Max abs error vs eager.")
+@click.option("-o", "--output", default="export", show_default=True, help="Output folder, or a .onnx file for one K.")
+@json_option
+def export_cmd(stages, checkpoint, blocks, seed, static_hw, batch, opset, noise_maps, optimizer, data, tolerance, output, as_json):
+    """Export one verified ONNX file per stage count (ONNX Runtime vs eager before writing)."""
+    from .data import default_sidd_dir
+    from .errors import VerificationError
+    from .export import ExportSpec, command_line, default_filename, export_onnx
+
+    weights = load_weights(checkpoint, blocks=blocks, seed=seed, allow_random=True, command="export")
+    data_dir = Path(data) if data else default_sidd_dir()
+    out = Path(output)
+    single_file = out.suffix == ".onnx"
+    if single_file and len(stages) > 1:
+        raise click.BadParameter("give a folder, not a .onnx file, when exporting several stage counts", param_hint="-o")
+    results, errors = [], []
+    for k in stages:
+        spec = ExportSpec(stages=k, static_hw=tuple(static_hw) if static_hw else None, batch=batch, opset=opset,
+                          noise_maps=noise_maps, optimizer=optimizer, tolerance=tolerance)
+        path = out if single_file else out / default_filename(k, weights.blocks, spec)
+        try:
+            with progress_steps(quiet=as_json) as step:
+                results.append(export_onnx(weights, spec, path, data_dir, step=step, command=command_line()))
+        except VerificationError as e:
+            errors.append(str(e))
+            notice(f"failed: {e}")
+    summary = {"weights": weights.identity, "data": str(data_dir) if data_dir else None,
+               "exports": [r.to_dict() for r in results], "failed": errors}
+    if as_json:
+        emit_json(summary)
+    else:
+        for r in results:
+            _print_export(r)
+        if data_dir is None:
+            notice("note: no real noisy images found (../shared/data/sidd or --data): checked on synthetic inputs only")
+    if errors:
+        raise VerificationError(f"{len(errors)} of {len(stages)} export(s) failed verification; their files were not written")
+
+
+def _print_export(r) -> None:
+    from rich.table import Table
+
+    d = r.to_dict()
+    how = "simplified with onnxslim" if r.simplified else "unsimplified"
+    table = Table(title=f"{r.path} ({d['bytes'] / 1e6:.1f} MB, {how}, {d['seconds']:.0f} s)", title_justify="left")
+    for col in ("check", "output", "shape", "max abs err", "PSNR vs eager"):
+        table.add_column(col, justify="left" if col in ("check", "output") else "right", no_wrap=True)
+    for c in r.checks:
+        psnr = "inf" if c.psnr == float("inf") else f"{c.psnr:.1f} dB"
+        table.add_row(c.case, c.output, "x".join(map(str, c.shape)), f"{c.max_abs:.2e}", psnr)
+    _console().print(table)
+    for n in r.notes:
+        click.echo(f"  note: {n}")
+
+
+@contextlib.contextmanager
+def progress_steps(quiet: bool = False):
+    """Yields step(message): a spinner on a terminal, a line per step on stderr otherwise."""
+    console = _stderr_console()
+    if quiet and not console.is_terminal:
+        yield lambda message: None
+    elif console.is_terminal:
+        with console.status("starting") as status:
+            yield status.update
+    else:
+        yield lambda message: console.print(f"  {message}", highlight=False)
 
 
 # ---------------------------------------------------------------------------- entry point

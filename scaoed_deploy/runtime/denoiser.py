@@ -1,8 +1,8 @@
 """The Denoiser: image in, image out, through one runner.
 
 A runner is anything callable on a float32 NCHW batch in [0, 1] (H and W even)
-that returns the model's float32 NCHW output. ``TorchRunner`` runs the eager
-model; the ONNX Runtime and TensorRT runners share the same call.
+that returns the model's float32 NCHW output: ``TorchRunner`` (eager model),
+``OnnxRuntimeRunner`` (ONNX files); the TensorRT runner shares the same call.
 """
 
 from __future__ import annotations
@@ -13,34 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import Weights, build_model
 from ..images import Image, psnr_ssim, read_image, to_uint8, write_image
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        from ..errors import ScaoedError
-
-        raise ScaoedError("--device cuda asked for, but torch sees no CUDA GPU")
-    return torch.device(device)
-
-
-class TorchRunner:
-    """Eager PyTorch: the reference every artifact is compared with."""
-
-    name = "torch"
-
-    def __init__(self, weights: Weights, stages: int | None = None, device: str = "auto"):
-        self.device = pick_device(device)
-        self.model = build_model(weights, stages).to(self.device)
-        self.stages = self.model.stages
-
-    @torch.inference_mode()
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        return self.model(x).float().cpu().numpy()
 
 
 def pad_even(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -1,0 +1,51 @@
+"""Tensor agreement between an artifact's outputs and the eager model's."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+def psnr_against(reference: np.ndarray, output: np.ndarray, peak: float = 1.0) -> float:
+    """PSNR (dB) of ``output`` against ``reference`` for signals of range ``peak``; inf when equal."""
+    mse = float(np.mean((output.astype(np.float64) - reference.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
+
+
+@dataclass
+class Agreement:
+    """How closely one output tensor follows the eager model's on one input."""
+
+    case: str
+    output: str
+    shape: tuple
+    max_abs: float
+    mean_abs: float
+    psnr: float
+    finite: bool  # the artifact's output has no NaN/Inf
+    reference_finite: bool
+
+    def passed(self, max_abs: float) -> bool:
+        return self.finite and self.max_abs <= max_abs
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+def agreement(case: str, output: str, reference: np.ndarray, got: np.ndarray) -> Agreement:
+    if reference.shape != got.shape:
+        raise ValueError(f"{case}/{output}: shape {got.shape} differs from the reference's {reference.shape}")
+    finite = bool(np.isfinite(got).all())
+    ref_finite = bool(np.isfinite(reference).all())
+    if finite and ref_finite:
+        diff = np.abs(got.astype(np.float64) - reference.astype(np.float64))
+        max_abs, mean_abs = float(diff.max()), float(diff.mean())
+        psnr = psnr_against(reference, got)
+    else:
+        max_abs = mean_abs = math.inf
+        psnr = -math.inf
+    return Agreement(case, output, tuple(got.shape), max_abs, mean_abs, psnr, finite, ref_finite)
