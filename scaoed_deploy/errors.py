@@ -33,6 +33,12 @@ class VerificationError(ScaoedError):
     exit_code = 3
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def short_list(items, limit: int = 5) -> str:
     """'a, b, c (+12 more)': long key lists stay on one readable line."""
     items = list(items)
@@ -59,6 +65,7 @@ def atomic_path(path: str | os.PathLike):
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(OSError):

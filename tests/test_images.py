@@ -108,6 +108,16 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 
 
+def test_atomic_path_gives_the_usual_permissions(tmp_path):
+    import os
+
+    with atomic_path(tmp_path / "f.txt") as tmp:
+        tmp.write_text("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_atomic_path_reports_an_unwritable_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
