@@ -283,7 +283,7 @@ def check_nfae_epsilon(proto, stages: int) -> None:
 # ---------------------------------------------------------------------------- verification
 def verification_inputs(spec: ExportSpec, data_dir: Path | None) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
     """(case name, NCHW float32 input) pairs, and notes on what was left out."""
-    from .data import noisy_images
+    from .data import fit_to_shape, load_samples
 
     rng = np.random.default_rng(0)
     notes = []
@@ -294,21 +294,15 @@ def verification_inputs(spec: ExportSpec, data_dir: Path | None) -> tuple[list[t
     cases = [(f"random #{i + 1}", rng.random(s, dtype=np.float32)) for i, s in enumerate(shapes)]
     cases.append(("black image", np.zeros(shapes[0], np.float32)))  # every u_ini channel is constant
     if data_dir is not None:
-        images = noisy_images(data_dir)
-        if not images:
+        samples = load_samples(data_dir)
+        if not samples:
             notes.append(f"no images in {data_dir}: real-noise check skipped")
-        for name, chw in images:
-            if spec.static_hw:
-                h, w = spec.static_hw
-                if chw.shape[1] < h or chw.shape[2] < w:
-                    notes.append(f"{name}: smaller than the static shape {h}x{w}, skipped")
-                    continue
-                top, left = (chw.shape[1] - h) // 2, (chw.shape[2] - w) // 2
-                chw = chw[:, top : top + h, left : left + w]
-            elif chw.shape[1] % 2 or chw.shape[2] % 2:
-                chw = chw[:, : chw.shape[1] // 2 * 2, : chw.shape[2] // 2 * 2]
-            batch = np.repeat(chw[None], spec.batch or 1, axis=0)
-            cases.append((f"real noise {name}", np.ascontiguousarray(batch)))
+        for sample in samples:
+            chw = fit_to_shape(sample.noisy, spec.static_hw)
+            if chw is None:
+                notes.append(f"{sample.name}: smaller than the static shape, skipped")
+                continue
+            cases.append((f"real noise {sample.name}", np.repeat(chw[None], spec.batch or 1, axis=0)))
     return cases, notes
 
 

@@ -1,5 +1,14 @@
-"""Parity: proving that an artifact computes what the eager model computes."""
+"""Parity: proving that an artifact computes what the eager model computes.
 
+    from scaoed_deploy.parity import load_artifact, run_parity, write_reports
+"""
+
+from .artifacts import Artifact, load_artifact
 from .compare import Agreement, agreement, psnr_against
+from .harness import DEFAULT_THRESHOLDS, ParityResult, Thresholds, run_parity, thresholds_for
+from .report import write_reports
 
-__all__ = ["Agreement", "agreement", "psnr_against"]
+__all__ = [
+    "Agreement", "Artifact", "DEFAULT_THRESHOLDS", "ParityResult", "Thresholds",
+    "agreement", "load_artifact", "psnr_against", "run_parity", "thresholds_for", "write_reports",
+]

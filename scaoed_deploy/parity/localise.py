@@ -1,0 +1,85 @@
+"""Localisation: the first node of an ONNX artifact whose output leaves tolerance.
+
+The reference is an fp32 export of the eager model made the way the artifact
+was made (same K, shapes, outputs and simplification), so its tensors carry the
+same names. Both graphs run with every tensor marked as an output (polygraphy's
+``ModifyOutputs``) on the input that failed; the artifact's nodes are then walked
+in topological order (the order ONNX requires of ``graph.node``), and the first
+one whose output is non-finite where the reference's is finite, or differs by
+more than ``rtol * max(1, max |reference|)``, is named with its module path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..checkpoint import Weights, build_model
+from .artifacts import Artifact
+
+
+def reference_graph(artifact: Artifact, weights: Weights, stages: int):
+    from .. import export as ex
+
+    spec = ex.ExportSpec(
+        stages=stages,
+        static_hw=artifact.static_hw,
+        batch=artifact.static_batch,
+        noise_maps=bool(artifact.noise_map_outputs),
+    )
+    raw = ex._torch_export(build_model(weights, stages), spec)
+    simplified = "onnxslim" in artifact.metadata.get("exporter", "+ onnxslim")
+    return ex._simplify(raw, "onnxslim") if simplified else raw
+
+
+def all_tensors(proto, x: np.ndarray) -> dict[str, np.ndarray]:
+    from polygraphy import constants
+    from polygraphy.backend.onnx import ModifyOutputs
+
+    from ..runtime.onnxruntime_backend import OnnxRuntimeRunner, quiet_polygraphy
+
+    quiet_polygraphy()
+    marked = ModifyOutputs(proto, outputs=constants.MARK_ALL, copy=True)()
+    runner = OnnxRuntimeRunner(marked.SerializeToString())
+    return dict(zip(runner.output_names, runner.run(x)))
+
+
+def first_divergence(artifact_proto, reference_proto, x: np.ndarray, rtol: float) -> dict:
+    from ..export import module_paths
+
+    got, ref = all_tensors(artifact_proto, x), all_tensors(reference_proto, x)
+    paths = module_paths(artifact_proto) or {}
+    ref_paths = module_paths(reference_proto)
+    compared = 0
+    for index, node in enumerate(artifact_proto.graph.node):
+        for name in node.output:
+            if name not in got or name not in ref or got[name].shape != ref[name].shape:
+                continue
+            compared += 1
+            a, r = got[name].astype(np.float64), ref[name].astype(np.float64)
+            scale = max(1.0, float(np.abs(r[np.isfinite(r)]).max(initial=0.0)))
+            nonfinite = bool(np.isfinite(r).all() and not np.isfinite(a).all())
+            err = float(np.abs(a - r).max()) if not nonfinite else float("inf")
+            if nonfinite or err > rtol * scale:
+                module = paths.get(name) or ref_paths.get(name) or "?"
+                return {
+                    "found": True,
+                    "node": node.name,
+                    "op_type": node.op_type,
+                    "module": module,
+                    "where": " / ".join([*module.split("."), node.op_type]),
+                    "tensor": name,
+                    "max_abs": err,
+                    "reference_scale": scale,
+                    "nonfinite": nonfinite,
+                    "topological_index": index,
+                    "compared_tensors": compared,
+                }
+    return {"found": False, "compared_tensors": compared,
+            "detail": "no tensor shared with the reference leaves tolerance" if compared else
+            "the artifact shares no tensor names with the reference export"}
+
+
+def localise_failure(artifact: Artifact, weights: Weights, stages: int, x: np.ndarray, rtol: float) -> dict:
+    import onnx
+
+    return first_divergence(onnx.load(str(artifact.path)), reference_graph(artifact, weights, stages), x, rtol)

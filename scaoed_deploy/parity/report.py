@@ -1,0 +1,121 @@
+"""Parity reports: ``parity.json``, ``parity.md`` and one PNG per artifact, each written atomically."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import atomic_path
+from .harness import ParityResult, format_measured
+
+
+def _json_safe(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def report_dict(results: list[ParityResult], reference: dict, command: str | None) -> dict:
+    return _json_safe({
+        "command": command,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "reference": reference,
+        "passed": all(r.passed for r in results),
+        "artifacts": [r.to_dict() for r in results],
+    })
+
+
+def _pass_word(passed) -> str:
+    return {True: "pass", False: "**FAIL**", None: "n/a"}[passed]
+
+
+def markdown(results: list[ParityResult], reference: dict, command: str | None) -> str:
+    lines = ["# Parity report", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += [f"Reference: eager PyTorch fp32, K={reference['stages']}, T={reference['blocks']}, weights `{reference['weights']}`", ""]
+    for r in results:
+        lines += [f"## `{r.artifact.path.name}` ({r.artifact.kind}, {r.artifact.precision}): "
+                  f"{'passed' if r.passed else 'FAILED'}", ""]
+        lines += ["| check | measured | limit | result | detail |", "|---|---:|---|---|---|"]
+        for o in r.outcomes:
+            lines.append(f"| {o.check} | {format_measured(o)} | {o.limit} | {_pass_word(o.passed)} | {o.detail} |")
+        lines.append("")
+        if r.task:
+            lines += ["| image | eager PSNR | eager SSIM | artifact PSNR | artifact SSIM | dPSNR (dB) |",
+                      "|---|---:|---:|---:|---:|---:|"]
+            for t in r.task:
+                lines.append(f"| {t.image} | {t.eager_psnr:.2f} | {t.eager_ssim:.4f} | {t.artifact_psnr:.2f} | "
+                             f"{t.artifact_ssim:.4f} | {t.dpsnr:+.3f} |")
+            lines.append("")
+        lines += ["| input | output | shape | max abs | mean abs | PSNR vs eager |", "|---|---|---|---:|---:|---:|"]
+        for c in r.tensors:
+            psnr = "inf" if c.psnr == math.inf else f"{c.psnr:.1f}"
+            lines.append(f"| {c.case} | {c.output} | {'x'.join(map(str, c.shape))} | {c.max_abs:.3g} | {c.mean_abs:.3g} | {psnr} |")
+        lines.append("")
+        if r.localisation:
+            lines += [f"First divergent node: {localisation_line(r.localisation)}", ""]
+        lines += [f"- {n}" for n in r.notes] + ([""] if r.notes else [])
+        lines += [f"![{r.artifact.path.name}]({image_name(r)})", ""]
+    return "\n".join(lines)
+
+
+def localisation_line(loc: dict) -> str:
+    if not loc.get("found"):
+        return f"not found ({loc.get('detail', '')}; {loc.get('compared_tensors', 0)} tensors compared)"
+    what = "NaN/Inf where the reference is finite" if loc["nonfinite"] else f"max abs error {loc['max_abs']:.3g}"
+    return f"{loc['where']} (node {loc['node']}, tensor {loc['tensor']}): {what}, on input '{loc.get('input', '?')}'"
+
+
+def image_name(r: ParityResult) -> str:
+    return f"{r.artifact.path.stem}.png"
+
+
+def save_preview(r: ParityResult, path: Path) -> None:
+    """noisy | eager | artifact | amplified |artifact - eager|, for one image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = r.preview
+    show = lambda a: np.clip(np.nan_to_num(a, nan=0.0), 0, 1)  # noqa: E731
+    diff = np.abs(np.nan_to_num(p["artifact"], nan=1e3) - p["eager"]).mean(axis=2)
+    peak = float(diff.max())
+    gain = 1.0 / peak if peak > 0 else 1.0
+    fig, axes = plt.subplots(1, 4, figsize=(14, 4), dpi=100)
+    panels = [(show(p["noisy"]), f"noisy ({p['name']})"), (show(p["eager"]), "eager fp32"),
+              (show(p["artifact"]), f"{r.artifact.path.name}"), (np.clip(diff * gain, 0, 1), f"|difference| x {gain:.3g}")]
+    for ax, (img, title) in zip(axes, panels):
+        ax.imshow(img, cmap="magma" if img.ndim == 2 else None, vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{r.artifact.precision} artifact vs eager: {'passed' if r.passed else 'FAILED'}", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_reports(results: list[ParityResult], out_dir: str | Path, reference: dict, command: str | None = None) -> list[Path]:
+    out_dir = Path(out_dir)
+    written = []
+    with atomic_path(out_dir / "parity.json") as tmp:
+        tmp.write_text(json.dumps(report_dict(results, reference, command), indent=2) + "\n")
+    written.append(out_dir / "parity.json")
+    with atomic_path(out_dir / "parity.md") as tmp:
+        tmp.write_text(markdown(results, reference, command))
+    written.append(out_dir / "parity.md")
+    for r in results:
+        if r.preview is not None:
+            save_preview(r, out_dir / image_name(r))
+            written.append(out_dir / image_name(r))
+    return written
