@@ -391,6 +391,59 @@ def _print_parity(r) -> None:
         click.echo(f"  note: {n}")
 
 
+@cli.command()
+@click.option("--clean", required=True, help="Clean image folder(s), comma-separated (never the SIDD crops).")
+@click.option("--pairs", default=None, help="Extra real noisy/clean training pairs (folders with noisy/ and clean/), comma-separated.")
+@click.option("--val", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Real noisy/clean pairs to report PSNR on while training (monitoring only).")
+@click.option("--stages", type=click.IntRange(1, 8), default=2, show_default=True, help="K used in training.")
+@click.option("--blocks", type=click.IntRange(1, 64), default=16, show_default=True, help="FM2ARB blocks T.")
+@click.option("--patch", type=click.IntRange(16, 1024), default=64, show_default=True)
+@click.option("--batch", type=click.IntRange(1, 1024), default=8, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=2000, show_default=True, help="Total steps (on --resume: the new total).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True, help="Peak learning rate (cosine decay).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--val-every", type=click.IntRange(1), default=250, show_default=True)
+@click.option("--resume", type=click.Path(exists=True, dir_okay=False), default=None, help="A .train-state.pt to continue from exactly.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Weights to write: NAME.safetensors (+ NAME.json).")
+@json_option
+def train(clean, pairs, val, stages, blocks, patch, batch, steps, lr, seed, val_every, resume, device, output, as_json):
+    """Train ScaoedNet on clean images with synthetic camera noise (L1, Adam, cosine decay)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .runtime.torch_backend import pick_device
+    from .train import TrainConfig, state_path
+    from .train import train as run_training
+
+    if patch % 2:
+        raise click.BadParameter("must be even", param_hint="--patch")
+    cfg = TrainConfig(clean=[c for c in clean.split(",") if c], stages=stages, blocks=blocks, patch=patch, batch=batch,
+                      steps=steps, lr=lr, seed=seed, val_every=val_every,
+                      pairs=[p for p in (pairs or "").split(",") if p], val=val)
+    dev = str(pick_device(device))
+    columns = [TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+    with Progress(*columns, console=_stderr_console(), disable=as_json) as progress:
+        task = progress.add_task("train", total=steps, info="")
+
+        def report(d):
+            info = f"loss {d['loss']:.4f}"
+            if "val_psnr_synthetic" in d:
+                report.val = f" | val {d['val_psnr_synthetic']:.2f} dB" + (
+                    f" | real {d['val_psnr_real']:.2f} dB" if "val_psnr_real" in d else "")
+            progress.update(task, completed=d["step"], info=info + report.val)
+
+        report.val = ""
+        result = run_training(cfg, output, resume=resume, device=dev, report=report)
+    if as_json:
+        emit_json(result)
+    else:
+        last = result["history"][-1] if result["history"] else result["last"]
+        click.echo(f"wrote {result['weights']} after {result['steps']} steps (resumable state: {state_path(output)}); "
+                   f"last validation: {json.dumps({k: round(v, 4) for k, v in last.items() if isinstance(v, float)})}")
+
+
 @contextlib.contextmanager
 def progress_steps(quiet: bool = False):
     """Yields step(message): a spinner on a terminal, a line per step on stderr otherwise."""
