@@ -239,8 +239,17 @@ def build_model(weights: Weights, stages: int | None = None) -> ScaoedNet:
     return model.eval()
 
 
-def save_safetensors(weights: Weights, path: str | Path, stages: int | None = None, provenance: dict | None = None) -> Path:
-    """Write NAME.safetensors and its NAME.json config, each atomically."""
+def save_safetensors(
+    weights: Weights,
+    path: str | Path,
+    stages: int | None = None,
+    provenance: dict | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write NAME.safetensors and its NAME.json config, each atomically.
+
+    ``dtype=torch.float16`` halves the file; reading always gives float32 back.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -248,9 +257,10 @@ def save_safetensors(weights: Weights, path: str | Path, stages: int | None = No
         "format": FORMAT,
         "stages": stages or weights.stages or DEFAULT_STAGES,
         "blocks": weights.blocks,
+        "storage": str(dtype).replace("torch.", ""),
         "provenance": provenance if provenance is not None else weights.provenance,
     }
-    tensors = {k: v.contiguous() for k, v in weights.state_dict.items()}
+    tensors = {k: v.to(dtype).contiguous() for k, v in weights.state_dict.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={FORMAT: json.dumps(config)})
     with atomic_path(path.with_suffix(".json")) as tmp:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -51,18 +50,10 @@ def _resolution(ctx, param, value):
     return out
 
 
-def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def emit_json(data) -> None:
-    click.echo(json.dumps(_json_safe(data), indent=2))
+    from .jsonio import dumps
+
+    click.echo(dumps(data))
 
 
 def notice(message: str) -> None:
@@ -76,19 +67,19 @@ def _console():
     return Console()
 
 
-def load_weights(checkpoint: str | None, *, blocks: int, seed: int, allow_random: bool, command: str):
-    """The checkpoint's weights, or seeded random ones where the command allows them."""
+def load_weights(checkpoint: str | None, *, random_seed: int | None = None, blocks: int = 16):
+    """The checkpoint's weights; else seeded random ones when asked for; else the shipped demo weights."""
     from . import checkpoint as ckpt
+    from .weights import DEMO_NOTICE, demo_weights
 
     if checkpoint:
         return ckpt.read_checkpoint(checkpoint)
-    if not allow_random:
-        raise ScaoedError(
-            f"{command} needs --checkpoint PATH: no public ScaoedNet weights are bundled "
-            "(pass the authors' .pth or a scaoed-deploy .safetensors)"
-        )
-    notice(f"note: no --checkpoint given; using seeded random weights (seed {seed}, T={blocks}), not a trained model")
-    return ckpt.random_weights(blocks=blocks, seed=seed)
+    if random_seed is not None:
+        notice(f"note: using seeded random weights (seed {random_seed}, T={blocks}), not a trained model")
+        return ckpt.random_weights(blocks=blocks, seed=random_seed)
+    weights = demo_weights()
+    notice(DEMO_NOTICE)
+    return weights
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON for scripts.")
@@ -156,7 +147,7 @@ def convert(src, dst, stages, as_json):
 @cli.command()
 @click.argument("src", type=click.Path(exists=True))
 @click.argument("dst", type=click.Path())
-@click.option("--checkpoint", "-c", type=click.Path(), help="Weights: the authors' .pth or a .safetensors.")
+@click.option("--checkpoint", "-c", type=click.Path(), help="Weights: the authors' .pth or a .safetensors (default: the demo weights).")
 @click.option("--stages", type=click.IntRange(1, 8), default=None, help="Stage count K (default: the checkpoint's, else 5).")
 @click.option("--reference", "-r", type=click.Path(exists=True),
               help="Clean image (or folder of same-named images): print PSNR/SSIM as the paper evaluates.")
@@ -167,7 +158,7 @@ def denoise(src, dst, checkpoint, stages, reference, device, as_json):
     from .images import list_images
     from .runtime import Denoiser, TorchRunner
 
-    weights = load_weights(checkpoint, blocks=16, seed=0, allow_random=False, command="denoise")
+    weights = load_weights(checkpoint)
     runner = TorchRunner(weights, stages=stages, device=device)
     denoiser = Denoiser(runner)
     src_p, dst_p = Path(src), Path(dst)
@@ -231,9 +222,9 @@ def _stderr_console():
 
 @cli.command("export")
 @click.option("--stages", default="5", show_default=True, callback=_stage_list, help="Stage counts K, comma-separated: one file each.")
-@click.option("--checkpoint", "-c", type=click.Path(), help="Weights (default: seeded random weights, with a notice).")
-@click.option("--blocks", default=16, show_default=True, type=click.IntRange(1, 64), help="T for random weights.")
-@click.option("--seed", default=0, show_default=True, help="Seed for random weights.")
+@click.option("--checkpoint", "-c", type=click.Path(), help="Weights (default: the demo weights).")
+@click.option("--random-seed", type=int, default=None, help="Use seeded random weights instead (for tests and timing).")
+@click.option("--blocks", default=16, show_default=True, type=click.IntRange(1, 64), help="T, with --random-seed.")
 @click.option("--static", "static_hw", nargs=2, type=click.IntRange(2, 16384), default=None, metavar="H W",
               help="Static height and width (even) instead of dynamic ones.")
 @click.option("--batch", type=click.IntRange(1, 1024), default=None, help="Static batch size (default: dynamic).")
@@ -246,13 +237,13 @@ def _stderr_console():
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="Max abs error vs eager.")
 @click.option("-o", "--output", default="export", show_default=True, help="Output folder, or a .onnx file for one K.")
 @json_option
-def export_cmd(stages, checkpoint, blocks, seed, static_hw, batch, opset, noise_maps, optimizer, data, tolerance, output, as_json):
+def export_cmd(stages, checkpoint, random_seed, blocks, static_hw, batch, opset, noise_maps, optimizer, data, tolerance, output, as_json):
     """Export one verified ONNX file per stage count (ONNX Runtime vs eager before writing)."""
     from .data import default_sidd_dir
     from .errors import VerificationError
     from .export import ExportSpec, command_line, default_filename, export_onnx
 
-    weights = load_weights(checkpoint, blocks=blocks, seed=seed, allow_random=True, command="export")
+    weights = load_weights(checkpoint, random_seed=random_seed, blocks=blocks)
     data_dir = Path(data) if data else default_sidd_dir()
     out = Path(output)
     single_file = out.suffix == ".onnx"
@@ -301,7 +292,7 @@ def _print_export(r) -> None:
 @cli.command()
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path())
 @click.option("--stages", type=click.IntRange(1, 8), default=None, help="K of the eager reference (default: the artifact's).")
-@click.option("--checkpoint", "-c", type=click.Path(), help="Weights of the eager reference (default: what the artifact records).")
+@click.option("--checkpoint", "-c", type=click.Path(), help="Weights of the eager reference (default: what the artifact records, or the demo weights).")
 @click.option("--data", type=click.Path(exists=True, file_okay=False),
               help="Real pairs: a folder with noisy/ and clean/ (default ../shared/data/sidd when present).")
 @click.option("--report", "report_dir", default="reports/parity", show_default=True, type=click.Path(file_okay=False),
@@ -347,8 +338,9 @@ def parity(artifacts, stages, checkpoint, data, report_dir, precision, max_abs, 
 
 
 def _reference_weights(art, checkpoint):
-    """The checkpoint if given; else the seeded random weights the artifact records; else ask for one."""
+    """The checkpoint if given; else the weights the artifact records (seeded random or the demo weights)."""
     from . import checkpoint as ckpt
+    from .weights import DEMO_NOTICE, demo_weights, has_demo_weights
 
     if checkpoint:
         return ckpt.read_checkpoint(checkpoint)
@@ -357,6 +349,11 @@ def _reference_weights(art, checkpoint):
         seed = int(recorded.rsplit("-", 1)[1])
         notice(f"note: {art.path.name} was exported from seeded random weights; comparing with the same ({recorded})")
         return ckpt.random_weights(blocks=art.blocks, seed=seed)
+    if has_demo_weights():
+        demo = demo_weights()
+        if recorded in ("", demo.identity):
+            notice(DEMO_NOTICE)
+            return demo
     src = art.metadata.get("weights_source", "a checkpoint")
     raise ScaoedError(f"{art.path} was exported from {src}; pass it with --checkpoint")
 

@@ -60,3 +60,34 @@ def fit_to_shape(chw: np.ndarray, static_hw: tuple[int, int] | None) -> np.ndarr
         th, tw = h // 2 * 2, w // 2 * 2
     top, left = (h - th) // 2, (w - tw) // 2
     return np.ascontiguousarray(chw[:, top : top + th, left : left + tw])
+
+
+def probe_inputs(static_hw: tuple[int, int] | None, batch: int | None, shapes: int = 2, seed: int = 0):
+    """(name, NCHW float32) inputs for checking an artifact: random images at ``shapes`` sizes (batch 1 and 2
+    where the batch is dynamic), a black image (every u_ini channel constant: NFAE's 0/0 case) and a flat gray one.
+    """
+    rng = np.random.default_rng(seed)
+    if static_hw:
+        sizes = [(batch or 1, 3, *static_hw)] * shapes
+    else:
+        sizes = [(batch or 1, 3, 64, 64), (batch or 2, 3, 48, 80), (batch or 1, 3, 96, 128)][:shapes]
+    cases = [(f"random #{i + 1}", rng.random(s, dtype=np.float32)) for i, s in enumerate(sizes)]
+    cases.append(("black image", np.zeros(sizes[0], np.float32)))
+    cases.append(("flat gray image", np.full(sizes[0], 0.5, np.float32)))
+    return cases
+
+
+def real_inputs(data_dir: str | Path | None, static_hw: tuple[int, int] | None, batch: int | None):
+    """([(sample, NCHW batch)], notes): real noisy images fitted to the artifact's shape."""
+    notes: list[str] = []
+    out = []
+    samples = load_samples(data_dir) if data_dir else []
+    if data_dir and not samples:
+        notes.append(f"no images in {data_dir}")
+    for s in samples:
+        x = fit_to_shape(s.noisy, static_hw)
+        if x is None:
+            notes.append(f"{s.name}: smaller than the static shape {static_hw[0]}x{static_hw[1]}, skipped")
+            continue
+        out.append((s, np.repeat(x[None], batch or 1, axis=0)))
+    return out, notes

@@ -283,27 +283,11 @@ def check_nfae_epsilon(proto, stages: int) -> None:
 # ---------------------------------------------------------------------------- verification
 def verification_inputs(spec: ExportSpec, data_dir: Path | None) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
     """(case name, NCHW float32 input) pairs, and notes on what was left out."""
-    from .data import fit_to_shape, load_samples
+    from .data import probe_inputs, real_inputs
 
-    rng = np.random.default_rng(0)
-    notes = []
-    if spec.static_hw:
-        shapes = [(spec.batch or 1, 3, *spec.static_hw)] * 2
-    else:
-        shapes = [(spec.batch or 1, 3, 64, 64), (spec.batch or 2, 3, 48, 80)]
-    cases = [(f"random #{i + 1}", rng.random(s, dtype=np.float32)) for i, s in enumerate(shapes)]
-    cases.append(("black image", np.zeros(shapes[0], np.float32)))  # every u_ini channel is constant
-    if data_dir is not None:
-        samples = load_samples(data_dir)
-        if not samples:
-            notes.append(f"no images in {data_dir}: real-noise check skipped")
-        for sample in samples:
-            chw = fit_to_shape(sample.noisy, spec.static_hw)
-            if chw is None:
-                notes.append(f"{sample.name}: smaller than the static shape, skipped")
-                continue
-            cases.append((f"real noise {sample.name}", np.repeat(chw[None], spec.batch or 1, axis=0)))
-    return cases, notes
+    cases = probe_inputs(spec.static_hw, spec.batch, shapes=2)
+    real, notes = real_inputs(data_dir, spec.static_hw, spec.batch)
+    return cases + [(f"real noise {sample.name}", x) for sample, x in real], notes
 
 
 DEAD_CHANNEL_CASE = "dead NFAE channel"

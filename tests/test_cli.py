@@ -74,11 +74,25 @@ def test_help_exits_0(capsys):
     assert code == 0 and "denoise" in out
 
 
-def test_denoise_without_checkpoint_refuses(capsys, noisy, tmp_path):
+def test_denoise_without_checkpoint_or_demo_weights_refuses(capsys, noisy, tmp_path, monkeypatch):
+    import scaoed_deploy.weights as demo
+
+    monkeypatch.setattr(demo, "DEMO_PATH", tmp_path / "absent.safetensors")
     code, _, err = run(capsys, "denoise", str(noisy), str(tmp_path / "o.png"))
     assert code == 1
-    assert_one_line_error(err, "--checkpoint", "no public ScaoedNet weights")
+    assert_one_line_error(err, "--checkpoint", "no demo weights")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_denoise_without_checkpoint_uses_the_demo_weights_and_says_so(capsys, noisy, tmp_path, tiny_checkpoint, monkeypatch):
+    import scaoed_deploy.weights as demo
+    from scaoed_deploy.checkpoint import convert
+
+    convert(tiny_checkpoint, tmp_path / "demo.safetensors", stages=1)
+    monkeypatch.setattr(demo, "DEMO_PATH", tmp_path / "demo.safetensors")
+    code, out, err = run(capsys, "denoise", str(noisy), str(tmp_path / "o.png"))
+    assert code == 0 and (tmp_path / "o.png").is_file() and "K=1" in out
+    assert err.strip() == demo.DEMO_NOTICE
 
 
 def test_denoise_with_corrupt_checkpoint(capsys, noisy, tmp_path):

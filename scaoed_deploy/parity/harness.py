@@ -139,19 +139,6 @@ def check_consistency(artifact: Artifact, weights: Weights, stages: int | None) 
     return k
 
 
-def _tensor_inputs(artifact: Artifact) -> list[tuple[str, np.ndarray]]:
-    rng = np.random.default_rng(1234)
-    b = artifact.static_batch
-    if artifact.static_hw:
-        shapes = [(b or 1, 3, *artifact.static_hw)] * 2
-    else:
-        shapes = [(b or 1, 3, 64, 64), (b or 2, 3, 48, 80), (b or 1, 3, 96, 128)]
-    cases = [(f"random #{i + 1}", rng.random(s, dtype=np.float32)) for i, s in enumerate(shapes)]
-    cases.append(("black image", np.zeros(shapes[0], np.float32)))
-    cases.append(("flat gray image", np.full(shapes[0], 0.5, np.float32)))
-    return cases
-
-
 def _compare_outputs(case, names, eager_outs, got_outs) -> list[Agreement]:
     """Match the artifact's outputs to eager's by name: 'denoised' first, then 'noise_map_i'."""
     checks = []
@@ -176,7 +163,7 @@ def run_parity(
     localise: bool = True,
     step: Callable[[str], None] = lambda s: None,
 ) -> ParityResult:
-    from ..data import fit_to_shape, load_samples
+    from ..data import fit_to_shape, probe_inputs, real_inputs
     from ..images import psnr_ssim, to_uint8
     from ..runtime.torch_backend import TorchRunner
 
@@ -188,35 +175,29 @@ def run_parity(
     notes: list[str] = []
     tensors: list[Agreement] = []
     inputs: dict[str, np.ndarray] = {}
-    for case, x in _tensor_inputs(artifact):
+    for case, x in probe_inputs(artifact.static_hw, artifact.static_batch, shapes=3, seed=1234):
         step(f"{artifact.path.name}: {case}")
         inputs[case] = x
         tensors += _compare_outputs(case, names, eager.run(x), runner.run(x))
 
     task: list[TaskRow] = []
     preview = None
-    samples = load_samples(data_dir) if data_dir else []
-    if data_dir and not samples:
-        notes.append(f"no images in {data_dir}")
-    for s in samples:
-        x = fit_to_shape(s.noisy, artifact.static_hw)
-        if x is None:
-            notes.append(f"{s.name}: smaller than the artifact's static shape, skipped")
-            continue
+    real, real_notes = real_inputs(data_dir, artifact.static_hw, artifact.static_batch)
+    notes += real_notes
+    for s, batch in real:
         step(f"{artifact.path.name}: real noise {s.name}")
-        batch = np.repeat(x[None], artifact.static_batch or 1, axis=0)
         case = f"real noise {s.name}"
         inputs[case] = batch
         ref_outs, got_outs = eager.run(batch), runner.run(batch)
         tensors += _compare_outputs(case, names, ref_outs, got_outs)
         ref_img, got_img = ref_outs[0][0].transpose(1, 2, 0), got_outs[0][0].transpose(1, 2, 0)
         if preview is None:
-            preview = {"name": s.name, "noisy": x.transpose(1, 2, 0), "eager": ref_img, "artifact": got_img}
+            preview = {"name": s.name, "noisy": batch[0].transpose(1, 2, 0), "eager": ref_img, "artifact": got_img}
         if s.clean is not None:
             clean = to_uint8(fit_to_shape(s.clean, artifact.static_hw).transpose(1, 2, 0))
             (ep, es), (ap, as_) = psnr_ssim(to_uint8(ref_img), clean), psnr_ssim(to_uint8(got_img), clean)
             task.append(TaskRow(s.name, ep, es, ap, as_))
-    if not samples:
+    if not real:
         notes.append("no real noisy/clean pairs (../shared/data/sidd or --data): task agreement not measured")
     if preview is None:
         x = inputs["random #1"][:1]

@@ -10,21 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import atomic_path
+from ..jsonio import json_safe
 from .harness import ParityResult, format_measured
 
 
-def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def report_dict(results: list[ParityResult], reference: dict, command: str | None) -> dict:
-    return _json_safe({
+    return json_safe({
         "command": command,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "reference": reference,

@@ -1,0 +1,49 @@
+"""Ship trained weights as the package's demo weights (float16 storage, provenance with measured figures).
+
+    python benchmarks/demo_weights/ship.py TRAINED.safetensors [--stages K]
+
+K defaults to the best mean SIDD PSNR in results.json beside this file (from evaluate.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from scaoed_deploy.checkpoint import read_checkpoint, save_safetensors
+from scaoed_deploy.weights import DEMO_PATH
+
+HERE = Path(__file__).parent
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("trained")
+    ap.add_argument("--stages", type=int, default=None)
+    args = ap.parse_args()
+    w = read_checkpoint(args.trained)
+    results = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").is_file() else {}
+    by_k = results.get("by_stages", {})
+    stages = args.stages or int(results.get("best_stages", w.stages))
+    provenance = dict(w.provenance)
+    provenance.update({
+        "notice": "demo weights trained by scaoed-deploy on synthetic noise; not the paper's weights",
+        "trained_from": Path(args.trained).name,
+        "trained_sha256": w.sha256,
+        "storage": "float16 (read back as float32)",
+        "default_stages_chosen_by": "best mean PSNR on the 4 SIDD crops over K = 1..5 (evaluation only)",
+        "sidd_mean_psnr_by_stages": {k: round(v["mean_psnr"], 3) for k, v in by_k.items()},
+        "sidd_mean_ssim_by_stages": {k: round(v["mean_ssim"], 4) for k, v in by_k.items()},
+    })
+    provenance.pop("history", None)
+    save_safetensors(w, DEMO_PATH, stages=stages, provenance=provenance, dtype=torch.float16)
+    print(f"wrote {DEMO_PATH} ({DEMO_PATH.stat().st_size / 1e6:.1f} MB), default K={stages}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
