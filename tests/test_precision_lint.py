@@ -1,0 +1,103 @@
+"""TensorRT lint: planted violations are caught and named; a clean export passes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from scaoed_deploy.precision.lint import errors, lint
+
+PROFILE = {"x": {"min": (1, 4, 8, 8), "opt": (1, 4, 16, 16), "max": (2, 4, 32, 32)}}
+
+
+def qdq_conv(zero_point=0, zp_dtype=np.int8, scale=None, axis=0, weight_dtype=np.float32, opset=18, extra_nodes=()):
+    """x -> Q/DQ (per tensor) -> Conv(DQ(per-channel weights)) -> y."""
+    w = np.random.default_rng(0).standard_normal((4, 4, 3, 3)).astype(weight_dtype)
+    scale = np.full(4, 0.02, np.float32) if scale is None else np.asarray(scale, np.float32)
+    inits = [
+        numpy_helper.from_array(np.round(w / 0.02).clip(-127, 127).astype(np.int8), "w_q"),
+        numpy_helper.from_array(scale, "w_scale"),
+        numpy_helper.from_array(np.full(scale.shape, zero_point, zp_dtype), "w_zp"),
+        numpy_helper.from_array(np.array(0.05, np.float32), "x_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), "x_zp"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["xq"], name="q_x"),
+        helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zp"], ["xdq"], name="dq_x"),
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w"], name="dq_w", axis=axis),
+        helper.make_node("Conv", ["xdq", "w"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+        *extra_nodes,
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, "h", "w"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, "h", "w"])
+    return helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", opset)])
+
+
+def rules(model, profile=PROFILE):
+    return {(v.rule, v.where) for v in errors(lint(model, profile))}
+
+
+def test_a_clean_qdq_graph_passes():
+    model = qdq_conv()
+    onnx.checker.check_model(model)
+    assert errors(lint(model, PROFILE)) == []
+
+
+def test_non_zero_zero_point_is_caught():
+    assert ("qdq-zero-point", "dq_w") in rules(qdq_conv(zero_point=3))
+
+
+def test_unsigned_quantization_is_caught():
+    assert ("qdq-type", "dq_w") in rules(qdq_conv(zp_dtype=np.uint8))
+
+
+def test_bad_scales_are_caught():
+    assert ("qdq-scale", "dq_w") in rules(qdq_conv(scale=[0.02, -0.01, 0.02, 0.02]))
+    assert ("qdq-scale", "dq_w") in rules(qdq_conv(scale=[0.02, np.inf, 0.02, 0.02]))
+
+
+def test_per_channel_axis_must_follow_output_channels():
+    found = {v.message for v in errors(lint(qdq_conv(axis=1), PROFILE)) if v.rule == "qdq-axis"}
+    assert any("output channels" in m for m in found)
+    assert ("qdq-axis", "dq_w") in rules(qdq_conv(scale=[0.02] * 3))  # 3 scales for 4 channels
+
+
+def test_float64_initializer_is_caught():
+    model = qdq_conv()
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(3, np.float64), "unused_f64"))
+    assert ("float64", "unused_f64") in rules(model)
+
+
+def test_unsupported_op_is_caught():
+    nz = helper.make_node("NonZero", ["y"], ["nz"], name="nonzero")
+    assert ("unsupported-op", "nonzero") in rules(qdq_conv(extra_nodes=[nz]))
+    integer = helper.make_node("ConvInteger", ["xq", "w_q"], ["yi"], name="conv_integer")
+    assert ("unsupported-op", "conv_integer") in rules(qdq_conv(extra_nodes=[integer]))
+
+
+def test_opset_outside_tensorrts_range():
+    assert ("opset", "model") in rules(qdq_conv(opset=26))
+
+
+def test_dynamic_dims_need_a_profile_that_fits():
+    assert ("profile", "x") in rules(qdq_conv(), profile=None)
+    wrong = {"x": {"min": (1, 3, 8, 8), "opt": (1, 3, 16, 16), "max": (1, 3, 32, 32)}}  # channel dim is 4
+    assert ("profile", "x") in rules(qdq_conv(), profile=wrong)
+    unordered = {"x": {"min": (1, 4, 64, 64), "opt": (1, 4, 16, 16), "max": (1, 4, 32, 32)}}
+    assert ("profile", "x") in rules(qdq_conv(), profile=unordered)
+
+
+@pytest.fixture(scope="module")
+def fp32_export(tmp_path_factory):
+    from scaoed_deploy import checkpoint as ckpt
+    from scaoed_deploy import export as ex
+
+    path = tmp_path_factory.mktemp("lint") / "k1.onnx"
+    return ex.export_onnx(ckpt.random_weights(blocks=1), ex.ExportSpec(stages=1), path).path
+
+
+def test_our_fp32_export_is_tensorrt_clean(fp32_export):
+    profile = {"noisy": {"min": (1, 3, 256, 256), "opt": (1, 3, 512, 512), "max": (1, 3, 1024, 1024)}}
+    assert lint(onnx.load(str(fp32_export)), profile) == []
