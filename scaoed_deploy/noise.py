@@ -3,8 +3,9 @@
 The camera pipeline, run backwards then forwards on each patch:
 
     clean sRGB -> inverse gamma (linear RGB) -> divide by white-balance gains (sensor raw)
-    -> optional Bayer mosaic (RGGB) -> signal-dependent Poisson-Gaussian noise
-    -> optional bilinear demosaic -> white-balance gains -> gamma (sRGB) -> optional JPEG
+    -> signal-dependent Poisson-Gaussian noise -> optional Bayer mosaic + bilinear demosaic of
+    the noise -> a common component shared by R, G and B (real sRGB noise correlates across
+    channels, 0.3 to 0.6 on the SIDD crops) -> white-balance gains -> gamma (sRGB) -> optional JPEG
 
 Poisson-Gaussian noise in its usual heteroscedastic Gaussian form: a raw value x
 becomes x + n with n ~ N(0, a*x + b): ``a`` is the shot-noise gain and ``b``
@@ -30,6 +31,7 @@ class NoiseConfig:
     wb_red: tuple[float, float] = (1.5, 2.5)  # white-balance gains applied after the sensor
     wb_blue: tuple[float, float] = (1.3, 2.2)
     mosaic_prob: float = 0.7  # Bayer mosaic + bilinear demosaic (spatially correlated noise)
+    cross_channel: tuple[float, float] = (0.2, 0.7)  # share of noise common to R, G, B (real sRGB noise correlates)
     jpeg_prob: float = 0.25
     jpeg_quality: tuple[int, int] = (70, 95)
 
@@ -78,6 +80,19 @@ def demosaic_bilinear(raw3: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(raw3, (1, 1, 1, 1), mode="reflect"), kernels, groups=3)
 
 
+def correlate_channels(noise: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+    """Mix a common component into R, G and B: n_c <- (1 - s) n_c + s mean(n), rescaled to keep each variance.
+
+    For independent channels of equal variance the correlation between two channels becomes
+    (2 a q + q^2) / (a^2 + 2 q^2) with q = s / 3 and a = 1 - s + q (0.43 at s = 0.45).
+    """
+    s = share.view(-1, 1, 1, 1)
+    q = s / 3
+    a = 1 - s + q
+    mixed = (1 - s) * noise + s * noise.mean(dim=1, keepdim=True)
+    return mixed / torch.sqrt(a * a + 2 * q * q)
+
+
 def _log_uniform(lo: float, hi: float, n: int, gen: torch.Generator) -> torch.Tensor:
     u = torch.rand(n, generator=gen, dtype=torch.float64)
     return torch.exp(np.log(lo) + u * (np.log(hi) - np.log(lo))).float()
@@ -110,12 +125,18 @@ def synthesize(clean: torch.Tensor, gen: torch.Generator, cfg: NoiseConfig = Noi
     use_jpeg = torch.rand(b, generator=gen) < cfg.jpeg_prob
     quality = torch.randint(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1, (b,), generator=gen)
 
+    mix = _uniform(*cfg.cross_channel, b, gen)
+
     raw = srgb_to_linear(clean) / gains
-    noisy = poisson_gaussian(raw, shot, read, gen)
+    noise = poisson_gaussian(raw, shot, read, gen) - raw
     if use_mosaic.any():
+        # demosaic(mosaic(raw + n)) - demosaic(mosaic(raw)) = demosaic(mosaic(n)): the clean target stays
+        # un-demosaiced, as a reference rendered from averaged raw frames would be, while the noise
+        # takes the demosaic's spatial correlation.
         idx = use_mosaic.nonzero().flatten()
-        noisy[idx] = demosaic_bilinear(mosaic(noisy[idx]))
-    noisy = linear_to_srgb(noisy * gains)
+        noise[idx] = demosaic_bilinear(mosaic(noise[idx]))
+    noise = correlate_channels(noise, mix)
+    noisy = linear_to_srgb((raw + noise) * gains)
     for i in use_jpeg.nonzero().flatten().tolist():
         noisy[i] = _jpeg(noisy[i], int(quality[i]))
     return noisy

@@ -8,6 +8,7 @@ import torch
 
 from scaoed_deploy.noise import (
     NoiseConfig,
+    correlate_channels,
     demosaic_bilinear,
     linear_to_srgb,
     mosaic,
@@ -30,7 +31,8 @@ def test_poisson_gaussian_variance_is_shot_times_signal_plus_read():
 def test_synthesised_noise_grows_with_signal_as_configured():
     """Through the whole pipeline (gamma and back), raw-domain variance follows a*x + b."""
     a, b = 0.004, 2e-4
-    cfg = NoiseConfig(shot=(a, a), read=(b, b), wb_red=(1.0, 1.0), wb_blue=(1.0, 1.0), mosaic_prob=0.0, jpeg_prob=0.0)
+    cfg = NoiseConfig(shot=(a, a), read=(b, b), wb_red=(1.0, 1.0), wb_blue=(1.0, 1.0), mosaic_prob=0.0, jpeg_prob=0.0,
+                      cross_channel=(0.0, 0.0))
     lin = torch.tensor([0.1, 0.25, 0.45, 0.65]).view(4, 1, 1, 1).expand(4, 3, 96, 96).clone()
     noisy = synthesize(linear_to_srgb(lin), torch.Generator().manual_seed(1), cfg)
     var = (srgb_to_linear(noisy) - lin).var(dim=(1, 2, 3)).numpy()
@@ -61,3 +63,14 @@ def test_synthesis_is_reproducible_from_the_generator():
     a = synthesize(clean, torch.Generator().manual_seed(5))
     b = synthesize(clean, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.45, 0.7])
+def test_channel_mixing_keeps_variance_and_sets_the_correlation(share):
+    n = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(6)) * 0.1
+    mixed = correlate_channels(n, torch.tensor([share]))[0].reshape(3, -1).numpy()
+    np.testing.assert_allclose(mixed.std(axis=1), 0.1, rtol=0.03)
+    q = share / 3
+    a = 1 - share + q
+    expected = (2 * a * q + q * q) / (a * a + 2 * q * q)
+    assert np.corrcoef(mixed)[0, 1] == pytest.approx(expected, abs=0.02)
