@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, atomic_path, short_list
+from .errors import CheckpointError, atomic_path, first_line, short_list
 from .model import ScaoedNet
 from .model.layout import OFFICIAL_MARKER, OURS_MARKER, count_blocks, official_key_map
 
@@ -101,11 +101,8 @@ def _read_pth(path: Path) -> dict:
 
 
 def _first_line(e: BaseException) -> str:
-    """The first sentence of a library's error message: enough to say what broke."""
-    text = str(e).strip().splitlines()
-    if not text:
-        return type(e).__name__
-    return text[0].split(". ")[0].rstrip(".")[:160]
+    """The first sentence of a library's error message (torch's run on for several)."""
+    return first_line(e, 400).split(". ")[0].rstrip(".")[:160]
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:

@@ -39,6 +39,12 @@ def _umask() -> int:
     return mask
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of a library's error message: enough to say what broke, on one line."""
+    lines = str(e).strip().splitlines()
+    return lines[0][:limit] if lines else type(e).__name__
+
+
 def short_list(items, limit: int = 5) -> str:
     """'a, b, c (+12 more)': long key lists stay on one readable line."""
     items = list(items)

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Weights, build_model
-from .errors import ScaoedError, VerificationError, atomic_path
+from .errors import ScaoedError, VerificationError, atomic_path, first_line
 from .model.scaoednet import NFAE_EPS
 from .parity.compare import Agreement, agreement
 
@@ -156,10 +156,10 @@ def _torch_export(model, spec: ExportSpec):
             program = torch.onnx.export(
                 module, (example,), dynamo=True, optimize=False, opset_version=spec.opset,
                 input_names=[INPUT_NAME], output_names=spec.output_names,
-                dynamic_shapes=({k: v for k, v in dims.items()},) if dims else None, verbose=False,
+                dynamic_shapes=(dims,) if dims else None, verbose=False,
             )
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        first = first_line(e, 300)
         raise ScaoedError(f"torch.onnx.export failed for K={spec.stages}: {first}") from e
     proto = program.model_proto
     _tag_module_paths(proto, wrapper="model" if spec.noise_maps else "")
@@ -246,7 +246,7 @@ def _check_graph(proto):
         onnx.checker.check_model(proto, full_check=True)
         return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        first = first_line(e, 300)
         raise VerificationError(f"ONNX checker rejected the graph: {first}") from e
 
 

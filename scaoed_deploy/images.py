@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError, atomic_path
+from .errors import ImageError, atomic_path, first_line
 
 READ_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 WRITE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
@@ -127,7 +127,7 @@ def read_image(path: str | Path) -> Image:
     except ImageError:
         raise
     except Exception as e:  # every decoder has its own exception types
-        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e)
         raise ImageError(f"{path}: cannot read image ({first})") from e
     return _from_integer_array(arr, path)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scaoed_deploy.checkpoint import build_model, read_checkpoint
+from scaoed_deploy.checkpoint import read_checkpoint
 from scaoed_deploy.data import load_samples, shared_data_dir
 from scaoed_deploy.errors import atomic_path
 from scaoed_deploy.images import psnr_ssim, read_image, to_uint8

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ScaoedError
+from ..errors import ScaoedError, first_line
 
 ONNX_SUFFIXES = {".onnx"}
 ENGINE_SUFFIXES = {".engine", ".plan", ".trt"}
@@ -85,7 +85,7 @@ def load_artifact(path: str | Path, precision: str | None = None) -> Artifact:
             model = onnx.load(str(path))
             onnx.checker.check_model(model)
         except (DecodeError, onnx.checker.ValidationError, ValueError, OSError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            first = first_line(e)
             raise ScaoedError(f"{path}: not a valid ONNX model (truncated or corrupt?): {first}") from e
         meta = {p.key[len("scaoed."):]: p.value for p in model.metadata_props if p.key.startswith("scaoed.")}
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ScaoedError
+from ..errors import ScaoedError, first_line
 
 
 def quiet_polygraphy() -> None:
@@ -49,7 +49,7 @@ class OnnxRuntimeRunner:
                 self.session = SessionFromOnnx(source, providers=providers)()
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
             where = "the model" if isinstance(model, bytes) else str(model)
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            first = first_line(e)
             raise ScaoedError(f"ONNX Runtime cannot load {where}: {first}") from e
         first = self.session.get_inputs()[0]
         self.input_name = first.name
