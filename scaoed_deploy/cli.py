@@ -403,9 +403,11 @@ def _print_parity(r) -> None:
 @click.option("--val-every", type=click.IntRange(1), default=250, show_default=True)
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False), default=None, help="A .train-state.pt to continue from exactly.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True,
+              help="bf16: autocast the forward pass (about 2x faster on CPUs with AVX-512 BF16; float32 master weights).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Weights to write: NAME.safetensors (+ NAME.json).")
 @json_option
-def train(clean, pairs, val, stages, blocks, patch, batch, steps, lr, seed, val_every, resume, device, output, as_json):
+def train(clean, pairs, val, stages, blocks, patch, batch, steps, lr, seed, val_every, resume, device, amp, output, as_json):
     """Train ScaoedNet on clean images with synthetic camera noise (L1, Adam, cosine decay)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -417,7 +419,7 @@ def train(clean, pairs, val, stages, blocks, patch, batch, steps, lr, seed, val_
         raise click.BadParameter("must be even", param_hint="--patch")
     cfg = TrainConfig(clean=[c for c in clean.split(",") if c], stages=stages, blocks=blocks, patch=patch, batch=batch,
                       steps=steps, lr=lr, seed=seed, val_every=val_every,
-                      pairs=[p for p in (pairs or "").split(",") if p], val=val)
+                      pairs=[p for p in (pairs or "").split(",") if p], val=val, amp=amp)
     dev = str(pick_device(device))
     columns = [TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[info]}"), TimeRemainingColumn()]

@@ -46,6 +46,7 @@ class TrainConfig:
     val_images: int = 4  # clean images held out of training for synthetic-noise validation
     pairs: list[str] = field(default_factory=list)  # extra real noisy/clean training pairs (noisy/, clean/)
     val: str | None = None  # real pairs for monitoring only
+    amp: str = "none"  # "bf16": autocast the forward pass to bfloat16 (weights and Adam state stay float32)
     noise: dict = field(default_factory=lambda: NoiseConfig().to_dict())
 
     def to_dict(self) -> dict:
@@ -202,9 +203,11 @@ def train(
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ScaoedError(f"{out}: training writes .safetensors weights (plus .json config)")
-    if resume:  # everything but the step count comes from the saved state
+    if cfg.amp not in ("none", "bf16"):
+        raise ScaoedError(f"unknown amp mode {cfg.amp!r}; use none or bf16")
+    if resume:  # everything but the step count and the amp mode comes from the saved state
         saved = _load_state(Path(resume))
-        cfg = TrainConfig(**dict(saved["config"], steps=cfg.steps))
+        cfg = TrainConfig(**dict(saved["config"], steps=cfg.steps, amp=cfg.amp))
     torch.manual_seed(cfg.seed)
     images = _load_clean(cfg.clean)
     val_imgs, train_imgs = images[: cfg.val_images], images[cfg.val_images :]
@@ -236,7 +239,9 @@ def train(
         for i in real_idx:
             noisy[i] = torch.from_numpy(real_noisy[i])
         clean, noisy = clean.to(device), noisy.to(device)
-        loss = F.l1_loss(model(noisy), clean)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+            out = model(noisy)
+        loss = F.l1_loss(out.float(), clean)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -265,6 +270,7 @@ def train(
         "batch": cfg.batch,
         "lr": cfg.lr,
         "seed": cfg.seed,
+        "amp": cfg.amp,
         "history": history[-5:],
     }
     save_safetensors(weights, out, stages=cfg.stages, provenance=provenance)

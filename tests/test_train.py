@@ -86,3 +86,13 @@ def test_cli_train_json(clean_dir, tmp_path, capsys):
     code = main(["train", "--clean", str(tmp_path / "nope"), "--steps", "1", "-o", str(tmp_path / "x.safetensors")])
     _, err = capsys.readouterr()
     assert code == 1 and "clean image folder not found" in err
+
+
+def test_bf16_autocast_trains_float32_weights(clean_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    r = train(_cfg(clean_dir, 3, amp="bf16"), tmp_path / "w.safetensors")
+    assert np.isfinite(r["last"]["loss"])
+    assert all(t.dtype == torch.float32 for t in load_file(tmp_path / "w.safetensors").values())
+    with pytest.raises(ScaoedError, match="unknown amp mode"):
+        train(_cfg(clean_dir, 1, amp="fp8"), tmp_path / "x.safetensors")
