@@ -1,0 +1,55 @@
+"""Reproduce the demo weights' training run exactly as it happened (CPU, 2 threads).
+
+    python benchmarks/demo_weights/train.py OUT.safetensors
+
+Phases (each resumes the last, the way the run was actually made):
+  1. float32, cosine schedule over 3000 steps, to step 1000;
+  2. bf16 autocast (1.4x faster on this CPU), the schedule stretched to 5000 steps, to step 1550;
+  3. bf16, the schedule shortened to 4500 steps (to end inside the session), to step 4500.
+Data: the clean CBSD68 and McMaster images (4 held out for synthetic validation); the SIDD
+crops are only reported on (--val), never trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from scaoed_deploy.data import shared_data_dir
+from scaoed_deploy.train import TrainConfig, state_path, train
+
+PHASES = [(3000, 1000, "none"), (5000, 1550, "bf16"), (4500, 4500, "bf16")]
+
+
+class _StopAt(Exception):
+    pass
+
+
+def main() -> int:
+    out = sys.argv[1]
+    shared = shared_data_dir()
+    torch.set_num_threads(2)
+    resume = None
+    for schedule, stop, amp in PHASES:
+        cfg = TrainConfig(clean=[str(shared / "CBSD68"), str(shared / "McMaster")], stages=2, blocks=16, patch=64,
+                          batch=8, steps=schedule, lr=4e-4, seed=0, val_every=250, save_every=50, val_images=4,
+                          val=str(shared / "sidd"), amp=amp)
+
+        def report(d, stop=stop):
+            if d["step"] % 50 == 0 or "val_psnr_synthetic" in d:
+                print(json.dumps(d), flush=True)
+            if d["step"] == stop + 1:  # the state saved at `stop` is where the real run was resumed from
+                raise _StopAt
+
+        try:
+            train(cfg, out, resume=resume, report=report)
+        except _StopAt:
+            pass
+        resume = state_path(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
