@@ -240,8 +240,8 @@ def train(
             noisy[i] = torch.from_numpy(real_noisy[i])
         clean, noisy = clean.to(device), noisy.to(device)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
-            out = model(noisy)
-        loss = F.l1_loss(out.float(), clean)
+            pred = model(noisy)
+        loss = F.l1_loss(pred.float(), clean)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
