@@ -262,7 +262,8 @@ def train(
         "trained_by": "scaoed-deploy train",
         "demo_weights": True,
         "data": [Path(c).name for c in cfg.clean] + [Path(p).name for p in cfg.pairs],
-        "noise_model": "Poisson-Gaussian in linear raw, WB gains, Bayer mosaic/demosaic, sRGB gamma, JPEG",
+        "noise_model": "Poisson-Gaussian in linear raw behind WB gains, Bayer mosaic/demosaic of the noise, "
+                       "cross-channel correlation, sRGB gamma, JPEG",
         "noise": cfg.noise,
         "steps": step,
         "stages_trained": cfg.stages,

@@ -61,7 +61,7 @@ def contact_sheet(weights, stages: int, rni15: Path, path: Path) -> None:
             ax.set_title(title, fontsize=10)
             ax.axis("off")
     fig.suptitle("RNI15: noisy beside denoised (scaoed-deploy demo weights, 256 px centre crops)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
