@@ -320,9 +320,11 @@ def _dead_channel_variant(proto, model, stages: int):
 
 
 def _eager_outputs(model, x: np.ndarray, noise_maps: bool) -> list[np.ndarray]:
-    with torch.inference_mode():
-        out, maps = model(torch.from_numpy(x), return_noise_maps=True)
-    return [t.numpy() for t in ((out, *maps) if noise_maps else (out,))]
+    """The eager reference through the torch runner: the denoised image, then the noise maps if exported."""
+    from .runtime.torch_backend import TorchRunner
+
+    outs = TorchRunner(None, model=model, device="cpu").run(x)
+    return outs if noise_maps else outs[:1]
 
 
 def verify_onnx(proto, model, spec: ExportSpec, data_dir: Path | None, step: Callable[[str], None] = lambda s: None):

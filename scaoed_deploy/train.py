@@ -12,7 +12,6 @@ The SIDD crops are evaluation data: the trainer refuses them as training input.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -276,7 +275,3 @@ def train(
     }
     save_safetensors(weights, out, stages=cfg.stages, provenance=provenance)
     return {"weights": str(out), "state": str(spath), "steps": step, "last": last, "history": history}
-
-
-def read_config_file(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())

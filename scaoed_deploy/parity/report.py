@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import atomic_path
-from ..jsonio import json_safe
+from ..jsonio import dumps, json_safe
 from .harness import ParityResult, format_measured
 
 
@@ -100,7 +99,7 @@ def write_reports(results: list[ParityResult], out_dir: str | Path, reference: d
     out_dir = Path(out_dir)
     written = []
     with atomic_path(out_dir / "parity.json") as tmp:
-        tmp.write_text(json.dumps(report_dict(results, reference, command), indent=2) + "\n")
+        tmp.write_text(dumps(report_dict(results, reference, command)) + "\n")
     written.append(out_dir / "parity.json")
     with atomic_path(out_dir / "parity.md") as tmp:
         tmp.write_text(markdown(results, reference, command))

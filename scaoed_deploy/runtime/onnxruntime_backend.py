@@ -20,12 +20,6 @@ def quiet_polygraphy() -> None:
     G_LOGGER.module_severity = G_LOGGER.ERROR
 
 
-def available_providers() -> list[str]:
-    import onnxruntime as ort
-
-    return ort.get_available_providers()
-
-
 class OnnxRuntimeRunner:
     """``run`` returns every output in graph order; ``__call__`` the first (the denoised image)."""
 

@@ -22,7 +22,8 @@ class TorchRunner:
 
     name = "torch"
 
-    def __init__(self, weights: Weights, stages: int | None = None, device: str = "auto", model=None):
+    def __init__(self, weights: Weights | None, stages: int | None = None, device: str = "auto", model=None):
+        """Build the model from ``weights``, or run an already built ``model`` (the exporter's)."""
         self.device = pick_device(device)
         self.model = (model if model is not None else build_model(weights, stages)).to(self.device).eval()
         self.stages = self.model.stages
