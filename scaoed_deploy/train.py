@@ -47,6 +47,8 @@ class TrainConfig:
     val: str | None = None  # real pairs for monitoring only
     amp: str = "none"  # "bf16": autocast the forward pass to bfloat16 (weights and Adam state stay float32)
     noise: dict = field(default_factory=lambda: NoiseConfig().to_dict())
+    stage_choices: list[int] = field(default_factory=list)  # K drawn per batch from these (empty: always `stages`)
+    init: str | None = None  # start from these weights (fresh optimiser), e.g. to fine-tune for every K
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -213,7 +215,18 @@ def train(
     sampler = PatchSampler(train_imgs, _load_pairs(cfg.pairs), cfg.patch, cfg.seed)
     noise_gen = torch.Generator().manual_seed(cfg.seed + 2)
     noise_cfg = NoiseConfig(**_tuples(cfg.noise))
-    model = ScaoedNet(stages=cfg.stages, blocks=cfg.blocks).to(device).train()
+    model = ScaoedNet(stages=cfg.stages, blocks=cfg.blocks)
+    if cfg.init and not resume:
+        from .checkpoint import read_checkpoint
+
+        init = read_checkpoint(cfg.init)
+        if init.blocks != cfg.blocks:
+            raise ScaoedError(f"{cfg.init}: has T={init.blocks} FM2ARB blocks, training asks for T={cfg.blocks}")
+        model.load_state_dict(init.state_dict)
+    bad = [k for k in cfg.stage_choices if not 1 <= int(k) <= ScaoedNet.MAX_STAGES]
+    if bad:
+        raise ScaoedError(f"stage choices must be 1 to {ScaoedNet.MAX_STAGES}, got {bad}")
+    model = model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, history = 0, []
     if resume:
@@ -233,6 +246,8 @@ def train(
     while step < cfg.steps:
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
+        if cfg.stage_choices:  # drawn from the sampler's generator, so resuming stays exact
+            model.stages = int(cfg.stage_choices[int(sampler.rng.integers(len(cfg.stage_choices)))])
         clean, real_noisy, real_idx = sampler.batch(cfg.batch)
         noisy = synthesize(clean, noise_gen, noise_cfg)
         for i in real_idx:
@@ -248,6 +263,7 @@ def train(
         step += 1
         last = {"step": step, "loss": float(loss.item()), "lr": opt.param_groups[0]["lr"],
                 "seconds": round(time.perf_counter() - t0, 1)}
+        model.stages = cfg.stages  # validation and the saved weights use the default K
         if step % cfg.val_every == 0 or step == cfg.steps:
             last["val_psnr_synthetic"] = _validate(model, [(n.to(device), c.to(device)) for n, c in val_syn])
             if val_real:
@@ -265,7 +281,9 @@ def train(
                        "cross-channel correlation, sRGB gamma, JPEG",
         "noise": cfg.noise,
         "steps": step,
-        "stages_trained": cfg.stages,
+        "stages_trained": cfg.stage_choices or cfg.stages,
+        "default_stages": cfg.stages,
+        "init": Path(cfg.init).name if cfg.init else None,
         "patch": cfg.patch,
         "batch": cfg.batch,
         "lr": cfg.lr,

@@ -51,7 +51,16 @@ class Artifact:
             return TensorRTRunner(self.path)
         from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 
+        if self.emulated(providers):
+            from ..precision.emulate import emulated_bytes
+
+            return OnnxRuntimeRunner(emulated_bytes(self.path), providers=providers)
         return OnnxRuntimeRunner(self.path, providers=providers)
+
+    def emulated(self, providers: list[str] | None = None) -> bool:
+        """fp16/bf16 ONNX on the CPU provider runs emulated: ORT would compute it in float32 (or not at all)."""
+        cpu_only = not providers or list(providers) == ["CPUExecutionProvider"]
+        return self.kind == "onnx" and self.precision in ("fp16", "bf16") and cpu_only
 
 
 def infer_onnx_precision(model) -> str:

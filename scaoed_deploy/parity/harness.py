@@ -173,6 +173,9 @@ def run_parity(
     runner = artifact.runner()
     names = list(getattr(runner, "output_names", None) or artifact.output_names)
     notes: list[str] = []
+    if artifact.emulated():
+        notes.append(f"{artifact.precision} arithmetic emulated on ONNX Runtime CPU: every {artifact.precision} tensor "
+                     "rounded where it is made, ops computed in float32 (precision/emulate.py)")
     tensors: list[Agreement] = []
     inputs: dict[str, np.ndarray] = {}
     for case, x in probe_inputs(artifact.static_hw, artifact.static_batch, shapes=3, seed=1234):

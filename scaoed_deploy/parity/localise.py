@@ -46,11 +46,16 @@ def all_tensors(proto, x: np.ndarray) -> dict[str, np.ndarray]:
 def first_divergence(artifact_proto, reference_proto, x: np.ndarray, rtol: float) -> dict:
     from ..export import module_paths
 
+    from ..precision.emulate import ROUND_SUFFIX, original_node
+
     got, ref = all_tensors(artifact_proto, x), all_tensors(reference_proto, x)
+    op_types = {n.name: n.op_type for n in artifact_proto.graph.node}
     paths = module_paths(artifact_proto) or {}
     ref_paths = module_paths(reference_proto)
     compared = 0
     for index, node in enumerate(artifact_proto.graph.node):
+        if ROUND_SUFFIX in node.name:
+            continue
         for name in node.output:
             if name not in got or name not in ref or got[name].shape != ref[name].shape:
                 continue
@@ -63,10 +68,10 @@ def first_divergence(artifact_proto, reference_proto, x: np.ndarray, rtol: float
                 module = paths.get(name) or ref_paths.get(name) or "?"
                 return {
                     "found": True,
-                    "node": node.name,
-                    "op_type": node.op_type,
+                    "node": original_node(node.name),
+                    "op_type": op_types.get(original_node(node.name), node.op_type),
                     "module": module,
-                    "where": " / ".join([*module.split("."), node.op_type]),
+                    "where": " / ".join([*module.split("."), op_types.get(original_node(node.name), node.op_type)]),
                     "tensor": name,
                     "max_abs": err,
                     "reference_scale": scale,
@@ -82,4 +87,9 @@ def first_divergence(artifact_proto, reference_proto, x: np.ndarray, rtol: float
 def localise_failure(artifact: Artifact, weights: Weights, stages: int, x: np.ndarray, rtol: float) -> dict:
     import onnx
 
-    return first_divergence(onnx.load(str(artifact.path)), reference_graph(artifact, weights, stages), x, rtol)
+    proto = onnx.load(str(artifact.path))
+    if artifact.precision in ("fp16", "bf16"):  # as the harness ran it (see precision/emulate.py)
+        from ..precision.emulate import emulate
+
+        proto = emulate(proto)
+    return first_divergence(proto, reference_graph(artifact, weights, stages), x, rtol)

@@ -168,9 +168,14 @@ def _lint_conv_weights(model) -> list[Violation]:
         if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1:
             w = node.input[1]
             src = producers.get(w)
-            ok = w in consts or (src is not None and src.op_type == "DequantizeLinear" and src.input[0] in consts)
+            dq_in = src.input[0] if src is not None and src.op_type == "DequantizeLinear" else None
+            q = producers.get(dq_in) if dq_in else None
+            # an initializer; a DequantizeLinear of an INT8 initializer; or a Q/DQ pair on an fp32 initializer,
+            # which TensorRT folds into quantized weights at build time
+            ok = w in consts or dq_in in consts or (q is not None and q.op_type == "QuantizeLinear" and q.input[0] in consts)
             if not ok:
-                out.append(Violation("conv-weights", _name(node), f"weights '{w}' must be an initializer (or a DequantizeLinear of one)"))
+                out.append(Violation("conv-weights", _name(node), f"weights '{w}' must be an initializer "
+                                     "(or a DequantizeLinear of one, possibly through a QuantizeLinear)"))
     return out
 
 

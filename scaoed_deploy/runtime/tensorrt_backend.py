@@ -39,6 +39,9 @@ class TensorRTRunner:
 
     def __init__(self, engine_path: str | Path):
         trt = require_tensorrt(f"running {engine_path}")
+        from ..engine import check_engine_sidecar, gpu_description
+
+        self.sidecar = check_engine_sidecar(engine_path, trt.__version__, gpu_description())
         from polygraphy.backend.common import BytesFromPath
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 

@@ -1,0 +1,176 @@
+"""``build-engine``: fp32 ONNX -> precision ONNX -> TensorRT lint -> parity -> engine.
+
+1. the fp32 ONNX: given (``onnx=``), reused from ``export/`` when it was made from the
+   same weights at the same K, or exported (and verified) on the fly;
+2. the precision ONNX (``precision/convert.py``), calibrated on real noisy images;
+3. the TensorRT lint (``precision/lint.py``) against the engine's profile;
+4. parity through the harness on ONNX Runtime (a failing artifact is not kept);
+5. the engine with its sidecar when ``tensorrt`` imports; otherwise the sidecar is
+   written as the build plan (with the trtexec line) and ``tensorrt_missing`` says why.
+
+Steps 2-4 work on a temporary file: the precision ONNX lands in ``export/`` only
+once it has passed lint (TensorRT target) and parity.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkpoint import Weights
+from .engine import BuildPlan, ShapeProfile, build_engine, write_sidecar
+from .errors import ScaoedError, VerificationError, atomic_path
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+@dataclass
+class BuildRequest:
+    precision: str
+    weights: Weights
+    stages: int | None = None  # required unless onnx is given
+    onnx: Path | None = None  # an fp32 ONNX to start from
+    target: str = "tensorrt"  # int8 only: or "onnxruntime-cpu"
+    calib: list[str] | None = None  # calibration sources (precision/calibration.py); None: the default set
+    calib_count: int = 32
+    calib_method: str = "entropy"
+    exclude: list[str] = field(default_factory=list)  # INT8: nodes kept in FP32 on request
+    profile: ShapeProfile = field(default_factory=ShapeProfile)
+    timing_cache: Path | None = None
+    workspace_mib: int | None = None
+    export_dir: Path = Path("export")
+    engine: Path | None = None  # default engines/<precision onnx stem>.engine
+    data: Path | None = None  # real noisy/clean pairs for parity (default: the SIDD crops)
+    command: str | None = None
+
+
+@dataclass
+class BuildOutcome:
+    fp32_onnx: Path
+    fp32_reused: bool
+    precision_onnx: Path | None = None
+    conversion: dict | None = None
+    lint: list = field(default_factory=list)
+    parity: object | None = None  # ParityResult
+    plan: BuildPlan | None = None
+    engine: dict | None = None  # the sidecar, when built
+    tensorrt_missing: str | None = None
+    seconds: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "fp32_onnx": str(self.fp32_onnx),
+            "fp32_reused": self.fp32_reused,
+            "precision_onnx": str(self.precision_onnx) if self.precision_onnx else None,
+            "conversion": self.conversion,
+            "lint": [{"rule": v.rule, "where": v.where, "message": v.message, "severity": v.severity} for v in self.lint],
+            "parity": self.parity.to_dict() if self.parity else None,
+            "engine": self.engine,
+            "build_plan": self.plan.sidecar_path.as_posix() if self.plan else None,
+            "trtexec": self.plan.trtexec() if self.plan else None,
+            "tensorrt_missing": self.tensorrt_missing,
+            "seconds": self.seconds,
+        }
+
+
+def precision_filename(stages: int, blocks: int, precision: str, target: str) -> str:
+    suffix = precision + ("_ortcpu" if precision == "int8" and target == "onnxruntime-cpu" else "")
+    return f"scaoednet_k{stages}_t{blocks}_{suffix}.onnx"
+
+
+def _fp32_onnx(req: BuildRequest, step) -> tuple[Path, bool, int]:
+    from .export import ExportSpec, default_filename, export_onnx, read_metadata
+
+    if req.onnx:
+        meta = read_metadata(req.onnx)
+        if meta.get("precision", "fp32") != "fp32":
+            raise ScaoedError(f"{req.onnx} is {meta['precision']}; build-engine starts from an fp32 export")
+        if "stages" not in meta:
+            raise ScaoedError(f"{req.onnx} was not made by scaoed-deploy export (no scaoed.stages metadata)")
+        k = int(meta["stages"])
+        if req.stages and req.stages != k:
+            raise ScaoedError(f"{req.onnx} has K={k}, but --stages says {req.stages}")
+        return Path(req.onnx), True, k
+    if not req.stages:
+        raise ScaoedError("give --stages K (to export) or --onnx FILE")
+    path = req.export_dir / default_filename(req.stages, req.weights.blocks)
+    if path.is_file():
+        meta = read_metadata(path)
+        if meta.get("weights") == req.weights.identity and meta.get("stages") == str(req.stages):
+            step(f"reusing {path} (same weights, K={req.stages})")
+            return path, True, req.stages
+    export_onnx(req.weights, ExportSpec(stages=req.stages), path, req.data, step=step, command=req.command)
+    return path, False, req.stages
+
+
+def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> BuildOutcome:
+    """Run the steps (see the module doc). Raises VerificationError when lint or parity fails."""
+    import onnx
+
+    from .parity import load_artifact, run_parity
+    from .precision.calibration import calibration_set
+    from .precision.convert import make_precision_onnx
+    from .precision.lint import errors, lint
+    from .runtime.tensorrt_backend import TensorRTMissing
+
+    from .data import default_sidd_dir
+
+    data = req.data or default_sidd_dir()
+    if req.precision not in PRECISIONS:
+        raise ScaoedError(f"unknown precision {req.precision!r}; use {', '.join(PRECISIONS)}")
+    if req.target == "onnxruntime-cpu" and req.precision != "int8":
+        raise ScaoedError("--target onnxruntime-cpu is for --int8 only")
+    t0 = time.perf_counter()
+    fp32, reused, stages = _fp32_onnx(req, step)
+    out = BuildOutcome(fp32, reused, seconds={"fp32_onnx": round(time.perf_counter() - t0, 1)})
+
+    if req.precision == "fp32":
+        final = fp32
+        proto = onnx.load(str(fp32))
+    else:
+        t = time.perf_counter()
+        step(f"collecting {req.calib_count} calibration images")
+        calib = calibration_set(req.calib, count=req.calib_count)
+        converted = make_precision_onnx(fp32, req.precision, calib, req.target, req.calib_method, req.exclude, step)
+        out.conversion = converted.summary()
+        out.conversion["kept_fp32_nodes"] = converted.kept_fp32
+        proto = converted.proto
+        final = req.export_dir / precision_filename(stages, req.weights.blocks, req.precision, req.target)
+        out.seconds["precision_onnx"] = round(time.perf_counter() - t, 1)
+
+    step("TensorRT lint")
+    out.lint = lint(proto, req.profile.lint_profile(proto.graph.input[0].name))
+    if req.target == "tensorrt" and errors(out.lint):
+        bad = errors(out.lint)
+        raise VerificationError(f"TensorRT lint: {len(bad)} violation(s), first: {bad[0]}; nothing written")
+
+    if req.precision != "fp32":
+        t = time.perf_counter()
+        with atomic_path(final) as tmp:  # renamed onto `final` only if parity passes
+            onnx.save(proto, str(tmp))
+            artifact = load_artifact(tmp)
+            out.parity = run_parity(artifact, req.weights, stages, data, step=step)
+            out.seconds["parity"] = round(time.perf_counter() - t, 1)
+            if not out.parity.passed:
+                worst = out.parity.failures[0]
+                raise VerificationError(
+                    f"{req.precision} ONNX failed parity ({worst.check}: {worst.measured} vs {worst.limit}); not kept")
+        out.parity.artifact.path = final
+    out.precision_onnx = final
+
+    if req.target == "onnxruntime-cpu":
+        return out  # an ONNX Runtime CPU artifact: no engine
+    engine = req.engine or Path("engines") / (final.stem + ".engine")
+    out.plan = BuildPlan(final, engine, req.precision, stages, req.weights.blocks, req.profile,
+                         proto.graph.input[0].name, req.timing_cache, req.workspace_mib)
+    t = time.perf_counter()
+    try:
+        out.engine = build_engine(out.plan, step)
+    except TensorRTMissing as e:
+        write_sidecar(out.plan)
+        out.tensorrt_missing = str(e)
+    out.seconds["engine"] = round(time.perf_counter() - t, 1)
+    out.seconds["total"] = round(time.perf_counter() - t0, 1)
+    return out

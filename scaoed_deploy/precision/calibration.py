@@ -1,0 +1,106 @@
+"""Calibration inputs for precision conversion: real noisy images, never the evaluation pairs.
+
+Default set (``calibration_set()``): crops of the RNI15 real noisy photos plus
+synthetic-camera-noise crops of the clean CBSD68 and McMaster images (the
+training noise model), at several sizes, seeded. Folders given with ``--calib``
+replace it: each folder's images are used as they are (real noisy images), or,
+for a folder of clean images marked ``clean:DIR``, with synthetic noise.
+
+The SIDD crops are refused: they are the only real-noise ground truth and
+stay for evaluation (parity reports its task figures on them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ScaoedError
+
+DEFAULT_SIZES = (96, 128, 160)
+
+
+@dataclass
+class CalibSample:
+    name: str
+    x: np.ndarray  # (1, 3, H, W) float32 in [0, 1]
+
+
+def _is_evaluation_data(folder: Path) -> bool:
+    folder = folder.resolve()
+    return folder.name == "sidd" or folder.parent.name == "sidd" or (folder / "noisy" / "44.png").is_file()
+
+
+def _crop(chw: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray | None:
+    h, w = chw.shape[1:]
+    if h < size or w < size:
+        return None
+    top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+    return np.ascontiguousarray(chw[:, top : top + size, left : left + size])
+
+
+def _images(folder: Path) -> list[tuple[str, np.ndarray]]:
+    from ..images import list_images, read_image
+
+    if not folder.is_dir():
+        raise ScaoedError(f"calibration folder not found: {folder}")
+    if _is_evaluation_data(folder):
+        raise ScaoedError(f"{folder}: the SIDD crops are evaluation data; calibrate on other real noisy images")
+    files = list_images(folder / "noisy" if (folder / "noisy").is_dir() else folder)
+    if not files:
+        raise ScaoedError(f"no images in calibration folder {folder}")
+    return [(p.stem, read_image(p).rgb.transpose(2, 0, 1).astype(np.float32)) for p in files]
+
+
+def _with_noise(chw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    import torch
+
+    from ..noise import synthesize
+
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    return synthesize(torch.from_numpy(chw[None].copy()), gen)[0].numpy()
+
+
+def default_sources() -> list[str]:
+    """``RNI15`` (real noise) and ``clean:CBSD68``, ``clean:McMaster`` from ../shared/data."""
+    from ..data import shared_data_dir
+
+    shared = shared_data_dir()
+    if shared is None:
+        raise ScaoedError("no calibration data: ../shared/data is absent; pass --calib DIR (real noisy images)")
+    return [str(shared / "RNI15"), f"clean:{shared / 'CBSD68'}", f"clean:{shared / 'McMaster'}"]
+
+
+def calibration_set(sources: list[str] | None = None, count: int = 32, sizes: tuple[int, ...] = DEFAULT_SIZES,
+                    seed: int = 0) -> list[CalibSample]:
+    """``count`` crops spread over the sources (half real noise, half synthetic, by default), sizes cycling."""
+    sources = sources or default_sources()
+    rng = np.random.default_rng(seed)
+    pools = []
+    for src in sources:
+        clean = src.startswith("clean:")
+        folder = Path(src[len("clean:"):] if clean else src)
+        pools.append((folder.name, clean, _images(folder)))
+    out: list[CalibSample] = []
+    attempts = 0
+    while len(out) < count:
+        attempts += 1
+        if attempts > 20 * count:
+            raise ScaoedError(f"calibration images are smaller than the crop sizes {sizes}")
+        label, clean, images = pools[len(out) % len(pools)]
+        name, chw = images[int(rng.integers(len(images)))]
+        size = sizes[len(out) % len(sizes)]
+        crop = _crop(chw, size, rng)
+        if crop is None:
+            continue
+        x = _with_noise(crop, rng) if clean else crop
+        out.append(CalibSample(f"{label}/{name}@{size}{' +noise' if clean else ''}", x[None].astype(np.float32)))
+    return out
+
+
+def describe(samples: list[CalibSample]) -> dict:
+    sizes = sorted({s.x.shape[2] for s in samples})
+    sources = sorted({s.name.split("/")[0] + (" (synthetic noise)" if s.name.endswith("+noise") else "") for s in samples})
+    return {"count": len(samples), "sizes": sizes, "sources": sources}

@@ -1,0 +1,293 @@
+"""Precision ONNX files for TensorRT 11's strongly typed networks (and ONNX Runtime's CPU INT8).
+
+- FP16 / BF16: ModelOpt AutoCast, with the FP32 islands of ``islands.py`` (chosen
+  from a reference run on the calibration images) passed as ``nodes_to_exclude``;
+  inputs and outputs stay float32.
+- INT8, ``target="tensorrt"``: ModelOpt ONNX PTQ, symmetric signed 8-bit Q/DQ
+  (zero point 0), per-channel weights, max or entropy calibration; the layers
+  left unquantized stay FP32 (high-precision type fp32, so NFAE cannot overflow).
+- INT8, ``target="onnxruntime-cpu"``: ONNX Runtime's static quantization in QDQ
+  form, unsigned 8-bit activations and signed 8-bit per-channel weights, which its
+  CPU provider fuses into integer convolutions. Not for TensorRT (the lint says so).
+
+INT8 sensitivity: after quantizing, the result is compared with the FP32 graph on
+held-out calibration crops; while it is below ``INT8_MIN_PSNR`` dB, the
+convolutions that add the most error (measured tensor by tensor against the FP32
+run) are kept in FP32 and the model is quantized again.
+
+Every result keeps the source's ``scaoed.*`` metadata with the precision, the tool,
+the calibration set and the nodes kept in FP32 added, and keeps NFAE's 1e-16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ScaoedError, VerificationError, first_line
+from .calibration import CalibSample, describe
+
+TARGETS = ("tensorrt", "onnxruntime-cpu")
+INT8_METHODS = ("max", "entropy")
+INT8_MIN_PSNR = 40.0  # dB against the FP32 graph on held-out calibration crops
+INT8_ROUNDS = 2  # at most this many rounds of keeping sensitive layers in FP32
+
+
+@dataclass
+class PrecisionONNX:
+    proto: object  # onnx.ModelProto
+    precision: str
+    target: str
+    tool: str
+    kept_fp32: list[dict] = field(default_factory=list)  # node, op_type, module, reason
+    calibration: dict = field(default_factory=dict)
+    check_psnr: float | None = None  # INT8: PSNR (dB) against FP32 on held-out calibration crops
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"precision": self.precision, "target": self.target, "tool": self.tool,
+                "kept_fp32": len(self.kept_fp32), "calibration": self.calibration,
+                "check_psnr_vs_fp32": self.check_psnr, "seconds": round(self.seconds, 1), "notes": self.notes}
+
+
+def _modelopt(what: str):
+    try:
+        import modelopt.onnx  # noqa: F401
+    except ImportError as e:
+        raise ScaoedError(f"{what} needs NVIDIA ModelOpt: pip install 'nvidia-modelopt[onnx]' ({first_line(e)})") from e
+
+
+def _stamp(proto, source, result: PrecisionONNX, stages: int | None) -> None:
+    """Carry the source's scaoed.* metadata and record what this conversion did."""
+    from ..export import META_PREFIX, check_nfae_epsilon
+
+    meta = {p.key: p.value for p in source.metadata_props if p.key.startswith(META_PREFIX)}
+    meta[META_PREFIX + "precision"] = result.precision
+    meta[META_PREFIX + "precision_target"] = result.target
+    meta[META_PREFIX + "precision_detail"] = json.dumps({
+        "tool": result.tool, "calibration": result.calibration, "check_psnr_vs_fp32": result.check_psnr,
+        "kept_fp32": [k["node"] for k in result.kept_fp32]})
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        e = proto.metadata_props.add()
+        e.key, e.value = k, v
+    proto.producer_name = "scaoed-deploy"
+    if stages:
+        check_nfae_epsilon(proto, stages)
+
+
+def _stages(proto) -> int | None:
+    v = next((p.value for p in proto.metadata_props if p.key == "scaoed.stages"), None)
+    return int(v) if v else None
+
+
+def _common_shape(calib: list[CalibSample]) -> list[CalibSample]:
+    """The samples of the most common size (tools that batch calibration data need one shape)."""
+    sizes = [c.x.shape[2:] for c in calib]
+    common = max(set(sizes), key=sizes.count)
+    return [c for c in calib if c.x.shape[2:] == common]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The tools print progress bars, log every node at INFO and warn on the root logger: our steps say enough,
+    and --json needs stdout clean. Their errors still reach us as exceptions."""
+    loggers = [logging.getLogger(n) for n in ("", "modelopt", "modelopt.onnx", "modelopt.onnx.autocast",
+                                              "modelopt.onnx.quantization")]
+    levels = [lg.level for lg in loggers]
+    tqdm = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        if tqdm is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = tqdm
+
+
+# ---------------------------------------------------------------------------- FP16 / BF16
+def mixed_precision(fp32_path: str | Path, precision: str, calib: list[CalibSample],
+                    step: Callable[[str], None] = lambda s: None) -> PrecisionONNX:
+    """AutoCast to fp16/bf16 with FP32 islands chosen from a reference run on ``calib``."""
+    import onnx
+
+    from .islands import select_islands
+
+    if precision not in ("fp16", "bf16"):
+        raise ValueError(precision)
+    _modelopt(f"{precision.upper()} conversion")
+    from modelopt.onnx.autocast import convert_to_mixed_precision
+
+    t0 = time.perf_counter()
+    source = onnx.load(str(fp32_path))
+    step(f"choosing FP32 islands from a reference run on {len(calib)} calibration images")
+    islands = select_islands(source, [c.x for c in calib], precision=precision)
+    with tempfile.TemporaryDirectory() as tmp:  # AutoCast's own reference run takes one batch of one shape
+        npz = Path(tmp) / "calibration.npz"
+        np.savez(npz, **{source.graph.input[0].name: np.concatenate([c.x for c in _common_shape(calib)])})
+        step(f"converting to {precision} with ModelOpt AutoCast ({len(islands)} nodes kept in FP32)")
+        try:
+            with _quiet():
+                proto = convert_to_mixed_precision(
+                    onnx_path=str(fp32_path), low_precision_type=precision, keep_io_types=True,
+                    nodes_to_exclude=[i.node for i in islands], calibration_data=str(npz), providers=["cpu"])
+        except Exception as e:
+            raise ScaoedError(f"ModelOpt AutoCast failed on {fp32_path}: {first_line(e)}") from e
+    result = PrecisionONNX(proto, precision, "tensorrt", "modelopt.onnx.autocast",
+                           [i.to_dict() for i in islands], describe(calib))
+    _stamp(proto, source, result, _stages(source))
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+# ---------------------------------------------------------------------------- INT8
+def _quantize_modelopt(src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str], input_name: str):
+    from modelopt.onnx.quantization import quantize
+
+    data = np.concatenate([c.x for c in _common_shape(calib)])  # one batch, so one shape
+    quantize(str(src), quantize_mode="int8", calibration_data={input_name: data}, calibration_method=method,
+             calibration_eps=["cpu"], high_precision_dtype="fp32", nodes_to_exclude=exclude or None,
+             output_path=str(dst), log_level="ERROR")
+
+
+def _quantize_onnxruntime(src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str],
+                          input_name: str):
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method == "entropy":  # ORT's histogram calibrators stack activations: one shape only
+        calib = _common_shape(calib)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{input_name: c.x} for c in calib])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["Conv"],
+                    nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax if method == "max"
+                    else CalibrationMethod.Entropy,
+                    extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False})
+
+
+def _ort_outputs(model, xs: list[np.ndarray]) -> list[np.ndarray]:
+    from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
+
+    runner = OnnxRuntimeRunner(model.SerializeToString() if not isinstance(model, (str, Path)) else model)
+    return [runner(x) for x in xs]
+
+
+def sensitive_convs(quantized, fp32, x: np.ndarray, count: int) -> list[dict]:
+    """The ``count`` quantized convolutions that add the most error, tensor by tensor, against the FP32 run."""
+    from ..export import module_paths
+    from ..parity.localise import all_tensors
+
+    got, ref = all_tensors(quantized, x), all_tensors(fp32, x)
+    modules = module_paths(fp32)
+
+    def rel(name):
+        if name not in got or name not in ref or got[name].shape != ref[name].shape:
+            return 0.0
+        r = ref[name].astype(np.float64)
+        return float(np.sqrt(np.mean((got[name] - r) ** 2)) / (np.sqrt(np.mean(r**2)) + 1e-12))
+
+    producer = {o: n for n in quantized.graph.node for o in n.output}
+    ranked = []
+    for node in quantized.graph.node:
+        if node.op_type != "Conv":
+            continue
+        inputs = node.input[0]
+        while inputs in producer and producer[inputs].op_type in ("DequantizeLinear", "QuantizeLinear"):
+            inputs = producer[inputs].input[0]  # the float tensor behind the Q/DQ pair
+        added = rel(node.output[0]) - rel(inputs)
+        ranked.append({"node": node.name, "op_type": "Conv", "module": modules.get(node.output[0], ""),
+                       "reason": f"INT8 adds {added:.3g} relative error here (largest in the graph)", "added": added})
+    ranked.sort(key=lambda r: -r["added"])
+    return [{k: v for k, v in r.items() if k != "added"} for r in ranked[:count]]
+
+
+def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str = "tensorrt", method: str = "entropy",
+                  exclude: list[str] | None = None, step: Callable[[str], None] = lambda s: None,
+                  min_psnr: float = INT8_MIN_PSNR, rounds: int = INT8_ROUNDS) -> PrecisionONNX:
+    """INT8 Q/DQ for ``target``; keeps sensitive convolutions in FP32 until the held-out check passes."""
+    import onnx
+
+    from ..parity.compare import psnr_against
+
+    if target not in TARGETS:
+        raise ScaoedError(f"unknown INT8 target {target!r}; use {' or '.join(TARGETS)}")
+    if method not in INT8_METHODS:
+        raise ScaoedError(f"unknown calibration method {method!r}; use {' or '.join(INT8_METHODS)}")
+    if len(calib) < 4:
+        raise ScaoedError(f"INT8 calibration needs at least 4 images, got {len(calib)}")
+    if target == "tensorrt":
+        _modelopt("INT8 quantization for TensorRT")
+    t0 = time.perf_counter()
+    source = onnx.load(str(fp32_path))
+    input_name = source.graph.input[0].name
+    held_out, used = calib[:2], calib[2:]  # judged on crops the calibration did not see
+    references = _ort_outputs(fp32_path, [c.x for c in held_out])
+    kept: list[dict] = [{"node": n, "op_type": "", "module": "", "reason": "asked (--exclude)"} for n in exclude or []]
+    tool = "modelopt.onnx.quantization (symmetric S8 Q/DQ)" if target == "tensorrt" else \
+        "onnxruntime.quantization.quantize_static (QDQ, U8 activations, S8 per-channel weights)"
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for attempt in range(rounds + 1):
+            dst = Path(tmp) / f"int8_{attempt}.onnx"
+            step(f"INT8 ({target}, {method} calibration on {len(used)} images"
+                 + (f", {len(kept)} convs kept in FP32)" if kept else ")"))
+            try:
+                with _quiet():
+                    quantizer = _quantize_modelopt if target == "tensorrt" else _quantize_onnxruntime
+                    quantizer(Path(fp32_path), dst, used, method, [k["node"] for k in kept], input_name)
+            except ScaoedError:
+                raise
+            except Exception as e:
+                raise ScaoedError(f"INT8 quantization ({target}) failed on {fp32_path}: {first_line(e)}") from e
+            proto = onnx.load(str(dst))
+            got = _ort_outputs(proto, [c.x for c in held_out])
+            if not all(np.isfinite(g).all() for g in got):
+                raise VerificationError("the INT8 model gives NaN/Inf on held-out calibration images")
+            check = min(psnr_against(r, g) for r, g in zip(references, got))
+            step(f"INT8 check: {check:.1f} dB against FP32 on held-out calibration crops (want >= {min_psnr:g})")
+            if check >= min_psnr or attempt == rounds:
+                if check < min_psnr:
+                    notes.append(f"still {check:.1f} dB against FP32 after {rounds} rounds of keeping layers in FP32")
+                break
+            convs = sum(1 for n in proto.graph.node if n.op_type == "Conv")
+            worst = sensitive_convs(proto, source, held_out[0].x, max(1, convs // 50))
+            kept += worst
+            notes.append(f"round {attempt + 1}: {check:.1f} dB < {min_psnr:g} dB; kept {len(worst)} sensitive convs in FP32")
+    result = PrecisionONNX(proto, "int8", target, tool, kept, dict(describe(calib), method=method,
+                           held_out=[c.name for c in held_out]), check, notes=notes)
+    _stamp(proto, source, result, _stages(source))
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def make_precision_onnx(fp32_path: str | Path, precision: str, calib: list[CalibSample], target: str = "tensorrt",
+                        method: str = "entropy", exclude: list[str] | None = None,
+                        step: Callable[[str], None] = lambda s: None) -> PrecisionONNX:
+    if precision in ("fp16", "bf16"):
+        return mixed_precision(fp32_path, precision, calib, step)
+    if precision == "int8":
+        return quantize_int8(fp32_path, calib, target, method, exclude, step)
+    raise ScaoedError(f"unknown precision {precision!r}; use fp16, bf16 or int8")
