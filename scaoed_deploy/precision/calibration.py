@@ -33,9 +33,14 @@ def _is_evaluation_data(folder: Path) -> bool:
     return folder.name == "sidd" or folder.parent.name == "sidd" or (folder / "noisy" / "44.png").is_file()
 
 
+MIN_SIZE = 16
+
+
 def _crop(chw: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray | None:
+    """A random size x size crop; images smaller than that give their largest even square."""
     h, w = chw.shape[1:]
-    if h < size or w < size:
+    size = min(size, h // 2 * 2, w // 2 * 2)
+    if size < MIN_SIZE:
         return None
     top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
     return np.ascontiguousarray(chw[:, top : top + size, left : left + size])
@@ -88,7 +93,7 @@ def calibration_set(sources: list[str] | None = None, count: int = 32, sizes: tu
     while len(out) < count:
         attempts += 1
         if attempts > 20 * count:
-            raise ScaoedError(f"calibration images are smaller than the crop sizes {sizes}")
+            raise ScaoedError(f"calibration images must be at least {MIN_SIZE}x{MIN_SIZE} pixels")
         label, clean, images = pools[len(out) % len(pools)]
         name, chw = images[int(rng.integers(len(images)))]
         size = sizes[len(out) % len(sizes)]
@@ -96,7 +101,7 @@ def calibration_set(sources: list[str] | None = None, count: int = 32, sizes: tu
         if crop is None:
             continue
         x = _with_noise(crop, rng) if clean else crop
-        out.append(CalibSample(f"{label}/{name}@{size}{' +noise' if clean else ''}", x[None].astype(np.float32)))
+        out.append(CalibSample(f"{label}/{name}@{x.shape[1]}{' +noise' if clean else ''}", x[None].astype(np.float32)))
     return out
 
 

@@ -158,7 +158,32 @@ def mixed_precision(fp32_path: str | Path, precision: str, calib: list[CalibSamp
 
 
 # ---------------------------------------------------------------------------- INT8
+@contextlib.contextmanager
+def _restoring_onnxruntime_quantization():
+    """ModelOpt patches onnxruntime.quantization's calibrators and quantizers in place, for good; ORT's own
+    quantize_static then fails later in the same process. Put the originals back afterwards."""
+    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer
+
+    owners = [calibrate, calibrate.CalibraterBase, calibrate.MinMaxCalibrater, calibrate.HistogramCalibrater,
+              calibrate.HistogramCollector, qdq_quantizer.QDQQuantizer, base_quantizer.BaseQuantizer]
+    saved = [(o, dict(vars(o))) for o in owners]
+    try:
+        yield
+    finally:
+        for owner, attrs in saved:
+            for name, value in attrs.items():
+                if name in ("__dict__", "__weakref__"):
+                    continue
+                if vars(owner).get(name) is not value:
+                    setattr(owner, name, value)
+
+
 def _quantize_modelopt(src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str], input_name: str):
+    with _restoring_onnxruntime_quantization():
+        _modelopt_ptq(src, dst, calib, method, exclude, input_name)
+
+
+def _modelopt_ptq(src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str], input_name: str):
     from modelopt.onnx.quantization import quantize
 
     data = np.concatenate([c.x for c in _common_shape(calib)])  # one batch, so one shape

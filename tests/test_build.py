@@ -1,0 +1,78 @@
+"""build-engine end to end on CPU: steps 1-4 run, the precision ONNX and build plan are written, and
+without TensorRT the exit code is 4; bad requests exit 2 with one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from scaoed_deploy.cli import main
+from scaoed_deploy.export import read_metadata
+from scaoed_deploy.images import Image, write_image
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("calib")
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        yy, xx = np.mgrid[0:80, 0:80] / 80.0
+        base = np.stack([xx, yy, 0.5 + 0.3 * np.sin(5 * xx * yy + i)], axis=2)
+        write_image(d / f"c{i}.png", Image(rgb=np.clip(base + rng.normal(0, 0.04, base.shape), 0, 1).astype(np.float32)))
+    return d
+
+
+@pytest.mark.skipif(HAS_TRT, reason="tensorrt is importable here")
+def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, calib_dir, capsys):
+    args = ["build-engine", "--fp16", "--stages", "1", "-c", str(tiny_checkpoint), "--calib", str(calib_dir),
+            "--calib-count", "4", "--export-dir", str(tmp_path / "export"), "-o", str(tmp_path / "engines" / "m.engine"),
+            "--timing-cache", str(tmp_path / "engines" / "t.cache"), "--json"]
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert code == 4, err
+    assert err.strip().splitlines()[-1].startswith("error: TensorRT is not installed")
+    result = json.loads(out)
+    assert result["tensorrt_missing"] and result["parity"]["passed"]
+    fp16 = tmp_path / "export" / "scaoednet_k1_t2_fp16.onnx"
+    assert fp16.is_file() and read_metadata(fp16)["precision"] == "fp16"
+    assert (tmp_path / "export" / "scaoednet_k1_t2_fp32.onnx").is_file()
+    plan = json.loads((tmp_path / "engines" / "m.json").read_text())
+    assert plan["built"] is False and plan["trtexec"].startswith("trtexec --onnx=")
+    assert not (tmp_path / "engines" / "m.engine").exists()
+    assert not list((tmp_path / "export").glob(".*tmp*"))  # nothing half-written
+    # The fp32 export is reused on the next build.
+    code = main(["build-engine", "--int8", "--target", "onnxruntime-cpu", "--stages", "1", "-c", str(tiny_checkpoint),
+                 "--calib", str(calib_dir), "--calib-count", "6", "--calib-method", "max",
+                 "--export-dir", str(tmp_path / "export"), "--json"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    result = json.loads(out)
+    assert result["fp32_reused"] and result["engine"] is None and result["parity"]["passed"]
+    assert (tmp_path / "export" / "scaoednet_k1_t2_int8_ortcpu.onnx").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["build-engine", "--stages", "1"], "choose a precision"),
+    (["build-engine", "--fp16"], "--stages"),
+    (["build-engine", "--fp16", "--stages", "1", "--target", "onnxruntime-cpu"], "INT8 flavour"),
+    (["build-engine", "--fp16", "--stages", "1", "--min", "255"], "even"),
+])
+def test_bad_requests_exit_2(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_sidd_is_refused_for_calibration(tmp_path, tiny_checkpoint, capsys):
+    sidd = tmp_path / "sidd"
+    (sidd / "noisy").mkdir(parents=True)
+    code = main(["build-engine", "--int8", "--stages", "1", "-c", str(tiny_checkpoint), "--calib", str(sidd),
+                 "--export-dir", str(tmp_path / "export")])
+    assert code == 1
+    assert "evaluation data" in capsys.readouterr().err
+    assert not (tmp_path / "export" / "scaoednet_k1_t2_int8.onnx").exists()

@@ -1,0 +1,135 @@
+"""Precision ONNX writers (AutoCast FP16/BF16 with islands; INT8 for TensorRT and for ONNX Runtime CPU)
+and the calibration set, on a small K=1, T=1 export with calibration images made here."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from scaoed_deploy import checkpoint as ckpt
+from scaoed_deploy import export as ex
+from scaoed_deploy.errors import ScaoedError
+from scaoed_deploy.images import Image, write_image
+from scaoed_deploy.parity.compare import psnr_against
+from scaoed_deploy.precision.calibration import calibration_set, describe
+from scaoed_deploy.precision.convert import mixed_precision, quantize_int8
+from scaoed_deploy.precision.emulate import emulate
+from scaoed_deploy.precision.lint import errors, lint
+from scaoed_deploy.runtime.onnxruntime_backend import OnnxRuntimeRunner
+
+from conftest import DATA, needs_data
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("convert")
+    path = root / "k1.onnx"
+    ex.export_onnx(ckpt.random_weights(blocks=1, seed=0), ex.ExportSpec(stages=1), path)
+    noisy = root / "noisy_photos"
+    rng = np.random.default_rng(0)
+    for i in range(3):  # smooth images plus noise: stand-ins for real noisy photos
+        yy, xx = np.mgrid[0:96, 0:112] / 96.0
+        base = np.stack([np.sin(3 * xx + i), np.cos(2 * yy - i), xx * yy], axis=2) * 0.4 + 0.5
+        write_image(noisy / f"p{i}.png", Image(rgb=np.clip(base + rng.normal(0, 0.05, base.shape), 0, 1).astype(np.float32)))
+    calib = calibration_set([str(noisy)], count=8, sizes=(48, 64), seed=0)
+    return path, calib
+
+
+def _probe():
+    rng = np.random.default_rng(5)
+    return [rng.random((1, 3, 48, 64), dtype=np.float32), np.zeros((1, 3, 32, 32), np.float32)]
+
+
+def test_calibration_set_is_seeded_sized_and_refuses_sidd(setup, tmp_path):
+    _, calib = setup
+    assert len(calib) == 8 and {c.x.shape[2] for c in calib} == {48, 64}
+    assert all(c.x.dtype == np.float32 and 0 <= c.x.min() and c.x.max() <= 1 for c in calib)
+    assert describe(calib)["sizes"] == [48, 64]
+    (tmp_path / "sidd" / "noisy").mkdir(parents=True)
+    with pytest.raises(ScaoedError, match="evaluation data"):
+        calibration_set([str(tmp_path / "sidd")], count=4)
+
+
+@needs_data
+def test_default_calibration_mixes_real_and_synthetic_noise():
+    calib = calibration_set(count=6, sizes=(64,))
+    sources = describe(calib)["sources"]
+    assert "RNI15" in sources and any("synthetic" in s for s in sources)
+    assert not any("sidd" in c.name.lower() for c in calib)
+    assert DATA.is_dir()
+
+
+def test_fp16_keeps_nfae_in_fp32_and_stays_finite(setup):
+    path, calib = setup
+    result = mixed_precision(path, "fp16", calib)
+    m = result.proto
+    kept_modules = {k["module"] for k in result.kept_fp32}
+    assert "u_ini.nfae" in kept_modules
+    assert any(i.data_type == TensorProto.FLOAT16 for i in m.graph.initializer)  # it did convert the convs
+    assert m.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # fp32 I/O
+    assert ex.count_nfae_epsilons(m) == 2  # the epsilon survives, in fp32
+    meta = {p.key: p.value for p in m.metadata_props}
+    assert meta["scaoed.precision"] == "fp16" and meta["scaoed.stages"] == "1"
+    fp32 = OnnxRuntimeRunner(str(path))
+    runner = OnnxRuntimeRunner(emulate(m).SerializeToString())
+    for x in _probe():
+        got, ref = runner(x), fp32(x)
+        assert np.isfinite(got).all()
+        assert psnr_against(ref, got) > 50
+    assert lint(m) == [] or not errors(lint(m, {"noisy": {"min": (1, 3, 8, 8), "opt": (1, 3, 8, 8), "max": (1, 3, 8, 8)}}))
+
+
+def test_int8_for_tensorrt_is_symmetric_s8_and_lints_clean(setup):
+    path, calib = setup
+    result = quantize_int8(path, calib, target="tensorrt", method="max")
+    m = result.proto
+    consts = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    qs = [n for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    assert qs
+    for q in qs:
+        if len(q.input) > 2:
+            zp = consts[q.input[2]]
+            assert zp.dtype == np.int8 and not zp.any()
+    profile = {"noisy": {"min": (1, 3, 32, 32), "opt": (1, 3, 64, 64), "max": (1, 3, 128, 128)}}
+    assert errors(lint(m, profile)) == []
+    assert result.check_psnr is not None and result.check_psnr > 30
+    assert ex.count_nfae_epsilons(m) == 2
+
+
+def test_int8_for_onnxruntime_cpu_is_u8_and_not_for_tensorrt(setup):
+    # Runs after the TensorRT flavour: ModelOpt patches onnxruntime.quantization, and must not break it here.
+    path, calib = setup
+    result = quantize_int8(path, calib, target="onnxruntime-cpu", method="max")
+    m = result.proto
+    consts = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    zps = [consts[n.input[2]] for n in m.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert any(z.dtype == np.uint8 for z in zps)
+    assert any(v.rule == "qdq-type" for v in errors(lint(m)))
+    x = _probe()[0]
+    assert psnr_against(OnnxRuntimeRunner(str(path))(x), OnnxRuntimeRunner(m.SerializeToString())(x)) > 30
+
+
+def test_int8_keeps_sensitive_convs_in_fp32_when_the_check_fails(setup):
+    path, calib = setup
+    result = quantize_int8(path, calib, target="onnxruntime-cpu", method="max", min_psnr=1000.0, rounds=1)
+    kept = [k["node"] for k in result.kept_fp32]
+    assert kept and result.notes  # an unreachable bar: one round of exclusions, then it says so
+    m = result.proto
+    producers = {o: n for n in m.graph.node for o in n.output}
+    for node in m.graph.node:
+        if node.name in kept:
+            src = producers.get(node.input[1])
+            assert src is None or src.op_type != "DequantizeLinear"  # weights left in fp32
+
+
+def test_bad_requests_are_refused(setup):
+    path, calib = setup
+    with pytest.raises(ScaoedError, match="target"):
+        quantize_int8(path, calib, target="tflite")
+    with pytest.raises(ScaoedError, match="calibration method"):
+        quantize_int8(path, calib, method="percentile")
+    with pytest.raises(ScaoedError, match="at least 4"):
+        quantize_int8(path, calib[:3])
+    assert onnx.load(str(path)).graph.input[0].name == "noisy"
