@@ -44,6 +44,7 @@ class BuildRequest:
     engine: Path | None = None  # default engines/<precision onnx stem>.engine
     data: Path | None = None  # real noisy/clean pairs for parity (default: the SIDD crops)
     command: str | None = None
+    engine_step: bool = True  # False: stop after parity (bench only needs the precision ONNX)
 
 
 @dataclass
@@ -160,8 +161,8 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
         out.parity.artifact.path = final
     out.precision_onnx = final
 
-    if req.target == "onnxruntime-cpu":
-        return out  # an ONNX Runtime CPU artifact: no engine
+    if req.target == "onnxruntime-cpu" or not req.engine_step:
+        return out  # an ONNX Runtime CPU artifact (or the caller wants no engine)
     engine = req.engine or Path("engines") / (final.stem + ".engine")
     out.plan = BuildPlan(final, engine, req.precision, stages, req.weights.blocks, req.profile,
                          proto.graph.input[0].name, req.timing_cache, req.workspace_mib)

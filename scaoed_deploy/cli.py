@@ -554,6 +554,64 @@ def _print_build(o) -> None:
         click.echo("5. engine: none (an ONNX Runtime CPU artifact)")
 
 
+@cli.command()
+@click.option("--res", "resolutions", default="512", show_default=True, callback=_resolution,
+              help="Resolutions, comma-separated (512 or 512x768).")
+@click.option("--stages", default="1,3,5", show_default=True, callback=_stage_list, help="Stage counts K.")
+@click.option("--backends", default=None,
+              help="Comma-separated, from: torch, torch-bf16, torch-fp16, torch-compile, onnxruntime, onnxruntime-fp16, "
+                   "onnxruntime-bf16, onnxruntime-int8, tensorrt, tensorrt-fp16, tensorrt-int8 "
+                   "(default: every one that fits the device; torch eager fp32 always runs, for the ratios).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--batch", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option("--warmup", type=click.IntRange(0), default=2, show_default=True)
+@click.option("--iters", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads, pinned (default: all cores).")
+@click.option("--checkpoint", "-c", type=click.Path(), help="Weights (default: the demo weights).")
+@click.option("--random-seed", type=int, default=None, help="Seeded random weights instead (timing only).")
+@click.option("--blocks", default=16, show_default=True, type=click.IntRange(1, 64), help="T, with --random-seed.")
+@click.option("--no-quality", is_flag=True, help="Skip the PSNR columns (the SIDD crops through every backend).")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), help="Real pairs for PSNR (default ../shared/data/sidd).")
+@click.option("--export-dir", default="export", show_default=True, type=click.Path(file_okay=False),
+              help="Where ONNX artifacts are reused from (or made into).")
+@click.option("--name", default=None, help="Result file name (default: <device>_<res>).")
+@click.option("-o", "--output", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False))
+@json_option
+def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, checkpoint, random_seed, blocks,
+          no_quality, data, export_dir, name, output, as_json):
+    """Latency, throughput, memory and PSNR per backend and K, with ratios to eager fp32 from the same run."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .bench import BACKENDS, BASELINE, CPU_DEFAULT, BenchConfig, markdown, run_bench, write_results
+    from .export import command_line
+
+    chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else \
+        (list(CPU_DEFAULT) if device == "cpu" else [b for b in BACKENDS if b != "torch-bf16" or device == "cuda"])
+    unknown = [b for b in chosen if b not in BACKENDS]
+    if unknown:
+        raise click.BadParameter(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}",
+                                 param_hint="--backends")
+    weights = load_weights(checkpoint, random_seed=random_seed, blocks=blocks)
+    cfg = BenchConfig(resolutions, stages, chosen, device, batch, warmup, iters, threads, not no_quality,
+                      Path(data) if data else None, Path(export_dir))
+    total = len(resolutions) * len(stages) * len(dict.fromkeys([BASELINE, *chosen]))
+    columns = [TextColumn("bench"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=_stderr_console(), disable=as_json) as progress:
+        task = progress.add_task("bench", total=total, info="")
+        result = run_bench(weights, cfg, step=lambda m: progress.update(task, info=m),
+                           advance=lambda: progress.advance(task))
+    result["command"] = command_line()
+    result["created"] = __import__("datetime").datetime.now().astimezone().isoformat(timespec="seconds")
+    tag = name or f"{device}_{'_'.join(f'{h}x{w}' if h != w else str(h) for h, w in resolutions)}"
+    paths = write_results(result, output, tag)
+    if as_json:
+        emit_json(dict(result, files=[str(p) for p in paths]))
+    else:
+        click.echo(markdown(result))
+        click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
 @contextlib.contextmanager
 def progress_steps(quiet: bool = False):
     """Yields step(message): a spinner on a terminal, a line per step on stderr otherwise."""
@@ -570,6 +628,9 @@ def progress_steps(quiet: bool = False):
 # ---------------------------------------------------------------------------- entry point
 def main(argv=None) -> int:
     """Console entry point: one 'error: ...' line and an exit code, never a traceback."""
+    from . import errors
+
+    errors._ARGV = list(argv) if argv is not None else None
     try:
         rv = cli.main(args=argv, prog_name="scaoed-deploy", standalone_mode=False)
     except click.exceptions.Exit as e:

@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -485,4 +484,7 @@ def export_onnx(
 
 
 def command_line() -> str:
-    return " ".join(["scaoed-deploy", *sys.argv[1:]])
+    """The command as the user typed it (recorded in artifacts and reports)."""
+    from .errors import invoked_args
+
+    return " ".join(["scaoed-deploy", *invoked_args()])

@@ -1,0 +1,507 @@
+"""``scaoed-deploy bench``: latency, throughput, memory and quality of every backend, in one run.
+
+Per configuration (resolution x K x backend): parameters; MACs beside the paper's
+212 / 640 / 1071 G; latency median, p90, p99, min and standard deviation;
+images/s and megapixels/s; peak memory; achieved TFLOP/s (2 FLOP per MAC); the
+ratio to torch eager fp32 **measured in the same run** at the same resolution
+and K; and, where the SIDD crops are present, PSNR against the clean crops and
+the difference to eager (dPSNR), so a fast artifact that denoises worse shows.
+The paper's RTX 3090 latencies sit in their own column, labelled as the paper's.
+
+Timing: CPU runs pin the thread count (torch and ONNX Runtime) and time each
+call with ``perf_counter`` after warm-up; GPU runs use CUDA events (torch) or
+synchronise around each call (ONNX Runtime, TensorRT). Peak memory is the
+process's resident set sampled while a row runs (CPU) or torch's CUDA peak.
+
+Backends that cannot run here (no CUDA, no TensorRT, an ONNX Runtime without a
+kernel) are listed as skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import Weights
+from .errors import ScaoedError, atomic_path, first_line
+
+BACKENDS = ("torch", "torch-bf16", "torch-fp16", "torch-compile", "onnxruntime", "onnxruntime-fp16",
+            "onnxruntime-bf16", "onnxruntime-int8", "tensorrt", "tensorrt-fp16", "tensorrt-int8")
+CPU_DEFAULT = ("torch", "torch-bf16", "torch-compile", "onnxruntime", "onnxruntime-fp16", "onnxruntime-bf16",
+               "onnxruntime-int8", "tensorrt-fp16", "tensorrt-int8")
+BASELINE = "torch"
+
+
+class Skip(Exception):
+    """This backend cannot run here; the message says why."""
+
+
+@dataclass
+class BenchConfig:
+    resolutions: list[tuple[int, int]]
+    stages: list[int]
+    backends: list[str]
+    device: str = "cpu"
+    batch: int = 1
+    warmup: int = 2
+    iters: int = 10
+    threads: int | None = None  # CPU: pinned thread count (default: the machine's cores)
+    quality: bool = True  # PSNR on the SIDD crops per backend
+    data: Path | None = None
+    export_dir: Path = Path("export")
+    calib_count: int = 32
+
+
+@dataclass
+class Row:
+    backend: str
+    stages: int
+    height: int
+    width: int
+    batch: int
+    status: str  # "ok" or "skipped"
+    reason: str = ""
+    parameters: int | None = None
+    gmacs: float | None = None
+    paper_gmacs: float | None = None
+    latency_ms: dict = field(default_factory=dict)  # median, p90, p99, min, std
+    images_per_s: float | None = None
+    megapixels_per_s: float | None = None
+    peak_memory_mb: float | None = None
+    memory_kind: str = ""
+    tflops: float | None = None
+    ratio_to_eager: float | None = None
+    paper_latency_s: float | None = None
+    sidd_psnr: float | None = None
+    dpsnr: float | None = None
+    setup_s: float | None = None
+    artifact: str | None = None
+
+
+# ---------------------------------------------------------------------------- machine
+def machine() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = ""
+    try:
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f" {f}" in flags]
+    versions = {}
+    for pkg in ("scaoed-deploy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "nvidia-modelopt", "tensorrt",
+                "polygraphy"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    gpu = None
+    if torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability(0)
+        gpu = {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "gpu": gpu, "python": platform.python_version(),
+            "platform": platform.platform(), "versions": versions}
+
+
+# ---------------------------------------------------------------------------- memory
+class _RssSampler:
+    """Peak resident set size of this process while the block runs (Linux /proc; else ru_maxrss)."""
+
+    def __init__(self, every_s: float = 0.005):
+        self.every_s, self.peak = every_s, 0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def rss() -> int:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.every_s)
+
+    def __enter__(self):
+        self.peak = self.rss()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+# ---------------------------------------------------------------------------- backends
+class Backends:
+    """Makes a callable (float32 NCHW numpy -> numpy) per backend name, or raises Skip."""
+
+    def __init__(self, weights: Weights, cfg: BenchConfig, step: Callable[[str], None]):
+        self.weights, self.cfg, self.step = weights, cfg, step
+        self._onnx: dict = {}
+
+    def artifact(self, stages: int, precision: str, target: str = "tensorrt") -> Path:
+        """The verified (precision) ONNX for K, from export/ when it matches these weights, else built now."""
+        from .build import BuildRequest, build, precision_filename
+        from .export import default_filename, read_metadata
+
+        key = (stages, precision, target)
+        if key in self._onnx:
+            return self._onnx[key]
+        name = default_filename(stages, self.weights.blocks) if precision == "fp32" else \
+            precision_filename(stages, self.weights.blocks, precision, target)
+        path = self.cfg.export_dir / name
+        meta = read_metadata(path) if path.is_file() else {}
+        if not (meta.get("weights") == self.weights.identity and meta.get("stages") == str(stages)):
+            self.step(f"making {name}")
+            req = BuildRequest(precision, self.weights, stages, target=target, calib_count=self.cfg.calib_count,
+                               export_dir=self.cfg.export_dir, data=self.cfg.data, engine_step=False)
+            try:
+                out = build(req, self.step)
+            except ScaoedError as e:
+                raise Skip(f"could not make the {precision} ONNX: {e}") from e
+            path = out.precision_onnx
+        self._onnx[key] = path
+        return path
+
+    def make(self, name: str, stages: int):
+        import torch
+
+        from .checkpoint import build_model
+
+        cfg = self.cfg
+        cuda = cfg.device == "cuda"
+        if cuda and not torch.cuda.is_available():
+            raise Skip("no CUDA GPU visible to torch")
+        if name.startswith("tensorrt"):
+            return self._tensorrt(name, stages)
+        if name.startswith("onnxruntime"):
+            return self._onnxruntime(name, stages)
+        device = torch.device("cuda" if cuda else "cpu")
+        model = build_model(self.weights, stages).to(device).eval()
+        dtype = {"torch-bf16": torch.bfloat16, "torch-fp16": torch.float16}.get(name)
+        if name == "torch-compile":
+            try:
+                model = torch.compile(model)
+            except Exception as e:  # noqa: BLE001 - any backend failure is a skip with its reason
+                raise Skip(f"torch.compile failed: {first_line(e)}") from e
+
+        @torch.inference_mode()
+        def run(x: np.ndarray) -> np.ndarray:
+            t = torch.from_numpy(x).to(device)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                y = model(t)
+            return y.float().cpu().numpy()
+
+        run.device = device
+        return run
+
+    def _onnxruntime(self, name: str, stages: int):
+        import onnxruntime as ort
+
+        precision = {"onnxruntime": "fp32", "onnxruntime-fp16": "fp16", "onnxruntime-bf16": "bf16",
+                     "onnxruntime-int8": "int8"}[name]
+        providers = ["CPUExecutionProvider"]
+        if self.cfg.device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise Skip("this onnxruntime has no CUDA execution provider")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        target = "onnxruntime-cpu" if precision == "int8" and self.cfg.device == "cpu" else "tensorrt"
+        path = self.artifact(stages, precision, target)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.cfg.threads:
+            options.intra_op_num_threads = self.cfg.threads
+            options.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as e:  # noqa: BLE001
+            raise Skip(f"ONNX Runtime cannot run the {precision} model here: {first_line(e)}") from e
+        if self.cfg.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+            raise Skip("the CUDA execution provider failed to load (CUDA/cuDNN libraries?)")
+        input_name = session.get_inputs()[0].name
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return session.run(None, {input_name: x})[0]
+
+        run.artifact = str(path)
+        return run
+
+    def _tensorrt(self, name: str, stages: int):
+        import importlib.util
+
+        if importlib.util.find_spec("tensorrt") is None:
+            raise Skip("tensorrt is not installed (pip install tensorrt on a machine with an NVIDIA GPU)")
+        if self.cfg.device != "cuda":
+            raise Skip("TensorRT runs on CUDA: pass --device cuda")
+        from .build import BuildRequest, build
+        from .engine import ShapeProfile
+        from .runtime.tensorrt_backend import TensorRTRunner
+
+        precision = {"tensorrt": "fp32", "tensorrt-fp16": "fp16", "tensorrt-int8": "int8"}[name]
+        h, w = max(r[0] for r in self.cfg.resolutions), max(r[1] for r in self.cfg.resolutions)
+        lo = (min(r[0] for r in self.cfg.resolutions), min(r[1] for r in self.cfg.resolutions))
+        b = self.cfg.batch
+        req = BuildRequest(precision, self.weights, stages, calib_count=self.cfg.calib_count,
+                           export_dir=self.cfg.export_dir, data=self.cfg.data,
+                           profile=ShapeProfile(lo, (h, w), (h, w), (b, b, b)),
+                           engine=Path("engines") / f"bench_k{stages}_{precision}_{h}x{w}_b{b}.engine",
+                           timing_cache=Path("engines/timing.cache"))
+        try:
+            out = build(req, self.step)
+        except ScaoedError as e:
+            raise Skip(f"engine build failed: {e}") from e
+        runner = TensorRTRunner(out.plan.engine)
+        run = runner.__call__
+        return run
+
+
+# ---------------------------------------------------------------------------- timing
+def _time_calls(fn, x: np.ndarray, warmup: int, iters: int, cuda: bool) -> list[float]:
+    import torch
+
+    for _ in range(warmup):
+        fn(x)
+    times = []
+    for _ in range(iters):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(x)
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _torch_cuda_event_times(fn, x: np.ndarray, warmup: int, iters: int) -> list[float]:
+    """CUDA events around each call (input already on the device; includes the copy back)."""
+    import torch
+
+    for _ in range(warmup):
+        fn(x)
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(x)
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return times
+
+
+def latency_stats(times: list[float]) -> dict:
+    t = np.asarray(times) * 1000
+    return {"median": float(np.median(t)), "p90": float(np.percentile(t, 90)), "p99": float(np.percentile(t, 99)),
+            "min": float(t.min()), "std": float(t.std()), "iters": len(times)}
+
+
+def _quality(fn, stages: int, data: Path | None, eager_psnr: dict) -> tuple[float | None, float | None]:
+    from .data import load_samples
+    from .images import psnr_ssim, to_uint8
+
+    if data is None:
+        return None, None
+    psnrs = []
+    for s in load_samples(data):
+        if s.clean is None:
+            continue
+        y = fn(s.noisy[None].astype(np.float32))
+        psnrs.append(psnr_ssim(to_uint8(y[0].transpose(1, 2, 0)), to_uint8(s.clean.transpose(1, 2, 0)))[0])
+    if not psnrs:
+        return None, None
+    mean = float(np.mean(psnrs))
+    base = eager_psnr.get(stages)
+    return mean, (mean - base) if base is not None else None
+
+
+# ---------------------------------------------------------------------------- run
+def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = lambda s: None,
+              advance: Callable[[], None] = lambda: None) -> dict:
+    import torch
+
+    from .cost import PAPER_LATENCY_S, model_cost
+    from .data import default_sidd_dir
+
+    unknown = [b for b in cfg.backends if b not in BACKENDS]
+    if unknown:
+        raise ScaoedError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ScaoedError("--device cuda asked for, but torch sees no CUDA GPU")
+    threads = cfg.threads or os.cpu_count()
+    if cfg.device == "cpu":
+        torch.set_num_threads(threads)
+        cfg.threads = threads
+    data = cfg.data if cfg.data else (default_sidd_dir() if cfg.quality else None)
+    cfg.data = data
+    backends = Backends(weights, cfg, step)
+    order = [BASELINE] + [b for b in cfg.backends if b != BASELINE]  # eager first: every ratio needs it
+    rows: list[Row] = []
+    eager_psnr: dict[int, float] = {}
+    for (h, w) in cfg.resolutions:
+        for k in cfg.stages:
+            cost = model_cost(k, weights.blocks, h, w, cfg.batch)
+            eager_median = None
+            for name in order:
+                row = Row(name, k, h, w, cfg.batch, "ok", parameters=cost.parameters, gmacs=cost.total_macs / 1e9,
+                          paper_gmacs=cost.paper_gmacs,
+                          paper_latency_s=PAPER_LATENCY_S.get(k) if (h, w, cfg.batch, weights.blocks) == (512, 512, 1, 16) else None)
+                step(f"{name}, K={k}, {h}x{w}: setting up")
+                t0 = time.perf_counter()
+                try:
+                    fn = backends.make(name, k)
+                    x = np.random.default_rng(0).random((cfg.batch, 3, h, w), dtype=np.float32)
+                    step(f"{name}, K={k}, {h}x{w}: warm-up and {cfg.iters} timed runs")
+                    cuda = cfg.device == "cuda"
+                    if cuda:
+                        torch.cuda.reset_peak_memory_stats()
+                    with _RssSampler() as rss:
+                        fn(x)  # first call (compilation, allocation) belongs to setup
+                        row.setup_s = round(time.perf_counter() - t0, 2)
+                        if cuda and name.startswith("torch"):
+                            times = _torch_cuda_event_times(fn, x, cfg.warmup, cfg.iters)
+                        else:
+                            times = _time_calls(fn, x, cfg.warmup, cfg.iters, cuda)
+                    if cuda:
+                        row.peak_memory_mb, row.memory_kind = torch.cuda.max_memory_allocated() / 2**20, "CUDA peak (torch allocator)"
+                    else:
+                        row.peak_memory_mb, row.memory_kind = rss.peak / 2**20, "process RSS peak"
+                    row.artifact = getattr(fn, "artifact", None)
+                    if cfg.quality:
+                        step(f"{name}, K={k}: PSNR on the real pairs")
+                        row.sidd_psnr, row.dpsnr = _quality(fn, k, data, eager_psnr)
+                        if name == BASELINE and row.sidd_psnr is not None:
+                            eager_psnr[k] = row.sidd_psnr
+                            row.dpsnr = 0.0
+                except Skip as e:
+                    row.status, row.reason = "skipped", str(e)
+                    rows.append(row)
+                    advance()
+                    continue
+                stats = latency_stats(times)
+                row.latency_ms = stats
+                sec = stats["median"] / 1000
+                row.images_per_s = cfg.batch / sec
+                row.megapixels_per_s = cfg.batch * h * w / 1e6 / sec
+                row.tflops = 2 * cost.total_macs / sec / 1e12
+                if name == BASELINE:
+                    eager_median = stats["median"]
+                row.ratio_to_eager = stats["median"] / eager_median if eager_median else None
+                rows.append(row)
+                advance()
+    wanted = set(cfg.backends)
+    rows = [r for r in rows if r.backend in wanted or r.backend == BASELINE]
+    return {
+        "machine": machine(),
+        "config": {**asdict(cfg), "resolutions": [list(r) for r in cfg.resolutions],
+                   "data": str(cfg.data) if cfg.data else None, "export_dir": str(cfg.export_dir)},
+        "weights": {"identity": weights.identity, "blocks": weights.blocks, "source": Path(weights.source).name},
+        "timing": ("CUDA events (torch) / synchronised wall clock (ONNX Runtime, TensorRT) after warm-up, "
+                   "host-to-device copies included"
+                   if cfg.device == "cuda" else f"perf_counter per call after warm-up, {threads} threads pinned"),
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+# ---------------------------------------------------------------------------- reports
+def markdown(result: dict) -> str:
+    m, c = result["machine"], result["config"]
+    lines = [f"# ScaoedNet benchmark ({c['device']})", "",
+             f"Command: `{result.get('command', '')}`", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])})"
+             + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "; no GPU") + f". {result['timing']}.",
+             f"Weights: `{result['weights']['source']}` (T={result['weights']['blocks']}). "
+             f"Batch {c['batch']}, {c['warmup']} warm-up + {c['iters']} timed runs per row.", "",
+             "| res | K | backend | median ms | p90 ms | p99 ms | std ms | x eager | img/s | MP/s | TFLOP/s | "
+             "peak MB | GMAC (paper) | paper RTX 3090 s | SIDD PSNR | dPSNR |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def f(v, fmt):
+        return format(v, fmt) if v is not None else "-"
+
+    for r in result["rows"]:
+        if r["status"] != "ok":
+            continue
+        lat = r["latency_ms"]
+        paper = f" ({r['paper_gmacs']:.0f})" if r["paper_gmacs"] else ""
+        lines.append(
+            f"| {r['height']}x{r['width']} | {r['stages']} | {r['backend']} | {lat['median']:.1f} | {lat['p90']:.1f} | "
+            f"{lat['p99']:.1f} | {lat['std']:.1f} | {f(r['ratio_to_eager'], '.2f')} | {r['images_per_s']:.2f} | "
+            f"{r['megapixels_per_s']:.3f} | {r['tflops']:.3f} | {f(r['peak_memory_mb'], '.0f')} | "
+            f"{r['gmacs']:.1f}{paper} | {f(r['paper_latency_s'], '.2f')} | {f(r['sidd_psnr'], '.2f')} | "
+            f"{f(r['dpsnr'], '+.3f')} |")
+    skipped = {}
+    for r in result["rows"]:
+        if r["status"] == "skipped":
+            skipped.setdefault(r["backend"], r["reason"])
+    if skipped:
+        lines += ["", "Skipped:", ""] + [f"- `{b}`: {why}" for b, why in skipped.items()]
+    lines += ["", "x eager: median latency over torch eager fp32's in the same run (same resolution and K). "
+              "The RTX 3090 column is the paper's figure at 512x512, not ours. dPSNR: mean PSNR on the SIDD crops "
+              "minus eager's.", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in result["rows"] if r["status"] == "ok"]
+    resolutions = sorted({(r["height"], r["width"]) for r in ok})
+    fig, axes = plt.subplots(1, max(1, len(resolutions)), figsize=(6 * max(1, len(resolutions)), 4.2), squeeze=False)
+    for ax, (h, w) in zip(axes[0], resolutions):
+        for backend in dict.fromkeys(r["backend"] for r in ok):
+            pts = sorted((r["stages"], r["latency_ms"]["median"]) for r in ok
+                         if r["backend"] == backend and (r["height"], r["width"]) == (h, w))
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=backend)
+        ax.set(title=f"{h}x{w}, {result['config']['device']}", xlabel="stages K", ylabel="median latency (ms)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def write_results(result: dict, out_dir: str | Path, name: str) -> list[Path]:
+    from .jsonio import dumps
+
+    out_dir = Path(out_dir)
+    paths = [out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png"]
+    with atomic_path(paths[0]) as tmp:
+        tmp.write_text(dumps(result) + "\n")
+    with atomic_path(paths[1]) as tmp:
+        tmp.write_text(markdown(result))
+    plot(result, paths[2])
+    return paths
+

@@ -1,0 +1,72 @@
+"""bench: result schema, ratios against the same run's eager row, skipped backends listed with a reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scaoed_deploy import checkpoint as ckpt
+from scaoed_deploy.bench import BenchConfig, latency_stats, markdown, run_bench
+from scaoed_deploy.cli import main
+from scaoed_deploy.errors import ScaoedError
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    cfg = BenchConfig([(32, 32)], [1], ["onnxruntime", "tensorrt-fp16", "torch-fp16"], device="cpu", warmup=1,
+                      iters=3, threads=1, quality=False, export_dir=tmp_path_factory.mktemp("bench_export"))
+    return run_bench(ckpt.random_weights(blocks=1, seed=0), cfg)
+
+
+def test_schema(result):
+    assert {"machine", "config", "weights", "timing", "rows"} <= set(result)
+    assert {"cpu", "cores", "versions"} <= set(result["machine"])
+    assert "1 threads pinned" in result["timing"]
+    ok = [r for r in result["rows"] if r["status"] == "ok"]
+    assert {r["backend"] for r in ok} >= {"torch", "onnxruntime"}
+    for r in ok:
+        lat = r["latency_ms"]
+        assert lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] and lat["iters"] == 3
+        assert r["images_per_s"] == pytest.approx(1000 / lat["median"])
+        assert r["megapixels_per_s"] == pytest.approx(32 * 32 / 1e6 * 1000 / lat["median"])
+        assert r["tflops"] == pytest.approx(2 * r["gmacs"] * 1e9 / (lat["median"] / 1000) / 1e12)
+        assert r["peak_memory_mb"] > 0 and r["memory_kind"] == "process RSS peak"
+        assert r["paper_latency_s"] is None  # the paper's figure is for 512x512, T=16 only
+    json.dumps(result)  # serialisable as written
+
+
+def test_ratios_are_against_the_same_runs_eager_row(result):
+    rows = {r["backend"]: r for r in result["rows"]}
+    eager = rows["torch"]["latency_ms"]["median"]
+    assert rows["torch"]["ratio_to_eager"] == 1.0
+    assert rows["onnxruntime"]["ratio_to_eager"] == pytest.approx(rows["onnxruntime"]["latency_ms"]["median"] / eager)
+
+
+def test_unavailable_backends_are_listed_as_skipped(result):
+    rows = {r["backend"]: r for r in result["rows"]}
+    trt = rows["tensorrt-fp16"]
+    assert trt["status"] == "skipped" and trt["reason"] and trt["ratio_to_eager"] is None
+    assert "Skipped:" in markdown(dict(result, command="x"))
+
+
+def test_latency_stats():
+    s = latency_stats([0.001, 0.002, 0.003, 0.004])
+    assert s["median"] == pytest.approx(2.5) and s["min"] == pytest.approx(1.0) and s["iters"] == 4
+
+
+def test_unknown_backend_and_cuda_without_gpu_are_refused(capsys):
+    with pytest.raises(ScaoedError, match="unknown backend"):
+        run_bench(ckpt.random_weights(blocks=1, seed=0), BenchConfig([(32, 32)], [1], ["onnxruntime-int4"]))
+    assert main(["bench", "--backends", "tflite", "--random-seed", "0"]) == 2
+
+
+def test_cli_writes_json_markdown_and_plot_with_the_command(tmp_path, capsys):
+    code = main(["bench", "--res", "32", "--stages", "1", "--random-seed", "0", "--blocks", "1", "--backends", "torch",
+                 "--iters", "2", "--warmup", "0", "--threads", "1", "--no-quality", "-o", str(tmp_path), "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["command"].startswith("scaoed-deploy bench --res 32")
+    for suffix in ("json", "md", "png"):
+        assert (tmp_path / f"cpu_32.{suffix}").stat().st_size > 0
+    assert "scaoed-deploy bench --res 32" in (tmp_path / "cpu_32.md").read_text()
