@@ -34,6 +34,8 @@ class Image:
     alpha: np.ndarray | None = None  # (H, W) float32 in [0, 1]
     gray: bool = False
     bit_depth: int = 8
+    icc_profile: bytes | None = None  # colour profile, written back where the format allows
+    exif: bytes | None = None  # raw EXIF (orientation included), written back where the format allows
 
     @property
     def height(self) -> int:
@@ -43,8 +45,9 @@ class Image:
     def width(self) -> int:
         return self.rgb.shape[1]
 
-    def with_rgb(self, rgb: np.ndarray) -> "Image":
-        return Image(rgb=rgb, alpha=self.alpha, gray=self.gray, bit_depth=self.bit_depth)
+    def with_rgb(self, rgb: np.ndarray) -> Image:
+        return Image(rgb=rgb, alpha=self.alpha, gray=self.gray, bit_depth=self.bit_depth,
+                     icc_profile=self.icc_profile, exif=self.exif)
 
 
 def _from_integer_array(arr: np.ndarray, path: Path) -> Image:
@@ -129,7 +132,44 @@ def read_image(path: str | Path) -> Image:
     except Exception as e:  # every decoder has its own exception types
         first = first_line(e)
         raise ImageError(f"{path}: cannot read image ({first})") from e
-    return _from_integer_array(arr, path)
+    image = _from_integer_array(arr, path)
+    image.icc_profile, image.exif = _read_metadata(path)
+    return image
+
+
+def _read_metadata(path: Path) -> tuple[bytes | None, bytes | None]:
+    """ICC profile and raw EXIF, read lazily through Pillow's header parser (any format it opens)."""
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(path) as im:
+            icc = im.info.get("icc_profile") or None
+            exif = im.info.get("exif") or None
+            if exif is None and hasattr(im, "getexif"):
+                data = im.getexif()
+                exif = data.tobytes() if len(data) else None
+    except Exception:  # noqa: BLE001 - metadata is best effort; the pixels were read already
+        return None, None
+    if isinstance(exif, bytes) and exif.startswith(b"Exif\x00\x00"):
+        exif = exif[6:]
+    return icc, exif
+
+
+def _png_with_chunks(path: Path, icc: bytes | None, exif: bytes | None) -> None:
+    """Insert iCCP and eXIf chunks before the image data of a PNG pypng wrote."""
+    import zlib
+
+    import png
+
+    chunks = list(png.Reader(filename=str(path)).chunks())
+    extra = []
+    if icc:
+        extra.append((b"iCCP", b"icc\x00\x00" + zlib.compress(icc)))
+    if exif:
+        extra.append((b"eXIf", exif))
+    at = next(i for i, (kind, _) in enumerate(chunks) if kind == b"IDAT")
+    with open(path, "wb") as f:
+        png.write_chunks(f, chunks[:at] + extra + chunks[at:])
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -160,23 +200,36 @@ def write_image(path: str | Path, image: Image, bit_depth: int | None = None) ->
     jpeg = suffix in (".jpg", ".jpeg")
     depth = 8 if jpeg else (bit_depth or image.bit_depth)
     arr = _output_array(image, depth, keep_alpha=not jpeg)
+    icc, exif = image.icc_profile, image.exif
+    kept = []
     with atomic_path(path) as tmp:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            tifffile.imwrite(tmp, arr, photometric="minisblack" if arr.ndim == 2 else "rgb")
+            tifffile.imwrite(tmp, arr, photometric="minisblack" if arr.ndim == 2 else "rgb",
+                             **({"iccprofile": icc} if icc else {}))
+            kept += ["icc_profile"] if icc else []
         elif suffix == ".png" and depth == 16:
             import png
 
             planes = 1 if arr.ndim == 2 else arr.shape[2]
             mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[planes] + ";16"
             png.from_array(arr.reshape(arr.shape[0], -1), mode).save(str(tmp))
+            if icc or exif:
+                _png_with_chunks(tmp, icc, exif)
+            kept += (["icc_profile"] if icc else []) + (["exif"] if exif else [])
         else:
             from PIL import Image as PILImage
 
-            PILImage.fromarray(arr).save(tmp, format="JPEG" if jpeg else "PNG", **({"quality": 95} if jpeg else {}))
+            options = {"quality": 95} if jpeg else {}
+            if icc:
+                options["icc_profile"] = icc
+            if exif:
+                options["exif"] = (b"Exif\x00\x00" + exif) if jpeg else exif
+            PILImage.fromarray(arr).save(tmp, format="JPEG" if jpeg else "PNG", **options)
+            kept += (["icc_profile"] if icc else []) + (["exif"] if exif else [])
     channels = 1 if arr.ndim == 2 else arr.shape[2]
-    return {"path": str(path), "bit_depth": depth, "channels": channels}
+    return {"path": str(path), "bit_depth": depth, "channels": channels, "metadata": kept}
 
 
 def psnr_ssim(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:

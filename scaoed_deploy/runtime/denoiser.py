@@ -1,19 +1,39 @@
-"""The Denoiser: image in, image out, through one runner.
+"""The Denoiser: image in, image out, through any artifact, at any size.
 
 A runner is anything callable on a float32 NCHW batch in [0, 1] (H and W even)
-that returns the model's float32 NCHW output: ``TorchRunner`` (eager model),
-``OnnxRuntimeRunner`` (ONNX files); the TensorRT runner shares the same call.
+that returns the model's float32 NCHW output: ``TorchRunner`` (a checkpoint),
+``OnnxRuntimeRunner`` (an .onnx file, CPU or CUDA), ``TensorRTRunner`` (an
+.engine). ``open_runner`` picks one from the model file and ``backend``.
+
+Large images are denoised in overlapping tiles, batched, and blended with a
+smooth (raised-cosine) ramp across each overlap, so there are no seams: every
+output pixel is the weighted mean of the tiles that cover it. Tiling starts when
+the image exceeds ``tile`` or the artifact's largest profile shape; images
+smaller than an engine's smallest profile shape are padded up and cropped back.
+The accumulators are float32 (H x W x 3 plus H x W weights) and only
+``tile_batch`` tiles run at a time, which bounds peak memory.
+
+``ensemble=True`` is the paper's self-ensemble (its dagger results): the 8
+flips/rotations, each denoised and transformed back, averaged.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ScaoedError
 from ..images import Image, psnr_ssim, read_image, to_uint8, write_image
+
+CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".safetensors", ".bin"}
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-cuda", "tensorrt")
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 32
 
 
 def pad_even(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -25,35 +45,206 @@ def pad_even(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
     return x, (h, w)
 
 
+@dataclass
+class Limits:
+    """Spatial sizes an artifact accepts: (H, W) bounds, or None where any size goes."""
+
+    min_hw: tuple[int, int] | None = None
+    max_hw: tuple[int, int] | None = None
+    batch: int | None = None  # a static batch size
+
+
+def open_runner(model: str | Path | None = None, backend: str | None = None, stages: int | None = None,
+                device: str = "auto", threads: int | None = None, weights=None):
+    """(runner, limits, description) for a checkpoint, an .onnx file or a TensorRT engine.
+
+    ``model`` None means the shipped demo weights (or ``weights`` when given) on torch.
+    """
+    suffix = Path(model).suffix.lower() if model else ""
+    if backend is not None and backend not in BACKENDS:
+        raise ScaoedError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if model and not Path(model).is_file():
+        raise ScaoedError(f"model not found: {model}")
+    if suffix == ".onnx":
+        if backend not in (None, "onnxruntime", "onnxruntime-cuda"):
+            raise ScaoedError(f"{model} is an ONNX file: use --backend onnxruntime or onnxruntime-cuda")
+        from ..parity.artifacts import load_artifact
+        from .onnxruntime_backend import OnnxRuntimeRunner
+
+        art = load_artifact(model)
+        cuda = backend == "onnxruntime-cuda" or (backend is None and device == "cuda")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+        runner = OnnxRuntimeRunner(model, providers=providers, threads=threads)
+        if cuda and "CUDAExecutionProvider" not in runner.session.get_providers():
+            raise ScaoedError("ONNX Runtime's CUDA provider is not available here (onnxruntime-gpu and CUDA needed)")
+        hw = art.static_hw
+        limits = Limits(hw, hw, art.static_batch)
+        return runner, limits, f"{model} on ONNX Runtime ({'CUDA' if cuda else 'CPU'}, {art.precision})"
+    if suffix in (".engine", ".plan", ".trt"):
+        if backend not in (None, "tensorrt"):
+            raise ScaoedError(f"{model} is a TensorRT engine: it runs only with --backend tensorrt")
+        from .tensorrt_backend import TensorRTRunner
+
+        runner = TensorRTRunner(model)
+        prof = runner.sidecar.get("profile", {})
+        limits = Limits(tuple(prof["min"][2:]) if "min" in prof else None, tuple(prof["max"][2:]) if "max" in prof else None,
+                        prof["max"][0] if "max" in prof else None)
+        return runner, limits, f"{model} on TensorRT ({runner.sidecar.get('precision')})"
+    if model and suffix not in CHECKPOINT_SUFFIXES:
+        raise ScaoedError(f"{model}: unknown model type {suffix or '(no extension)'}; expected a checkpoint "
+                          "(.pth/.safetensors), an .onnx file or a TensorRT .engine")
+    if backend not in (None, "torch"):
+        raise ScaoedError(f"--backend {backend} needs a matching model file (.onnx or .engine), not a checkpoint")
+    from ..checkpoint import read_checkpoint
+    from .torch_backend import TorchRunner
+
+    if model:
+        weights = read_checkpoint(model)
+    elif weights is None:
+        from ..weights import demo_weights
+
+        weights = demo_weights()
+    runner = TorchRunner(weights, stages=stages, device=device)
+    if threads and runner.device.type == "cpu":
+        torch.set_num_threads(threads)
+    return runner, Limits(), f"{Path(weights.source).name} on torch ({runner.device}, K={runner.stages})"
+
+
+def _ramp(n: int, overlap: int, start: bool, end: bool) -> np.ndarray:
+    """1-D blending weights: a raised-cosine ramp over ``overlap`` pixels at the ends that meet another tile."""
+    w = np.ones(n, np.float32)
+    if overlap > 0:
+        r = np.sin(0.5 * math.pi * (np.arange(overlap) + 0.5) / overlap).astype(np.float32) ** 2
+        if start:
+            w[:overlap] = r
+        if end:
+            w[n - overlap:] = np.minimum(w[n - overlap:], r[::-1])
+    return w
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along one axis: stride tile - overlap, the last tile flush with the end."""
+    if size <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, size - tile, stride)) + [size - tile]
+    return sorted(set(starts))
+
+
 class Denoiser:
-    """Denoise images of any size with a runner; odd sizes are padded and cropped back."""
+    """Denoise images of any size with a runner (see the module doc)."""
 
-    def __init__(self, runner):
-        self.runner = runner
+    def __init__(self, runner, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, tile_batch: int = 4,
+                 ensemble: bool = False, limits: Limits | None = None, description: str = ""):
+        if tile is not None and (tile < 16 or tile % 2):
+            raise ScaoedError(f"--tile must be even and at least 16, got {tile}")
+        if overlap < 0 or (tile is not None and overlap * 2 >= tile):
+            raise ScaoedError(f"--overlap must be between 0 and half the tile ({tile}), got {overlap}")
+        if tile_batch < 1:
+            raise ScaoedError(f"--tile-batch must be at least 1, got {tile_batch}")
+        self.runner, self.tile, self.overlap, self.tile_batch = runner, tile, overlap, tile_batch
+        self.ensemble, self.limits, self.description = ensemble, limits or Limits(), description
+        if self.limits.batch:
+            self.tile_batch = self.limits.batch
 
+    @classmethod
+    def open(cls, model: str | Path | None = None, backend: str | None = None, stages: int | None = None,
+             device: str = "auto", threads: int | None = None, **options) -> Denoiser:
+        """A Denoiser over a checkpoint, an .onnx file or an engine (None: the demo weights)."""
+        runner, limits, description = open_runner(model, backend, stages, device, threads)
+        return cls(runner, limits=limits, description=description, **options)
+
+    # ------------------------------------------------------------------ one pass
+    def _tile_hw(self, h: int, w: int) -> tuple[int, int]:
+        """The tile size for an (even) H x W image: ``tile``, capped by the artifact's max and the image."""
+        th = tw = self.tile or max(h, w)
+        if self.limits.max_hw:
+            th, tw = min(th, self.limits.max_hw[0]), min(tw, self.limits.max_hw[1])
+        if self.limits.min_hw and self.limits.min_hw == self.limits.max_hw:  # static shape: tiles are exactly it
+            return self.limits.min_hw
+        return min(th, h), min(tw, w)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """Run, padding up to the artifact's minimum (or static) shape and batch, then cropping back."""
+        n, _, h, w = batch.shape
+        mh, mw = self.limits.min_hw or (h, w)
+        ph, pw = max(0, mh - h), max(0, mw - w)
+        x = batch
+        if ph or pw:
+            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect" if ph < h and pw < w else "edge")
+        if self.limits.batch and n < self.limits.batch:
+            x = np.concatenate([x, np.repeat(x[-1:], self.limits.batch - n, axis=0)])
+        return np.asarray(self.runner(np.ascontiguousarray(x, dtype=np.float32)))[:n, :, :h, :w]
+
+    def _denoise_chw(self, x: np.ndarray) -> np.ndarray:
+        """(3, H, W) with H, W even -> (3, H, W): whole, or tiled and blended."""
+        _, h, w = x.shape
+        th, tw = self._tile_hw(h, w)
+        if (th, tw) == (h, w):
+            return self._run(x[None])[0]
+        if th > h or tw > w:  # a static shape larger than the image
+            return self._run(x[None])[0]
+        out = np.zeros((3, h, w), np.float32)
+        weight = np.zeros((h, w), np.float32)
+        ys, xs = tile_starts(h, th, self.overlap), tile_starts(w, tw, self.overlap)
+        boxes = [(y, x0) for y in ys for x0 in xs]
+        for i in range(0, len(boxes), self.tile_batch):
+            chunk = boxes[i : i + self.tile_batch]
+            batch = np.stack([x[:, y : y + th, x0 : x0 + tw] for y, x0 in chunk])
+            result = self._run(batch)
+            for (y, x0), tile_out in zip(chunk, result):
+                wy = _ramp(th, self.overlap, y > 0, y + th < h)
+                wx = _ramp(tw, self.overlap, x0 > 0, x0 + tw < w)
+                wt = wy[:, None] * wx[None, :]
+                out[:, y : y + th, x0 : x0 + tw] += tile_out * wt
+                weight[y : y + th, x0 : x0 + tw] += wt
+        return out / weight
+
+    # ------------------------------------------------------------------ public
     def denoise_array(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) float in [0, 1] -> (H, W, 3) float, unclamped model output."""
         x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))[None]
         x, (h, w) = pad_even(x)
-        y = self.runner(x.numpy())
-        return y[0, :, :h, :w].transpose(1, 2, 0)
+        chw = x[0].numpy()
+        if not self.ensemble:
+            return self._denoise_chw(chw)[:, :h, :w].transpose(1, 2, 0)
+        acc = np.zeros_like(chw)
+        for mode in range(8):
+            acc += inverse_transform(self._denoise_chw(transform(chw, mode)), mode)
+        return (acc / 8)[:, :h, :w].transpose(1, 2, 0)
 
     def denoise_image(self, image: Image) -> Image:
         return image.with_rgb(np.clip(self.denoise_array(image.rgb), 0.0, 1.0))
 
 
-def denoise_file(denoiser: Denoiser, src: str | Path, dst: str | Path, reference: str | Path | None = None) -> dict:
+def transform(chw: np.ndarray, mode: int) -> np.ndarray:
+    """Mode 0..7: rotate by 90 * (mode % 4) degrees, then flip left-right when mode >= 4."""
+    y = np.rot90(chw, k=mode % 4, axes=(1, 2))
+    return np.ascontiguousarray(y[:, :, ::-1] if mode >= 4 else y)
+
+
+def inverse_transform(chw: np.ndarray, mode: int) -> np.ndarray:
+    y = chw[:, :, ::-1] if mode >= 4 else chw
+    return np.ascontiguousarray(np.rot90(y, k=-(mode % 4), axes=(1, 2)))
+
+
+def denoise_file(denoiser: Denoiser, src: str | Path, dst: str | Path, reference: str | Path | None = None,
+                 bit_depth: int | None = None) -> dict:
     """Denoise one file; with ``reference``, also PSNR/SSIM of input and output against it."""
     image = read_image(src)
     out = denoiser.denoise_image(image)
     result = {"input": str(src), "height": image.height, "width": image.width, "bit_depth_in": image.bit_depth}
-    written = write_image(dst, out)
-    result.update(output=written["path"], bit_depth_out=written["bit_depth"], channels_out=written["channels"])
+    written = write_image(dst, out, bit_depth=bit_depth)
+    result.update(output=written["path"], bit_depth_out=written["bit_depth"], channels_out=written["channels"],
+                  metadata_kept=written.get("metadata", []))
     if reference is not None:
         ref_image = read_image(reference)
         # Compare what is written: grayscale images as their one gray channel.
         gray = image.gray and ref_image.gray
-        pixels = lambda im: to_uint8(im.rgb.mean(axis=2) if gray else im.rgb)  # noqa: E731
+
+        def pixels(im):
+            return to_uint8(im.rgb.mean(axis=2) if gray else im.rgb)
+
         ref = pixels(ref_image)
         psnr_in, ssim_in = psnr_ssim(pixels(image), ref)
         psnr_out, ssim_out = psnr_ssim(pixels(out), ref)

@@ -1,0 +1,161 @@
+"""Deployment runtime: tiling with blending, self-ensemble, artifact limits, backends, folders, metadata."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+from PIL import ImageCms
+
+from scaoed_deploy import checkpoint as ckpt
+from scaoed_deploy import export as ex
+from scaoed_deploy.cli import main
+from scaoed_deploy.errors import ScaoedError
+from scaoed_deploy.images import Image, read_image, write_image
+from scaoed_deploy.runtime.denoiser import Denoiser, Limits, _ramp, open_runner, tile_starts
+
+
+class Recorder:
+    """A runner with a known answer: records the shapes it is given."""
+
+    def __init__(self, fn):
+        self.fn, self.shapes = fn, []
+
+    def __call__(self, x):
+        self.shapes.append(x.shape)
+        return self.fn(x)
+
+
+def _local(x):  # per-pixel, so tiling must not change it at all
+    return np.tanh(2 * x - 0.3) * 0.7 + x * x
+
+
+def test_tile_geometry():
+    assert tile_starts(100, 100, 8) == [0] and tile_starts(60, 100, 8) == [0]
+    starts = tile_starts(1000, 256, 32)
+    assert starts[0] == 0 and starts[-1] == 1000 - 256
+    assert all(b - a <= 256 - 32 for a, b in zip(starts, starts[1:]))  # every seam has the full overlap
+    w = _ramp(64, 16, True, True)
+    assert w.min() > 0 and w[16:48].tolist() == [1.0] * 32 and np.allclose(w[:16], w[::-1][:16])
+    # Two ramps meeting across an overlap sum to one: a smooth cross-fade.
+    up, down = _ramp(64, 16, True, False)[:16], _ramp(64, 16, False, True)[-16:]
+    assert np.allclose(up + down, 1.0)
+
+
+def test_tiled_equals_whole_for_a_local_model_and_batches_tiles():
+    rng = np.random.default_rng(0)
+    rgb = rng.random((150, 118, 3), dtype=np.float32)
+    runner = Recorder(_local)
+    tiled = Denoiser(runner, tile=48, overlap=12, tile_batch=5).denoise_array(rgb)
+    np.testing.assert_allclose(tiled, _local(rgb), atol=1e-5)
+    assert {s[2:] for s in runner.shapes} == {(48, 48)} and max(s[0] for s in runner.shapes) == 5
+
+
+def test_tiled_and_whole_agree_closely_on_the_model():
+    weights = ckpt.random_weights(blocks=1, seed=3)
+    runner, limits, _ = open_runner(None, weights=weights, stages=1, device="cpu")
+    yy, xx = np.mgrid[0:96, 0:112] / 96.0
+    rgb = (np.stack([xx, yy, 0.5 + 0.2 * np.sin(6 * xx)], 2) + np.random.default_rng(1).normal(0, 0.05, (96, 112, 3)))
+    rgb = np.clip(rgb, 0, 1).astype(np.float32)
+    whole = Denoiser(runner, tile=None).denoise_array(rgb)
+    tiled = Denoiser(runner, tile=64, overlap=24).denoise_array(rgb)
+    diff = np.abs(whole - tiled)
+    # NFAE normalises with whole-image statistics, so tiles differ a little; seams must not stand out.
+    assert diff.mean() < 0.02 and diff.max() < 0.25
+
+
+def test_ensemble_is_the_mean_of_the_eight_transformed_passes():
+    def biased(x):  # not equivariant: depends on row index and channel
+        n, c, h, w = x.shape
+        return x * 0.9 + np.arange(h, dtype=np.float32)[None, None, :, None] * 0.01 + np.arange(c)[None, :, None, None] * 0.1
+
+    rgb = np.random.default_rng(2).random((20, 26, 3), dtype=np.float32)
+    got = Denoiser(biased, tile=None, ensemble=True).denoise_array(rgb)
+    x = torch.from_numpy(rgb.transpose(2, 0, 1).copy())
+    outs = []
+    for k in range(4):
+        for flip in (False, True):
+            t = torch.rot90(x, k, dims=(1, 2))
+            t = torch.flip(t, dims=(2,)) if flip else t
+            y = torch.from_numpy(biased(t[None].numpy())[0])
+            y = torch.flip(y, dims=(2,)) if flip else y
+            outs.append(torch.rot90(y, -k, dims=(1, 2)))
+    expected = torch.stack(outs).mean(0).numpy().transpose(1, 2, 0)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_static_artifacts_get_exact_tiles_and_padding():
+    runner = Recorder(_local)
+    d = Denoiser(runner, tile=512, overlap=8, limits=Limits((32, 32), (32, 32), 2))
+    big = np.random.default_rng(3).random((50, 70, 3), dtype=np.float32)
+    np.testing.assert_allclose(d.denoise_array(big), _local(big), atol=1e-5)
+    small = np.random.default_rng(4).random((20, 26, 3), dtype=np.float32)
+    np.testing.assert_allclose(d.denoise_array(small), _local(small), atol=1e-5)
+    assert {s for s in runner.shapes} == {(2, 3, 32, 32)}  # static shape and batch, every call
+
+
+@pytest.fixture(scope="module")
+def checkpoint_and_onnx(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rt")
+    weights = ckpt.random_weights(blocks=1, seed=5)
+    path = root / "w.safetensors"
+    ckpt.save_safetensors(weights, path, stages=1)
+    onnx_path = root / "w.onnx"
+    ex.export_onnx(ckpt.read_checkpoint(path), ex.ExportSpec(stages=1), onnx_path)
+    return path, onnx_path
+
+
+def test_onnx_and_torch_backends_agree_on_the_same_checkpoint(checkpoint_and_onnx):
+    path, onnx_path = checkpoint_and_onnx
+    rgb = np.random.default_rng(6).random((45, 67, 3), dtype=np.float32)  # odd: padded and cropped back
+    a = Denoiser.open(path, device="cpu").denoise_array(rgb)
+    b = Denoiser.open(onnx_path).denoise_array(rgb)
+    assert a.shape == (45, 67, 3) and np.abs(a - b).max() < 1e-4
+    with pytest.raises(ScaoedError, match="ONNX file"):
+        Denoiser.open(onnx_path, backend="tensorrt")
+    odd = onnx_path.with_suffix(".txt")
+    odd.write_text("x")
+    with pytest.raises(ScaoedError, match="unknown model type"):
+        Denoiser.open(odd)
+
+
+def _icc():
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def test_folder_is_resumable_and_reports_a_corrupt_image(tmp_path, checkpoint_and_onnx, capsys):
+    _, onnx_path = checkpoint_and_onnx
+    src, dst = tmp_path / "in", tmp_path / "out"
+    rng = np.random.default_rng(7)
+    for name in ("a.png", "b.png"):
+        write_image(src / name, Image(rgb=rng.random((30, 34, 3), dtype=np.float32)))
+    (src / "c.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    args = ["denoise", str(src), str(dst), "-m", str(onnx_path), "--json"]
+    assert main(args) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert [f["input"].endswith("c.png") for f in out["failures"]] == [True]
+    assert sorted(p.name for p in dst.iterdir()) == ["a.png", "b.png"]
+    assert main(args) == 1  # resumes: a and b are skipped, c still fails
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["skipped_existing"]) == 2 and out["results"] == []
+    assert main([*args, "--overwrite"]) == 1
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 2
+
+
+@pytest.mark.parametrize("suffix, depth", [(".png", 8), (".png", 16), (".jpg", 8)])
+def test_icc_profile_and_exif_orientation_are_kept(tmp_path, checkpoint_and_onnx, suffix, depth, capsys):
+    _, onnx_path = checkpoint_and_onnx
+    src = tmp_path / "photo.jpg"
+    im = PILImage.fromarray((np.random.default_rng(8).random((24, 32, 3)) * 255).astype(np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display
+    im.save(src, icc_profile=_icc(), exif=exif.tobytes(), quality=95)
+    out = tmp_path / f"out{suffix}"
+    assert main(["denoise", str(src), str(out), "-m", str(onnx_path), "--bit-depth", str(depth)]) == 0
+    back = read_image(out)
+    assert back.icc_profile == _icc() and back.bit_depth == (8 if suffix == ".jpg" else depth)
+    with PILImage.open(out) as q:
+        assert q.getexif().get(0x0112) == 6
