@@ -43,8 +43,15 @@ def main() -> int:
     provenance.pop("amp", None)  # the state records the last phase only; the phases are below
     provenance["noise_model"] = ("Poisson-Gaussian in linear raw behind WB gains, Bayer mosaic/demosaic of the noise, "
                                  "cross-channel correlation, sRGB gamma, JPEG")
-    provenance["training_phases"] = ("float32 to step 1000 (cosine over 3000); bf16 autocast to 1550 (over 5000); "
+    provenance["training_phases"] = ("K=2: float32 to step 1000 (cosine over 3000); bf16 autocast to 1550 (over 5000); "
                                      "bf16 to 4500 (over 4500): benchmarks/demo_weights/train.py")
+    if provenance.get("init"):  # a fine-tune on top of those weights
+        provenance["training_phases"] += (
+            f"; then fine-tuned from {provenance['init']} for {provenance.get('steps')} steps with K drawn per batch "
+            f"from {provenance.get('stages_trained')}, bf16, peak lr {provenance.get('lr')} cosine: "
+            "benchmarks/demo_weights/finetune.py")
+        provenance["steps"] = f"4500 at K=2, then {provenance['steps']} with K drawn from 1..5"
+    provenance.pop("default_stages", None)  # the training run's validation K; the shipped default is below
     save_safetensors(w, DEMO_PATH, stages=stages, provenance=provenance, dtype=torch.float16)
     print(f"wrote {DEMO_PATH} ({DEMO_PATH.stat().st_size / 1e6:.1f} MB), default K={stages}")
     return 0

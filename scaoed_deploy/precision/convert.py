@@ -41,6 +41,8 @@ TARGETS = ("tensorrt", "onnxruntime-cpu")
 INT8_METHODS = ("max", "entropy")
 INT8_MIN_PSNR = 40.0  # dB against the FP32 graph on held-out calibration crops
 INT8_ROUNDS = 2  # at most this many rounds of keeping sensitive layers in FP32
+ISLAND_IMAGES = 8  # calibration images in the islands' reference run (it holds every tensor)
+AUTOCAST_IMAGES = 4  # and in AutoCast's own reference run (one batch)
 
 
 @dataclass
@@ -137,11 +139,13 @@ def mixed_precision(fp32_path: str | Path, precision: str, calib: list[CalibSamp
 
     t0 = time.perf_counter()
     source = onnx.load(str(fp32_path))
-    step(f"choosing FP32 islands from a reference run on {len(calib)} calibration images")
-    islands = select_islands(source, [c.x for c in calib], precision=precision)
+    # A reference run keeps every tensor of the graph: a few images bound its memory (K=5 at 160 px is ~2 GB each).
+    sample = calib[:ISLAND_IMAGES]
+    step(f"choosing FP32 islands from a reference run on {len(sample)} calibration images")
+    islands = select_islands(source, [c.x for c in sample], precision=precision)
     with tempfile.TemporaryDirectory() as tmp:  # AutoCast's own reference run takes one batch of one shape
         npz = Path(tmp) / "calibration.npz"
-        np.savez(npz, **{source.graph.input[0].name: np.concatenate([c.x for c in _common_shape(calib)])})
+        np.savez(npz, **{source.graph.input[0].name: np.concatenate([c.x for c in _common_shape(calib)[:AUTOCAST_IMAGES]])})
         step(f"converting to {precision} with ModelOpt AutoCast ({len(islands)} nodes kept in FP32)")
         try:
             with _quiet():
