@@ -36,6 +36,8 @@ BACKENDS = ("torch", "torch-bf16", "torch-fp16", "torch-compile", "onnxruntime",
             "onnxruntime-bf16", "onnxruntime-int8", "tensorrt", "tensorrt-fp16", "tensorrt-int8")
 CPU_DEFAULT = ("torch", "torch-bf16", "torch-compile", "onnxruntime", "onnxruntime-fp16", "onnxruntime-bf16",
                "onnxruntime-int8", "tensorrt-fp16", "tensorrt-int8")
+GPU_DEFAULT = ("torch", "torch-fp16", "torch-bf16", "torch-compile", "onnxruntime", "onnxruntime-fp16",
+               "tensorrt", "tensorrt-fp16", "tensorrt-int8")
 BASELINE = "torch"
 
 

@@ -609,11 +609,11 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
     """Latency, throughput, memory and PSNR per backend and K, with ratios to eager fp32 from the same run."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .bench import BACKENDS, BASELINE, CPU_DEFAULT, BenchConfig, markdown, run_bench, write_results
+    from .bench import BACKENDS, BASELINE, CPU_DEFAULT, GPU_DEFAULT, BenchConfig, markdown, run_bench, write_results
     from .export import command_line
 
     chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else \
-        (list(CPU_DEFAULT) if device == "cpu" else [b for b in BACKENDS if b != "torch-bf16" or device == "cuda"])
+        list(CPU_DEFAULT if device == "cpu" else GPU_DEFAULT)
     unknown = [b for b in chosen if b not in BACKENDS]
     if unknown:
         raise click.BadParameter(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}",

@@ -51,7 +51,8 @@ class Limits:
 
     min_hw: tuple[int, int] | None = None
     max_hw: tuple[int, int] | None = None
-    batch: int | None = None  # a static batch size
+    batch: int | None = None  # a static batch size (every call is padded up to it)
+    max_batch: int | None = None  # the largest batch accepted
 
 
 def open_runner(model: str | Path | None = None, backend: str | None = None, stages: int | None = None,
@@ -87,8 +88,9 @@ def open_runner(model: str | Path | None = None, backend: str | None = None, sta
 
         runner = TensorRTRunner(model)
         prof = runner.sidecar.get("profile", {})
-        limits = Limits(tuple(prof["min"][2:]) if "min" in prof else None, tuple(prof["max"][2:]) if "max" in prof else None,
-                        prof["max"][0] if "max" in prof else None)
+        lo, hi = prof.get("min"), prof.get("max")
+        limits = Limits(tuple(lo[2:]) if lo else None, tuple(hi[2:]) if hi else None,
+                        hi[0] if lo and hi and lo[0] == hi[0] else None, hi[0] if hi else None)
         return runner, limits, f"{model} on TensorRT ({runner.sidecar.get('precision')})"
     if model and suffix not in CHECKPOINT_SUFFIXES:
         raise ScaoedError(f"{model}: unknown model type {suffix or '(no extension)'}; expected a checkpoint "
@@ -146,6 +148,8 @@ class Denoiser:
         self.ensemble, self.limits, self.description = ensemble, limits or Limits(), description
         if self.limits.batch:
             self.tile_batch = self.limits.batch
+        elif self.limits.max_batch:
+            self.tile_batch = min(self.tile_batch, self.limits.max_batch)
 
     @classmethod
     def open(cls, model: str | Path | None = None, backend: str | None = None, stages: int | None = None,
