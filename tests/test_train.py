@@ -96,3 +96,37 @@ def test_bf16_autocast_trains_float32_weights(clean_dir, tmp_path):
     assert all(t.dtype == torch.float32 for t in load_file(tmp_path / "w.safetensors").values())
     with pytest.raises(ScaoedError, match="unknown amp mode"):
         train(_cfg(clean_dir, 1, amp="fp8"), tmp_path / "x.safetensors")
+
+
+def test_fine_tune_with_k_drawn_per_batch_starts_from_init_and_resumes_exactly(clean_dir, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from scaoed_deploy.model import ScaoedNet
+
+    base = train(_cfg(clean_dir, 3), tmp_path / "base.safetensors")["weights"]
+    seen = []
+    real_forward = ScaoedNet.forward
+
+    def spy(self, *a, **k):
+        seen.append(self.stages)
+        return real_forward(self, *a, **k)
+
+    monkeypatch.setattr(ScaoedNet, "forward", spy)
+    cfg = dict(init=base, stage_choices=[1, 3])
+    straight = train(_cfg(clean_dir, 8, **cfg), tmp_path / "ft.safetensors")
+    trained_ks = set(seen)
+    assert {1, 3} <= trained_ks  # K drawn per batch (validation runs at the default K=2)
+    prov = json.loads((tmp_path / "ft.json").read_text())["provenance"]
+    assert prov["stages_trained"] == [1, 3] and prov["init"] == "base.safetensors"
+
+    def die(d):
+        if d["step"] == 6:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(_cfg(clean_dir, 8, **cfg), tmp_path / "ft2.safetensors", report=die)
+    train(_cfg(clean_dir, 8, **cfg), tmp_path / "ft2.safetensors", resume=state_path(tmp_path / "ft2.safetensors"))
+    a, b = load_file(tmp_path / "ft.safetensors"), load_file(tmp_path / "ft2.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a) and straight["steps"] == 8
+    with pytest.raises(ScaoedError, match="stage choices"):
+        train(_cfg(clean_dir, 1, stage_choices=[9]), tmp_path / "bad.safetensors")
