@@ -23,7 +23,8 @@ def test_demo_weights_load_with_their_provenance():
     assert config["storage"] == "float16"
     prov = config["provenance"]
     assert prov["demo_weights"] is True and "not the paper's" in prov["notice"]
-    assert prov["steps"] > 0 and prov["stages_trained"] >= 1 and "sidd" not in " ".join(prov["data"]).lower()
+    trained = prov["stages_trained"] if isinstance(prov["stages_trained"], list) else [prov["stages_trained"]]
+    assert prov["steps"] > 0 and trained and min(trained) >= 1 and "sidd" not in " ".join(prov["data"]).lower()
 
 
 @needs_data

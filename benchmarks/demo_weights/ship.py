@@ -50,7 +50,8 @@ def main() -> int:
             f"; then fine-tuned from {provenance['init']} for {provenance.get('steps')} steps with K drawn per batch "
             f"from {provenance.get('stages_trained')}, bf16, peak lr {provenance.get('lr')} cosine: "
             "benchmarks/demo_weights/finetune.py")
-        provenance["steps"] = f"4500 at K=2, then {provenance['steps']} with K drawn from 1..5"
+        provenance["steps_detail"] = f"4500 at K=2, then {provenance['steps']} with K drawn from 1..5"
+        provenance["steps"] = 4500 + int(provenance["steps"])
     provenance.pop("default_stages", None)  # the training run's validation K; the shipped default is below
     save_safetensors(w, DEMO_PATH, stages=stages, provenance=provenance, dtype=torch.float16)
     print(f"wrote {DEMO_PATH} ({DEMO_PATH.stat().st_size / 1e6:.1f} MB), default K={stages}")
