@@ -11,6 +11,7 @@ stderr and a non-zero exit code:
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import sys
 from pathlib import Path
@@ -629,7 +630,7 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
         result = run_bench(weights, cfg, step=lambda m: progress.update(task, info=m),
                            advance=lambda: progress.advance(task))
     result["command"] = command_line()
-    result["created"] = __import__("datetime").datetime.now().astimezone().isoformat(timespec="seconds")
+    result["created"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     tag = name or f"{device}_{'_'.join(f'{h}x{w}' if h != w else str(h) for h, w in resolutions)}"
     paths = write_results(result, output, tag)
     if as_json:

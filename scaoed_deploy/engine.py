@@ -16,7 +16,6 @@ its sidecar against the running TensorRT and GPU and refuses a mismatch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import time
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .checkpoint import sha256_of as sha256_file
 from .errors import ScaoedError, atomic_path
 
 DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = (256, 256), (512, 512), (1024, 1024)
@@ -72,14 +72,6 @@ def parse_batch(value: str | None) -> tuple[int, int, int]:
     if len(parts) != 3:
         raise ScaoedError(f"--batch expects MIN:OPT:MAX, got {value!r}")
     return tuple(parts)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
