@@ -66,7 +66,7 @@ class BuildOutcome:
             "fp32_reused": self.fp32_reused,
             "precision_onnx": str(self.precision_onnx) if self.precision_onnx else None,
             "conversion": self.conversion,
-            "lint": [{"rule": v.rule, "where": v.where, "message": v.message, "severity": v.severity} for v in self.lint],
+            "lint": lint_summary(self.lint),
             "parity": self.parity.to_dict() if self.parity else None,
             "engine": self.engine,
             "build_plan": self.plan.sidecar_path.as_posix() if self.plan else None,
@@ -74,6 +74,17 @@ class BuildOutcome:
             "tensorrt_missing": self.tensorrt_missing,
             "seconds": self.seconds,
         }
+
+
+def lint_summary(violations, first: int = 20) -> dict:
+    """Counts by severity and rule, and the first violations (an ORT CPU INT8 graph has thousands, by design)."""
+    by_rule: dict[str, int] = {}
+    for v in violations:
+        by_rule[v.rule] = by_rule.get(v.rule, 0) + 1
+    return {"errors": sum(v.severity == "error" for v in violations),
+            "warnings": sum(v.severity != "error" for v in violations), "by_rule": by_rule,
+            "first": [{"rule": v.rule, "where": v.where, "message": v.message, "severity": v.severity}
+                      for v in violations[:first]]}
 
 
 def precision_filename(stages: int, blocks: int, precision: str, target: str) -> str:

@@ -31,7 +31,7 @@ def main() -> int:
         crops = " / ".join(f"{r['dpsnr']:+.3f}" for r in par["task"])
         conv = d["conversion"]
         name = Path(d["precision_onnx"]).name
-        errors = sum(1 for v in d["lint"] if v["severity"] == "error")
+        errors = d["lint"]["errors"]
         target = "" if conv["target"] == "tensorrt" or conv["precision"] != "int8" else " (ORT CPU: not for TensorRT)"
         rows.append(f"| {par['stages']} | `{name}`{target} | {conv['kept_fp32']} | {errors} | {nan} | {worst:.1f} dB | "
                     f"{sidd:.1f} dB | {par['mean_dpsnr']:+.3f} | {crops} | {'pass' if par['passed'] else 'FAIL'} | "
