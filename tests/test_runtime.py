@@ -94,6 +94,8 @@ def test_static_artifacts_get_exact_tiles_and_padding():
     np.testing.assert_allclose(d.denoise_array(big), _local(big), atol=1e-5)
     small = np.random.default_rng(4).random((20, 26, 3), dtype=np.float32)
     np.testing.assert_allclose(d.denoise_array(small), _local(small), atol=1e-5)
+    flat = np.random.default_rng(5).random((20, 70, 3), dtype=np.float32)  # shorter, but wider than the shape
+    np.testing.assert_allclose(d.denoise_array(flat), _local(flat), atol=1e-5)
     assert {s for s in runner.shapes} == {(2, 3, 32, 32)}  # static shape and batch, every call
 
 

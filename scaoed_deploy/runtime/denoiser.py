@@ -161,11 +161,12 @@ class Denoiser:
     # ------------------------------------------------------------------ one pass
     def _tile_hw(self, h: int, w: int) -> tuple[int, int]:
         """The tile size for an (even) H x W image: ``tile``, capped by the artifact's max and the image."""
-        th = tw = self.tile or max(h, w)
-        if self.limits.max_hw:
-            th, tw = min(th, self.limits.max_hw[0]), min(tw, self.limits.max_hw[1])
-        if self.limits.min_hw and self.limits.min_hw == self.limits.max_hw:  # static shape: tiles are exactly it
-            return self.limits.min_hw
+        if self.limits.min_hw and self.limits.min_hw == self.limits.max_hw:
+            th, tw = self.limits.min_hw  # static shape: tiles are exactly it (_run pads up a smaller image)
+        else:
+            th = tw = self.tile or max(h, w)
+            if self.limits.max_hw:
+                th, tw = min(th, self.limits.max_hw[0]), min(tw, self.limits.max_hw[1])
         return min(th, h), min(tw, w)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -185,8 +186,6 @@ class Denoiser:
         _, h, w = x.shape
         th, tw = self._tile_hw(h, w)
         if (th, tw) == (h, w):
-            return self._run(x[None])[0]
-        if th > h or tw > w:  # a static shape larger than the image
             return self._run(x[None])[0]
         out = np.zeros((3, h, w), np.float32)
         weight = np.zeros((h, w), np.float32)
@@ -240,7 +239,7 @@ def denoise_file(denoiser: Denoiser, src: str | Path, dst: str | Path, reference
     result = {"input": str(src), "height": image.height, "width": image.width, "bit_depth_in": image.bit_depth}
     written = write_image(dst, out, bit_depth=bit_depth)
     result.update(output=written["path"], bit_depth_out=written["bit_depth"], channels_out=written["channels"],
-                  metadata_kept=written.get("metadata", []))
+                  metadata_kept=written["metadata"])
     if reference is not None:
         ref_image = read_image(reference)
         # Compare what is written: grayscale images as their one gray channel.
