@@ -169,17 +169,14 @@ class Backends:
 
     def artifact(self, stages: int, precision: str, target: str = "tensorrt") -> Path:
         """The verified (precision) ONNX for K, from export/ when it matches these weights, else built now."""
-        from .build import BuildRequest, build, precision_filename
-        from .export import default_filename, read_metadata
+        from .build import BuildRequest, build, made_from, precision_filename
 
         key = (stages, precision, target)
         if key in self._onnx:
             return self._onnx[key]
-        name = default_filename(stages, self.weights.blocks) if precision == "fp32" else \
-            precision_filename(stages, self.weights.blocks, precision, target)
+        name = precision_filename(stages, self.weights.blocks, precision, target)
         path = self.cfg.export_dir / name
-        meta = read_metadata(path) if path.is_file() else {}
-        if not (meta.get("weights") == self.weights.identity and meta.get("stages") == str(stages)):
+        if not made_from(path, self.weights, stages):
             self.step(f"making {name}")
             req = BuildRequest(precision, self.weights, stages, target=target, calib_count=self.cfg.calib_count,
                                export_dir=self.cfg.export_dir, data=self.cfg.data, engine_step=False)

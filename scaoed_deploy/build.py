@@ -87,9 +87,20 @@ def lint_summary(violations, first: int = 20) -> dict:
                       for v in violations[:first]]}
 
 
-def precision_filename(stages: int, blocks: int, precision: str, target: str) -> str:
+def precision_filename(stages: int, blocks: int, precision: str, target: str = "tensorrt") -> str:
+    """export/'s name for K, T and precision (fp32: the name `export` gives a dynamic-shape file)."""
     suffix = precision + ("_ortcpu" if precision == "int8" and target == "onnxruntime-cpu" else "")
     return f"scaoednet_k{stages}_t{blocks}_{suffix}.onnx"
+
+
+def made_from(path: Path, weights: Weights, stages: int) -> bool:
+    """Whether ``path`` exists and was made from these weights at this K, so it can be reused."""
+    from .export import read_metadata
+
+    if not path.is_file():
+        return False
+    meta = read_metadata(path)
+    return meta.get("weights") == weights.identity and meta.get("stages") == str(stages)
 
 
 def _fp32_onnx(req: BuildRequest, step) -> tuple[Path, bool, int]:
@@ -108,11 +119,9 @@ def _fp32_onnx(req: BuildRequest, step) -> tuple[Path, bool, int]:
     if not req.stages:
         raise ScaoedError("give --stages K (to export) or --onnx FILE")
     path = req.export_dir / default_filename(req.stages, req.weights.blocks)
-    if path.is_file():
-        meta = read_metadata(path)
-        if meta.get("weights") == req.weights.identity and meta.get("stages") == str(req.stages):
-            step(f"reusing {path} (same weights, K={req.stages})")
-            return path, True, req.stages
+    if made_from(path, req.weights, req.stages):
+        step(f"reusing {path} (same weights, K={req.stages})")
+        return path, True, req.stages
     export_onnx(req.weights, ExportSpec(stages=req.stages), path, req.data, step=step, command=req.command)
     return path, False, req.stages
 

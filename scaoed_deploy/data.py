@@ -27,6 +27,12 @@ def default_sidd_dir() -> Path | None:
     return sidd if sidd and (sidd / "noisy").is_dir() else None
 
 
+def is_evaluation_data(folder: str | Path) -> bool:
+    """The SIDD crops (or a folder inside them): the only real-noise ground truth, kept for evaluation."""
+    folder = Path(folder).resolve()
+    return folder.name == "sidd" or folder.parent.name == "sidd" or (folder / "noisy" / "44.png").is_file()
+
+
 @dataclass
 class Sample:
     name: str

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import Weights, save_safetensors
+from .data import is_evaluation_data
 from .errors import ScaoedError, atomic_path
 from .images import list_images, read_image
 from .model import ScaoedNet
@@ -54,17 +55,13 @@ class TrainConfig:
         return asdict(self)
 
 
-def _is_sidd(path: Path) -> bool:
-    return path.resolve().name == "sidd" or (path / "noisy" / "44.png").is_file()
-
-
 def _load_clean(folders: list[str]) -> list[np.ndarray]:
     images = []
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
             raise ScaoedError(f"clean image folder not found: {folder}")
-        if _is_sidd(folder):
+        if is_evaluation_data(folder):
             raise ScaoedError(f"{folder}: the SIDD crops are evaluation data; never train on them")
         files = list_images(folder)
         if not files:
@@ -78,7 +75,7 @@ def _load_pairs(folders: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
 
     pairs = []
     for folder in folders:
-        if _is_sidd(Path(folder)):
+        if is_evaluation_data(folder):
             raise ScaoedError(f"{folder}: the SIDD crops are evaluation data; never train on them")
         pairs += [(s.noisy, s.clean) for s in load_samples(folder) if s.clean is not None]
     return pairs

@@ -28,11 +28,6 @@ class CalibSample:
     x: np.ndarray  # (1, 3, H, W) float32 in [0, 1]
 
 
-def _is_evaluation_data(folder: Path) -> bool:
-    folder = folder.resolve()
-    return folder.name == "sidd" or folder.parent.name == "sidd" or (folder / "noisy" / "44.png").is_file()
-
-
 MIN_SIZE = 16
 
 
@@ -47,11 +42,12 @@ def _crop(chw: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray | 
 
 
 def _images(folder: Path) -> list[tuple[str, np.ndarray]]:
+    from ..data import is_evaluation_data
     from ..images import list_images, read_image
 
     if not folder.is_dir():
         raise ScaoedError(f"calibration folder not found: {folder}")
-    if _is_evaluation_data(folder):
+    if is_evaluation_data(folder):
         raise ScaoedError(f"{folder}: the SIDD crops are evaluation data; calibrate on other real noisy images")
     files = list_images(folder / "noisy" if (folder / "noisy").is_dir() else folder)
     if not files:
