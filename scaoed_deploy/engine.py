@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import sha256_of as sha256_file
+from .checkpoint import sha256_of
 from .errors import ScaoedError, atomic_path
 
 DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = (256, 256), (512, 512), (1024, 1024)
@@ -107,7 +107,7 @@ class BuildPlan:
             "built": built is not None,
             "engine": str(self.engine),
             "onnx": str(self.onnx),
-            "onnx_sha256": sha256_file(self.onnx),
+            "onnx_sha256": sha256_of(self.onnx),
             "precision": self.precision,
             "stages": self.stages,
             "blocks": self.blocks,
@@ -166,7 +166,7 @@ def build_engine(plan: BuildPlan, step: Callable[[str], None] = lambda s: None) 
     with atomic_path(plan.engine) as tmp:
         tmp.write_bytes(bytes(engine_bytes))
     built = {"tensorrt": trt.__version__, **gpu, "build_seconds": round(time.perf_counter() - t0, 1),
-             "engine_sha256": sha256_file(plan.engine)}
+             "engine_sha256": sha256_of(plan.engine)}
     write_sidecar(plan, built)
     return plan.sidecar(built)
 

@@ -29,6 +29,17 @@ def official_sd_t2():
     return official_state_dict(blocks=2, seed=0)
 
 
+@pytest.fixture(scope="session")
+def random_k1_onnx(tmp_path_factory):
+    """A K=1, T=1 export of seeded random weights (seed 0): the small graph the precision and engine tests share."""
+    from scaoed_deploy import checkpoint as ckpt
+    from scaoed_deploy import export as ex
+
+    path = tmp_path_factory.mktemp("random_k1") / "k1.onnx"
+    ex.export_onnx(ckpt.random_weights(blocks=1, seed=0), ex.ExportSpec(stages=1), path)
+    return path
+
+
 @pytest.fixture
 def tiny_checkpoint(tmp_path, official_sd_t2):
     """A T = 2 checkpoint in the authors' layout, wrapped and prefixed as DataParallel saves it."""

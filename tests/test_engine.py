@@ -8,8 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from scaoed_deploy import checkpoint as ckpt
-from scaoed_deploy import export as ex
 from scaoed_deploy.engine import BuildPlan, ShapeProfile, build_engine, check_engine_sidecar, parse_batch, write_sidecar
 from scaoed_deploy.errors import ScaoedError
 
@@ -26,10 +24,8 @@ needs_tensorrt = pytest.mark.skipif(not (HAS_TRT and _gpu_ok()), reason="tensorr
 
 
 @pytest.fixture(scope="module")
-def k1_onnx(tmp_path_factory):
-    path = tmp_path_factory.mktemp("engine") / "k1.onnx"
-    ex.export_onnx(ckpt.random_weights(blocks=1, seed=0), ex.ExportSpec(stages=1), path)
-    return path
+def k1_onnx(random_k1_onnx):
+    return random_k1_onnx
 
 
 def test_profile_defaults_cover_256_to_1024_and_validate():

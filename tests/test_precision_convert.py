@@ -8,7 +8,6 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from scaoed_deploy import checkpoint as ckpt
 from scaoed_deploy import export as ex
 from scaoed_deploy.errors import ScaoedError
 from scaoed_deploy.images import Image, write_image
@@ -23,10 +22,9 @@ from conftest import DATA, needs_data
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, random_k1_onnx):
     root = tmp_path_factory.mktemp("convert")
-    path = root / "k1.onnx"
-    ex.export_onnx(ckpt.random_weights(blocks=1, seed=0), ex.ExportSpec(stages=1), path)
+    path = random_k1_onnx
     noisy = root / "noisy_photos"
     rng = np.random.default_rng(0)
     for i in range(3):  # smooth images plus noise: stand-ins for real noisy photos

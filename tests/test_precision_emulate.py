@@ -8,8 +8,6 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from scaoed_deploy import checkpoint as ckpt
-from scaoed_deploy import export as ex
 from scaoed_deploy.precision.emulate import emulate, low_precision_tensors, original_node
 
 
@@ -49,10 +47,8 @@ def test_rounds_like_numpy_at_every_low_precision_tensor(lp, dtype):
 
 
 @pytest.fixture(scope="module")
-def k1_export(tmp_path_factory):
-    path = tmp_path_factory.mktemp("emulate") / "k1.onnx"
-    ex.export_onnx(ckpt.random_weights(blocks=1, seed=0), ex.ExportSpec(stages=1), path)
-    return onnx.load(str(path))
+def k1_export(random_k1_onnx):
+    return onnx.load(str(random_k1_onnx))
 
 
 def test_naive_fp16_gives_nan_in_nfae_under_emulation(k1_export):

@@ -66,12 +66,14 @@ def first_divergence(artifact_proto, reference_proto, x: np.ndarray, rtol: float
             err = float(np.abs(a - r).max()) if not nonfinite else float("inf")
             if nonfinite or err > rtol * scale:
                 module = paths.get(name) or ref_paths.get(name) or "?"
+                origin = original_node(node.name)  # an emulation cast reports the node it rounds for
+                op_type = op_types.get(origin, node.op_type)
                 return {
                     "found": True,
-                    "node": original_node(node.name),
-                    "op_type": op_types.get(original_node(node.name), node.op_type),
+                    "node": origin,
+                    "op_type": op_type,
                     "module": module,
-                    "where": " / ".join([*module.split("."), op_types.get(original_node(node.name), node.op_type)]),
+                    "where": " / ".join([*module.split("."), op_type]),
                     "tensor": name,
                     "max_abs": err,
                     "reference_scale": scale,
