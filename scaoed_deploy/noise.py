@@ -3,15 +3,26 @@
 The camera pipeline, run backwards then forwards on each patch:
 
     clean sRGB -> inverse gamma (linear RGB) -> divide by white-balance gains (sensor raw)
-    -> signal-dependent Poisson-Gaussian noise -> optional Bayer mosaic + bilinear demosaic of
-    the noise -> a common component shared by R, G and B (real sRGB noise correlates across
-    channels, 0.3 to 0.6 on the SIDD crops) -> white-balance gains -> gamma (sRGB) -> optional JPEG
+    -> signal-dependent Poisson-Gaussian noise -> optional Bayer mosaic + demosaic of the
+    noise (Malvar-He-Cutler, the gradient-corrected linear demosaic of MATLAB's ``demosaic``,
+    or bilinear) -> an optional common component shared by R, G and B -> white-balance gains
+    -> gamma (sRGB) -> optional JPEG
 
 Poisson-Gaussian noise in its usual heteroscedastic Gaussian form: a raw value x
 becomes x + n with n ~ N(0, a*x + b): ``a`` is the shot-noise gain and ``b``
-the read-noise variance. Both are drawn per patch, log-uniformly, over ranges
-that cover smartphone sensors from base ISO to high ISO (noisy SIDD crops sit
-at 17.5 to 18.9 dB PSNR).
+the read-noise variance. ``a`` is drawn per patch, log-uniformly, over a range
+that covers smartphone sensors from base ISO to high ISO (noisy SIDD crops sit
+at 17.5 to 18.9 dB PSNR). By default ``b`` follows ``a`` as on real sensors
+(both grow with the analogue gain): log b = 2.18 log a + 1.20 + N(0, 0.26^2),
+the fit to smartphone sensors of Brooks et al., "Unprocessing Images for
+Learned Raw Denoising" (CVPR 2019); ``read=(lo, hi)`` draws it log-uniformly
+instead.
+
+Demosaicing is what makes real sRGB noise spatially and cross-channel
+correlated: Malvar-He-Cutler on white raw noise gives neighbouring-pixel
+correlation 0.36 (none beyond one pixel) and 0.6 between channels, because it
+borrows the green gradient for red and blue; bilinear gives 0.58 and 0.13 at
+one and two pixels and no cross-channel correlation.
 """
 
 from __future__ import annotations
@@ -26,13 +37,15 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class NoiseConfig:
-    shot: tuple[float, float] = (1e-3, 8e-2)  # a: raw-domain shot-noise gain, log-uniform
-    read: tuple[float, float] = (1e-5, 1e-2)  # b: raw-domain read-noise variance, log-uniform
+    shot: tuple[float, float] = (2e-3, 5e-2)  # a: raw-domain shot-noise gain, log-uniform
+    read: tuple[float, float] | None = None  # b: read-noise variance, log-uniform; None: tied to a (see above)
+    read_fit: tuple[float, float, float] = (2.18, 1.20, 0.26)  # log b = s log a + c + N(0, sd^2) when read is None
     wb_red: tuple[float, float] = (1.5, 2.5)  # white-balance gains applied after the sensor
     wb_blue: tuple[float, float] = (1.3, 2.2)
-    mosaic_prob: float = 0.7  # Bayer mosaic + bilinear demosaic (spatially correlated noise)
-    cross_channel: tuple[float, float] = (0.2, 0.7)  # share of noise common to R, G, B (real sRGB noise correlates)
-    jpeg_prob: float = 0.25
+    mosaic_prob: float = 0.75  # Bayer mosaic + demosaic of the noise (spatially correlated noise)
+    mhc_prob: float = 0.8  # of those, Malvar-He-Cutler; the rest bilinear
+    cross_channel: tuple[float, float] = (0.0, 0.5)  # share of noise common to R, G, B
+    jpeg_prob: float = 0.2
     jpeg_quality: tuple[int, int] = (70, 95)
 
     def to_dict(self) -> dict:
@@ -80,6 +93,33 @@ def demosaic_bilinear(raw3: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(raw3, (1, 1, 1, 1), mode="reflect"), kernels, groups=3)
 
 
+# Malvar-He-Cutler 5x5 filters (ICASSP 2004), /8: green at red/blue sites; red (blue) at green sites in a
+# red (blue) row; the same at green sites in a red (blue) column; red at blue sites and blue at red sites.
+_MHC = torch.tensor([
+    [[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1], [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]],
+    [[0, 0, 0.5, 0, 0], [0, -1, 0, -1, 0], [-1, 4, 5, 4, -1], [0, -1, 0, -1, 0], [0, 0, 0.5, 0, 0]],
+    [[0, 0, -1, 0, 0], [0, -1, 4, -1, 0], [0.5, 0, 5, 0, 0.5], [0, -1, 4, -1, 0], [0, 0, -1, 0, 0]],
+    [[0, 0, -1.5, 0, 0], [0, 2, 0, 2, 0], [-1.5, 0, 6, 0, -1.5], [0, 2, 0, 2, 0], [0, 0, -1.5, 0, 0]],
+]) / 8
+
+
+def demosaic_mhc(raw3: torch.Tensor) -> torch.Tensor:
+    """Malvar-He-Cutler demosaic of a masked RGGB mosaic (the output of ``mosaic``)."""
+    h, w = raw3.shape[-2:]
+    cfa = raw3.sum(dim=1, keepdim=True)
+    g_at_rb, in_row, in_col, rb_at_br = F.conv2d(F.pad(cfa, (2, 2, 2, 2), mode="reflect"), _MHC[:, None].to(raw3)).unbind(1)
+    c = cfa[:, 0]
+    m = _bayer_masks(h, w).to(torch.bool)
+    red, blue = m[0], m[2]
+    even_row = torch.zeros(h, w, dtype=torch.bool)
+    even_row[0::2] = True
+    g_red_row, g_blue_row = m[1] & even_row, m[1] & ~even_row
+    r = torch.where(red, c, torch.where(g_red_row, in_row, torch.where(g_blue_row, in_col, rb_at_br)))
+    g = torch.where(m[1], c, g_at_rb)
+    b = torch.where(blue, c, torch.where(g_blue_row, in_row, torch.where(g_red_row, in_col, rb_at_br)))
+    return torch.stack([r, g, b], dim=1)
+
+
 def correlate_channels(noise: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
     """Mix a common component into R, G and B: n_c <- (1 - s) n_c + s mean(n), rescaled to keep each variance.
 
@@ -116,12 +156,19 @@ def _jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
 def synthesize(clean: torch.Tensor, gen: torch.Generator, cfg: NoiseConfig = NoiseConfig()) -> torch.Tensor:
     """Noisy sRGB for a batch of clean sRGB patches (B, 3, H, W) in [0, 1] (H, W even for the mosaic)."""
     b = clean.shape[0]
-    shot = _log_uniform(*cfg.shot, b, gen).view(b, 1, 1, 1)
-    read = _log_uniform(*cfg.read, b, gen).view(b, 1, 1, 1)
+    shot = _log_uniform(*cfg.shot, b, gen)
+    if cfg.read is None:
+        slope, intercept, sd = cfg.read_fit
+        read = torch.exp(slope * shot.log() + intercept + sd * torch.randn(b, generator=gen))
+    else:
+        read = _log_uniform(*cfg.read, b, gen)
+    shot, read = shot.view(b, 1, 1, 1), read.view(b, 1, 1, 1)
     gains = torch.ones(b, 3, 1, 1)
     gains[:, 0, 0, 0] = _uniform(*cfg.wb_red, b, gen)
     gains[:, 2, 0, 0] = _uniform(*cfg.wb_blue, b, gen)
     use_mosaic = torch.rand(b, generator=gen) < cfg.mosaic_prob
+    # drawn only when used, so configs without Malvar-He-Cutler replay the generator as before it existed
+    use_mhc = torch.rand(b, generator=gen) < cfg.mhc_prob if cfg.mhc_prob > 0 else torch.zeros(b, dtype=torch.bool)
     use_jpeg = torch.rand(b, generator=gen) < cfg.jpeg_prob
     quality = torch.randint(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1, (b,), generator=gen)
 
@@ -133,8 +180,10 @@ def synthesize(clean: torch.Tensor, gen: torch.Generator, cfg: NoiseConfig = Noi
         # demosaic(mosaic(raw + n)) - demosaic(mosaic(raw)) = demosaic(mosaic(n)): the clean target stays
         # un-demosaiced, as a reference rendered from averaged raw frames would be, while the noise
         # takes the demosaic's spatial correlation.
-        idx = use_mosaic.nonzero().flatten()
-        noise[idx] = demosaic_bilinear(mosaic(noise[idx]))
+        for chosen, demosaic in ((use_mosaic & use_mhc, demosaic_mhc), (use_mosaic & ~use_mhc, demosaic_bilinear)):
+            idx = chosen.nonzero().flatten()
+            if len(idx):
+                noise[idx] = demosaic(mosaic(noise[idx]))
     noise = correlate_channels(noise, mix)
     noisy = linear_to_srgb((raw + noise) * gains)
     for i in use_jpeg.nonzero().flatten().tolist():

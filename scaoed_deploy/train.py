@@ -274,8 +274,9 @@ def train(
         "trained_by": "scaoed-deploy train",
         "demo_weights": True,
         "data": [Path(c).name for c in cfg.clean] + [Path(p).name for p in cfg.pairs],
-        "noise_model": "Poisson-Gaussian in linear raw behind WB gains, Bayer mosaic/demosaic of the noise, "
-                       "cross-channel correlation, sRGB gamma, JPEG",
+        "noise_model": "Poisson-Gaussian in linear raw behind WB gains (read noise tied to shot noise unless a range "
+                       "is given), Bayer mosaic + Malvar-He-Cutler or bilinear demosaic of the noise, cross-channel "
+                       "correlation, sRGB gamma, JPEG",
         "noise": cfg.noise,
         "steps": step,
         "stages_trained": cfg.stage_choices or cfg.stages,

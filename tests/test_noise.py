@@ -10,6 +10,7 @@ from scaoed_deploy.noise import (
     NoiseConfig,
     correlate_channels,
     demosaic_bilinear,
+    demosaic_mhc,
     linear_to_srgb,
     mosaic,
     poisson_gaussian,
@@ -56,6 +57,58 @@ def test_mosaic_demosaic_keeps_flat_colour_and_correlates_noise():
     white = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     g = demosaic_bilinear(mosaic(white))[0, 1].numpy()
     assert np.corrcoef(g[:, :-1].ravel(), g[:, 1:].ravel())[0, 1] > 0.2  # demosaicing spreads noise
+
+
+def test_malvar_he_cutler_follows_the_published_formulas():
+    """Against the ICASSP 2004 equations written out by hand at interior sites of a random RGGB mosaic."""
+    raw = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    cfa = mosaic(raw).sum(dim=1)[0].numpy().astype(np.float64)
+    out = demosaic_mhc(mosaic(raw))[0].numpy()
+
+    def v(i, j):
+        return cfa[i, j]
+
+    i, j = 6, 6  # red site: green = bilinear green + (4 R - sum of the R at distance 2) / 8
+    g = (4 * v(i, j) + 2 * (v(i - 1, j) + v(i + 1, j) + v(i, j - 1) + v(i, j + 1))
+         - (v(i - 2, j) + v(i + 2, j) + v(i, j - 2) + v(i, j + 2))) / 8
+    b = (6 * v(i, j) + 2 * (v(i - 1, j - 1) + v(i - 1, j + 1) + v(i + 1, j - 1) + v(i + 1, j + 1))
+         - 1.5 * (v(i - 2, j) + v(i + 2, j) + v(i, j - 2) + v(i, j + 2))) / 8
+    assert out[1, i, j] == pytest.approx(g, abs=1e-6) and out[2, i, j] == pytest.approx(b, abs=1e-6)
+    assert out[0, i, j] == pytest.approx(v(i, j), abs=1e-6)
+    i, j = 6, 7  # green site in a red row: red from its left/right neighbours
+    r = (5 * v(i, j) + 4 * (v(i, j - 1) + v(i, j + 1)) - (v(i, j - 2) + v(i, j + 2))
+         - (v(i - 1, j - 1) + v(i - 1, j + 1) + v(i + 1, j - 1) + v(i + 1, j + 1)) + 0.5 * (v(i - 2, j) + v(i + 2, j))) / 8
+    b = (5 * v(i, j) + 4 * (v(i - 1, j) + v(i + 1, j)) - (v(i - 2, j) + v(i + 2, j))
+         - (v(i - 1, j - 1) + v(i - 1, j + 1) + v(i + 1, j - 1) + v(i + 1, j + 1)) + 0.5 * (v(i, j - 2) + v(i, j + 2))) / 8
+    assert out[0, i, j] == pytest.approx(r, abs=1e-6) and out[2, i, j] == pytest.approx(b, abs=1e-6)
+    i, j = 7, 6  # green site in a blue row: blue from its left/right neighbours, red from above/below
+    r = (5 * v(i, j) + 4 * (v(i - 1, j) + v(i + 1, j)) - (v(i - 2, j) + v(i + 2, j))
+         - (v(i - 1, j - 1) + v(i - 1, j + 1) + v(i + 1, j - 1) + v(i + 1, j + 1)) + 0.5 * (v(i, j - 2) + v(i, j + 2))) / 8
+    assert out[0, i, j] == pytest.approx(r, abs=1e-6)
+
+
+def test_malvar_he_cutler_keeps_ramps_and_correlates_noise_across_channels():
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
+    ramps = torch.stack([0.2 + 0.5 * yy, 0.1 + 0.3 * xx + 0.4 * yy, 0.9 - 0.6 * xx])[None]
+    np.testing.assert_allclose(demosaic_mhc(mosaic(ramps))[..., 2:-2, 2:-2].numpy(), ramps[..., 2:-2, 2:-2].numpy(), atol=1e-5)
+    n = demosaic_mhc(mosaic(torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(8))))[0].numpy()
+    assert np.corrcoef(n[0].ravel(), n[2].ravel())[0, 1] > 0.4  # red and blue borrow green's gradient
+    lag1 = np.corrcoef(n[1, :, :-1].ravel(), n[1, :, 1:].ravel())[0, 1]
+    lag2 = np.corrcoef(n[1, :, :-2].ravel(), n[1, :, 2:].ravel())[0, 1]
+    assert lag1 > 0.2 and abs(lag2) < 0.05
+
+
+def test_read_noise_tied_to_shot_noise_by_default():
+    """read=None: b = exp(2.18 ln a + 1.20) (jitter off), seen through the whole pipeline as the variance intercept."""
+    a = 0.02
+    cfg = NoiseConfig(shot=(a, a), read_fit=(2.18, 1.20, 0.0), wb_red=(1.0, 1.0), wb_blue=(1.0, 1.0), mosaic_prob=0.0,
+                      jpeg_prob=0.0, cross_channel=(0.0, 0.0))
+    b = np.exp(2.18 * np.log(a) + 1.20)
+    lin = torch.tensor([0.1, 0.25, 0.45, 0.65]).view(4, 1, 1, 1).expand(4, 3, 96, 96).clone()
+    noisy = synthesize(linear_to_srgb(lin), torch.Generator().manual_seed(9), cfg)
+    var = (srgb_to_linear(noisy) - lin).var(dim=(1, 2, 3)).numpy()
+    slope, intercept = np.polyfit(lin[:, 0, 0, 0].numpy(), var, 1)
+    assert slope == pytest.approx(a, rel=0.1) and intercept == pytest.approx(b, rel=0.3, abs=2e-4)
 
 
 def test_synthesis_is_reproducible_from_the_generator():

@@ -1,17 +1,23 @@
-"""Fine-tune the K=2 demo weights so that every K from 1 to 5 denoises (CPU, 1 thread, bf16).
+"""Fine-tune demo weights so that every K from 1 to 5 denoises (CPU, bf16).
 
-    python benchmarks/demo_weights/finetune.py INIT.safetensors OUT.safetensors [STEPS]
+    python benchmarks/demo_weights/finetune.py INIT.safetensors OUT.safetensors [--steps N] [--patch P]
+        [--batch B] [--threads T] [--lr LR] [--noise v1|v2]
 
 K is drawn per batch from 1..5 (the modules are shared across stages, but weights trained at one K
-did not transfer to the others). Same data and noise model as train.py; the SIDD crops are only
-reported on (--val), never trained on. Equivalent CLI:
+did not transfer to the others). Same data as train.py, noise from scaoed_deploy.noise's defaults;
+the SIDD crops are only reported on (--val), never trained on. Equivalent CLI:
 
-    scaoed-deploy train --clean ../shared/data/CBSD68,../shared/data/McMaster --val ../shared/data/sidd \
-        --init INIT.safetensors --stages 2 --stage-choices 1,2,3,4,5 --steps 1200 --lr 2e-4 --amp bf16 -o OUT
+    scaoed-deploy train --clean ../shared/data/CBSD68,../shared/data/McMaster --val ../shared/data/sidd \\
+        --init INIT.safetensors --stages 5 --stage-choices 1,2,3,4,5 --steps N --patch P --batch B \\
+        --lr LR --amp bf16 -o OUT
+
+Runs recorded in README.md here: run 2 (the defaults, --threads 1 --noise v1, on run 1's weights) and
+run 3 (noise v2: Malvar-He-Cutler demosaic, read noise tied to shot noise, on run 2's weights).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -22,19 +28,33 @@ from scaoed_deploy.train import TrainConfig, train
 
 
 def main() -> int:
-    init, out = sys.argv[1], sys.argv[2]
-    steps = int(sys.argv[3]) if len(sys.argv) > 3 else 1200
+    ap = argparse.ArgumentParser()
+    ap.add_argument("init")
+    ap.add_argument("out")
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--patch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--val-every", type=int, default=200)
+    ap.add_argument("--noise", choices=["v1", "v2"], default="v2", help="v1: run 2's noise (train.NOISE_V1); v2: defaults")
+    args = ap.parse_args()
     shared = shared_data_dir()
-    torch.set_num_threads(1)
-    cfg = TrainConfig(clean=[str(shared / "CBSD68"), str(shared / "McMaster")], stages=2, blocks=16, patch=64,
-                      batch=8, steps=steps, lr=2e-4, seed=1, val_every=200, save_every=50, val_images=4,
-                      val=str(shared / "sidd"), amp="bf16", init=init, stage_choices=[1, 2, 3, 4, 5])
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig(clean=[str(shared / "CBSD68"), str(shared / "McMaster")], stages=5, blocks=16,
+                      patch=args.patch, batch=args.batch, steps=args.steps, lr=args.lr, seed=1,
+                      val_every=args.val_every, save_every=50, val_images=4, val=str(shared / "sidd"), amp="bf16",
+                      init=args.init, stage_choices=[1, 2, 3, 4, 5])
 
     def report(d):
         if d["step"] % 25 == 0 or "val_psnr_synthetic" in d:
             print(json.dumps(d), flush=True)
 
-    train(cfg, out, report=report)
+    if args.noise == "v1":
+        from train import NOISE_V1  # benchmarks/demo_weights/train.py, beside this file
+
+        cfg.noise = dict(NOISE_V1)
+    train(cfg, args.out, report=report)
     return 0
 
 

@@ -7,7 +7,8 @@ Phases (each resumes the last, the way the run was actually made):
   2. bf16 autocast (1.4x faster on this CPU), the schedule stretched to 5000 steps, to step 1550;
   3. bf16, the schedule shortened to 4500 steps (to end inside the session), to step 4500.
 Data: the clean CBSD68 and McMaster images (4 held out for synthetic validation); the SIDD
-crops are only reported on (--val), never trained on.
+crops are only reported on (--val), never trained on. Noise: v1 (NOISE_V1 below), the
+defaults of scaoed_deploy.noise when this run was made; they have changed since (README.md).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import torch
 from scaoed_deploy.data import shared_data_dir
 from scaoed_deploy.train import TrainConfig, state_path, train
 
+# scaoed_deploy.noise.NoiseConfig's defaults for runs 1 and 2 (noise v1).
+NOISE_V1 = {"shot": (1e-3, 8e-2), "read": (1e-5, 1e-2), "wb_red": (1.5, 2.5), "wb_blue": (1.3, 2.2), "mosaic_prob": 0.7,
+            "mhc_prob": 0.0, "cross_channel": (0.2, 0.7), "jpeg_prob": 0.25, "jpeg_quality": (70, 95)}
 PHASES = [(3000, 1000, "none"), (5000, 1550, "bf16"), (4500, 4500, "bf16")]
 
 
@@ -35,7 +39,7 @@ def main() -> int:
     for schedule, stop, amp in PHASES:
         cfg = TrainConfig(clean=[str(shared / "CBSD68"), str(shared / "McMaster")], stages=2, blocks=16, patch=64,
                           batch=8, steps=schedule, lr=4e-4, seed=0, val_every=250, save_every=50, val_images=4,
-                          val=str(shared / "sidd"), amp=amp)
+                          val=str(shared / "sidd"), amp=amp, noise=dict(NOISE_V1))
 
         def report(d, stop=stop):
             if d["step"] % 50 == 0 or "val_psnr_synthetic" in d:
