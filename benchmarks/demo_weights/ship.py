@@ -1,8 +1,11 @@
 """Ship trained weights as the package's demo weights (float16 storage, provenance with measured figures).
 
-    python benchmarks/demo_weights/ship.py TRAINED.safetensors [--stages K]
+    python benchmarks/demo_weights/ship.py TRAINED.safetensors [--stages K] [--init-config INIT.json]
 
 K defaults to the best mean SIDD PSNR in results.json beside this file (from evaluate.py).
+When TRAINED was fine-tuned from earlier weights (``--init``), pass those weights' JSON config as
+--init-config (by default the package's current demo config when the names match): its training
+phases and steps are carried over, so the shipped JSON describes the whole history.
 """
 
 from __future__ import annotations
@@ -18,18 +21,41 @@ from scaoed_deploy.checkpoint import read_checkpoint, save_safetensors
 from scaoed_deploy.weights import DEMO_PATH
 
 HERE = Path(__file__).parent
+# The first run (benchmarks/demo_weights/train.py), which had no init.
+FIRST_PHASES = ["K=2: float32 to step 1000 (cosine over 3000); bf16 autocast to 1550 (over 5000); bf16 to 4500 "
+                "(over 4500), noise v1: benchmarks/demo_weights/train.py"]
+
+
+def _phase(p: dict) -> str:
+    return (f"fine-tuned from {p['init']} for {p['steps']} steps, K drawn per batch from {p.get('stages_trained')}, "
+            f"{p.get('patch')} px x {p.get('batch')}, bf16, peak lr {p.get('lr')} cosine, noise {p.get('noise')}: "
+            "benchmarks/demo_weights/finetune.py")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("trained")
     ap.add_argument("--stages", type=int, default=None)
+    ap.add_argument("--init-config", default=None, help="JSON config of the weights TRAINED was fine-tuned from")
     args = ap.parse_args()
     w = read_checkpoint(args.trained)
     results = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").is_file() else {}
     by_k = results.get("by_stages", {})
     stages = args.stages or int(results.get("best_stages", w.stages))
     provenance = dict(w.provenance)
+    phases, total = list(FIRST_PHASES), 4500
+    if provenance.get("init"):
+        init_json = Path(args.init_config) if args.init_config else DEMO_PATH.with_suffix(".json")
+        if not args.init_config and provenance["init"] != DEMO_PATH.name:
+            print(f"{args.trained} was fine-tuned from {provenance['init']}: pass its JSON as --init-config",
+                  file=sys.stderr)
+            return 2
+        before = json.loads(init_json.read_text())["provenance"]
+        old = before.get("training_phases", [])
+        if not isinstance(old, list):  # shipped before phases were a list: its steps were run 1's 4500 + its own
+            old = FIRST_PHASES + [_phase(dict(before, steps=int(before["steps"]) - 4500))]
+        phases = old + [_phase(provenance)]
+        total = int(before["steps"]) + int(provenance["steps"])
     provenance.update({
         "notice": "demo weights trained by scaoed-deploy on synthetic noise; not the paper's weights",
         "trained_from": Path(args.trained).name,
@@ -38,20 +64,11 @@ def main() -> int:
         "default_stages_chosen_by": "best mean PSNR on the 4 SIDD crops over K = 1..5 (evaluation only)",
         "sidd_mean_psnr_by_stages": {k: round(v["mean_psnr"], 3) for k, v in by_k.items()},
         "sidd_mean_ssim_by_stages": {k: round(v["mean_ssim"], 4) for k, v in by_k.items()},
+        "training_phases": phases,
+        "steps_this_phase": provenance.get("steps"),
+        "steps": total,
     })
     provenance.pop("history", None)
-    provenance.pop("amp", None)  # the state records the last phase only; the phases are below
-    provenance["noise_model"] = ("Poisson-Gaussian in linear raw behind WB gains, Bayer mosaic/demosaic of the noise, "
-                                 "cross-channel correlation, sRGB gamma, JPEG")
-    provenance["training_phases"] = ("K=2: float32 to step 1000 (cosine over 3000); bf16 autocast to 1550 (over 5000); "
-                                     "bf16 to 4500 (over 4500): benchmarks/demo_weights/train.py")
-    if provenance.get("init"):  # a fine-tune on top of those weights
-        provenance["training_phases"] += (
-            f"; then fine-tuned from {provenance['init']} for {provenance.get('steps')} steps with K drawn per batch "
-            f"from {provenance.get('stages_trained')}, bf16, peak lr {provenance.get('lr')} cosine: "
-            "benchmarks/demo_weights/finetune.py")
-        provenance["steps_detail"] = f"4500 at K=2, then {provenance['steps']} with K drawn from 1..5"
-        provenance["steps"] = 4500 + int(provenance["steps"])
     provenance.pop("default_stages", None)  # the training run's validation K; the shipped default is below
     save_safetensors(w, DEMO_PATH, stages=stages, provenance=provenance, dtype=torch.float16)
     print(f"wrote {DEMO_PATH} ({DEMO_PATH.stat().st_size / 1e6:.1f} MB), default K={stages}")
