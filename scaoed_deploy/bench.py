@@ -218,6 +218,8 @@ class Backends:
     def _onnxruntime(self, name: str, stages: int):
         import onnxruntime as ort
 
+        from .runtime.onnxruntime_backend import OnnxRuntimeRunner
+
         precision = {"onnxruntime": "fp32", "onnxruntime-fp16": "fp16", "onnxruntime-bf16": "bf16",
                      "onnxruntime-int8": "int8"}[name]
         providers = ["CPUExecutionProvider"]
@@ -227,24 +229,14 @@ class Backends:
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         target = "onnxruntime-cpu" if precision == "int8" and self.cfg.device == "cpu" else "tensorrt"
         path = self.artifact(stages, precision, target)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.cfg.threads:
-            options.intra_op_num_threads = self.cfg.threads
-            options.inter_op_num_threads = 1
         try:
-            session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as e:  # noqa: BLE001
-            raise Skip(f"ONNX Runtime cannot run the {precision} model here: {first_line(e)}") from e
-        if self.cfg.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+            runner = OnnxRuntimeRunner(path, providers=providers, threads=self.cfg.threads)
+        except ScaoedError as e:
+            raise Skip(str(e)) from e  # names the file (so the precision) and ONNX Runtime's reason
+        if self.cfg.device == "cuda" and "CUDAExecutionProvider" not in runner.session.get_providers():
             raise Skip("the CUDA execution provider failed to load (CUDA/cuDNN libraries?)")
-        input_name = session.get_inputs()[0].name
-
-        def run(x: np.ndarray) -> np.ndarray:
-            return session.run(None, {input_name: x})[0]
-
-        run.artifact = str(path)
-        return run
+        runner.artifact = str(path)
+        return runner
 
     def _tensorrt(self, name: str, stages: int):
         import importlib.util
@@ -314,20 +306,14 @@ def latency_stats(times: list[float]) -> dict:
             "min": float(t.min()), "std": float(t.std()), "iters": len(times)}
 
 
-def _quality(fn, stages: int, data: Path | None, eager_psnr: dict) -> tuple[float | None, float | None]:
-    from .data import load_samples
+def _quality(fn, stages: int, pairs: list, eager_psnr: dict) -> tuple[float | None, float | None]:
+    """Mean PSNR of ``fn`` on the real (noisy, clean) pairs, and its difference to eager's at this K."""
     from .images import psnr_ssim, to_uint8
 
-    if data is None:
+    if not pairs:
         return None, None
-    psnrs = []
-    for s in load_samples(data):
-        if s.clean is None:
-            continue
-        y = fn(s.noisy[None].astype(np.float32))
-        psnrs.append(psnr_ssim(to_uint8(y[0].transpose(1, 2, 0)), to_uint8(s.clean.transpose(1, 2, 0)))[0])
-    if not psnrs:
-        return None, None
+    psnrs = [psnr_ssim(to_uint8(fn(noisy[None].astype(np.float32))[0].transpose(1, 2, 0)),
+                       to_uint8(clean.transpose(1, 2, 0)))[0] for noisy, clean in pairs]
     mean = float(np.mean(psnrs))
     base = eager_psnr.get(stages)
     return mean, (mean - base) if base is not None else None
@@ -339,7 +325,7 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
     import torch
 
     from .cost import PAPER_LATENCY_S, model_cost
-    from .data import default_sidd_dir
+    from .data import default_sidd_dir, load_samples
 
     unknown = [b for b in cfg.backends if b not in BACKENDS]
     if unknown:
@@ -352,6 +338,7 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
         cfg.threads = threads
     data = cfg.data if cfg.data else (default_sidd_dir() if cfg.quality else None)
     cfg.data = data
+    pairs = [(p.noisy, p.clean) for p in load_samples(data) if p.clean is not None] if cfg.quality and data else []
     backends = Backends(weights, cfg, step)
     order = [BASELINE] + [b for b in cfg.backends if b != BASELINE]  # eager first: every ratio needs it
     rows: list[Row] = []
@@ -387,7 +374,7 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
                     row.artifact = getattr(fn, "artifact", None)
                     if cfg.quality:
                         step(f"{name}, K={k}: PSNR on the real pairs")
-                        row.sidd_psnr, row.dpsnr = _quality(fn, k, data, eager_psnr)
+                        row.sidd_psnr, row.dpsnr = _quality(fn, k, pairs, eager_psnr)
                         if name == BASELINE and row.sidd_psnr is not None:
                             eager_psnr[k] = row.sidd_psnr
                             row.dpsnr = 0.0

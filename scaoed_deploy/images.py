@@ -201,14 +201,14 @@ def write_image(path: str | Path, image: Image, bit_depth: int | None = None) ->
     depth = 8 if jpeg else (bit_depth or image.bit_depth)
     arr = _output_array(image, depth, keep_alpha=not jpeg)
     icc, exif = image.icc_profile, image.exif
-    kept = []
+    kept = [name for name, value in (("icc_profile", icc), ("exif", exif)) if value]
     with atomic_path(path) as tmp:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
             tifffile.imwrite(tmp, arr, photometric="minisblack" if arr.ndim == 2 else "rgb",
                              **({"iccprofile": icc} if icc else {}))
-            kept += ["icc_profile"] if icc else []
+            kept = ["icc_profile"] if icc else []  # tifffile writes no EXIF
         elif suffix == ".png" and depth == 16:
             import png
 
@@ -217,7 +217,6 @@ def write_image(path: str | Path, image: Image, bit_depth: int | None = None) ->
             png.from_array(arr.reshape(arr.shape[0], -1), mode).save(str(tmp))
             if icc or exif:
                 _png_with_chunks(tmp, icc, exif)
-            kept += (["icc_profile"] if icc else []) + (["exif"] if exif else [])
         else:
             from PIL import Image as PILImage
 
@@ -227,7 +226,6 @@ def write_image(path: str | Path, image: Image, bit_depth: int | None = None) ->
             if exif:
                 options["exif"] = (b"Exif\x00\x00" + exif) if jpeg else exif
             PILImage.fromarray(arr).save(tmp, format="JPEG" if jpeg else "PNG", **options)
-            kept += (["icc_profile"] if icc else []) + (["exif"] if exif else [])
     channels = 1 if arr.ndim == 2 else arr.shape[2]
     return {"path": str(path), "bit_depth": depth, "channels": channels, "metadata": kept}
 

@@ -34,6 +34,7 @@ class OnnxRuntimeRunner:
             if threads:  # polygraphy's loader takes no session options
                 options = ort.SessionOptions()
                 options.intra_op_num_threads = threads
+                options.inter_op_num_threads = 1
                 options.log_severity_level = 3
                 self.session = ort.InferenceSession(source, options, providers=providers)
             else:
