@@ -144,12 +144,8 @@ def _synthetic_val_set(images: list[np.ndarray], cfg: TrainConfig):
     for im in images:
         c = torch.from_numpy(im[:, :128, :128].copy())
         c = c[:, : c.shape[1] // 2 * 2, : c.shape[2] // 2 * 2]
-        out.append((synthesize(c[None], gen, NoiseConfig(**_tuples(cfg.noise)))[0], c))
+        out.append((synthesize(c[None], gen, NoiseConfig.from_saved(cfg.noise))[0], c))
     return out
-
-
-def _tuples(d: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 def _real_val_set(folder: str | None):
@@ -211,7 +207,7 @@ def train(
     val_imgs, train_imgs = images[: cfg.val_images], images[cfg.val_images :]
     sampler = PatchSampler(train_imgs, _load_pairs(cfg.pairs), cfg.patch, cfg.seed)
     noise_gen = torch.Generator().manual_seed(cfg.seed + 2)
-    noise_cfg = NoiseConfig(**_tuples(cfg.noise))
+    noise_cfg = NoiseConfig.from_saved(cfg.noise)
     model = ScaoedNet(stages=cfg.stages, blocks=cfg.blocks)
     if cfg.init and not resume:
         from .checkpoint import read_checkpoint
@@ -276,7 +272,7 @@ def train(
         "data": [Path(c).name for c in cfg.clean] + [Path(p).name for p in cfg.pairs],
         "noise_model": "Poisson-Gaussian in linear raw behind WB gains (read noise tied to shot noise unless a range "
                        "is given), Bayer mosaic + Malvar-He-Cutler or bilinear demosaic of the noise, cross-channel "
-                       "correlation, sRGB gamma, JPEG",
+                       "correlation, colour correction (Brooks et al.'s camera matrices), sRGB gamma, JPEG",
         "noise": cfg.noise,
         "steps": step,
         "stages_trained": cfg.stage_choices or cfg.stages,

@@ -14,6 +14,7 @@ from scaoed_deploy.noise import (
     linear_to_srgb,
     mosaic,
     poisson_gaussian,
+    random_rgb2cam,
     srgb_to_linear,
     synthesize,
 )
@@ -33,7 +34,7 @@ def test_synthesised_noise_grows_with_signal_as_configured():
     """Through the whole pipeline (gamma and back), raw-domain variance follows a*x + b."""
     a, b = 0.004, 2e-4
     cfg = NoiseConfig(shot=(a, a), read=(b, b), wb_red=(1.0, 1.0), wb_blue=(1.0, 1.0), mosaic_prob=0.0, jpeg_prob=0.0,
-                      cross_channel=(0.0, 0.0))
+                      cross_channel=(0.0, 0.0), ccm_prob=0.0)
     lin = torch.tensor([0.1, 0.25, 0.45, 0.65]).view(4, 1, 1, 1).expand(4, 3, 96, 96).clone()
     noisy = synthesize(linear_to_srgb(lin), torch.Generator().manual_seed(1), cfg)
     var = (srgb_to_linear(noisy) - lin).var(dim=(1, 2, 3)).numpy()
@@ -102,13 +103,53 @@ def test_read_noise_tied_to_shot_noise_by_default():
     """read=None: b = exp(2.18 ln a + 1.20) (jitter off), seen through the whole pipeline as the variance intercept."""
     a = 0.02
     cfg = NoiseConfig(shot=(a, a), read_fit=(2.18, 1.20, 0.0), wb_red=(1.0, 1.0), wb_blue=(1.0, 1.0), mosaic_prob=0.0,
-                      jpeg_prob=0.0, cross_channel=(0.0, 0.0))
+                      jpeg_prob=0.0, cross_channel=(0.0, 0.0), ccm_prob=0.0)
     b = np.exp(2.18 * np.log(a) + 1.20)
     lin = torch.tensor([0.1, 0.25, 0.45, 0.65]).view(4, 1, 1, 1).expand(4, 3, 96, 96).clone()
     noisy = synthesize(linear_to_srgb(lin), torch.Generator().manual_seed(9), cfg)
     var = (srgb_to_linear(noisy) - lin).var(dim=(1, 2, 3)).numpy()
     slope, intercept = np.polyfit(lin[:, 0, 0, 0].numpy(), var, 1)
     assert slope == pytest.approx(a, rel=0.1) and intercept == pytest.approx(b, rel=0.3, abs=2e-4)
+
+
+def test_colour_correction_matrices_keep_white_and_blend_with_the_identity():
+    gen = torch.Generator().manual_seed(11)
+    full = random_rgb2cam(64, gen).double()
+    np.testing.assert_allclose(full.sum(dim=-1).numpy(), 1.0, atol=1e-6)  # white stays white
+    assert (full.diagonal(dim1=1, dim2=2) > 0.5).all()
+    cam2rgb = torch.linalg.inv(full)
+    np.testing.assert_allclose(cam2rgb.sum(dim=-1).numpy(), 1.0, atol=1e-5)
+    # its inverse amplifies colour differences: the colour-difference directions grow, grey does not
+    diffs = torch.tensor([[1.0, -1.0, 0.0], [0.0, -1.0, 1.0]], dtype=torch.float64).T / np.sqrt(2)
+    assert (torch.linalg.matrix_norm(cam2rgb @ diffs, ord=2) > 1.2).all()
+    np.testing.assert_allclose(random_rgb2cam(4, gen, (0.0, 0.0)).numpy(), np.broadcast_to(np.eye(3), (4, 3, 3)), atol=1e-7)
+    half = random_rgb2cam(256, gen, (0.0, 1.0)).double()
+    off = (half - torch.eye(3, dtype=torch.float64)).abs().amax(dim=(1, 2))
+    assert off.min() < 0.5 * off.max()  # strength drawn per matrix
+
+
+def test_colour_correction_round_trips_the_clean_image():
+    """With (almost) no noise the camera RGB detour is undone exactly: only the noise is colour-corrected."""
+    cfg = NoiseConfig(shot=(1e-16, 1e-16), read=(1e-18, 1e-18), mosaic_prob=1.0, jpeg_prob=0.0, ccm_prob=1.0)
+    clean = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(12))
+    noisy = synthesize(clean, torch.Generator().manual_seed(13), cfg)
+    np.testing.assert_allclose(noisy.numpy(), clean.numpy(), atol=2e-5)
+
+
+def test_colour_correction_makes_demosaiced_noise_chromatic():
+    """Common (grey) noise passes the cam->sRGB matrix unchanged; colour differences are amplified."""
+    base = dict(shot=(0.01, 0.01), read_fit=(2.18, 1.20, 0.0), wb_red=(2.0, 2.0), wb_blue=(1.7, 1.7), mosaic_prob=1.0,
+                mhc_prob=1.0, cross_channel=(0.0, 0.0), jpeg_prob=0.0, ccm_strength=(1.0, 1.0))
+    lin = torch.full((8, 3, 64, 64), 0.2)
+
+    def luma_chroma(ccm_prob):
+        noisy = synthesize(linear_to_srgb(lin), torch.Generator().manual_seed(14), NoiseConfig(**base, ccm_prob=ccm_prob))
+        n = srgb_to_linear(noisy) - lin
+        return n.mean(dim=1).std().item(), (n[:, 0] - n[:, 1]).std().item()
+
+    (luma0, chroma0), (luma1, chroma1) = luma_chroma(0.0), luma_chroma(1.0)
+    assert luma1 == pytest.approx(luma0, rel=0.15)
+    assert chroma1 / luma1 > 1.4 * chroma0 / luma0
 
 
 def test_synthesis_is_reproducible_from_the_generator():
@@ -127,3 +168,15 @@ def test_channel_mixing_keeps_variance_and_sets_the_correlation(share):
     a = 1 - share + q
     expected = (2 * a * q + q * q) / (a * a + 2 * q * q)
     assert np.corrcoef(mixed)[0, 1] == pytest.approx(expected, abs=0.02)
+
+
+def test_configs_saved_before_a_stage_existed_replay_without_it():
+    """A training state saved before colour correction (JSON: lists, no ccm_prob) resumes with it off."""
+    saved = {k: list(v) if isinstance(v, tuple) else v for k, v in NoiseConfig().to_dict().items() if k != "ccm_prob"}
+    cfg = NoiseConfig.from_saved(saved)
+    assert cfg.ccm_prob == 0.0 and cfg.shot == NoiseConfig().shot
+    clean = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(15))
+    explicit = NoiseConfig(**{**NoiseConfig().to_dict(), "ccm_prob": 0.0})
+    assert torch.equal(synthesize(clean, torch.Generator().manual_seed(16), cfg),
+                       synthesize(clean, torch.Generator().manual_seed(16), explicit))
+    assert NoiseConfig.from_saved(NoiseConfig().to_dict()) == NoiseConfig()
