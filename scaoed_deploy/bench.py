@@ -229,12 +229,10 @@ class Backends:
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         target = "onnxruntime-cpu" if precision == "int8" and self.cfg.device == "cpu" else "tensorrt"
         path = self.artifact(stages, precision, target)
-        try:
+        try:  # the runner also refuses a CUDA provider that failed to load (a silent fallback to the CPU)
             runner = OnnxRuntimeRunner(path, providers=providers, threads=self.cfg.threads)
         except ScaoedError as e:
             raise Skip(str(e)) from e  # names the file (so the precision) and ONNX Runtime's reason
-        if self.cfg.device == "cuda" and "CUDAExecutionProvider" not in runner.session.get_providers():
-            raise Skip("the CUDA execution provider failed to load (CUDA/cuDNN libraries?)")
         runner.artifact = str(path)
         return runner
 

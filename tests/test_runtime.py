@@ -161,3 +161,16 @@ def test_icc_profile_and_exif_orientation_are_kept(tmp_path, checkpoint_and_onnx
     assert back.icc_profile == _icc() and back.bit_depth == (8 if suffix == ".jpg" else depth)
     with PILImage.open(out) as q:
         assert q.getexif().get(0x0112) == 6
+
+
+def test_onnxruntime_runner_never_falls_back_from_cuda_to_cpu_silently(random_k1_onnx):
+    """Asked for CUDA, the runner either runs on it or says why not; it never quietly runs on the CPU."""
+    from scaoed_deploy.runtime.onnxruntime_backend import OnnxRuntimeRunner
+
+    try:
+        runner = OnnxRuntimeRunner(random_k1_onnx, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    except ScaoedError as e:
+        assert "CUDAExecutionProvider" in str(e) and "\n" not in str(e)
+    else:
+        assert runner.session.get_providers()[0] == "CUDAExecutionProvider"
+    assert OnnxRuntimeRunner(random_k1_onnx).session.get_providers() == ["CPUExecutionProvider"]

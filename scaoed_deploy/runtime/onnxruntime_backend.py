@@ -46,6 +46,12 @@ class OnnxRuntimeRunner:
             where = "the model" if isinstance(model, bytes) else str(model)
             first = first_line(e)
             raise ScaoedError(f"ONNX Runtime cannot load {where}: {first}") from e
+        # ONNX Runtime drops a provider whose libraries fail to load with only a log line; a CUDA run
+        # that silently became a CPU run would time and check the wrong thing.
+        lost = [p for p in providers if p != "CPUExecutionProvider" and p not in self.session.get_providers()]
+        if lost:
+            raise ScaoedError(f"ONNX Runtime could not use {', '.join(lost)} here (it would have fallen back to the "
+                              f"CPU): onnxruntime-gpu and the CUDA/cuDNN libraries it was built for are needed")
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         # Reduced-precision artifacts may take float16 input; outputs always come back as float32.
