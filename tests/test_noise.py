@@ -34,7 +34,7 @@ def test_synthesised_noise_grows_with_signal_as_configured():
     """Through the whole pipeline (gamma and back), raw-domain variance follows a*x + b."""
     a, b = 0.004, 2e-4
     cfg = NoiseConfig(shot=(a, a), read=(b, b), wb_red=(1.0, 1.0), wb_blue=(1.0, 1.0), mosaic_prob=0.0, jpeg_prob=0.0,
-                      cross_channel=(0.0, 0.0), ccm_prob=0.0)
+                      cross_channel=(0.0, 0.0), ccm_prob=0.0, tone_prob=0.0)
     lin = torch.tensor([0.1, 0.25, 0.45, 0.65]).view(4, 1, 1, 1).expand(4, 3, 96, 96).clone()
     noisy = synthesize(linear_to_srgb(lin), torch.Generator().manual_seed(1), cfg)
     var = (srgb_to_linear(noisy) - lin).var(dim=(1, 2, 3)).numpy()
@@ -103,7 +103,7 @@ def test_read_noise_tied_to_shot_noise_by_default():
     """read=None: b = exp(2.18 ln a + 1.20) (jitter off), seen through the whole pipeline as the variance intercept."""
     a = 0.02
     cfg = NoiseConfig(shot=(a, a), read_fit=(2.18, 1.20, 0.0), wb_red=(1.0, 1.0), wb_blue=(1.0, 1.0), mosaic_prob=0.0,
-                      jpeg_prob=0.0, cross_channel=(0.0, 0.0), ccm_prob=0.0)
+                      jpeg_prob=0.0, cross_channel=(0.0, 0.0), ccm_prob=0.0, tone_prob=0.0)
     b = np.exp(2.18 * np.log(a) + 1.20)
     lin = torch.tensor([0.1, 0.25, 0.45, 0.65]).view(4, 1, 1, 1).expand(4, 3, 96, 96).clone()
     noisy = synthesize(linear_to_srgb(lin), torch.Generator().manual_seed(9), cfg)
@@ -128,10 +128,12 @@ def test_colour_correction_matrices_keep_white_and_blend_with_the_identity():
     assert off.min() < 0.5 * off.max()  # strength drawn per matrix
 
 
-def test_colour_correction_round_trips_the_clean_image():
-    """With (almost) no noise the camera RGB detour is undone exactly: only the noise is colour-corrected."""
-    cfg = NoiseConfig(shot=(1e-16, 1e-16), read=(1e-18, 1e-18), mosaic_prob=1.0, jpeg_prob=0.0, ccm_prob=1.0)
-    clean = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(12))
+@pytest.mark.parametrize("tone_prob", [0.0, 1.0])
+def test_colour_correction_and_tone_curves_round_trip_the_clean_image(tone_prob):
+    """With (almost) no noise the camera detour is undone exactly: only the noise goes through it."""
+    cfg = NoiseConfig(shot=(1e-16, 1e-16), read=(1e-18, 1e-18), mosaic_prob=1.0, jpeg_prob=0.0, ccm_prob=1.0,
+                      tone_prob=tone_prob)
+    clean = 0.05 + 0.95 * torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(12))
     noisy = synthesize(clean, torch.Generator().manual_seed(13), cfg)
     np.testing.assert_allclose(noisy.numpy(), clean.numpy(), atol=2e-5)
 
@@ -139,7 +141,7 @@ def test_colour_correction_round_trips_the_clean_image():
 def test_colour_correction_makes_demosaiced_noise_chromatic():
     """Common (grey) noise passes the cam->sRGB matrix unchanged; colour differences are amplified."""
     base = dict(shot=(0.01, 0.01), read_fit=(2.18, 1.20, 0.0), wb_red=(2.0, 2.0), wb_blue=(1.7, 1.7), mosaic_prob=1.0,
-                mhc_prob=1.0, cross_channel=(0.0, 0.0), jpeg_prob=0.0, ccm_strength=(1.0, 1.0))
+                mhc_prob=1.0, cross_channel=(0.0, 0.0), jpeg_prob=0.0, ccm_strength=(1.0, 1.0), tone_prob=0.0)
     lin = torch.full((8, 3, 64, 64), 0.2)
 
     def luma_chroma(ccm_prob):
@@ -150,6 +152,29 @@ def test_colour_correction_makes_demosaiced_noise_chromatic():
     (luma0, chroma0), (luma1, chroma1) = luma_chroma(0.0), luma_chroma(1.0)
     assert luma1 == pytest.approx(luma0, rel=0.15)
     assert chroma1 / luma1 > 1.4 * chroma0 / luma0
+
+
+def test_tone_curve_noise_follows_the_model_in_its_own_linear_domain():
+    """With the tone curve x^(1/g), un-toning the noisy image by x^g gives back variance a*x + b."""
+    a, b, g = 0.004, 2e-4, 3.0
+    cfg = NoiseConfig(shot=(a, a), read=(b, b), wb_red=(1.0, 1.0), wb_blue=(1.0, 1.0), mosaic_prob=0.0, jpeg_prob=0.0,
+                      cross_channel=(0.0, 0.0), tone_prob=1.0, tone_gamma=(g, g))
+    lin = torch.tensor([0.1, 0.25, 0.45, 0.65]).view(4, 1, 1, 1).expand(4, 3, 96, 96).clone()
+    noisy = synthesize(lin ** (1 / g), torch.Generator().manual_seed(17), cfg)
+    var = (noisy ** g - lin).var(dim=(1, 2, 3)).numpy()
+    slope, intercept = np.polyfit(lin[:, 0, 0, 0].numpy(), var, 1)
+    assert slope == pytest.approx(a, rel=0.1) and intercept == pytest.approx(b, abs=1e-4)
+
+
+def test_steeper_tone_curves_darken_and_amplify_shadow_noise():
+    """The same raw noise through x^(1/3) instead of sRGB: larger in the shadows and biased darker (concavity)."""
+    base = dict(shot=(0.01, 0.01), read_fit=(2.18, 1.20, 0.0), wb_red=(1.0, 1.0), wb_blue=(1.0, 1.0), mosaic_prob=0.0,
+                jpeg_prob=0.0, cross_channel=(0.0, 0.0), tone_gamma=(3.0, 3.0))
+    clean = torch.full((4, 3, 64, 64), 0.3)
+    srgb = synthesize(clean, torch.Generator().manual_seed(18), NoiseConfig(**base, tone_prob=0.0)) - clean
+    steep = synthesize(clean, torch.Generator().manual_seed(18), NoiseConfig(**base, tone_prob=1.0)) - clean
+    assert steep.std() > 1.2 * srgb.std()
+    assert steep.mean() < srgb.mean() < 0
 
 
 def test_synthesis_is_reproducible_from_the_generator():
@@ -171,12 +196,12 @@ def test_channel_mixing_keeps_variance_and_sets_the_correlation(share):
 
 
 def test_configs_saved_before_a_stage_existed_replay_without_it():
-    """A training state saved before colour correction (JSON: lists, no ccm_prob) resumes with it off."""
-    saved = {k: list(v) if isinstance(v, tuple) else v for k, v in NoiseConfig().to_dict().items() if k != "ccm_prob"}
+    """A training state saved before tone curves (JSON: lists, no tone_prob) resumes with them off."""
+    saved = {k: list(v) if isinstance(v, tuple) else v for k, v in NoiseConfig().to_dict().items() if k != "tone_prob"}
     cfg = NoiseConfig.from_saved(saved)
-    assert cfg.ccm_prob == 0.0 and cfg.shot == NoiseConfig().shot
+    assert cfg.tone_prob == 0.0 and cfg.shot == NoiseConfig().shot
     clean = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(15))
-    explicit = NoiseConfig(**{**NoiseConfig().to_dict(), "ccm_prob": 0.0})
+    explicit = NoiseConfig(**{**NoiseConfig().to_dict(), "tone_prob": 0.0})
     assert torch.equal(synthesize(clean, torch.Generator().manual_seed(16), cfg),
                        synthesize(clean, torch.Generator().manual_seed(16), explicit))
     assert NoiseConfig.from_saved(NoiseConfig().to_dict()) == NoiseConfig()

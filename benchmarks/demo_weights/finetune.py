@@ -13,7 +13,7 @@ the SIDD crops are only reported on (--val), never trained on. Equivalent CLI:
 
 Runs recorded in README.md here: run 2 (--threads 1 --noise v1, on run 1's weights), run 3 (--noise v2:
 Malvar-He-Cutler demosaic, read noise tied to shot noise, on run 2's weights) and run 4 (--noise v3, the
-defaults: v2 plus colour correction, --seed 2, on run 3's weights).
+defaults: v2 plus camera tone curves and less channel mixing, --seed 2 --lr 1e-4, on run 3's weights).
 """
 
 from __future__ import annotations
