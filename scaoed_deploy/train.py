@@ -137,6 +137,12 @@ def _validate(model, val_set) -> float:
     return float(np.mean(psnrs))
 
 
+NOISE_MODEL = ("Poisson-Gaussian in linear raw behind WB gains (read noise tied to shot noise unless a range is given), "
+               "Bayer mosaic + Malvar-He-Cutler or bilinear demosaic of the noise, cross-channel correlation, optional "
+               "colour correction (Brooks et al.'s camera matrices), sRGB or steeper power tone curve, JPEG; the "
+               "parameters are in 'noise'")
+
+
 def _synthetic_val_set(images: list[np.ndarray], cfg: TrainConfig):
     """Fixed noisy/clean crops (128 px, or the image) from held-out images: same every run and step."""
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -270,9 +276,7 @@ def train(
         "trained_by": "scaoed-deploy train",
         "demo_weights": True,
         "data": [Path(c).name for c in cfg.clean] + [Path(p).name for p in cfg.pairs],
-        "noise_model": "Poisson-Gaussian in linear raw behind WB gains (read noise tied to shot noise unless a range "
-                       "is given), Bayer mosaic + Malvar-He-Cutler or bilinear demosaic of the noise, cross-channel "
-                       "correlation, colour correction (Brooks et al.'s camera matrices), sRGB gamma, JPEG",
+        "noise_model": NOISE_MODEL,
         "noise": cfg.noise,
         "steps": step,
         "stages_trained": cfg.stage_choices or cfg.stages,

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from scaoed_deploy.checkpoint import read_checkpoint, save_safetensors
+from scaoed_deploy.train import NOISE_MODEL
 from scaoed_deploy.weights import DEMO_PATH
 
 HERE = Path(__file__).parent
@@ -57,6 +58,7 @@ def main() -> int:
         phases = old + [_phase(provenance)]
         total = int(before["steps"]) + int(provenance["steps"])
     provenance.update({
+        "noise_model": NOISE_MODEL,  # as the noise module that trained them describes itself (parameters: "noise")
         "notice": "demo weights trained by scaoed-deploy on synthetic noise; not the paper's weights",
         "trained_from": Path(args.trained).name,
         "trained_sha256": w.sha256,
