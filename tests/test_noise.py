@@ -196,12 +196,12 @@ def test_channel_mixing_keeps_variance_and_sets_the_correlation(share):
 
 
 def test_configs_saved_before_a_stage_existed_replay_without_it():
-    """A training state saved before tone curves (JSON: lists, no tone_prob) resumes with them off."""
-    saved = {k: list(v) if isinstance(v, tuple) else v for k, v in NoiseConfig().to_dict().items() if k != "tone_prob"}
+    """A training state saved before Malvar-He-Cutler existed (JSON: lists, no mhc_prob) resumes without it."""
+    saved = {k: list(v) if isinstance(v, tuple) else v for k, v in NoiseConfig().to_dict().items() if k != "mhc_prob"}
     cfg = NoiseConfig.from_saved(saved)
-    assert cfg.tone_prob == 0.0 and cfg.shot == NoiseConfig().shot
+    assert NoiseConfig().mhc_prob > 0 and cfg.mhc_prob == 0.0 and cfg.shot == NoiseConfig().shot
     clean = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(15))
-    explicit = NoiseConfig(**{**NoiseConfig().to_dict(), "tone_prob": 0.0})
+    explicit = NoiseConfig(**{**NoiseConfig().to_dict(), "mhc_prob": 0.0})
     assert torch.equal(synthesize(clean, torch.Generator().manual_seed(16), cfg),
                        synthesize(clean, torch.Generator().manual_seed(16), explicit))
     assert NoiseConfig.from_saved(NoiseConfig().to_dict()) == NoiseConfig()

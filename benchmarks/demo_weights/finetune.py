@@ -1,7 +1,7 @@
 """Fine-tune demo weights so that every K from 1 to 5 denoises (CPU, bf16).
 
     python benchmarks/demo_weights/finetune.py INIT.safetensors OUT.safetensors [--steps N] [--patch P]
-        [--batch B] [--threads T] [--lr LR] [--seed S] [--noise v1|v2|v3]
+        [--batch B] [--threads T] [--lr LR] [--seed S] [--noise v1|v2|ccm|tone]
 
 K is drawn per batch from 1..5 (the modules are shared across stages, but weights trained at one K
 did not transfer to the others). Same data as train.py, noise from scaoed_deploy.noise's defaults;
@@ -11,9 +11,9 @@ the SIDD crops are only reported on (--val), never trained on. Equivalent CLI:
         --init INIT.safetensors --stages 5 --stage-choices 1,2,3,4,5 --steps N --patch P --batch B \\
         --lr LR --amp bf16 -o OUT
 
-Runs recorded in README.md here: run 2 (--threads 1 --noise v1, on run 1's weights), run 3 (--noise v2:
-Malvar-He-Cutler demosaic, read noise tied to shot noise, on run 2's weights) and run 4 (--noise v3, the
-defaults: v2 plus camera tone curves and less channel mixing, --seed 2 --lr 1e-4, on run 3's weights).
+Runs recorded in README.md here: run 2 (--threads 1 --noise v1, on run 1's weights), run 3 (--noise v2,
+the defaults: Malvar-He-Cutler demosaic, read noise tied to shot noise, on run 2's weights), and two
+experiments on run 3's weights that were stopped and not shipped (--noise ccm, --noise tone, --seed 2).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--val-every", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--noise", choices=["v1", "v2", "v3"], default="v3",
-                    help="v1: run 2's noise (train.NOISE_V1); v2: run 3's (train.NOISE_V2); v3: the defaults")
+    ap.add_argument("--noise", choices=["v1", "v2", "ccm", "tone"], default="v2",
+                    help="v1: run 2's noise; v2: run 3's (the defaults); ccm, tone: the experiments (train.NOISE_*)")
     args = ap.parse_args()
     shared = shared_data_dir()
     torch.set_num_threads(args.threads)
@@ -53,10 +53,9 @@ def main() -> int:
         if d["step"] % 25 == 0 or "val_psnr_synthetic" in d:
             print(json.dumps(d), flush=True)
 
-    if args.noise in ("v1", "v2"):
-        from train import NOISE_V1, NOISE_V2  # benchmarks/demo_weights/train.py, beside this file
+    import train as recorded  # benchmarks/demo_weights/train.py, beside this file
 
-        cfg.noise = dict(NOISE_V1 if args.noise == "v1" else NOISE_V2)
+    cfg.noise = dict(getattr(recorded, f"NOISE_{args.noise.upper()}"))
     train(cfg, args.out, report=report)
     return 0
 

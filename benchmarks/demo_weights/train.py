@@ -23,11 +23,16 @@ from scaoed_deploy.train import TrainConfig, state_path, train
 
 # scaoed_deploy.noise.NoiseConfig's defaults for runs 1 and 2 (noise v1).
 NOISE_V1 = {"shot": (1e-3, 8e-2), "read": (1e-5, 1e-2), "wb_red": (1.5, 2.5), "wb_blue": (1.3, 2.2), "mosaic_prob": 0.7,
-            "mhc_prob": 0.0, "cross_channel": (0.2, 0.7), "jpeg_prob": 0.25, "jpeg_quality": (70, 95), "ccm_prob": 0.0, "tone_prob": 0.0}
-# The defaults for run 3 (noise v2: Malvar-He-Cutler demosaic, read noise tied to shot noise, no colour correction).
+            "mhc_prob": 0.0, "cross_channel": (0.2, 0.7), "jpeg_prob": 0.25, "jpeg_quality": (70, 95), "ccm_prob": 0.0,
+            "tone_prob": 0.0}
+# Run 3's noise (v2: Malvar-He-Cutler demosaic, read noise tied to shot noise), still the defaults.
 NOISE_V2 = {"shot": (2e-3, 5e-2), "read": None, "read_fit": (2.18, 1.20, 0.26), "wb_red": (1.5, 2.5), "wb_blue": (1.3, 2.2),
             "mosaic_prob": 0.75, "mhc_prob": 0.8, "cross_channel": (0.0, 0.5), "jpeg_prob": 0.2, "jpeg_quality": (70, 95),
             "ccm_prob": 0.0, "tone_prob": 0.0}
+# The two noise models tried after run 3 and not shipped (README.md here): v2 plus colour correction, or plus
+# steeper tone curves, each with less channel mixing.
+NOISE_CCM = {**NOISE_V2, "cross_channel": (0.0, 0.25), "ccm_prob": 0.8, "ccm_strength": (0.0, 1.0)}
+NOISE_TONE = {**NOISE_V2, "cross_channel": (0.0, 0.25), "tone_prob": 0.75, "tone_gamma": (2.2, 3.2)}
 PHASES = [(3000, 1000, "none"), (5000, 1550, "bf16"), (4500, 4500, "bf16")]
 
 
