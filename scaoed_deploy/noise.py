@@ -244,7 +244,7 @@ def synthesize(clean: torch.Tensor, gen: torch.Generator, cfg: NoiseConfig = Noi
     quality = torch.randint(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1, (b,), generator=gen)
 
     mix = _uniform(*cfg.cross_channel, b, gen)
-    # drawn only when used, so configs without colour correction replay the generator as before it existed
+    # drawn only when used, so configs without colour correction or tone curves replay the generator as before
     use_ccm = torch.zeros(b, dtype=torch.bool)
     if cfg.ccm_prob > 0:
         use_ccm = torch.rand(b, generator=gen) < cfg.ccm_prob
@@ -259,7 +259,6 @@ def synthesize(clean: torch.Tensor, gen: torch.Generator, cfg: NoiseConfig = Noi
     if len(tone_idx):
         linear[tone_idx] = clean[tone_idx].clamp(0, 1) ** gamma[tone_idx]
     if len(ccm_idx):
-        linear = linear.clone()
         linear[ccm_idx] = apply_ccm(linear[ccm_idx], rgb2cam[ccm_idx])  # camera RGB
     raw = linear / gains
     noise = poisson_gaussian(raw, shot, read, gen) - raw
@@ -275,10 +274,10 @@ def synthesize(clean: torch.Tensor, gen: torch.Generator, cfg: NoiseConfig = Noi
     noisy = (raw + noise) * gains
     if len(ccm_idx):
         noisy[ccm_idx] = apply_ccm(noisy[ccm_idx], torch.linalg.inv(rgb2cam[ccm_idx]))  # back to linear sRGB
-    out = linear_to_srgb(noisy)
+    toned = linear_to_srgb(noisy)
     if len(tone_idx):
-        out[tone_idx] = noisy[tone_idx].clamp(0, 1) ** (1 / gamma[tone_idx])
-    noisy = out
+        toned[tone_idx] = noisy[tone_idx].clamp(0, 1) ** (1 / gamma[tone_idx])
+    noisy = toned
     for i in use_jpeg.nonzero().flatten().tolist():
         noisy[i] = _jpeg(noisy[i], int(quality[i]))
     return noisy
