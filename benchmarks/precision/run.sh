@@ -9,7 +9,10 @@ for k in ${STAGES:-1 3 5}; do
   for p in fp16 bf16 int8 int8-ortcpu; do
     flags="--${p%%-*}"
     [ "$p" = int8-ortcpu ] && flags="--int8 --target onnxruntime-cpu"
-    scaoed-deploy build-engine $flags --stages "$k" --json > "$out/k${k}_${p}.json" 2> "$out/.k${k}_${p}.log"
-    echo "K=$k $p: exit $?"
+    tmp=$(mktemp "$out/.k${k}_${p}.json.tmpXXXX")  # replaces the recorded JSON (rename) only when one was written
+    scaoed-deploy build-engine $flags --stages "$k" --json > "$tmp" 2> "$out/.k${k}_${p}.log"
+    rc=$?
+    if [ -s "$tmp" ]; then mv "$tmp" "$out/k${k}_${p}.json"; else rm -f "$tmp"; fi
+    echo "K=$k $p: exit $rc"
   done
 done
