@@ -17,7 +17,8 @@ noisy image sits 13/9/11 levels below the clean one at a noise std of 44/32/41; 
 sRGB curve at that noise std gives only 9/6/7, while g = 3 matches both. The clean
 image is untouched: it is taken to be the tone-mapped scene, and only the noise goes
 behind the curve. Yet fine-tuning the demo weights with it (tone_prob 0.75) helped that
-crop a little and cost the other three 0.4 to 1.2 dB, so it stays available but off.
+crop a little and cost the other three 0.4 to 1.4 dB (K = 3 and 5), so it stays
+available but off.
 
 Poisson-Gaussian noise in its usual heteroscedastic Gaussian form: a raw value x
 becomes x + n with n ~ N(0, a*x + b): ``a`` is the shot-noise gain and ``b``

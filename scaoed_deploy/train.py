@@ -143,14 +143,14 @@ NOISE_MODEL = ("Poisson-Gaussian in linear raw behind WB gains (read noise tied 
                "parameters are in 'noise'")
 
 
-def _synthetic_val_set(images: list[np.ndarray], cfg: TrainConfig):
+def _synthetic_val_set(images: list[np.ndarray], noise_cfg: NoiseConfig, seed: int):
     """Fixed noisy/clean crops (128 px, or the image) from held-out images: same every run and step."""
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    gen = torch.Generator().manual_seed(seed + 1)
     out = []
     for im in images:
         c = torch.from_numpy(im[:, :128, :128].copy())
         c = c[:, : c.shape[1] // 2 * 2, : c.shape[2] // 2 * 2]
-        out.append((synthesize(c[None], gen, NoiseConfig.from_saved(cfg.noise))[0], c))
+        out.append((synthesize(c[None], gen, noise_cfg)[0], c))
     return out
 
 
@@ -234,7 +234,7 @@ def train(
         sampler.rng.bit_generator.state = saved["sampler_state"]
         noise_gen.set_state(saved["noise_gen"])
         step, history = saved["step"], list(saved["history"])
-    val_syn, val_real = _synthetic_val_set(val_imgs, cfg), _real_val_set(cfg.val)
+    val_syn, val_real = _synthetic_val_set(val_imgs, noise_cfg, cfg.seed), _real_val_set(cfg.val)
     t0, last = time.perf_counter(), None
     spath = state_path(out)
 
