@@ -228,13 +228,14 @@ def train(
     # channels-last: about 10 % faster convolutions (oneDNN) on CPU; the weights are saved contiguous
     model = model.to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step, history = 0, []
+    step, history, resumed_from = 0, [], None
     if resume:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sampler.rng.bit_generator.state = saved["sampler_state"]
         noise_gen.set_state(saved["noise_gen"])
         step, history = saved["step"], list(saved["history"])
+        resumed_from = step
     val_syn, val_real = _synthetic_val_set(val_imgs, noise_cfg, cfg.seed), _real_val_set(cfg.val)
     t0, last = time.perf_counter(), None
     spath = state_path(out)
@@ -280,6 +281,7 @@ def train(
         "noise_model": NOISE_MODEL,
         "noise": cfg.noise,
         "steps": step,
+        "resumed_from_step": resumed_from,  # None: not resumed; the cosine always runs over the final total of steps
         "stages_trained": cfg.stage_choices or cfg.stages,
         "default_stages": cfg.stages,
         "init": Path(cfg.init).name if cfg.init else None,

@@ -64,6 +64,8 @@ def test_resume_continues_exactly(clean_dir, tmp_path):
     a, b = load_file(tmp_path / "a.safetensors"), load_file(tmp_path / "b.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["last"]["loss"] == straight["last"]["loss"]
+    assert json.loads((tmp_path / "b.json").read_text())["provenance"]["resumed_from_step"] == 5
+    assert json.loads((tmp_path / "a.json").read_text())["provenance"]["resumed_from_step"] is None
 
 
 def test_the_sidd_crops_are_never_training_data(tmp_path, clean_dir):
