@@ -1,13 +1,13 @@
 """Ship trained weights as the package's demo weights (float16 storage, provenance with measured figures).
 
-    python benchmarks/demo_weights/ship.py TRAINED.safetensors [--stages K] [--init-config INIT.json] [--resumed-at STEP]
+    python benchmarks/demo_weights/ship.py TRAINED.safetensors [--stages K] [--init-config INIT.json]
 
 K defaults to the best mean SIDD PSNR in results.json beside this file (from evaluate.py).
 When TRAINED was fine-tuned from earlier weights (``--init``), pass those weights' JSON config as
 --init-config (by default the package's current demo config when the names match): its training
 phases and steps are carried over, so the shipped JSON describes the whole history. A run continued
-with ``train --resume`` is one phase (its steps count from its init); --resumed-at says where it was
-resumed when its JSON predates ``resumed_from_step``.
+with ``train --resume`` is one phase (its steps count from its init; its JSON's ``resumed_from_step``
+says where it was resumed).
 """
 
 from __future__ import annotations
@@ -42,16 +42,12 @@ def main() -> int:
     ap.add_argument("trained")
     ap.add_argument("--stages", type=int, default=None)
     ap.add_argument("--init-config", default=None, help="JSON config of the weights TRAINED was fine-tuned from")
-    ap.add_argument("--resumed-at", type=int, default=None,
-                    help="step at which TRAINED's run was resumed, for weights written before train recorded it")
     args = ap.parse_args()
     w = read_checkpoint(args.trained)
     results = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").is_file() else {}
     by_k = results.get("by_stages", {})
     stages = args.stages or int(results.get("best_stages", w.stages))
     provenance = dict(w.provenance)
-    if args.resumed_at is not None:
-        provenance["resumed_from_step"] = args.resumed_at
     phases, total = list(FIRST_PHASES), 4500
     if provenance.get("init"):
         init_json = Path(args.init_config) if args.init_config else DEMO_PATH.with_suffix(".json")
