@@ -226,17 +226,16 @@ def train(
     if bad:
         raise ScaoedError(f"stage choices must be 1 to {ScaoedNet.MAX_STAGES}, got {bad}")
     # channels-last: oneDNN convolutions ~10 % faster per K=3 step alone (1.49 -> 1.33 s); over a whole run on the
-    # shared 2-core machine 1.44 s/step against 1.46 before. Weights are saved contiguous.
+    # shared 2-core machine 1.44 s/step against 1.46 before. save_safetensors writes the weights contiguous.
     model = model.to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step, history, resumed_from = 0, [], None
+    step, history = 0, []
     if resume:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sampler.rng.bit_generator.state = saved["sampler_state"]
         noise_gen.set_state(saved["noise_gen"])
         step, history = saved["step"], list(saved["history"])
-        resumed_from = step
     val_syn, val_real = _synthetic_val_set(val_imgs, noise_cfg, cfg.seed), _real_val_set(cfg.val)
     t0, last = time.perf_counter(), None
     spath = state_path(out)
@@ -274,7 +273,7 @@ def train(
         report(last)
         if step % cfg.save_every == 0 or step == cfg.steps:
             checkpoint()
-    weights = Weights({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, cfg.blocks, cfg.stages, str(out), layout="ours")
+    weights = Weights({k: v.detach().cpu() for k, v in model.state_dict().items()}, cfg.blocks, cfg.stages, str(out), layout="ours")
     provenance = {
         "trained_by": "scaoed-deploy train",
         "demo_weights": True,
@@ -282,7 +281,7 @@ def train(
         "noise_model": NOISE_MODEL,
         "noise": cfg.noise,
         "steps": step,
-        "resumed_from_step": resumed_from,  # None: not resumed; a resume re-plans the cosine over the new total
+        "resumed_from_step": saved["step"] if resume else None,  # None: not resumed; a resume re-plans the cosine over the new total
         "stages_trained": cfg.stage_choices or cfg.stages,
         "default_stages": cfg.stages,
         "init": Path(cfg.init).name if cfg.init else None,
