@@ -434,12 +434,16 @@ def _print_parity(r) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--val-every", type=click.IntRange(1), default=250, show_default=True)
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False), default=None, help="A .train-state.pt to continue from exactly.")
+@click.option("--max-minutes", type=click.FloatRange(min=0), default=None,
+              help="Time budget: stop after the step that spends it, saving weights and state (continue with --resume "
+              "and the same --steps), e.g. to fit a long run into jobs of fixed length.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True,
               help="bf16: autocast the forward pass (about 2x faster on CPUs with AVX-512 BF16; float32 master weights).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Weights to write: NAME.safetensors (+ NAME.json).")
 @json_option
-def train(clean, pairs, val, stages, stage_choices, init, blocks, patch, batch, steps, lr, seed, val_every, resume, device, amp, output, as_json):
+def train(clean, pairs, val, stages, stage_choices, init, blocks, patch, batch, steps, lr, seed, val_every, resume,
+          max_minutes, device, amp, output, as_json):
     """Train ScaoedNet on clean images with synthetic camera noise (L1, Adam, cosine decay)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -467,13 +471,18 @@ def train(clean, pairs, val, stages, stage_choices, init, blocks, patch, batch, 
             progress.update(task, completed=d["step"], info=info + report.val)
 
         report.val = ""
-        result = run_training(cfg, output, resume=resume, device=dev, report=report)
+        result = run_training(cfg, output, resume=resume, device=dev, report=report,
+                              max_seconds=None if max_minutes is None else 60 * max_minutes)
+        progress.update(task, completed=result["steps"])  # also when a resumed state had nothing left to run
     if as_json:
         emit_json(result)
     else:
         last = result["history"][-1] if result["history"] else result["last"]
         click.echo(f"wrote {result['weights']} after {result['steps']} steps (resumable state: {state_path(output)}); "
                    f"last validation: {json.dumps({k: round(v, 4) for k, v in last.items() if isinstance(v, float)})}")
+        if not result["complete"]:
+            click.echo(f"stopped by --max-minutes at step {result['steps']} of {result['planned_steps']}; continue with "
+                       f"--resume {state_path(output)} --steps {result['planned_steps']}")
 
 
 def _hw(ctx, param, value):

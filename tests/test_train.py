@@ -68,6 +68,29 @@ def test_resume_continues_exactly(clean_dir, tmp_path):
     assert json.loads((tmp_path / "a.json").read_text())["provenance"]["resumed_from_step"] is None
 
 
+def test_a_time_budget_stops_saves_and_resumes_exactly(clean_dir, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    train(_cfg(clean_dir, 10), tmp_path / "a.safetensors")
+    part = train(_cfg(clean_dir, 10), tmp_path / "b.safetensors", max_seconds=0)  # spent after the first step
+    assert part["steps"] == 1 and part["complete"] is False and "val_psnr_synthetic" in part["history"][-1]
+    state = state_path(tmp_path / "b.safetensors")
+    assert torch.load(state, weights_only=True)["step"] == 1
+    prov = json.loads((tmp_path / "b.json").read_text())["provenance"]
+    assert prov["steps"] == 1 and prov["planned_steps"] == 10
+    done = train(_cfg(clean_dir, 10), tmp_path / "b.safetensors", resume=state)
+    assert done["complete"] is True and done["steps"] == 10
+    a, b = load_file(tmp_path / "a.safetensors"), load_file(tmp_path / "b.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    args = ["train", "--clean", str(clean_dir), "--stages", "1", "--blocks", "1", "--patch", "32", "--batch", "2",
+            "--steps", "3", "-o", str(tmp_path / "c.safetensors")]
+    assert main(args + ["--max-minutes", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "stopped by --max-minutes at step 1 of 3" in out and "--resume" in out
+    assert main(args + ["--max-minutes", "-1"]) == 2
+
+
 def test_the_sidd_crops_are_never_training_data(tmp_path, clean_dir):
     sidd = DATA / "sidd"
     if not sidd.is_dir():
