@@ -29,7 +29,7 @@ OUT=${OUT:-$RUN/out}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 [ -d "$DATA/CBSD68" ] && [ -d "$DATA/McMaster" ] || { echo "no training data in $DATA (see the top of $0)" >&2; exit 1; }
 mkdir -p "$RUN" "$OUT"
-[ "$DEVICE" != cuda ] || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
 
 train() {
     python3 -m scaoed_deploy.cli train --clean "$DATA/CBSD68,$DATA/McMaster" --stages 5 --stage-choices 1,2,3,4,5 \
