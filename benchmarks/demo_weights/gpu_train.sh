@@ -40,13 +40,14 @@ state="$RUN/demo.train-state.pt"
 if [ ! -f "$RUN/steps" ]; then  # a new plan: the first call, or the machine went back (INIT, if given, starts it)
     rm -f "$state"
     train --steps 50 --val-every 10 -o "$RUN/probe.safetensors" > "$RUN/probe-result.json"
-    python3 - "$RUN/probe-result.json" "$BUDGET_MIN" > "$RUN/steps" <<'EOF'
+    python3 - "$RUN/probe-result.json" "$BUDGET_MIN" "$RUN/steps" <<'EOF'
 import json, sys
 h = {e["step"]: e["seconds"] for e in json.load(open(sys.argv[1]))["history"]}
 per_step = (h[50] - h[10]) / 40  # past cuDNN's autotuning and the allocator's warm-up
-print(int(float(sys.argv[2]) * 60 / per_step))
+steps = int(float(sys.argv[2]) * 60 / per_step)
+open(sys.argv[3], "w").write(f"{steps}\n")
+print(f"probe: {per_step:.4f} s/step; planned {steps} steps")
 EOF
-    echo "probe: $(python3 -c "import json; h = json.load(open('$RUN/probe-result.json'))['history']; print(round((h[-1]['seconds'] - h[0]['seconds']) / 40, 4))") s/step; planned $(cat "$RUN/steps") steps"
 fi
 steps=$(cat "$RUN/steps")
 if [ -f "$state" ]; then
