@@ -1,7 +1,8 @@
 """``build-engine``: fp32 ONNX -> precision ONNX -> TensorRT lint -> parity -> engine.
 
 1. the fp32 ONNX: given (``onnx=``), reused from ``export/`` when it was made from the
-   same weights at the same K, or exported (and verified) on the fly;
+   same weights at the same K, or exported (and verified) on the fly; with no K given,
+   the newest fp32 export of the weights in ``export/``, else their default K;
 2. the precision ONNX (``precision/convert.py``), calibrated on real noisy images;
 3. the TensorRT lint (``precision/lint.py``) against the engine's profile;
 4. parity through the harness on ONNX Runtime (a failing artifact is not kept);
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import Weights
+from .checkpoint import DEFAULT_STAGES, Weights
 from .engine import BuildPlan, ShapeProfile, build_engine, write_sidecar
 from .errors import ScaoedError, VerificationError, atomic_path
 
@@ -30,7 +31,7 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 class BuildRequest:
     precision: str
     weights: Weights
-    stages: int | None = None  # required unless onnx is given
+    stages: int | None = None  # None: the newest fp32 export of the weights in export_dir, else their default K
     onnx: Path | None = None  # an fp32 ONNX to start from
     target: str = "tensorrt"  # int8 only: or "onnxruntime-cpu"
     calib: list[str] | None = None  # calibration sources (precision/calibration.py); None: the default set
@@ -116,14 +117,37 @@ def _fp32_onnx(req: BuildRequest, step) -> tuple[Path, bool, int]:
         if req.stages and req.stages != k:
             raise ScaoedError(f"{req.onnx} has K={k}, but --stages says {req.stages}")
         return Path(req.onnx), True, k
-    if not req.stages:
-        raise ScaoedError("give --stages K (to export) or --onnx FILE")
-    path = req.export_dir / default_filename(req.stages, req.weights.blocks)
-    if made_from(path, req.weights, req.stages):
-        step(f"reusing {path} (same weights, K={req.stages})")
-        return path, True, req.stages
-    export_onnx(req.weights, ExportSpec(stages=req.stages), path, req.data, step=step, command=req.command)
-    return path, False, req.stages
+    stages = req.stages
+    if not stages:  # `export --stages 5` then `build-engine --fp16`: build what was just exported
+        found = newest_export(req.export_dir, req.weights)
+        if found:
+            step(f"using {found[0]}, the newest fp32 export of these weights (K={found[1]}; --stages or --onnx to choose)")
+            return found[0], True, found[1]
+        stages = req.weights.stages or DEFAULT_STAGES
+        step(f"no fp32 export of these weights in {req.export_dir}: exporting their default K={stages} (--stages to choose)")
+    path = req.export_dir / default_filename(stages, req.weights.blocks)
+    if made_from(path, req.weights, stages):
+        step(f"reusing {path} (same weights, K={stages})")
+        return path, True, stages
+    export_onnx(req.weights, ExportSpec(stages=stages), path, req.data, step=step, command=req.command)
+    return path, False, stages
+
+
+def newest_export(export_dir: Path, weights: Weights) -> tuple[Path, int] | None:
+    """The fp32 export in ``export_dir`` (under `export`'s default name) made from these weights that was
+    written last, with its K; files that are not readable exports are passed over."""
+    from .export import read_metadata
+
+    found = []
+    for path in Path(export_dir).glob(f"scaoednet_k*_t{weights.blocks}_fp32.onnx"):
+        try:
+            meta = read_metadata(path)
+            k = int(meta["stages"])
+        except Exception:  # not an export of ours, or damaged: never a candidate
+            continue
+        if meta.get("weights") == weights.identity and meta.get("precision", "fp32") == "fp32":
+            found.append((path.stat().st_mtime, path.name, path, k))
+    return max(found)[2:] if found else None
 
 
 def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> BuildOutcome:

@@ -499,7 +499,9 @@ def _hw(ctx, param, value):
 @click.option("--bf16", "precision", flag_value="bf16", help="BF16 ONNX, the same way.")
 @click.option("--int8", "precision", flag_value="int8", help="INT8 Q/DQ ONNX, calibrated on real noisy images.")
 @click.option("--fp32", "precision", flag_value="fp32", help="No conversion: lint and build the fp32 ONNX.")
-@click.option("--stages", type=click.IntRange(1, 8), default=None, help="K: export (or reuse) the fp32 ONNX for it.")
+@click.option("--stages", type=click.IntRange(1, 8), default=None,
+              help="K: export (or reuse) the fp32 ONNX for it (default: the newest fp32 export of the weights in "
+              "--export-dir, else the weights' default K).")
 @click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start from this fp32 export instead.")
 @click.option("--checkpoint", "-c", type=click.Path(), help="Weights (default: the demo weights).")
@@ -535,8 +537,6 @@ def build_engine_cmd(precision, stages, onnx_path, checkpoint, target, calib, ca
         raise click.UsageError("choose a precision: --fp16, --bf16, --int8 or --fp32")
     if target != "tensorrt" and precision != "int8":
         raise click.BadParameter("onnxruntime-cpu is an INT8 flavour; use it with --int8", param_hint="--target")
-    if not stages and not onnx_path:
-        raise click.UsageError("give --stages K (to export) or --onnx FILE")
     weights = load_weights(checkpoint)
     req = BuildRequest(precision, weights, stages, Path(onnx_path) if onnx_path else None, target,
                        [c for c in calib.split(",") if c] if calib else None, calib_count, calib_method,

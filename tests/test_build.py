@@ -45,8 +45,8 @@ def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, calib_dir, capsy
     assert plan["built"] is False and plan["trtexec"].startswith("trtexec --onnx=")
     assert not (tmp_path / "engines" / "m.engine").exists()
     assert not list((tmp_path / "export").glob(".*tmp*"))  # nothing half-written
-    # The fp32 export is reused on the next build.
-    code = main(["build-engine", "--int8", "--target", "onnxruntime-cpu", "--stages", "1", "-c", str(tiny_checkpoint),
+    # The fp32 export is reused on the next build, found without --stages (`export`, then `build-engine --int8`).
+    code = main(["build-engine", "--int8", "--target", "onnxruntime-cpu", "-c", str(tiny_checkpoint),
                  "--calib", str(calib_dir), "--calib-count", "6", "--calib-method", "max",
                  "--export-dir", str(tmp_path / "export"), "--json"])
     out, _ = capsys.readouterr()
@@ -58,7 +58,6 @@ def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, calib_dir, capsy
 
 @pytest.mark.parametrize("args, message", [
     (["build-engine", "--stages", "1"], "choose a precision"),
-    (["build-engine", "--fp16"], "--stages"),
     (["build-engine", "--fp16", "--stages", "1", "--target", "onnxruntime-cpu"], "INT8 flavour"),
     (["build-engine", "--fp16", "--stages", "1", "--min", "255"], "even"),
 ])
@@ -76,3 +75,53 @@ def test_sidd_is_refused_for_calibration(tmp_path, tiny_checkpoint, capsys):
     assert code == 1
     assert "evaluation data" in capsys.readouterr().err
     assert not (tmp_path / "export" / "scaoednet_k1_t2_int8.onnx").exists()
+
+
+def _fake_export(path, identity, stages, precision=None):
+    """A minimal ONNX file carrying export's metadata (what newest_export reads)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    meta = {"scaoed.weights": identity, "scaoed.stages": str(stages)}
+    if precision:
+        meta["scaoed.precision"] = precision
+    helper.set_model_props(model, meta)
+    onnx.save(model, str(path))
+
+
+def test_without_stages_the_newest_export_of_the_weights_is_built(tmp_path, tiny_checkpoint):
+    import os
+
+    from scaoed_deploy.build import newest_export
+    from scaoed_deploy.checkpoint import read_checkpoint
+
+    weights = read_checkpoint(tiny_checkpoint)
+    d = tmp_path / "export"
+    d.mkdir()
+    assert newest_export(d, weights) is None
+    _fake_export(d / "scaoednet_k3_t2_fp32.onnx", weights.identity, 3)
+    _fake_export(d / "scaoednet_k5_t2_fp32.onnx", weights.identity, 5)
+    _fake_export(d / "scaoednet_k4_t2_fp32.onnx", "other weights", 4)  # newest, but not these weights
+    (d / "scaoednet_k2_t2_fp32.onnx").write_bytes(b"not onnx")  # damaged: passed over
+    _fake_export(d / "scaoednet_k1_t2_fp32_s256x256.onnx", weights.identity, 1)  # a static variant: not export's default
+    for age, name in enumerate(["k4", "k2", "k1", "k5", "k3"]):
+        path = next(d.glob(f"scaoednet_{name}_t2_fp32*.onnx"))
+        os.utime(path, (1e9 - age * 100, 1e9 - age * 100))
+    assert newest_export(d, weights) == (d / "scaoednet_k5_t2_fp32.onnx", 5)
+    os.utime(d / "scaoednet_k3_t2_fp32.onnx", (2e9, 2e9))
+    assert newest_export(d, weights) == (d / "scaoednet_k3_t2_fp32.onnx", 3)
+
+
+def test_without_stages_or_an_export_the_weights_default_k_is_exported(tmp_path, tiny_checkpoint, capsys):
+    from scaoed_deploy.checkpoint import DEFAULT_STAGES
+
+    code = main(["build-engine", "--fp32", "-c", str(tiny_checkpoint), "--export-dir", str(tmp_path / "export"),
+                 "-o", str(tmp_path / "engines" / "m.engine"), "--timing-cache", str(tmp_path / "engines" / "t.cache")])
+    out, err = capsys.readouterr()
+    assert code == (0 if HAS_TRT else 4), err
+    assert f"exporting their default K={DEFAULT_STAGES}" in " ".join((out + err).split())  # the authors' layout has no K
+    path = tmp_path / "export" / f"scaoednet_k{DEFAULT_STAGES}_t2_fp32.onnx"
+    assert read_metadata(path)["stages"] == str(DEFAULT_STAGES)
