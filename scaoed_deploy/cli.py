@@ -229,9 +229,12 @@ def _run_denoise_jobs(denoiser, jobs, bit_depth, quiet: bool, single: bool):
     from .runtime import denoise_file
 
     results, failures = [], []
-    with Progress(transient=True, disable=quiet or len(jobs) < 2, console=_stderr_console()) as progress:
+    log = _log_lines(quiet or len(jobs) < 2)
+    with Progress(transient=True, disable=quiet or len(jobs) < 2 or log is not None, console=_stderr_console()) as progress:
         task = progress.add_task("denoising", total=len(jobs))
-        for src, dst, ref in jobs:
+        for i, (src, dst, ref) in enumerate(jobs, 1):
+            if log:
+                log(f"[{i}/{len(jobs)}] {src}")
             try:
                 results.append(denoise_file(denoiser, src, dst, ref, bit_depth=bit_depth))
             except ScaoedError as e:
@@ -246,6 +249,15 @@ def _stderr_console():
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def _log_lines(quiet: bool):
+    """Where stderr is not a terminal (a log file, CI), long runs print progress lines instead of a live bar,
+    which rich would only draw once at the end: print(text) then, else None (a bar, or quiet)."""
+    console = _stderr_console()
+    if quiet or console.is_terminal:
+        return None
+    return lambda text: console.print(f"  {text}", highlight=False, soft_wrap=True)
 
 
 @cli.command("export")
@@ -460,7 +472,8 @@ def train(clean, pairs, val, stages, stage_choices, init, blocks, patch, batch, 
     dev = str(pick_device(device))
     columns = [TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
-    with Progress(*columns, console=_stderr_console(), disable=as_json) as progress:
+    log = _log_lines(as_json)
+    with Progress(*columns, console=_stderr_console(), disable=as_json or log is not None) as progress:
         task = progress.add_task("train", total=steps, info="")
 
         def report(d):
@@ -468,6 +481,8 @@ def train(clean, pairs, val, stages, stage_choices, init, blocks, patch, batch, 
             if "val_psnr_synthetic" in d:
                 report.val = f" | val {d['val_psnr_synthetic']:.2f} dB" + (
                     f" | real {d['val_psnr_real']:.2f} dB" if "val_psnr_real" in d else "")
+                if log:  # a line per validation, not per step
+                    log(f"step {d['step']}/{steps} ({d['seconds']:.0f} s): {info}{report.val}")
             progress.update(task, completed=d["step"], info=info + report.val)
 
         report.val = ""
@@ -634,10 +649,16 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
     total = len(resolutions) * len(stages) * len(dict.fromkeys([BASELINE, *chosen]))
     columns = [TextColumn("bench"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
-    with Progress(*columns, console=_stderr_console(), disable=as_json) as progress:
+    log = _log_lines(as_json)
+    with Progress(*columns, console=_stderr_console(), disable=as_json or log is not None) as progress:
         task = progress.add_task("bench", total=total, info="")
-        result = run_bench(weights, cfg, step=lambda m: progress.update(task, info=m),
-                           advance=lambda: progress.advance(task))
+
+        def step(message):
+            progress.update(task, info=message)
+            if log:
+                log(f"[{int(progress.tasks[0].completed) + 1}/{total}] {message}")
+
+        result = run_bench(weights, cfg, step=step, advance=lambda: progress.advance(task))
     result["command"] = command_line()
     result["created"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     tag = name or f"{device}_{'_'.join(f'{h}x{w}' if h != w else str(h) for h, w in resolutions)}"

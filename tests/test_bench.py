@@ -70,3 +70,8 @@ def test_cli_writes_json_markdown_and_plot_with_the_command(tmp_path, capsys):
     for suffix in ("json", "md", "png"):
         assert (tmp_path / f"cpu_32.{suffix}").stat().st_size > 0
     assert "scaoed-deploy bench --res 32" in (tmp_path / "cpu_32.md").read_text()
+    # Without --json and with stderr not a terminal (a log), progress comes as lines, not a bar drawn at the end.
+    code = main(["bench", "--res", "32", "--stages", "1", "--random-seed", "0", "--blocks", "1", "--backends", "torch",
+                 "--iters", "1", "--warmup", "0", "--threads", "1", "--no-quality", "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 0 and "[1/1] torch, K=1, 32x32: warm-up and 1 timed runs" in err and "━" not in err

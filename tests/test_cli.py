@@ -157,6 +157,7 @@ def test_denoise_folder_reports_a_corrupt_image_and_writes_the_rest(capsys, tmp_
     assert code == 1
     assert sorted(p.name for p in dst.iterdir()) == ["a.png", "c.png"]
     assert "b.png" in err and "1 of 3 image(s) failed" in err and "Traceback" not in err
+    assert "[3/3]" in err and "c.png" in err  # a progress line per image where stderr is a log, not a terminal
 
 
 def test_convert_round_trip_from_the_cli(capsys, tmp_path, tiny_checkpoint):

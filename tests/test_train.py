@@ -86,8 +86,9 @@ def test_a_time_budget_stops_saves_and_resumes_exactly(clean_dir, tmp_path, caps
     args = ["train", "--clean", str(clean_dir), "--stages", "1", "--blocks", "1", "--patch", "32", "--batch", "2",
             "--steps", "3", "-o", str(tmp_path / "c.safetensors")]
     assert main(args + ["--max-minutes", "0"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "stopped by --max-minutes at step 1 of 3" in out and "--resume" in out
+    assert "step 1/3 (" in err and "val " in err  # stderr is no terminal here: a progress line per validation
     assert main(args + ["--max-minutes", "-1"]) == 2
 
 
