@@ -449,7 +449,8 @@ def _print_parity(r) -> None:
 @click.option("--max-minutes", type=click.FloatRange(min=0), default=None,
               help="Time budget: stop after the step that spends it, saving weights and state (continue with --resume "
               "and the same --steps), e.g. to fit a long run into jobs of fixed length.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: the GPU when torch sees one, else the CPU.")
 @click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True,
               help="bf16: autocast the forward pass (about 2x faster on CPUs with AVX-512 BF16; float32 master weights).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Weights to write: NAME.safetensors (+ NAME.json).")
@@ -614,7 +615,8 @@ def _print_build(o) -> None:
               help="Comma-separated, from: torch, torch-bf16, torch-fp16, torch-compile, onnxruntime, onnxruntime-fp16, "
                    "onnxruntime-bf16, onnxruntime-int8, tensorrt, tensorrt-fp16, tensorrt-int8 "
                    "(default: every one that fits the device; torch eager fp32 always runs, for the ratios).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: the GPU when torch sees one, else the CPU.")
 @click.option("--batch", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--warmup", type=click.IntRange(0), default=2, show_default=True)
 @click.option("--iters", type=click.IntRange(1), default=10, show_default=True)
@@ -636,7 +638,9 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
 
     from .bench import BACKENDS, BASELINE, CPU_DEFAULT, GPU_DEFAULT, BenchConfig, markdown, run_bench, write_results
     from .export import command_line
+    from .runtime.torch_backend import pick_device
 
+    device = pick_device(device).type
     chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else \
         list(CPU_DEFAULT if device == "cpu" else GPU_DEFAULT)
     unknown = [b for b in chosen if b not in BACKENDS]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from scaoed_deploy import checkpoint as ckpt
 from scaoed_deploy.bench import BenchConfig, latency_stats, markdown, run_bench
@@ -59,6 +60,11 @@ def test_unknown_backend_and_cuda_without_gpu_are_refused(capsys):
     with pytest.raises(ScaoedError, match="unknown backend"):
         run_bench(ckpt.random_weights(blocks=1, seed=0), BenchConfig([(32, 32)], [1], ["onnxruntime-int4"]))
     assert main(["bench", "--backends", "tflite", "--random-seed", "0"]) == 2
+    capsys.readouterr()
+    if not torch.cuda.is_available():
+        assert main(["bench", "--device", "cuda", "--random-seed", "0", "--blocks", "1"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "torch sees no CUDA GPU" in err[0]
 
 
 def test_cli_writes_json_markdown_and_plot_with_the_command(tmp_path, capsys):
