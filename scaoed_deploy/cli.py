@@ -224,13 +224,11 @@ def denoise(src, dst, model, backend, stages, reference, tile, overlap, tile_bat
 
 
 def _run_denoise_jobs(denoiser, jobs, bit_depth, quiet: bool, single: bool):
-    from rich.progress import Progress
-
     from .runtime import denoise_file
 
     results, failures = [], []
-    log = _log_lines(quiet or len(jobs) < 2)
-    with Progress(transient=True, disable=quiet or len(jobs) < 2 or log is not None, console=_stderr_console()) as progress:
+    progress, log = _progress(quiet=quiet or len(jobs) < 2, transient=True)
+    with progress:
         task = progress.add_task("denoising", total=len(jobs))
         for i, (src, dst, ref) in enumerate(jobs, 1):
             if log:
@@ -251,13 +249,16 @@ def _stderr_console():
     return Console(stderr=True)
 
 
-def _log_lines(quiet: bool):
-    """Where stderr is not a terminal (a log file, CI), long runs print progress lines instead of a live bar,
-    which rich would only draw once at the end: print(text) then, else None (a bar, or quiet)."""
+def _progress(*columns, quiet: bool, **kwargs):
+    """(a rich Progress on stderr, log): on a terminal a live bar and log None; where stderr is a log file or CI,
+    which rich would draw the bar into only once at the end, no bar and log(text) prints a progress line; both
+    off when quiet."""
+    from rich.progress import Progress
+
     console = _stderr_console()
-    if quiet or console.is_terminal:
-        return None
-    return lambda text: console.print(f"  {text}", highlight=False, soft_wrap=True)
+    log = None if quiet or console.is_terminal else (
+        lambda text: console.print(f"  {text}", highlight=False, soft_wrap=True))
+    return Progress(*columns, console=console, disable=quiet or log is not None, **kwargs), log
 
 
 @cli.command("export")
@@ -458,7 +459,7 @@ def _print_parity(r) -> None:
 def train(clean, pairs, val, stages, stage_choices, init, blocks, patch, batch, steps, lr, seed, val_every, resume,
           max_minutes, device, amp, output, as_json):
     """Train ScaoedNet on clean images with synthetic camera noise (L1, Adam, cosine decay)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
     from .runtime.torch_backend import pick_device
     from .train import TrainConfig, state_path
@@ -473,8 +474,8 @@ def train(clean, pairs, val, stages, stage_choices, init, blocks, patch, batch, 
     dev = str(pick_device(device))
     columns = [TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
-    log = _log_lines(as_json)
-    with Progress(*columns, console=_stderr_console(), disable=as_json or log is not None) as progress:
+    progress, log = _progress(*columns, quiet=as_json)
+    with progress:
         task = progress.add_task("train", total=steps, info="")
 
         def report(d):
@@ -634,7 +635,7 @@ def _print_build(o) -> None:
 def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, checkpoint, random_seed, blocks,
           no_quality, data, export_dir, name, output, as_json):
     """Latency, throughput, memory and PSNR per backend and K, with ratios to eager fp32 from the same run."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
     from .bench import BACKENDS, BASELINE, CPU_DEFAULT, GPU_DEFAULT, BenchConfig, markdown, run_bench, write_results
     from .export import command_line
@@ -653,8 +654,8 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
     total = len(resolutions) * len(stages) * len(dict.fromkeys([BASELINE, *chosen]))
     columns = [TextColumn("bench"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
-    log = _log_lines(as_json)
-    with Progress(*columns, console=_stderr_console(), disable=as_json or log is not None) as progress:
+    progress, log = _progress(*columns, quiet=as_json)
+    with progress:
         task = progress.add_task("bench", total=total, info="")
 
         def step(message):

@@ -269,17 +269,18 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        out_of_time = max_seconds is not None and time.perf_counter() - t0 >= max_seconds and step < cfg.steps
-        last = {"step": step, "loss": float(loss.item()), "lr": opt.param_groups[0]["lr"],
-                "seconds": round(time.perf_counter() - t0, 1)}
+        elapsed = time.perf_counter() - t0
+        out_of_time = max_seconds is not None and elapsed >= max_seconds and step < cfg.steps
+        last_step = step == cfg.steps or out_of_time  # always validated and saved
+        last = {"step": step, "loss": float(loss.item()), "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 1)}
         model.stages = cfg.stages  # validation and the saved weights use the default K
-        if step % cfg.val_every == 0 or step == cfg.steps or out_of_time:
+        if step % cfg.val_every == 0 or last_step:
             last["val_psnr_synthetic"] = _validate(model, [(n.to(device), c.to(device)) for n, c in val_syn])
             if val_real:
                 last["val_psnr_real"] = _validate(model, [(n.to(device), c.to(device)) for n, c in val_real])
             history.append(last)
         report(last)
-        if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
+        if step % cfg.save_every == 0 or last_step:
             checkpoint()
         if out_of_time:
             break

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from scaoed_deploy.cli import main
-from scaoed_deploy.export import read_metadata
+from scaoed_deploy.export import META_PREFIX, read_metadata
 from scaoed_deploy.images import Image, write_image
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -77,7 +77,7 @@ def test_sidd_is_refused_for_calibration(tmp_path, tiny_checkpoint, capsys):
     assert not (tmp_path / "export" / "scaoednet_k1_t2_int8.onnx").exists()
 
 
-def _fake_export(path, identity, stages, precision=None):
+def _fake_export(path, identity, stages):
     """A minimal ONNX file carrying export's metadata (what newest_export reads)."""
     import onnx
     from onnx import TensorProto, helper
@@ -85,10 +85,7 @@ def _fake_export(path, identity, stages, precision=None):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
     model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
                                                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
-    meta = {"scaoed.weights": identity, "scaoed.stages": str(stages)}
-    if precision:
-        meta["scaoed.precision"] = precision
-    helper.set_model_props(model, meta)
+    helper.set_model_props(model, {META_PREFIX + "weights": identity, META_PREFIX + "stages": str(stages)})
     onnx.save(model, str(path))
 
 
