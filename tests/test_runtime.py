@@ -125,6 +125,7 @@ def test_onnx_and_torch_backends_agree_on_the_same_checkpoint(checkpoint_and_onn
 
 
 def _icc():
+    # The profile's header carries its creation time: make it once per test and compare with that copy.
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
@@ -154,11 +155,12 @@ def test_icc_profile_and_exif_orientation_are_kept(tmp_path, checkpoint_and_onnx
     im = PILImage.fromarray((np.random.default_rng(8).random((24, 32, 3)) * 255).astype(np.uint8))
     exif = im.getexif()
     exif[0x0112] = 6  # orientation: rotate 90 CW to display
-    im.save(src, icc_profile=_icc(), exif=exif.tobytes(), quality=95)
+    icc = _icc()
+    im.save(src, icc_profile=icc, exif=exif.tobytes(), quality=95)
     out = tmp_path / f"out{suffix}"
     assert main(["denoise", str(src), str(out), "-m", str(onnx_path), "--bit-depth", str(depth)]) == 0
     back = read_image(out)
-    assert back.icc_profile == _icc() and back.bit_depth == (8 if suffix == ".jpg" else depth)
+    assert back.icc_profile == icc and back.bit_depth == (8 if suffix == ".jpg" else depth)
     with PILImage.open(out) as q:
         assert q.getexif().get(0x0112) == 6
 
