@@ -460,6 +460,7 @@ def plot(result: dict, path: Path) -> None:
                 ax.plot(*zip(*pts), marker="o", label=backend)
         ax.set(title=f"{h}x{w}, {result['config']['device']}", xlabel="stages K", ylabel="median latency (ms)")
         ax.set_yscale("log")
+        ax.set_xticks(sorted({r["stages"] for r in ok}))  # K is a count: no 1.5-stage ticks
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
