@@ -143,6 +143,9 @@ class _RssSampler:
             time.sleep(self.every_s)
 
     def __enter__(self):
+        from .runtime.cpu_memory import release_free_memory
+
+        release_free_memory()  # what earlier rows freed but malloc kept is not this row's
         self.peak = self.rss()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -331,9 +334,13 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ScaoedError("--device cuda asked for, but torch sees no CUDA GPU")
     threads = cfg.threads or os.cpu_count()
+    allocator = None
     if cfg.device == "cpu":
+        from .runtime.cpu_memory import keep_freed_memory
+
         torch.set_num_threads(threads)
         cfg.threads = threads
+        allocator = keep_freed_memory()
     data = cfg.data if cfg.data else (default_sidd_dir() if cfg.quality else None)
     cfg.data = data
     pairs = [(p.noisy, p.clean) for p in load_samples(data) if p.clean is not None] if cfg.quality and data else []
@@ -399,7 +406,7 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
         "weights": {"identity": weights.identity, "blocks": weights.blocks, "source": Path(weights.source).name},
         "timing": ("CUDA events (torch) / synchronised wall clock (ONNX Runtime, TensorRT) after warm-up, "
                    "host-to-device copies included"
-                   if cfg.device == "cuda" else f"perf_counter per call after warm-up, {threads} threads pinned"),
+                   if cfg.device == "cuda" else f"perf_counter per call after warm-up, {threads} threads pinned, {allocator}"),
         "rows": [asdict(r) for r in rows],
     }
 

@@ -24,6 +24,9 @@ def test_schema(result):
     assert {"machine", "config", "weights", "timing", "rows"} <= set(result)
     assert {"cpu", "cores", "versions"} <= set(result["machine"])
     assert "1 threads pinned" in result["timing"]
+    from scaoed_deploy.runtime.cpu_memory import keep_freed_memory
+
+    assert result["timing"].endswith(keep_freed_memory())  # the malloc settings the times were taken under
     ok = [r for r in result["rows"] if r["status"] == "ok"]
     assert {r["backend"] for r in ok} >= {"torch", "onnxruntime"}
     for r in ok:

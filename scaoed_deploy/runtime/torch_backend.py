@@ -25,6 +25,10 @@ class TorchRunner:
     def __init__(self, weights: Weights | None, stages: int | None = None, device: str = "auto", model=None):
         """Build the model from ``weights``, or run an already built ``model`` (the exporter's)."""
         self.device = pick_device(device)
+        if self.device.type == "cpu":
+            from .cpu_memory import keep_freed_memory
+
+            keep_freed_memory()  # eager calls otherwise fault their activations in afresh each time
         self.model = (model if model is not None else build_model(weights, stages)).to(self.device).eval()
         self.stages = self.model.stages
 
