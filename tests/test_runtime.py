@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -197,13 +200,11 @@ print(faults() - before, keep_freed_memory())
 """
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc malloc settings: Linux only")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings: Linux only")
 def test_cpu_runner_keeps_freed_activation_memory_for_the_next_call():
     """The kernel's own fault counter: with glibc's defaults every 64 MiB activation is a fresh mmap faulted in
-    page by page; once a CPU TorchRunner exists, freed blocks are reused and repeats cost (next to) no faults."""
-    import os
-    import subprocess
-    import sys
+    page by page (16384 faults per block with 4 KiB pages); once a CPU TorchRunner exists, freed blocks are reused
+    and repeats cost (next to) no faults."""
 
     def run(malloc):
         env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
@@ -215,5 +216,4 @@ def test_cpu_runner_keeps_freed_activation_memory_for_the_next_call():
     system, system_state = run("system")
     kept, kept_state = run("")
     assert system_state.startswith("system malloc defaults") and "freed memory kept" in kept_state
-    assert system >= 5 * 16 * 2**20 * 4 // 4096 // 2  # about a fault per 4 KiB page of each of the five blocks
     assert kept * 20 < system

@@ -8,9 +8,9 @@ allocator sits directly on malloc. So every eager call faults its activations in
 by page again: on the 2-core benchmark machine five K = 1 calls at 512 took 1.9
 million minor faults (0.14 million with the settings below) and the faults 22 to 31 %
 of eager latency (512, K = 1: 1.83 -> 1.43 s; 256, K = 1: 0.46 -> 0.32 s, K = 3:
-1.31 -> 0.98 s), while ONNX Runtime keeps its own arena and never pays them. PyTorch's CPU tuning guides
-answer this with jemalloc or tcmalloc through ``LD_PRELOAD``, which a pip package
-cannot arrange; the same effect from inside the process is glibc's own
+1.31 -> 0.98 s), while ONNX Runtime keeps its own arena and never pays them.
+PyTorch's CPU tuning guides answer this with jemalloc or tcmalloc through
+``LD_PRELOAD``, which a pip package cannot arrange; the same effect from inside the process is glibc's own
 ``mallopt``: no mmap for large blocks (``M_MMAP_MAX`` 0) and no trimming below
 2 GiB of free heap (``M_TRIM_THRESHOLD``), as the environment variables
 ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` would do at start-up.
