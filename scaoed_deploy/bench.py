@@ -327,12 +327,12 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
 
     from .cost import PAPER_LATENCY_S, model_cost
     from .data import default_sidd_dir, load_samples
+    from .runtime.torch_backend import pick_device
 
     unknown = [b for b in cfg.backends if b not in BACKENDS]
     if unknown:
         raise ScaoedError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ScaoedError("--device cuda asked for, but torch sees no CUDA GPU")
+    pick_device(cfg.device)  # cuda without a GPU: the torch runner's one-line error
     threads = cfg.threads or os.cpu_count()
     allocator = None
     if cfg.device == "cpu":

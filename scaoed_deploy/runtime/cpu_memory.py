@@ -26,6 +26,7 @@ patches stay under the threshold, ran 12 steps in the same time either way);
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
@@ -36,6 +37,7 @@ _TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int: 2 GiB of free heap before a
 _state: str | None = None
 
 
+@functools.cache  # the benchmark asks before every row
 def _glibc():
     if not sys.platform.startswith("linux"):
         return None
@@ -51,10 +53,9 @@ def keep_freed_memory() -> str:
     """Apply the settings above once per process; returns what is in force, for benchmark records."""
     global _state
     if _state is None:
-        libc = _glibc()
         if os.environ.get(OPT_OUT_ENV, "").lower() == "system":
             _state = f"system malloc defaults ({OPT_OUT_ENV}=system)"
-        elif libc is None:
+        elif (libc := _glibc()) is None:
             _state = "system malloc defaults (not glibc)"
         elif libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1:
             _state = "glibc malloc, freed memory kept (M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB)"
