@@ -5,12 +5,15 @@
    the newest fp32 export of the weights in ``export/``, else their default K;
 2. the precision ONNX (``precision/convert.py``), calibrated on real noisy images;
 3. the TensorRT lint (``precision/lint.py``) against the engine's profile;
-4. parity through the harness on ONNX Runtime (a failing artifact is not kept);
+4. the read-back audit of the written file (``audit.py``): its float32 compute nodes must be
+   exactly the FP32 islands (INT8: its float convolutions exactly the kept ones), and no
+   weight may be stored twice; then parity through the harness on ONNX Runtime (a failing
+   artifact is not kept);
 5. the engine with its sidecar when ``tensorrt`` imports; otherwise the sidecar is
    written as the build plan (with the trtexec line) and ``tensorrt_missing`` says why.
 
 Steps 2-4 work on a temporary file: the precision ONNX lands in ``export/`` only
-once it has passed lint (TensorRT target) and parity.
+once it has passed lint (TensorRT target), the audit and parity.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .audit import audit, check_int8_convs, check_islands, check_weights
 from .checkpoint import DEFAULT_STAGES, Weights
 from .engine import BuildPlan, ShapeProfile, build_engine, write_sidecar
 from .errors import ScaoedError, VerificationError, atomic_path
@@ -58,6 +62,7 @@ class BuildOutcome:
     parity: object | None = None  # ParityResult
     plan: BuildPlan | None = None
     engine: dict | None = None  # the sidecar, when built
+    audit: dict | None = None  # the precision ONNX read back from its file (audit.py)
     tensorrt_missing: str | None = None
     seconds: dict = field(default_factory=dict)
 
@@ -67,6 +72,7 @@ class BuildOutcome:
             "fp32_reused": self.fp32_reused,
             "precision_onnx": str(self.precision_onnx) if self.precision_onnx else None,
             "conversion": self.conversion,
+            "audit": self.audit,
             "lint": lint_summary(self.lint),
             "parity": self.parity.to_dict() if self.parity else None,
             "engine": self.engine,
@@ -191,10 +197,21 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
         bad = errors(out.lint)
         raise VerificationError(f"TensorRT lint: {len(bad)} violation(s), first: {bad[0]}; nothing written")
 
-    if req.precision != "fp32":
+    if req.precision == "fp32":
+        out.audit = audit(final).to_dict()
+    else:
         t = time.perf_counter()
-        with atomic_path(final) as tmp:  # renamed onto `final` only if parity passes
+        with atomic_path(final) as tmp:  # renamed onto `final` only if the audit and parity pass
             onnx.save(proto, str(tmp))
+            step("reading the file back: precision per node, weights")
+            read_back = audit(tmp)
+            out.audit = read_back.to_dict()
+            what = f"the {req.precision} ONNX (nothing written)"
+            check_weights(read_back, what)
+            if req.precision == "int8":
+                check_int8_convs(read_back, converted.kept_fp32, what)
+            else:
+                check_islands(read_back, converted.kept_fp32, what)
             artifact = load_artifact(tmp)
             out.parity = run_parity(artifact, req.weights, stages, data, step=step)
             out.seconds["parity"] = round(time.perf_counter() - t, 1)

@@ -402,6 +402,7 @@ def _reference_weights(art, checkpoint):
 def _print_parity(r) -> None:
     from rich.table import Table
 
+    from .audit import audit_line
     from .parity.harness import format_measured
     from .parity.report import localisation_line
 
@@ -423,6 +424,8 @@ def _print_parity(r) -> None:
             task.add_row(t.image, f"{t.eager_psnr:.2f} / {t.eager_ssim:.4f}",
                          f"{t.artifact_psnr:.2f} / {t.artifact_ssim:.4f}", f"{t.dpsnr:+.3f} dB")
         console.print(task)
+    if r.audit:
+        click.echo(f"  read back: {audit_line(r.audit)}")
     if r.localisation:
         click.echo(f"  first divergent node: {localisation_line(r.localisation)}")
     for n in r.notes:
@@ -573,6 +576,8 @@ def build_engine_cmd(precision, stages, onnx_path, checkpoint, target, calib, ca
 
 
 def _print_build(o) -> None:
+    from .audit import audit_line
+
     d = o.to_dict()
     click.echo(f"1. fp32 ONNX: {o.fp32_onnx} ({'reused' if o.fp32_reused else 'exported and verified'})")
     if o.conversion:
@@ -584,6 +589,8 @@ def _print_build(o) -> None:
             click.echo(f"   note: {n}")
     else:
         click.echo("2. no conversion (fp32)")
+    if o.audit:
+        click.echo(f"   read back: {audit_line(o.audit)}")
     errs = [v for v in o.lint if v.severity == "error"]
     warns = [v for v in o.lint if v.severity != "error"]
     click.echo(f"3. TensorRT lint: {len(errs)} error(s), {len(warns)} warning(s)" + (

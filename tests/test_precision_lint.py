@@ -70,15 +70,49 @@ def test_float64_initializer_is_caught():
     assert ("float64", "unused_f64") in rules(model)
 
 
-def test_unsupported_op_is_caught():
-    nz = helper.make_node("NonZero", ["y"], ["nz"], name="nonzero")
-    assert ("unsupported-op", "nonzero") in rules(qdq_conv(extra_nodes=[nz]))
-    integer = helper.make_node("ConvInteger", ["xq", "w_q"], ["yi"], name="conv_integer")
-    assert ("unsupported-op", "conv_integer") in rules(qdq_conv(extra_nodes=[integer]))
+def _unary(op, name, **attrs):
+    return helper.make_node(op, ["y"], [name + "_out"], name=name, **attrs)
+
+
+@pytest.mark.parametrize("op", ["ConvInteger", "MatMulInteger", "QLinearConv", "DynamicQuantizeLinear", "Unique",
+                                "BitShift", "Compress", "Det"])
+def test_ops_the_matrix_refuses_are_errors(op):
+    node = helper.make_node(op, ["xq", "w_q"], [f"{op}_out"], name=f"{op.lower()}_node")
+    found = [v for v in errors(lint(qdq_conv(extra_nodes=[node]), PROFILE)) if v.where == f"{op.lower()}_node"]
+    assert [v.rule for v in found] == ["unsupported-op"]
+    assert "TensorRT 10.15" in found[0].message  # the matrix is named
+
+
+@pytest.mark.parametrize("op", ["Reciprocal", "NonZero", "OneHot", "Mod", "IsInf", "Hardmax", "Shrink",
+                                "MeanVarianceNormalization", "RoiAlign", "RandomNormal"])
+def test_ops_the_current_matrix_allows_are_not_refused(op):
+    # refused by TensorRT 8.4's matrix, supported since: no error and no warning at the node
+    node = helper.make_node(op, ["y"], [f"{op}_out"], name=f"{op.lower()}_node")
+    assert not [v for v in lint(qdq_conv(extra_nodes=[node]), PROFILE) if v.where == f"{op.lower()}_node"]
+
+
+def test_an_op_outside_the_matrix_is_a_warning():
+    node = helper.make_node("MadeUpOp", ["y"], ["m"], name="made_up")
+    found = [v for v in lint(qdq_conv(extra_nodes=[node]), PROFILE) if v.where == "made_up"]
+    assert [(v.rule, v.severity) for v in found] == [("unsupported-op", "warning")]
+
+
+def _mish_model(dtype):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    m = helper.make_tensor_value_info("m", dtype, [1, 4])
+    nodes = [helper.make_node("Cast", ["x"], ["xc"], name="cast", to=dtype), helper.make_node("Mish", ["xc"], ["m"], name="mish")]
+    return helper.make_model(helper.make_graph(nodes, "g", [x], [m]), opset_imports=[helper.make_opsetid("", 22)])
+
+
+def test_an_op_in_a_type_its_row_does_not_list_is_an_error():
+    # Mish's row lists FP32 and FP16, not BF16
+    assert ("unsupported-type", "mish") in rules(_mish_model(TensorProto.BFLOAT16), profile={})
+    assert ("unsupported-type", "mish") not in rules(_mish_model(TensorProto.FLOAT16), profile={})
 
 
 def test_opset_outside_tensorrts_range():
-    assert ("opset", "model") in rules(qdq_conv(opset=26))
+    assert ("opset", "model") in rules(qdq_conv(opset=25))  # the matrix stops at 24
+    assert ("opset", "model") not in rules(qdq_conv(opset=24))
 
 
 def test_dynamic_dims_need_a_profile_that_fits():

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audit import audit
 from ..checkpoint import Weights
 from ..errors import ScaoedError
 from .artifacts import Artifact
@@ -84,6 +85,7 @@ class ParityResult:
     notes: list[str] = field(default_factory=list)
     localisation: dict | None = None
     preview: dict | None = None  # name, noisy, eager, artifact (H, W, 3) for the report's picture
+    audit: dict | None = None  # ONNX: what the file computes, read back (scaoed_deploy/audit.py)
 
     @property
     def passed(self) -> bool:
@@ -106,6 +108,7 @@ class ParityResult:
             "task": [dict(asdict(r), dpsnr=r.dpsnr, dssim=r.dssim) for r in self.task],
             "mean_dpsnr": _mean([r.dpsnr for r in self.task]),
             "localisation": self.localisation,
+            "audit": self.audit,
             "notes": self.notes,
         }
 
@@ -208,7 +211,8 @@ def run_parity(
                    "eager": eager(x)[0].transpose(1, 2, 0), "artifact": runner(x)[0].transpose(1, 2, 0)}
 
     outcomes = evaluate(tensors, task, thresholds)
-    result = ParityResult(artifact, k, thresholds, tensors, task, outcomes, notes, None, preview)
+    result = ParityResult(artifact, k, thresholds, tensors, task, outcomes, notes, None, preview,
+                          audit(artifact.path).to_dict() if artifact.kind == "onnx" else None)
     if not result.passed and localise and artifact.kind == "onnx":
         from .localise import localise_failure
 

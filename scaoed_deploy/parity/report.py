@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audit import audit_line
 from ..errors import atomic_path
 from ..jsonio import dumps, json_safe
 from .harness import ParityResult, format_measured
@@ -35,6 +36,8 @@ def markdown(results: list[ParityResult], reference: dict, command: str | None) 
     for r in results:
         lines += [f"## `{r.artifact.path.name}` ({r.artifact.kind}, {r.artifact.precision}): "
                   f"{'passed' if r.passed else 'FAILED'}", ""]
+        if r.audit:
+            lines += [f"Read back: {audit_line(r.audit)}", ""]
         lines += ["| check | measured | limit | result | detail |", "|---|---:|---|---|---|"]
         for o in r.outcomes:
             lines.append(f"| {o.check} | {format_measured(o)} | {o.limit} | {_pass_word(o.passed)} | {o.detail} |")

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audit import carry_module_tags, dedupe_weights, exact_patterns
 from ..errors import ScaoedError, VerificationError, first_line
 from .calibration import CalibSample, describe
 
@@ -151,11 +152,16 @@ def mixed_precision(fp32_path: str | Path, precision: str, calib: list[CalibSamp
             with _quiet():
                 proto = convert_to_mixed_precision(
                     onnx_path=str(fp32_path), low_precision_type=precision, keep_io_types=True,
-                    nodes_to_exclude=[i.node for i in islands], calibration_data=str(npz), providers=["cpu"])
+                    nodes_to_exclude=exact_patterns([i.node for i in islands]), calibration_data=str(npz),
+                    providers=["cpu"])
         except Exception as e:
             raise ScaoedError(f"ModelOpt AutoCast failed on {fp32_path}: {first_line(e)}") from e
+    deduped = dedupe_weights(proto)  # AutoCast casts a shared weight once per consumer
+    carry_module_tags(source, proto)
     result = PrecisionONNX(proto, precision, "tensorrt", "modelopt.onnx.autocast",
                            [i.to_dict() for i in islands], describe(calib))
+    if deduped:
+        result.notes.append(f"{deduped} copies of shared weights merged")
     _stamp(proto, source, result, _stages(source))
     result.seconds = time.perf_counter() - t0
     return result
@@ -192,8 +198,24 @@ def _modelopt_ptq(src: Path, dst: Path, calib: list[CalibSample], method: str, e
 
     data = np.concatenate([c.x for c in _common_shape(calib)])  # one batch, so one shape
     quantize(str(src), quantize_mode="int8", calibration_data={input_name: data}, calibration_method=method,
-             calibration_eps=["cpu"], high_precision_dtype="fp32", nodes_to_exclude=exclude or None,
+             calibration_eps=["cpu"], high_precision_dtype="fp32", nodes_to_exclude=exact_patterns(exclude) or None,
              output_path=str(dst), log_level="ERROR")
+
+
+def modelopt_unquantized_convs(proto) -> list[dict]:
+    """The convolutions ModelOpt's INT8 quantizer leaves in float by its own rule (input or output channels
+    below 16 without a TensorRT INT8 kernel shape), asked of ModelOpt itself, so that the read-back audit
+    can tell them from convolutions that were meant to be quantized."""
+    import onnx_graphsurgeon as gs
+    from modelopt.onnx.quantization.graph_utils import find_nodes_from_convs_to_exclude
+
+    from ..export import module_paths
+
+    modules = module_paths(proto)
+    names = set(find_nodes_from_convs_to_exclude(gs.import_onnx(proto), quantize_mode="int8"))
+    return [{"node": n.name, "op_type": n.op_type, "module": modules.get(n.output[0], ""),
+             "reason": "ModelOpt does not quantize this convolution (fewer than 16 channels)"}
+            for n in proto.graph.node if n.name in names]
 
 
 def _quantize_onnxruntime(src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str],
@@ -275,6 +297,7 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
     held_out, used = calib[:2], calib[2:]  # judged on crops the calibration did not see
     references = _ort_outputs(fp32_path, [c.x for c in held_out])
     kept: list[dict] = [{"node": n, "op_type": "", "module": "", "reason": "asked (--exclude)"} for n in exclude or []]
+    left_by_tool = modelopt_unquantized_convs(source) if target == "tensorrt" else []
     tool = "modelopt.onnx.quantization (symmetric S8 Q/DQ)" if target == "tensorrt" else \
         "onnxruntime.quantization.quantize_static (QDQ, U8 activations, S8 per-channel weights)"
     notes: list[str] = []
@@ -292,6 +315,8 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
             except Exception as e:
                 raise ScaoedError(f"INT8 quantization ({target}) failed on {fp32_path}: {first_line(e)}") from e
             proto = onnx.load(str(dst))
+            deduped = dedupe_weights(proto)  # a weight shared by the K stages is quantized once per consumer
+            carry_module_tags(source, proto)
             got = _ort_outputs(proto, [c.x for c in held_out])
             if not all(np.isfinite(g).all() for g in got):
                 raise VerificationError("the INT8 model gives NaN/Inf on held-out calibration images")
@@ -305,7 +330,11 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
             worst = sensitive_convs(proto, source, held_out[0].x, max(1, convs // 50))
             kept += worst
             notes.append(f"round {attempt + 1}: {check:.1f} dB < {min_psnr:g} dB; kept {len(worst)} sensitive convs in FP32")
-    result = PrecisionONNX(proto, "int8", target, tool, kept, dict(describe(calib), method=method,
+    if deduped:
+        notes.append(f"{deduped} copies of shared weights merged")
+    asked = {k["node"] for k in kept}
+    result = PrecisionONNX(proto, "int8", target, tool, kept + [t for t in left_by_tool if t["node"] not in asked],
+                           dict(describe(calib), method=method,
                            held_out=[c.name for c in held_out]), check, notes=notes)
     _stamp(proto, source, result, _stages(source))
     result.seconds = time.perf_counter() - t0

@@ -1,11 +1,12 @@
-"""TensorRT lint: does a (precision) ONNX obey TensorRT 11's rules? No GPU and no TensorRT needed.
+"""TensorRT lint: does a (precision) ONNX obey TensorRT's rules? No GPU and no TensorRT needed.
 
 The rules, as TensorRT's documentation states them:
-- ONNX opsets 9 to 25 of the default domain (TensorRT 11.x support matrix); other
-  domains need plugins;
-- operators from the ONNX-TensorRT support list; those it marks unsupported
-  (ConvInteger, QLinearConv, DynamicQuantizeLinear, ...) are errors, operators
-  missing from the list are warnings;
+- ONNX opsets 9 to 24 of the default domain; other domains need plugins;
+- operators from the ONNX-TensorRT support matrix (``MATRIX``, the newest published:
+  TensorRT 10.15; TensorRT 11 publishes none of its own yet); those it marks
+  unsupported (ConvInteger, QLinearConv, DynamicQuantizeLinear, ...) are errors,
+  operators missing from it are warnings; a supported operator computing in a type
+  its row does not list (bfloat16 NonZero, say) is an error;
 - explicit quantization: Q/DQ scales and zero points are initializers (or
   constants), zero points are 0 (TensorRT quantizes symmetrically) and signed
   8-bit for INT8, scales positive and finite; per-channel scales run along a
@@ -24,28 +25,40 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-TRT_MIN_OPSET, TRT_MAX_OPSET = 9, 25
+#: The operator matrix this lint follows: onnx-tensorrt's docs/operators.md, the newest published one.
+MATRIX = "onnx-tensorrt docs/operators.md for TensorRT 10.15"
+#: "TensorRT 10.15 supports operators in the inclusive range of opset 9 to opset 24."
+TRT_MIN_OPSET, TRT_MAX_OPSET = 9, 24
 
-#: ONNX-TensorRT's operator support list (docs/operators.md): supported operators.
+#: Operators the matrix marks supported (Y).
 SUPPORTED_OPS = frozenset("""
-Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast Ceil Celu Clip
-Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace DequantizeLinear Div Dropout Einsum
-Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather GatherElements GatherND Gemm GlobalAveragePool GlobalLpPool
-GlobalMaxPool Greater GreaterOrEqual GRU HardSigmoid Identity If ImageScaler InstanceNormalization IsNaN LayerNormalization
-LeakyRelu Less LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool Mean Min Mul Neg
-NonMaxSuppression Not Or Pad ParametricSoftplus Pow PRelu QuantizeLinear RandomUniform RandomUniformLike Range
-ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare
-Relu Reshape Resize ReverseSequence RNN Round ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Sigmoid
-Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh ThresholdedRelu
-Tile TopK Transpose Unsqueeze Upsample Where Xor
+Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh Attention AveragePool BatchNormalization BlackmanWindow Cast
+CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DeformConv DepthToSpace
+DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather GatherElements GatherND Gelu
+Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GridSample GroupNormalization GRU
+HammingWindow HannWindow HardSigmoid HardSwish Hardmax Identity If ImageScaler InstanceNormalization IsInf IsNaN
+LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool
+Mean MeanVarianceNormalization Min Mish Mod Mul Neg NonMaxSuppression NonZero Not OneHot Or Pad ParametricSoftplus Pow
+PRelu QuantizeLinear RandomNormal RandomNormalLike RandomUniform RandomUniformLike Range Reciprocal ReduceL1 ReduceL2
+ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize
+ReverseSequence RMSNormalization RNN RoiAlign RotaryEmbedding Round STFT ScaledTanh Scan Scatter ScatterElements
+ScatterND Selu Shape Shrink Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze
+Sub Sum Tan Tanh TensorScatter ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
 """.split())
 
-#: Operators the list marks unsupported.
+#: Supported operators whose matrix row lists no BF16 (and, for STFT, no FP16): a strongly typed network
+#: cannot run them in that type.
+NO_BF16 = frozenset("BlackmanWindow DeformConv GridSample HammingWindow HannWindow Mish NonMaxSuppression NonZero "
+                    "RoiAlign STFT".split())
+NO_FP16 = frozenset({"STFT"})
+
+#: Operators the matrix marks unsupported (N).
 UNSUPPORTED_OPS = frozenset("""
-BitShift Compress ConcatFromSequence ConvInteger Det DynamicQuantizeLinear Hardmax IsInf MatMulInteger MaxRoiPool
-MaxUnpool MeanVarianceNormalization Mod Multinomial NegativeLogLikelihoodLoss NonZero OneHot QLinearConv QLinearMatMul
-RandomNormal RandomNormalLike Reciprocal RoiAlign SequenceAt SequenceConstruct SequenceEmpty SequenceErase
-SequenceInsert SequenceLength Shrink SoftmaxCrossEntropyLoss SplitToSequence StringNormalizer TfIdfVectorizer Unique
+AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor Col2Im CenterCropPad Compress
+ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear ImageDecoder MatMulInteger MaxRoiPool MaxUnpool
+MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional OptionalGetElement OptionalHasElement QLinearConv
+QLinearMatMul RegexFullMatch SequenceAt SequenceConstruct SequenceEmpty SequenceErase SequenceInsert SequenceLength
+SequenceMap SoftmaxCrossEntropyLoss SplitToSequence StringConcat StringNormalizer StringSplit TfIdfVectorizer Unique
 """.split())
 
 
@@ -93,21 +106,40 @@ def _lint_opsets(model) -> list[Violation]:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
             if not TRT_MIN_OPSET <= imp.version <= TRT_MAX_OPSET:
-                out.append(Violation("opset", "model", f"opset {imp.version} is outside TensorRT 11's {TRT_MIN_OPSET}-{TRT_MAX_OPSET}"))
+                out.append(Violation("opset", "model", f"opset {imp.version} is outside {TRT_MIN_OPSET}-{TRT_MAX_OPSET} "
+                                     f"({MATRIX})"))
         elif imp.domain not in ("ai.onnx.ml",):
             out.append(Violation("opset", "model", f"custom domain '{imp.domain}' needs a TensorRT plugin", "warning"))
     return out
 
 
+def _output_types(model) -> dict[str, int]:
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - the type rule is skipped, the others still run
+        inferred = model
+    return {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.output)}
+
+
 def _lint_ops(model) -> list[Violation]:
+    from onnx import TensorProto
+
     out = []
+    types = _output_types(model)
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
             out.append(Violation("unsupported-op", _name(node), f"{node.domain}::{node.op_type} is not a standard ONNX op; TensorRT needs a plugin"))
         elif node.op_type in UNSUPPORTED_OPS:
-            out.append(Violation("unsupported-op", _name(node), f"{node.op_type} is not supported by TensorRT's ONNX parser"))
+            out.append(Violation("unsupported-op", _name(node), f"{node.op_type} is marked unsupported ({MATRIX})"))
         elif node.op_type not in SUPPORTED_OPS:
-            out.append(Violation("unsupported-op", _name(node), f"{node.op_type} is not in TensorRT's documented operator list", "warning"))
+            out.append(Violation("unsupported-op", _name(node), f"{node.op_type} is not in {MATRIX}", "warning"))
+        else:
+            computed = {types.get(o) for o in node.output}
+            for type_, refused, name in ((TensorProto.BFLOAT16, NO_BF16, "BF16"), (TensorProto.FLOAT16, NO_FP16, "FP16")):
+                if type_ in computed and node.op_type in refused:
+                    out.append(Violation("unsupported-type", _name(node), f"{node.op_type} has no {name} support ({MATRIX})"))
     return out
 
 
@@ -219,7 +251,7 @@ def _lint_profile(model, profile: dict | None) -> list[Violation]:
 
 
 def lint(model, profile: dict | None = None) -> list[Violation]:
-    """Every violation of TensorRT 11's rules in ``model`` (an onnx.ModelProto)."""
+    """Every violation of TensorRT's rules (``MATRIX``) in ``model`` (an onnx.ModelProto)."""
     return (_lint_opsets(model) + _lint_ops(model) + _lint_qdq(model) + _lint_conv_weights(model)
             + _lint_float64(model) + _lint_profile(model, profile))
 

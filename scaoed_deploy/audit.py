@@ -1,0 +1,261 @@
+"""Read-back audit of an ONNX artifact: what the file really computes, in which precision, with which weights.
+
+Nothing here trusts what a conversion said it did. From the file alone:
+
+- every compute node by the precision it computes in, and op type: ``int8`` for a
+  node whose float inputs all come through DequantizeLinear (what TensorRT fuses
+  into an INT8 kernel; Q/DQ nodes themselves are counted apart), else the element
+  type of its float output (``float32``, ``float16``, ``bfloat16``);
+- the float32 compute nodes by name and by module (the ``scaoed.module`` tag);
+- Cast and Q/DQ counts; nodes that only move or reshape data are not compute;
+- the weights: initializers (and Constant tensors), unique by content, with values
+  and bytes, and every group of tensors that store the same values more than once;
+- the file size.
+
+``check_islands`` compares the float32 compute nodes with the islands a conversion
+chose; ``check_weights`` refuses a weight stored twice. ``dedupe_weights`` is the
+repair that conversions apply before they write: consumers of identical tensors
+are pointed at one of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import VerificationError
+
+MODULE_KEY = "scaoed.module"  # per node: the module that made it (written by export)
+
+#: Ops that move, reshape or describe data rather than compute on it.
+NON_COMPUTE = frozenset("""
+Cast Constant ConstantOfShape Shape Size Reshape Flatten Squeeze Unsqueeze Transpose Concat Split Slice Gather
+Identity DepthToSpace SpaceToDepth Expand Tile Pad QuantizeLinear DequantizeLinear
+""".split())
+#: Weights smaller than this many values (scalars, Q/DQ scales, shapes) are not counted as duplicates.
+DUPLICATE_MIN_VALUES = 16
+_WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})  # (data, weight[, bias])
+_FLOAT_NAMES = {1: "float32", 10: "float16", 16: "bfloat16", 11: "float64"}
+
+
+def exact_patterns(names: list[str]) -> list[str]:
+    """Regular expressions that match exactly ``names``: ModelOpt reads ``nodes_to_exclude`` entries as
+    patterns with ``re.match`` (a prefix match), so a bare ``node_mean`` would also take ``node_mean_1``."""
+    return [f"^{re.escape(n)}$" for n in names]
+
+
+def _tensor_key(tensor) -> tuple:
+    from onnx import numpy_helper
+
+    arr = numpy_helper.to_array(tensor)
+    return tensor.data_type, tuple(tensor.dims), hashlib.sha256(arr.tobytes()).hexdigest()
+
+
+def _weights(proto) -> list:
+    """(name, TensorProto) for every initializer and Constant-node tensor of the main graph."""
+    out = [(i.name, i) for i in proto.graph.initializer]
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.HasField("t"):
+                    out.append((node.output[0], a.t))
+    return out
+
+
+def dedupe_weights(proto) -> int:
+    """Point every consumer of an initializer whose values another initializer already holds at that one,
+    and drop the copies. Returns the number of initializers removed."""
+    keep: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    graph_inputs = {i.name for i in proto.graph.input}
+    for init in proto.graph.initializer:
+        if init.name in graph_inputs:
+            continue  # an overridable input, not a plain weight
+        key = _tensor_key(init)
+        if key in keep:
+            rename[init.name] = keep[key]
+        else:
+            keep[key] = init.name
+    if not rename:
+        return 0
+    for node in proto.graph.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    outputs = {o.name for o in proto.graph.output}
+    kept = [i for i in proto.graph.initializer if i.name not in rename or i.name in outputs]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    drop = set(rename)
+    vi = [v for v in proto.graph.value_info if v.name not in drop]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(vi)
+    return len(rename)
+
+
+def carry_module_tags(before, after) -> int:
+    """Conversion tools drop node metadata: tag each node of ``after`` with the module of the node of the same
+    name in ``before`` (converters keep node names). Returns the number of nodes tagged."""
+    tags = {n.name: p.value for n in before.graph.node for p in n.metadata_props if p.key == MODULE_KEY}
+    done = 0
+    for node in after.graph.node:
+        if node.name in tags and not any(p.key == MODULE_KEY for p in node.metadata_props):
+            entry = node.metadata_props.add()
+            entry.key, entry.value = MODULE_KEY, tags[node.name]
+            done += 1
+    return done
+
+
+@dataclass
+class Audit:
+    compute: dict[str, dict[str, int]] = field(default_factory=dict)  # precision -> {op_type: count}
+    float32_nodes: list[str] = field(default_factory=list)
+    float32_by_module: dict[str, int] = field(default_factory=dict)
+    casts: int = 0
+    quantize: int = 0
+    dequantize: int = 0
+    weights: dict = field(default_factory=dict)  # tensors, unique, values, bytes
+    duplicated_weights: list[list[str]] = field(default_factory=list)
+    file_bytes: int | None = None
+    nodes: list[tuple[str, str, str]] = field(default_factory=list, repr=False)  # (name, op_type, precision)
+
+    def totals(self) -> dict[str, int]:
+        return {p: sum(ops.values()) for p, ops in self.compute.items()}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("nodes")  # thousands of rows: the counts above say the same
+        return {**d, "totals": self.totals()}
+
+    def line(self) -> str:
+        return audit_line(self.to_dict())
+
+
+def audit_line(d: dict) -> str:
+    """One line from an audit's dict: compute nodes per precision, casts, Q/DQ, unique weights, file size."""
+    t = ", ".join(f"{n} {p}" for p, n in d["totals"].items())
+    w = d["weights"]
+    dup = f", {len(d['duplicated_weights'])} stored more than once" if d["duplicated_weights"] else ""
+    size = f"; file {d['file_bytes'] / 1e6:.2f} MB" if d.get("file_bytes") is not None else ""
+    fp32 = d["totals"].get("float32", 0)
+    modules = sorted(d["float32_by_module"].items(), key=lambda kv: -kv[1])
+    where = (" (float32 in " + ", ".join(f"{m} {n}" for m, n in modules[:3])
+             + (f", {len(modules) - 3} more modules" if len(modules) > 3 else "") + ")") if fp32 and modules else ""
+    return (f"compute nodes {t}{where}; {d['casts']} Cast, {d['quantize']} Q / {d['dequantize']} DQ; "
+            f"{w['unique']} unique weights ({w['values'] / 1e6:.2f} M values, {w['bytes'] / 1e6:.2f} MB){dup}{size}")
+
+
+def _elem_types(proto) -> dict[str, int]:
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    types = {}
+    for v in (*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info):
+        types[v.name] = v.type.tensor_type.elem_type
+    for name, t in _weights(proto):
+        types[name] = t.data_type
+    return types
+
+
+def audit(model: str | Path | object) -> Audit:
+    """The audit of an ONNX file (or ModelProto: then no file size)."""
+    import onnx
+
+    file_bytes = None
+    if isinstance(model, (str, Path)):
+        file_bytes = Path(model).stat().st_size
+        proto = onnx.load(str(model))
+    else:
+        proto = model
+    types = _elem_types(proto)
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    a = Audit(file_bytes=file_bytes)
+    for node in proto.graph.node:
+        op = node.op_type
+        if op == "Cast":
+            a.casts += 1
+        elif op == "QuantizeLinear":
+            a.quantize += 1
+        elif op == "DequantizeLinear":
+            a.dequantize += 1
+        if op in NON_COMPUTE:
+            continue
+        float_inputs = [i for i in node.input if i and types.get(i) in _FLOAT_NAMES]
+        operands = float_inputs[:2] if op in _WEIGHTED else float_inputs  # a bias stays in float
+        if operands and all(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear"
+                            for i in operands):
+            precision = "int8"
+        else:
+            out_type = next((types[o] for o in node.output if types.get(o) in _FLOAT_NAMES), None)
+            if out_type is None:  # a comparison or shape computation: judge by its float inputs
+                out_type = next((types[i] for i in float_inputs), None)
+            if out_type is None:
+                continue
+            precision = _FLOAT_NAMES[out_type]
+        a.nodes.append((node.name, op, precision))
+        a.compute.setdefault(precision, {})
+        a.compute[precision][op] = a.compute[precision].get(op, 0) + 1
+        if precision == "float32":
+            a.float32_nodes.append(node.name)
+            module = next((p.value for p in node.metadata_props if p.key == MODULE_KEY), "") or "(untagged)"
+            a.float32_by_module[module] = a.float32_by_module.get(module, 0) + 1
+    groups: dict[tuple, list[str]] = {}
+    values = nbytes = 0
+    for name, t in _weights(proto):
+        key = _tensor_key(t)
+        if key not in groups:
+            n = 1
+            for d in t.dims:
+                n *= d
+            values += n
+            nbytes += n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        groups.setdefault(key, []).append(name)
+    a.weights = {"tensors": sum(len(g) for g in groups.values()), "unique": len(groups), "values": values,
+                 "bytes": nbytes}
+    a.duplicated_weights = [g for k, g in groups.items()
+                            if len(g) > 1 and _numel(k[1]) >= DUPLICATE_MIN_VALUES]
+    return a
+
+
+def _numel(dims: tuple) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
+def check_weights(a: Audit, what: str) -> None:
+    if a.duplicated_weights:
+        g = a.duplicated_weights[0]
+        raise VerificationError(f"{what} stores {len(a.duplicated_weights)} weight tensor(s) more than once "
+                                f"(first: {', '.join(g[:3])}{' ...' if len(g) > 3 else ''})")
+
+
+def check_islands(a: Audit, islands: list[dict], what: str) -> None:
+    """The float32 compute nodes must be exactly the compute nodes among ``islands`` ({node, op_type, ...})."""
+    got = set(a.float32_nodes)
+    want = {i["node"] for i in islands if i.get("op_type") not in NON_COMPUTE}
+    extra, missing = sorted(got - want), sorted(want - got)
+    if extra or missing:
+        parts = []
+        if extra:
+            parts.append(f"{len(extra)} float32 node(s) not among the islands (first: {', '.join(extra[:3])})")
+        if missing:
+            parts.append(f"{len(missing)} island(s) not computed in float32 (first: {', '.join(missing[:3])})")
+        raise VerificationError(f"{what}: " + "; ".join(parts))
+
+
+def check_int8_convs(a: Audit, kept: list[dict], what: str) -> None:
+    """INT8: the convolutions computed in float32 must be exactly the ones kept in FP32 on purpose."""
+    got = {n for n, op, p in a.nodes if op == "Conv" and p == "float32"}
+    want = {k["node"] for k in kept}
+    extra, missing = sorted(got - want), sorted(want - got)
+    if extra or missing:
+        parts = []
+        if extra:
+            parts.append(f"{len(extra)} convolution(s) left in float32 unasked (first: {', '.join(extra[:3])})")
+        if missing:
+            parts.append(f"{len(missing)} kept convolution(s) quantized anyway (first: {', '.join(missing[:3])})")
+        raise VerificationError(f"{what}: " + "; ".join(parts))
