@@ -19,6 +19,7 @@ kernel) are listed as skipped with the reason.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import threading
@@ -231,6 +232,9 @@ class Backends:
                 raise Skip("this onnxruntime has no CUDA execution provider")
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         target = "onnxruntime-cpu" if precision == "int8" and self.cfg.device == "cpu" else "tensorrt"
+        missing = ort_kernel_missing(precision, tuple(providers))
+        if missing:  # said before the artifact is made: minutes of conversion for a row that cannot run
+            raise Skip(missing)
         path = self.artifact(stages, precision, target)
         try:  # the runner also refuses a CUDA provider that failed to load (a silent fallback to the CPU)
             runner = OnnxRuntimeRunner(path, providers=providers, threads=self.cfg.threads)
@@ -264,6 +268,29 @@ class Backends:
         except ScaoedError as e:
             raise Skip(f"engine build failed: {e}") from e
         return TensorRTRunner(out.plan.engine)
+
+
+@functools.cache
+def ort_kernel_missing(precision: str, providers: tuple[str, ...]) -> str | None:
+    """Why ONNX Runtime with ``providers`` cannot run a ``precision`` convolution, or None: asked of ONNX Runtime
+    itself with a one-Conv model in that type (its CPU provider has no bfloat16 Conv, for one)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    elem = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}.get(precision)
+    if elem is None:
+        return None
+    x = helper.make_tensor_value_info("x", elem, [1, 1, 4, 4])
+    y = helper.make_tensor_value_info("y", elem, [1, 1, 4, 4])
+    w = helper.make_tensor("w", elem, [1, 1, 1, 1], [1.0])
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "probe", [x], [y], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    model.ir_version = 10
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=list(providers))
+    except Exception as e:  # noqa: BLE001 - whatever ORT says is the reason
+        return f"ONNX Runtime ({', '.join(providers)}) has no {precision} Conv kernel: {first_line(e, 160)}"
+    return None
 
 
 # ---------------------------------------------------------------------------- timing

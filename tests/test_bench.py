@@ -54,6 +54,22 @@ def test_unavailable_backends_are_listed_as_skipped(result):
     assert "Skipped:" in markdown(dict(result, command="x"))
 
 
+def test_a_backend_that_cannot_run_is_skipped_before_its_artifact_is_made(tmp_path):
+    from scaoed_deploy.bench import ort_kernel_missing
+
+    if ort_kernel_missing("bf16", ("CPUExecutionProvider",)) is None:
+        pytest.skip("this ONNX Runtime runs bfloat16 Conv on the CPU")
+    made = []
+    cfg = BenchConfig([(32, 32)], [1], ["onnxruntime-bf16", "tensorrt-int8"], device="cpu", warmup=0, iters=1,
+                      threads=1, quality=False, export_dir=tmp_path)
+    result = run_bench(ckpt.random_weights(blocks=1, seed=0), cfg, step=made.append)
+    rows = {r["backend"]: r for r in result["rows"]}
+    assert rows["onnxruntime-bf16"]["status"] == "skipped" and "no bf16 Conv kernel" in rows["onnxruntime-bf16"]["reason"]
+    assert rows["tensorrt-int8"]["status"] == "skipped"
+    assert not any(s.startswith("making") for s in made)  # no conversion was started for either
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_latency_stats():
     s = latency_stats([0.001, 0.002, 0.003, 0.004])
     assert s["median"] == pytest.approx(2.5) and s["min"] == pytest.approx(1.0) and s["iters"] == 4
