@@ -69,6 +69,7 @@ class BuildOutcome:
     def to_dict(self) -> dict:
         return {
             "fp32_onnx": str(self.fp32_onnx),
+            "fp32_onnx_bytes": self.fp32_onnx.stat().st_size if self.fp32_onnx.is_file() else None,
             "fp32_reused": self.fp32_reused,
             "precision_onnx": str(self.precision_onnx) if self.precision_onnx else None,
             "conversion": self.conversion,

@@ -29,12 +29,12 @@ FIRST_PHASES = ["K=2: float32 to step 1000 (cosine over 3000); bf16 autocast to 
                 "(over 4500), noise v1: benchmarks/demo_weights/train.py"]
 
 
-def _phase(p: dict) -> str:
+def _phase(p: dict, script: str = "benchmarks/demo_weights/finetune.py") -> str:
     resumed = (f" (run to step {p['resumed_from_step']}, then resumed from its training state with the cosine "
                f"restarted over {p['steps']} steps: scaoed-deploy train --resume)" if p.get("resumed_from_step") else "")
     return (f"fine-tuned from {p['init']} for {p['steps']} steps{resumed}, K drawn per batch from "
             f"{p.get('stages_trained')}, {p.get('patch')} px x {p.get('batch')}, bf16, peak lr {p.get('lr')} cosine, "
-            f"noise {p.get('noise')}: benchmarks/demo_weights/finetune.py")
+            f"noise {p.get('noise')}: {script}")
 
 
 def main() -> int:
@@ -42,6 +42,8 @@ def main() -> int:
     ap.add_argument("trained")
     ap.add_argument("--stages", type=int, default=None)
     ap.add_argument("--init-config", default=None, help="JSON config of the weights TRAINED was fine-tuned from")
+    ap.add_argument("--script", default="benchmarks/demo_weights/finetune.py",
+                    help="what ran this phase, as the provenance should name it")
     args = ap.parse_args()
     w = read_checkpoint(args.trained)
     results = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").is_file() else {}
@@ -59,7 +61,7 @@ def main() -> int:
         old = before.get("training_phases", [])
         if not isinstance(old, list):  # shipped before phases were a list: its steps were run 1's 4500 + its own
             old = FIRST_PHASES + [_phase(dict(before, steps=int(before["steps"]) - 4500))]
-        phases = old + [_phase(provenance)]
+        phases = old + [_phase(provenance, args.script)]
         total = int(before["steps"]) + int(provenance["steps"])
     provenance.update({
         "noise_model": NOISE_MODEL,  # as the noise module that trained them describes itself (parameters: "noise")
