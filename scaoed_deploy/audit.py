@@ -25,9 +25,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .artifact import module_of
 from .errors import VerificationError
-
-MODULE_KEY = "scaoed.module"  # per node: the module that made it (written by export)
 
 #: Ops that move, reshape or describe data rather than compute on it.
 NON_COMPUTE = frozenset("""
@@ -93,19 +92,6 @@ def dedupe_weights(proto) -> int:
     del proto.graph.value_info[:]
     proto.graph.value_info.extend(vi)
     return len(rename)
-
-
-def carry_module_tags(before, after) -> int:
-    """Conversion tools drop node metadata: tag each node of ``after`` with the module of the node of the same
-    name in ``before`` (converters keep node names). Returns the number of nodes tagged."""
-    tags = {n.name: p.value for n in before.graph.node for p in n.metadata_props if p.key == MODULE_KEY}
-    done = 0
-    for node in after.graph.node:
-        if node.name in tags and not any(p.key == MODULE_KEY for p in node.metadata_props):
-            entry = node.metadata_props.add()
-            entry.key, entry.value = MODULE_KEY, tags[node.name]
-            done += 1
-    return done
 
 
 @dataclass
@@ -199,7 +185,7 @@ def audit(model: str | Path | object) -> Audit:
         a.compute[precision][op] = a.compute[precision].get(op, 0) + 1
         if precision == "float32":
             a.float32_nodes.append(node.name)
-            module = next((p.value for p in node.metadata_props if p.key == MODULE_KEY), "") or "(untagged)"
+            module = module_of(node) or "(untagged)"
             a.float32_by_module[module] = a.float32_by_module.get(module, 0) + 1
     groups: dict[tuple, list[str]] = {}
     values = nbytes = 0

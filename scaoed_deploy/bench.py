@@ -30,8 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
+from .artifact import precision_filename
+from .build import BuildRequest, build, made_from
 from .checkpoint import Weights
+from .cost import PAPER_LATENCY_S, model_cost
+from .data import default_sidd_dir, load_samples
 from .errors import ScaoedError, atomic_path, first_line
+from .images import psnr_ssim, to_uint8
+from .jsonio import dumps
+from .runtime.cpu_memory import keep_freed_memory, release_free_memory
+from .runtime.registry import RunOptions, open_runner
+from .runtime.tensorrt import ShapeProfile
+from .runtime.torch_backend import pick_device
 
 BACKENDS = ("torch", "torch-bf16", "torch-fp16", "torch-compile", "onnxruntime", "onnxruntime-fp16",
             "onnxruntime-bf16", "onnxruntime-int8", "tensorrt", "tensorrt-fp16", "tensorrt-int8")
@@ -144,8 +154,6 @@ class _RssSampler:
             time.sleep(self.every_s)
 
     def __enter__(self):
-        from .runtime.cpu_memory import release_free_memory
-
         release_free_memory()  # what earlier rows freed but malloc kept is not this row's
         self.peak = self.rss()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -168,8 +176,6 @@ class Backends:
 
     def artifact(self, stages: int, precision: str, target: str = "tensorrt") -> Path:
         """The verified (precision) ONNX for K, from export/ when it matches these weights, else built now."""
-        from .build import BuildRequest, build, made_from, precision_filename
-
         key = (stages, precision, target)
         if key in self._onnx:
             return self._onnx[key]
@@ -188,9 +194,8 @@ class Backends:
         return path
 
     def make(self, name: str, stages: int):
+        """The registry's runner for this row: the code ``denoise`` runs, timed as users run it."""
         import torch
-
-        from .checkpoint import build_model
 
         cfg = self.cfg
         cuda = cfg.device == "cuda"
@@ -200,29 +205,16 @@ class Backends:
             return self._tensorrt(name, stages)
         if name.startswith("onnxruntime"):
             return self._onnxruntime(name, stages)
-        device = torch.device("cuda" if cuda else "cpu")
-        model = build_model(self.weights, stages).to(device).eval()
-        dtype = {"torch-bf16": torch.bfloat16, "torch-fp16": torch.float16}.get(name)
-        if name == "torch-compile":
-            try:
-                model = torch.compile(model)
-            except Exception as e:  # noqa: BLE001 - any backend failure is a skip with its reason
-                raise Skip(f"torch.compile failed: {first_line(e)}") from e
-
-        @torch.inference_mode()
-        def run(x: np.ndarray) -> np.ndarray:
-            t = torch.from_numpy(x).to(device)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                y = model(t)
-            return y.float().cpu().numpy()
-
-        run.device = device
-        return run
+        options = RunOptions(stages=stages, device="cuda" if cuda else "cpu", threads=cfg.threads, weights=self.weights,
+                             amp={"torch-bf16": "bf16", "torch-fp16": "fp16"}.get(name),
+                             compile=name == "torch-compile")
+        try:
+            return open_runner(None, "torch", options)
+        except ScaoedError as e:  # torch.compile refused, say
+            raise Skip(str(e)) from e
 
     def _onnxruntime(self, name: str, stages: int):
         import onnxruntime as ort
-
-        from .runtime.onnxruntime_backend import OnnxRuntimeRunner
 
         precision = {"onnxruntime": "fp32", "onnxruntime-fp16": "fp16", "onnxruntime-bf16": "bf16",
                      "onnxruntime-int8": "int8"}[name]
@@ -237,7 +229,8 @@ class Backends:
             raise Skip(missing)
         path = self.artifact(stages, precision, target)
         try:  # the runner also refuses a CUDA provider that failed to load (a silent fallback to the CPU)
-            runner = OnnxRuntimeRunner(path, providers=providers, threads=self.cfg.threads)
+            runner = open_runner(path, "onnxruntime-cuda" if self.cfg.device == "cuda" else "onnxruntime",
+                                 RunOptions(threads=self.cfg.threads))
         except ScaoedError as e:
             raise Skip(str(e)) from e  # names the file (so the precision) and ONNX Runtime's reason
         runner.artifact = str(path)
@@ -245,14 +238,10 @@ class Backends:
 
     def _tensorrt(self, name: str, stages: int):
         import importlib.util
-
         if importlib.util.find_spec("tensorrt") is None:
             raise Skip("tensorrt is not installed (pip install tensorrt on a machine with an NVIDIA GPU)")
         if self.cfg.device != "cuda":
             raise Skip("TensorRT runs on CUDA: pass --device cuda")
-        from .build import BuildRequest, build
-        from .engine import ShapeProfile
-        from .runtime.tensorrt_backend import TensorRTRunner
 
         precision = {"tensorrt": "fp32", "tensorrt-fp16": "fp16", "tensorrt-int8": "int8"}[name]
         h, w = max(r[0] for r in self.cfg.resolutions), max(r[1] for r in self.cfg.resolutions)
@@ -267,7 +256,7 @@ class Backends:
             out = build(req, self.step)
         except ScaoedError as e:
             raise Skip(f"engine build failed: {e}") from e
-        return TensorRTRunner(out.plan.engine)
+        return open_runner(out.plan.engine, "tensorrt")
 
 
 @functools.cache
@@ -336,8 +325,6 @@ def latency_stats(times: list[float]) -> dict:
 
 def _quality(fn, stages: int, pairs: list, eager_psnr: dict) -> tuple[float | None, float | None]:
     """Mean PSNR of ``fn`` on the real (noisy, clean) pairs, and its difference to eager's at this K."""
-    from .images import psnr_ssim, to_uint8
-
     if not pairs:
         return None, None
     psnrs = [psnr_ssim(to_uint8(fn(noisy[None].astype(np.float32))[0].transpose(1, 2, 0)),
@@ -352,9 +339,6 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
               advance: Callable[[], None] = lambda: None) -> dict:
     import torch
 
-    from .cost import PAPER_LATENCY_S, model_cost
-    from .data import default_sidd_dir, load_samples
-    from .runtime.torch_backend import pick_device
 
     unknown = [b for b in cfg.backends if b not in BACKENDS]
     if unknown:
@@ -363,7 +347,6 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
     threads = cfg.threads or os.cpu_count()
     allocator = None
     if cfg.device == "cpu":
-        from .runtime.cpu_memory import keep_freed_memory
 
         torch.set_num_threads(threads)
         cfg.threads = threads
@@ -388,6 +371,12 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
                 t0 = time.perf_counter()
                 try:
                     fn = backends.make(name, k)
+                except Skip as e:
+                    row.status, row.reason = "skipped", str(e)
+                    rows.append(row)
+                    advance()
+                    continue
+                try:
                     step(f"{name}, K={k}, {h}x{w}: warm-up and {cfg.iters} timed runs")
                     cuda = cfg.device == "cuda"
                     if cuda:
@@ -410,11 +399,8 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
                         if name == BASELINE and row.sidd_psnr is not None:
                             eager_psnr[k] = row.sidd_psnr
                             row.dpsnr = 0.0
-                except Skip as e:
-                    row.status, row.reason = "skipped", str(e)
-                    rows.append(row)
-                    advance()
-                    continue
+                finally:
+                    fn.close()  # the session, engine or model goes before the next row is timed
                 stats = latency_stats(times)
                 row.latency_ms = stats
                 sec = stats["median"] / 1000
@@ -504,8 +490,6 @@ def plot(result: dict, path: Path) -> None:
 
 
 def write_results(result: dict, out_dir: str | Path, name: str) -> list[Path]:
-    from .jsonio import dumps
-
     out_dir = Path(out_dir)
     paths = [out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png"]
     with atomic_path(paths[0]) as tmp:

@@ -23,12 +23,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .artifact import PRECISIONS, load_artifact, precision_filename, read_metadata
 from .audit import audit, check_int8_convs, check_islands, check_weights
 from .checkpoint import DEFAULT_STAGES, Weights
-from .engine import BuildPlan, ShapeProfile, build_engine, write_sidecar
+from .data import default_sidd_dir
 from .errors import ScaoedError, VerificationError, atomic_path
-
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+from .export import ExportSpec, default_filename, export_onnx
+from .parity import run_parity
+from .precision.calibration import calibration_set
+from .precision.convert import make_precision_onnx
+from .precision.lint import errors, lint
+from .runtime.tensorrt import (
+    BuildPlan,
+    ShapeProfile,
+    TensorRTMissing,
+    build_engine,
+    write_sidecar,
+)
 
 
 @dataclass
@@ -95,16 +106,8 @@ def lint_summary(violations, first: int = 20) -> dict:
                       for v in violations[:first]]}
 
 
-def precision_filename(stages: int, blocks: int, precision: str, target: str = "tensorrt") -> str:
-    """export/'s name for K, T and precision (fp32: the name `export` gives a dynamic-shape file)."""
-    suffix = precision + ("_ortcpu" if precision == "int8" and target == "onnxruntime-cpu" else "")
-    return f"scaoednet_k{stages}_t{blocks}_{suffix}.onnx"
-
-
 def made_from(path: Path, weights: Weights, stages: int) -> bool:
     """Whether ``path`` exists and was made from these weights at this K, so it can be reused."""
-    from .export import read_metadata
-
     if not path.is_file():
         return False
     meta = read_metadata(path)
@@ -112,8 +115,6 @@ def made_from(path: Path, weights: Weights, stages: int) -> bool:
 
 
 def _fp32_onnx(req: BuildRequest, step) -> tuple[Path, bool, int]:
-    from .export import ExportSpec, default_filename, export_onnx, read_metadata
-
     if req.onnx:
         meta = read_metadata(req.onnx)
         if meta.get("precision", "fp32") != "fp32":
@@ -143,7 +144,6 @@ def _fp32_onnx(req: BuildRequest, step) -> tuple[Path, bool, int]:
 def newest_export(export_dir: Path, weights: Weights) -> tuple[Path, int] | None:
     """The fp32 export in ``export_dir`` (under `export`'s default name) made from these weights that was
     written last, with its K; files that are not readable exports are passed over."""
-    from .export import read_metadata
 
     found = []
     for path in Path(export_dir).glob(f"scaoednet_k*_t{weights.blocks}_fp32.onnx"):
@@ -161,13 +161,7 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
     """Run the steps (see the module doc). Raises VerificationError when lint or parity fails."""
     import onnx
 
-    from .parity import load_artifact, run_parity
-    from .precision.calibration import calibration_set
-    from .precision.convert import make_precision_onnx
-    from .precision.lint import errors, lint
-    from .runtime.tensorrt_backend import TensorRTMissing
 
-    from .data import default_sidd_dir
 
     data = req.data or default_sidd_dir()
     if req.precision not in PRECISIONS:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .images import list_images, read_image
+
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,8 +44,6 @@ class Sample:
 
 def load_samples(folder: str | Path) -> list[Sample]:
     """Images of ``folder/noisy`` (or ``folder`` itself), with ``folder/clean/<same name>`` when present."""
-    from .images import list_images, read_image
-
     folder = Path(folder)
     noisy_dir = folder / "noisy" if (folder / "noisy").is_dir() else folder
     clean_dir = folder / "clean"

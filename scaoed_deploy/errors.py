@@ -33,15 +33,6 @@ class VerificationError(ScaoedError):
     exit_code = 3
 
 
-_ARGV: list[str] | None = None  # set by cli.main when it is given its arguments (tests, embedding)
-
-
-def invoked_args() -> list[str]:
-    import sys
-
-    return list(_ARGV) if _ARGV is not None else sys.argv[1:]
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -25,13 +25,11 @@ epsilon check below guards against any optimiser that drops it again.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import copy
 import io
 import json
 import logging
-import math
 import os
 import time
 import warnings
@@ -42,10 +40,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import artifact
+from .artifact import (
+    carry_module_tags,
+    check_nfae_epsilon,
+    tag_module_paths,
+    write_metadata,
+)
 from .checkpoint import Weights, build_model
+from .compare import Agreement, agreement
+from .cost import model_cost
+from .data import probe_inputs, real_inputs
 from .errors import ScaoedError, VerificationError, atomic_path, first_line
-from .model.scaoednet import NFAE_EPS
-from .parity.compare import Agreement, agreement
+from .runtime.onnxruntime_backend import OnnxRuntimeRunner
+from .runtime.torch_backend import TorchRunner
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 17
@@ -53,8 +61,6 @@ INPUT_NAME = "noisy"
 OUTPUT_NAME = "denoised"
 DEFAULT_TOLERANCE = 1e-4
 OPTIMIZERS = ("onnxslim", "none", "onnxscript")
-META_PREFIX = "scaoed."
-MODULE_KEY = "scaoed.module"  # per node: the module that made it ('u_ini.nfae'), for parity localisation
 # Graphs tried in order: a simplified graph that fails verification falls back to the unsimplified one.
 _CANDIDATES = {"onnxslim": ("onnxslim", "none"), "none": ("none",), "onnxscript": ("onnxscript",)}
 
@@ -88,15 +94,10 @@ class ExportSpec:
 
 
 def default_filename(stages: int, blocks: int, spec: ExportSpec | None = None, precision: str = "fp32") -> str:
-    name = f"scaoednet_k{stages}_t{blocks}_{precision}"
-    if spec is not None:
-        if spec.static_hw:
-            name += f"_s{spec.static_hw[0]}x{spec.static_hw[1]}"
-        if spec.batch is not None:
-            name += f"_b{spec.batch}"
-        if spec.noise_maps:
-            name += "_maps"
-    return name + ".onnx"
+    """export/'s name for an export of ``spec`` (the artifact layer's naming scheme)."""
+    if spec is None:
+        return artifact.default_filename(stages, blocks, precision=precision)
+    return artifact.default_filename(stages, blocks, spec.static_hw, spec.batch, spec.noise_maps, precision)
 
 
 @dataclass
@@ -139,7 +140,8 @@ class _WithNoiseMaps(torch.nn.Module):
         return (x, *maps)
 
 
-def _torch_export(model, spec: ExportSpec):
+def torch_export(model, spec: ExportSpec):
+    """torch.onnx.export (dynamo, unoptimised) of ``model`` as ``spec`` says, its nodes tagged with their modules."""
     h, w = spec.static_hw or (64, 96)  # unequal, and batch 2: torch.export specialises sizes of 1 and equal dims
     example = torch.rand(spec.batch or 2, 3, h, w)
     dims: dict[int, object] = {}
@@ -161,7 +163,7 @@ def _torch_export(model, spec: ExportSpec):
         first = first_line(e, 300)
         raise ScaoedError(f"torch.onnx.export failed for K={spec.stages}: {first}") from e
     proto = program.model_proto
-    _tag_module_paths(proto, wrapper="model" if spec.noise_maps else "")
+    tag_module_paths(proto, wrapper="model" if spec.noise_maps else "")
     return proto
 
 
@@ -178,57 +180,15 @@ def _quiet_loggers():
             logging.getLogger(n).setLevel(lvl)
 
 
-def _tag_module_paths(proto, wrapper: str = "") -> None:
-    """Replace the exporter's bulky per-node metadata by one key: the module that made the node.
-
-    The exporter records cumulative scopes (['', 'u_ini', 'u_ini.nfae', 'div_3']); we keep the deepest
-    module's name ('u_ini.nfae'), without the name of an export wrapper module.
-    """
-    for node in proto.graph.node:
-        scopes = []
-        for p in node.metadata_props:
-            if p.key == "pkg.torch.onnx.name_scopes":
-                with contextlib.suppress(ValueError, SyntaxError):
-                    scopes = [s for s in ast.literal_eval(p.value)[:-1] if s]  # the last scope is the op itself
-        del node.metadata_props[:]
-        module = scopes[-1] if scopes else ""
-        if wrapper and (module == wrapper or module.startswith(wrapper + ".")):
-            module = module[len(wrapper) + 1 :]
-        entry = node.metadata_props.add()
-        entry.key, entry.value = MODULE_KEY, module or "scaoednet"
-
-
-def module_paths(proto) -> dict[str, str]:
-    """{output tensor name: module path} for every tagged node."""
-    paths = {}
-    for node in proto.graph.node:
-        tag = next((p.value for p in node.metadata_props if p.key == MODULE_KEY), None)
-        if tag:
-            for out in node.output:
-                paths[out] = tag
-    return paths
-
-
-def _carry_module_paths(before, after) -> None:
-    """onnxslim drops node metadata; put the module paths back where tensor names survived."""
-    paths = module_paths(before)
-    for node in after.graph.node:
-        if any(p.key == MODULE_KEY for p in node.metadata_props):
-            continue
-        tag = next((paths[o] for o in node.output if o in paths), None)
-        if tag:
-            entry = node.metadata_props.add()
-            entry.key, entry.value = MODULE_KEY, tag
-
-
-def _simplify(proto, optimizer: str):
+def simplify(proto, optimizer: str):
+    """``proto`` simplified by ``optimizer`` (onnxslim keeps the module tags by tensor name)."""
     if optimizer == "onnxslim":
         import onnxslim
 
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             slim = onnxslim.slim(copy.deepcopy(proto))
-        _carry_module_paths(proto, slim)
+        carry_module_tags(proto, slim, by="tensor")
         return slim
     if optimizer == "onnxscript":
         import onnxscript.optimizer
@@ -249,41 +209,9 @@ def _check_graph(proto):
         raise VerificationError(f"ONNX checker rejected the graph: {first}") from e
 
 
-def count_nfae_epsilons(proto) -> int:
-    """Add nodes that add NFAE's 1e-16 (two per NFAE: one per sigmoid gate)."""
-    from onnx import numpy_helper
-
-    eps32 = float(np.float32(NFAE_EPS))
-    consts = {}
-    for init in proto.graph.initializer:
-        if int(np.prod(init.dims)) == 1:
-            consts[init.name] = float(numpy_helper.to_array(init).reshape(-1)[0])
-    for node in proto.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
-            arr = numpy_helper.to_array(node.attribute[0].t)
-            if arr.size == 1:
-                consts[node.output[0]] = float(arr.reshape(-1)[0])
-    return sum(
-        1
-        for node in proto.graph.node
-        if node.op_type == "Add" and any(math.isclose(consts.get(i, 0.0), eps32, rel_tol=1e-6) for i in node.input)
-    )
-
-
-def check_nfae_epsilon(proto, stages: int) -> None:
-    found, expected = count_nfae_epsilons(proto), 2 * stages  # u_ini's NFAE + one per u-Net stage
-    if found < expected:
-        raise VerificationError(
-            f"NFAE's '+ 1e-16' is missing from the graph ({found} of {expected} found): an optimiser removed it, "
-            "and a constant channel would give NaN"
-        )
-
-
 # ---------------------------------------------------------------------------- verification
 def verification_inputs(spec: ExportSpec, data_dir: Path | None) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
     """(case name, NCHW float32 input) pairs, and notes on what was left out."""
-    from .data import probe_inputs, real_inputs
-
     cases = probe_inputs(spec.static_hw, spec.batch, shapes=2)
     real, notes = real_inputs(data_dir, spec.static_hw, spec.batch)
     return cases + [(f"real noise {sample.name}", x) for sample, x in real], notes
@@ -320,16 +248,12 @@ def _dead_channel_variant(proto, model, stages: int):
 
 def _eager_outputs(model, x: np.ndarray, noise_maps: bool) -> list[np.ndarray]:
     """The eager reference through the torch runner: the denoised image, then the noise maps if exported."""
-    from .runtime.torch_backend import TorchRunner
-
     outs = TorchRunner(None, model=model, device="cpu").run(x)
     return outs if noise_maps else outs[:1]
 
 
 def verify_onnx(proto, model, spec: ExportSpec, data_dir: Path | None, step: Callable[[str], None] = lambda s: None):
     """Run ``proto`` with ONNX Runtime against the eager ``model``; returns (agreements, notes)."""
-    from .runtime.onnxruntime_backend import OnnxRuntimeRunner
-
     cases, notes = verification_inputs(spec, data_dir)
     runner = OnnxRuntimeRunner(proto.SerializeToString())
     checks = []
@@ -372,8 +296,7 @@ def _versions() -> dict[str, str]:
 
 
 def build_metadata(weights: Weights, spec: ExportSpec, blocks: int, simplified: bool, checks, command: str | None) -> dict[str, str]:
-    from .cost import model_cost
-
+    """The scaoed.* metadata of an export (keys without the prefix)."""
     shapes = []
     shapes.append(f"batch {spec.batch}" if spec.batch is not None else "dynamic batch")
     shapes.append(f"{spec.static_hw[0]}x{spec.static_hw[1]}" if spec.static_hw else "dynamic height and width (even)")
@@ -402,24 +325,7 @@ def build_metadata(weights: Weights, spec: ExportSpec, blocks: int, simplified: 
     }
     if command:
         meta["command"] = command
-    return {META_PREFIX + k: v for k, v in meta.items()}
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The scaoed.* metadata of an exported file, without the prefix."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
-
-
-def _set_metadata(proto, meta: dict[str, str]) -> None:
-    del proto.metadata_props[:]
-    for k, v in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    proto.producer_name = "scaoed-deploy"
-    proto.doc_string = f"ScaoedNet K={meta[META_PREFIX + 'stages']} T={meta[META_PREFIX + 'blocks']}: {meta[META_PREFIX + 'input']}"
+    return meta
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -449,14 +355,14 @@ def export_onnx(
     t0 = time.perf_counter()
     model = build_model(weights, spec.stages).cpu().eval()
     step(f"exporting K={spec.stages} with torch.onnx (dynamo)")
-    raw = _torch_export(model, spec)
+    raw = torch_export(model, spec)
     notes: list[str] = []
     last_error: VerificationError | None = None
     for optimizer in _CANDIDATES[spec.optimizer]:
         simplified = optimizer != "none"
         try:
             step(f"simplifying with {optimizer}" if simplified else "checking the unsimplified graph")
-            proto = _check_graph(_simplify(raw, optimizer) if simplified else raw)
+            proto = _check_graph(simplify(raw, optimizer) if simplified else raw)
             check_nfae_epsilon(proto, spec.stages)
             checks, case_notes = verify_onnx(proto, model, spec, Path(data_dir) if data_dir else None, step)
             failed = _failures(checks, spec.tolerance)
@@ -473,7 +379,7 @@ def export_onnx(
             continue
         notes.extend(case_notes)
         meta = build_metadata(weights, spec, weights.blocks, simplified, checks, command)
-        _set_metadata(proto, meta)
+        write_metadata(proto, meta)
         step(f"writing {path}")
         import onnx
 
@@ -481,10 +387,3 @@ def export_onnx(
             onnx.save(proto, str(tmp))
         return ExportResult(path, spec.stages, weights.blocks, simplified, checks, meta, notes, time.perf_counter() - t0)
     raise VerificationError(f"K={spec.stages}: {last_error}; nothing written") from last_error
-
-
-def command_line() -> str:
-    """The command as the user typed it (recorded in artifacts and reports)."""
-    from .errors import invoked_args
-
-    return " ".join(["scaoed-deploy", *invoked_args()])

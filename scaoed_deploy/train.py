@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import Weights, save_safetensors
-from .data import is_evaluation_data
+from .checkpoint import Weights, read_checkpoint, save_safetensors
+from .data import is_evaluation_data, load_samples
 from .errors import ScaoedError, atomic_path
 from .images import list_images, read_image
 from .model import ScaoedNet
@@ -71,8 +71,6 @@ def _load_clean(folders: list[str]) -> list[np.ndarray]:
 
 
 def _load_pairs(folders: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-    from .data import load_samples
-
     pairs = []
     for folder in folders:
         if is_evaluation_data(folder):
@@ -157,7 +155,6 @@ def _synthetic_val_set(images: list[np.ndarray], noise_cfg: NoiseConfig, seed: i
 def _real_val_set(folder: str | None):
     if not folder:
         return []
-    from .data import load_samples
 
     return [(torch.from_numpy(s.noisy), torch.from_numpy(s.clean)) for s in load_samples(folder) if s.clean is not None]
 
@@ -221,7 +218,6 @@ def train(
     noise_cfg = NoiseConfig.from_saved(cfg.noise)
     model = ScaoedNet(stages=cfg.stages, blocks=cfg.blocks)
     if cfg.init and not resume:
-        from .checkpoint import read_checkpoint
 
         init = read_checkpoint(cfg.init)
         if init.blocks != cfg.blocks:

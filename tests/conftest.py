@@ -1,14 +1,8 @@
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from references import SHARED, TSV, official_state_dict  # noqa: E402
+from references import SHARED, TSV, official_state_dict
 
 DATA = SHARED / "data"
 
@@ -30,14 +24,33 @@ def official_sd_t2():
 
 
 @pytest.fixture(scope="session")
-def random_k1_onnx(tmp_path_factory):
+def exports(tmp_path_factory):
+    """exports(weights, spec) -> ExportResult: each (weights, spec, data) exported once per pytest run.
+
+    A dynamo export takes seconds on 2 cores; tests that only read an export share this cache. Tests of
+    the export itself (failures, monkeypatched steps) call export_onnx directly."""
+    from scaoed_deploy import export as ex
+
+    root = tmp_path_factory.mktemp("exports")
+    made = {}
+
+    def get(weights, spec, data_dir=None):
+        key = (weights.identity, repr(spec), str(data_dir))
+        if key not in made:
+            path = root / f"{len(made)}_{ex.default_filename(spec.stages, weights.blocks, spec)}"
+            made[key] = ex.export_onnx(weights, spec, path, data_dir)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def random_k1_onnx(exports):
     """A K=1, T=1 export of seeded random weights (seed 0): the small graph the precision and engine tests share."""
     from scaoed_deploy import checkpoint as ckpt
     from scaoed_deploy import export as ex
 
-    path = tmp_path_factory.mktemp("random_k1") / "k1.onnx"
-    ex.export_onnx(ckpt.random_weights(blocks=1, seed=0), ex.ExportSpec(stages=1), path)
-    return path
+    return exports(ckpt.random_weights(blocks=1, seed=0), ex.ExportSpec(stages=1)).path
 
 
 @pytest.fixture

@@ -82,8 +82,8 @@ def test_autocast_keeps_only_the_named_island(tmp_path):
 
 def test_modelopt_int8_excludes_only_the_named_conv(tmp_path):
     pytest.importorskip("modelopt.onnx.quantization")
-    from scaoed_deploy.precision.convert import _quantize_modelopt
     from scaoed_deploy.precision.calibration import CalibSample
+    from scaoed_deploy.precision.convert import _quantize_modelopt
 
     src, dst = tmp_path / "g.onnx", tmp_path / "q.onnx"
     onnx.save(prefix_graph(), src)
@@ -127,3 +127,16 @@ def test_audit_reads_precision_sizes_and_modules_from_the_file(tmp_path):
     assert a.float32_by_module == {"stage.body": 4, "stage.nfae": 2}
     assert a.weights["values"] == 2 * 16 * 16 * 9 + 2 and a.weights["bytes"] == 2 * 16 * 16 * 9 * 4 + 2 * 8
     assert a.casts == 0 and a.quantize == 0
+
+
+def test_value_info_is_pruned_to_one_entry_per_tensor_a_node_makes():
+    from scaoed_deploy.artifact import prune_value_info
+
+    model = prefix_graph()
+    inferred = onnx.shape_inference.infer_shapes(model)
+    entries = list(inferred.graph.value_info)
+    stale = helper.make_tensor_value_info("gone", TensorProto.FLOAT, [1])
+    model.graph.value_info.extend(entries + entries[:2] + [stale])  # repeated entries and one for no tensor
+    assert prune_value_info(model) == 3
+    assert sorted(v.name for v in model.graph.value_info) == sorted(v.name for v in entries)
+    onnx.checker.check_model(model)

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
+from scaoed_deploy.artifact import META_PREFIX, read_metadata
 from scaoed_deploy.cli import main
-from scaoed_deploy.export import META_PREFIX, read_metadata
 from scaoed_deploy.images import Image, write_image
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -27,6 +27,7 @@ def calib_dir(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(HAS_TRT, reason="tensorrt is importable here")
 def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, calib_dir, capsys):
     args = ["build-engine", "--fp16", "--stages", "1", "-c", str(tiny_checkpoint), "--calib", str(calib_dir),
@@ -112,6 +113,7 @@ def test_without_stages_the_newest_export_of_the_weights_is_built(tmp_path, tiny
     assert newest_export(d, weights) == (d / "scaoednet_k3_t2_fp32.onnx", 3)
 
 
+@pytest.mark.slow
 def test_without_stages_or_an_export_the_weights_default_k_is_exported(tmp_path, tiny_checkpoint, capsys):
     from scaoed_deploy.checkpoint import DEFAULT_STAGES
 

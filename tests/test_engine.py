@@ -8,8 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from scaoed_deploy.engine import BuildPlan, ShapeProfile, build_engine, check_engine_sidecar, parse_batch, write_sidecar
 from scaoed_deploy.errors import ScaoedError
+from scaoed_deploy.runtime.tensorrt import (
+    BuildPlan,
+    ShapeProfile,
+    build_engine,
+    check_engine_sidecar,
+    parse_batch,
+    write_sidecar,
+)
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -74,7 +81,7 @@ def test_sidecar_check_refuses_mismatches(k1_onnx, tmp_path):
 
 @pytest.mark.skipif(HAS_TRT, reason="tensorrt is importable here")
 def test_build_without_tensorrt_raises_exit_code_4(k1_onnx, tmp_path):
-    from scaoed_deploy.runtime.tensorrt_backend import TensorRTMissing
+    from scaoed_deploy.runtime.tensorrt import TensorRTMissing
 
     with pytest.raises(TensorRTMissing) as e:
         build_engine(BuildPlan(k1_onnx, tmp_path / "e.engine", "fp32", 1, 1))
@@ -84,7 +91,7 @@ def test_build_without_tensorrt_raises_exit_code_4(k1_onnx, tmp_path):
 @needs_tensorrt
 def test_tensorrt_engine_builds_runs_and_matches_onnxruntime(k1_onnx, tmp_path):
     from scaoed_deploy.runtime.onnxruntime_backend import OnnxRuntimeRunner
-    from scaoed_deploy.runtime.tensorrt_backend import TensorRTRunner
+    from scaoed_deploy.runtime.tensorrt import TensorRTRunner
 
     plan = BuildPlan(k1_onnx, tmp_path / "e.engine", "fp32", 1, 1,
                      ShapeProfile((64, 64), (64, 64), (128, 128)), timing_cache=tmp_path / "t.cache")

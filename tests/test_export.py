@@ -13,6 +13,7 @@ from references import official_forward
 
 from scaoed_deploy import checkpoint as ckpt
 from scaoed_deploy import export as ex
+from scaoed_deploy.artifact import count_nfae_epsilons, module_paths, read_metadata
 from scaoed_deploy.cli import main
 from scaoed_deploy.cost import model_cost
 from scaoed_deploy.errors import ScaoedError, VerificationError
@@ -33,11 +34,10 @@ def weights(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exported(weights, tmp_path_factory):
-    """One export per K (T = 2), made once for the module."""
+def exported(weights, exports):
+    """One export per K (T = 2), made once for the run."""
     w, _ = weights
-    out = tmp_path_factory.mktemp("export")
-    return {k: ex.export_onnx(w, ex.ExportSpec(stages=k), out / ex.default_filename(k, 2)) for k in (1, 2, 3)}
+    return {k: exports(w, ex.ExportSpec(stages=k)) for k in (1, 2, 3)}
 
 
 @pytest.mark.parametrize("stages", [1, 2, 3])
@@ -48,7 +48,7 @@ def test_each_k_exports_a_verified_file(exported, stages):
     cases = {c.case for c in r.checks}
     assert {"random #1", "random #2", "black image", ex.DEAD_CHANNEL_CASE} <= cases
     assert all(c.finite and c.max_abs <= 1e-4 for c in r.checks)
-    assert ex.count_nfae_epsilons(onnx.load(str(r.path))) == 2 * stages
+    assert count_nfae_epsilons(onnx.load(str(r.path))) == 2 * stages
 
 
 @pytest.mark.parametrize("stages", [1, 3])
@@ -74,6 +74,7 @@ def test_constant_channels_stay_finite(exported, weights):
     assert np.isfinite(got).all() and np.abs(got - ref.numpy()).max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_the_exporters_optimiser_drops_the_epsilon_and_verification_catches_it(weights, tmp_path):
     w, _ = weights
     spec = ex.ExportSpec(stages=2, optimizer="onnxscript")
@@ -82,7 +83,7 @@ def test_the_exporters_optimiser_drops_the_epsilon_and_verification_catches_it(w
     assert list(tmp_path.iterdir()) == []
     # Without the structural guard, the numerical checks see the NaN too.
     model = ckpt.build_model(w, 2)
-    pitfall = ex._simplify(ex._torch_export(model, spec), "onnxscript")
+    pitfall = ex.simplify(ex.torch_export(model, spec), "onnxscript")
     checks, _ = ex.verify_onnx(pitfall, model, spec, None)
     broken = {c.case for c in checks if not c.finite}
     assert {"black image", ex.DEAD_CHANNEL_CASE} <= broken
@@ -90,7 +91,7 @@ def test_the_exporters_optimiser_drops_the_epsilon_and_verification_catches_it(w
 
 def test_metadata_round_trip(exported, weights):
     w, _ = weights
-    meta = ex.read_metadata(exported[3].path)
+    meta = read_metadata(exported[3].path)
     assert meta["stages"] == "3" and meta["blocks"] == "2" and meta["precision"] == "fp32"
     assert meta["weights"] == w.sha256 and len(w.sha256) == 64
     assert meta["macs_512x512"] == str(model_cost(3, 2, 512, 512).total_macs)
@@ -101,7 +102,7 @@ def test_metadata_round_trip(exported, weights):
 
 def test_nodes_carry_their_module_paths(exported):
     model = onnx.load(str(exported[2].path))
-    paths = ex.module_paths(model)
+    paths = module_paths(model)
     assert len(paths) >= 0.9 * sum(len(n.output) for n in model.graph.node)
     by_module = {}
     for node in model.graph.node:
@@ -124,10 +125,11 @@ def _corrupt(proto):
     raise AssertionError("z_net.tail.weight not found")
 
 
+@pytest.mark.slow
 def test_a_corrupted_graph_fails_and_leaves_no_file(weights, tmp_path, monkeypatch):
     w, _ = weights
-    real = ex._torch_export
-    monkeypatch.setattr(ex, "_torch_export", lambda model, spec: _corrupt(real(model, spec)))
+    real = ex.torch_export
+    monkeypatch.setattr(ex, "torch_export", lambda model, spec: _corrupt(real(model, spec)))
     target = tmp_path / "out" / "k1.onnx"
     with pytest.raises(VerificationError, match="max abs error"):
         ex.export_onnx(w, ex.ExportSpec(stages=1), target)
@@ -135,10 +137,11 @@ def test_a_corrupted_graph_fails_and_leaves_no_file(weights, tmp_path, monkeypat
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_simplifier_that_breaks_parity_falls_back_to_the_unsimplified_graph(weights, tmp_path, monkeypatch):
     w, _ = weights
-    real = ex._simplify
-    monkeypatch.setattr(ex, "_simplify", lambda proto, opt: _corrupt(real(proto, opt)))
+    real = ex.simplify
+    monkeypatch.setattr(ex, "simplify", lambda proto, opt: _corrupt(real(proto, opt)))
     r = ex.export_onnx(w, ex.ExportSpec(stages=1), tmp_path / "k1.onnx")
     assert not r.simplified and any("onnxslim" in n for n in r.notes)
     assert all(c.max_abs <= 1e-4 for c in r.checks)

@@ -6,10 +6,21 @@ import numpy as np
 import pytest
 import torch
 from conftest import needs_reference
-from references import np_cig_ca, np_cig_sa, np_nfae, official_forward, official_state_dict
+from references import (
+    np_cig_ca,
+    np_cig_sa,
+    np_nfae,
+    official_forward,
+    official_state_dict,
+)
 
 from scaoed_deploy.checkpoint import official_to_ours
-from scaoed_deploy.model import NFAE, CIGChannelAttention, CIGSpatialAttention, ScaoedNet
+from scaoed_deploy.model import (
+    NFAE,
+    CIGChannelAttention,
+    CIGSpatialAttention,
+    ScaoedNet,
+)
 
 
 def _wb(conv):

@@ -13,10 +13,15 @@ from onnx import TensorProto, helper, numpy_helper
 
 from scaoed_deploy import checkpoint as ckpt
 from scaoed_deploy import export as ex
+from scaoed_deploy.artifact import count_nfae_epsilons, infer_onnx_precision
 from scaoed_deploy.cli import main
 from scaoed_deploy.errors import ScaoedError
-from scaoed_deploy.parity import load_artifact, run_parity, thresholds_for, write_reports
-from scaoed_deploy.parity.artifacts import infer_onnx_precision
+from scaoed_deploy.parity import (
+    load_artifact,
+    run_parity,
+    thresholds_for,
+    write_reports,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +30,8 @@ def weights():
 
 
 @pytest.fixture(scope="module")
-def fp32_artifact(weights, tmp_path_factory):
-    path = tmp_path_factory.mktemp("artifacts") / "k2_maps.onnx"
-    ex.export_onnx(weights, ex.ExportSpec(stages=2, noise_maps=True), path)
-    return path
+def fp32_artifact(weights, exports):
+    return exports(weights, ex.ExportSpec(stages=2, noise_maps=True)).path
 
 
 def _without_nfae_epsilon(src, dst):
@@ -46,7 +49,7 @@ def _without_nfae_epsilon(src, dst):
             n.input[j] = rename.get(name, name)
     del m.graph.node[:]
     m.graph.node.extend(keep)
-    assert rename and ex.count_nfae_epsilons(m) == 0
+    assert rename and count_nfae_epsilons(m) == 0
     onnx.save(m, str(dst))
     return dst
 
@@ -76,6 +79,7 @@ def test_task_agreement_on_real_pairs(fp32_artifact, weights):
     assert r.passed
 
 
+@pytest.mark.slow
 def test_removed_nfae_epsilon_fails_and_is_localised(fp32_artifact, weights, tmp_path):
     broken = _without_nfae_epsilon(fp32_artifact, tmp_path / "noeps.onnx")
     r = run_parity(load_artifact(broken), weights)
@@ -96,6 +100,7 @@ def test_perturbed_conv_weight_fails_and_is_localised(fp32_artifact, weights, tm
     assert not r.localisation["nonfinite"]
 
 
+@pytest.mark.slow
 def test_thresholds_follow_precision_and_can_be_overridden(fp32_artifact, weights):
     art = load_artifact(fp32_artifact, precision="fp16")
     r = run_parity(art, weights, thresholds=thresholds_for("fp16"))
@@ -136,7 +141,7 @@ def test_engine_without_tensorrt_says_so(tmp_path, weights):
         pytest.skip("tensorrt is importable here")
     except ImportError:
         pass
-    from scaoed_deploy.runtime.tensorrt_backend import TensorRTMissing
+    from scaoed_deploy.runtime.tensorrt import TensorRTMissing
 
     (tmp_path / "m.engine").write_bytes(b"not really an engine")
     art = load_artifact(tmp_path / "m.engine")
@@ -163,6 +168,7 @@ def test_precision_is_inferred_from_the_graph():
     assert infer_onnx_precision(_tiny_graph(TensorProto.FLOAT)) == "fp32"
 
 
+@pytest.mark.slow
 def test_reports_are_written_and_atomic(fp32_artifact, weights, tmp_path, monkeypatch):
     r = run_parity(load_artifact(fp32_artifact), weights)
     ref = {"weights": weights.identity, "blocks": 2, "stages": 2}
@@ -182,6 +188,7 @@ def test_reports_are_written_and_atomic(fp32_artifact, weights, tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k2_maps.png", "parity.json", "parity.md"]
 
 
+@pytest.mark.slow
 def test_cli_parity_pass_and_fail(fp32_artifact, tmp_path, capsys):
     code = main(["parity", str(fp32_artifact), "--report", str(tmp_path / "ok"), "--json"])
     out, err = capsys.readouterr()

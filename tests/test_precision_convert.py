@@ -6,19 +6,18 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from conftest import DATA, needs_data
 from onnx import TensorProto, numpy_helper
 
-from scaoed_deploy import export as ex
+from scaoed_deploy.artifact import count_nfae_epsilons
+from scaoed_deploy.compare import psnr_against
 from scaoed_deploy.errors import ScaoedError
 from scaoed_deploy.images import Image, write_image
-from scaoed_deploy.parity.compare import psnr_against
 from scaoed_deploy.precision.calibration import calibration_set, describe
 from scaoed_deploy.precision.convert import mixed_precision, quantize_int8
 from scaoed_deploy.precision.emulate import emulate
 from scaoed_deploy.precision.lint import errors, lint
 from scaoed_deploy.runtime.onnxruntime_backend import OnnxRuntimeRunner
-
-from conftest import DATA, needs_data
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +66,7 @@ def test_fp16_keeps_nfae_in_fp32_and_stays_finite(setup):
     assert "u_ini.nfae" in kept_modules
     assert any(i.data_type == TensorProto.FLOAT16 for i in m.graph.initializer)  # it did convert the convs
     assert m.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # fp32 I/O
-    assert ex.count_nfae_epsilons(m) == 2  # the epsilon survives, in fp32
+    assert count_nfae_epsilons(m) == 2  # the epsilon survives, in fp32
     meta = {p.key: p.value for p in m.metadata_props}
     assert meta["scaoed.precision"] == "fp16" and meta["scaoed.stages"] == "1"
     fp32 = OnnxRuntimeRunner(str(path))
@@ -93,7 +92,7 @@ def test_int8_for_tensorrt_is_symmetric_s8_and_lints_clean(setup):
     profile = {"noisy": {"min": (1, 3, 32, 32), "opt": (1, 3, 64, 64), "max": (1, 3, 128, 128)}}
     assert errors(lint(m, profile)) == []
     assert result.check_psnr is not None and result.check_psnr > 30
-    assert ex.count_nfae_epsilons(m) == 2
+    assert count_nfae_epsilons(m) == 2
 
 
 def test_int8_for_onnxruntime_cpu_is_u8_and_not_for_tensorrt(setup):

@@ -8,7 +8,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from scaoed_deploy.precision.emulate import emulate, low_precision_tensors, original_node
+from scaoed_deploy.precision.emulate import (
+    emulate,
+    low_precision_tensors,
+    original_node,
+)
 
 
 def _run(model, x):

@@ -13,10 +13,8 @@ from scaoed_deploy.precision.islands import select_islands
 
 
 @pytest.fixture(scope="module")
-def k2_export(tmp_path_factory):
-    path = tmp_path_factory.mktemp("islands") / "k2.onnx"
-    ex.export_onnx(ckpt.random_weights(blocks=1, seed=0), ex.ExportSpec(stages=2), path)
-    return onnx.load(str(path))
+def k2_export(exports):
+    return onnx.load(str(exports(ckpt.random_weights(blocks=1, seed=0), ex.ExportSpec(stages=2)).path))
 
 
 def test_nfae_becomes_an_fp32_island(k2_export):
@@ -50,7 +48,11 @@ def test_a_model_without_trouble_has_no_islands():
 
 
 def test_one_negligible_weight_does_not_make_an_island():
-    from scaoed_deploy.precision.islands import FP16_MAX, FP16_SMALLEST, _constant_problem
+    from scaoed_deploy.precision.islands import (
+        FP16_MAX,
+        FP16_SMALLEST,
+        _constant_problem,
+    )
 
     w = np.full(1000, 0.1, np.float32)
     w[0] = 1e-9

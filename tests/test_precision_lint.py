@@ -123,15 +123,6 @@ def test_dynamic_dims_need_a_profile_that_fits():
     assert ("profile", "x") in rules(qdq_conv(), profile=unordered)
 
 
-@pytest.fixture(scope="module")
-def fp32_export(tmp_path_factory):
-    from scaoed_deploy import checkpoint as ckpt
-    from scaoed_deploy import export as ex
-
-    path = tmp_path_factory.mktemp("lint") / "k1.onnx"
-    return ex.export_onnx(ckpt.random_weights(blocks=1), ex.ExportSpec(stages=1), path).path
-
-
-def test_our_fp32_export_is_tensorrt_clean(fp32_export):
+def test_our_fp32_export_is_tensorrt_clean(random_k1_onnx):
     profile = {"noisy": {"min": (1, 3, 256, 256), "opt": (1, 3, 512, 512), "max": (1, 3, 1024, 1024)}}
-    assert lint(onnx.load(str(fp32_export)), profile) == []
+    assert lint(onnx.load(str(random_k1_onnx)), profile) == []

@@ -18,7 +18,8 @@ from scaoed_deploy import export as ex
 from scaoed_deploy.cli import main
 from scaoed_deploy.errors import ScaoedError
 from scaoed_deploy.images import Image, read_image, write_image
-from scaoed_deploy.runtime.denoiser import Denoiser, Limits, _ramp, open_runner, tile_starts
+from scaoed_deploy.runtime import Denoiser, Limits, RunOptions, open_runner
+from scaoed_deploy.runtime.denoiser import _ramp, tile_starts
 
 
 class Recorder:
@@ -59,7 +60,7 @@ def test_tiled_equals_whole_for_a_local_model_and_batches_tiles():
 
 def test_tiled_and_whole_agree_closely_on_the_model():
     weights = ckpt.random_weights(blocks=1, seed=3)
-    runner, limits, _ = open_runner(None, weights=weights, stages=1, device="cpu")
+    runner = open_runner(None, options=RunOptions(weights=weights, stages=1, device="cpu"))
     yy, xx = np.mgrid[0:96, 0:112] / 96.0
     rgb = (np.stack([xx, yy, 0.5 + 0.2 * np.sin(6 * xx)], 2) + np.random.default_rng(1).normal(0, 0.05, (96, 112, 3)))
     rgb = np.clip(rgb, 0, 1).astype(np.float32)

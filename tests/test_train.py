@@ -34,6 +34,7 @@ def _cfg(clean_dir, steps, **kw):
                        val_every=5, save_every=5, val_images=2, **kw)
 
 
+@pytest.mark.slow
 def test_a_tiny_run_lowers_the_loss(clean_dir, tmp_path):
     r = train(_cfg(clean_dir, 40), tmp_path / "w.safetensors")
     h = r["history"]
@@ -48,6 +49,7 @@ class _Stop(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(clean_dir, tmp_path):
     from safetensors.torch import load_file
 
@@ -68,6 +70,7 @@ def test_resume_continues_exactly(clean_dir, tmp_path):
     assert json.loads((tmp_path / "a.json").read_text())["provenance"]["resumed_from_step"] is None
 
 
+@pytest.mark.slow
 def test_a_time_budget_stops_saves_and_resumes_exactly(clean_dir, tmp_path, capsys):
     from safetensors.torch import load_file
 
@@ -124,6 +127,7 @@ def test_bf16_autocast_trains_float32_weights(clean_dir, tmp_path):
         train(_cfg(clean_dir, 1, amp="fp8"), tmp_path / "x.safetensors")
 
 
+@pytest.mark.slow
 def test_fine_tune_with_k_drawn_per_batch_starts_from_init_and_resumes_exactly(clean_dir, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 

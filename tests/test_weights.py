@@ -27,6 +27,7 @@ def test_demo_weights_load_with_their_provenance():
     assert prov["steps"] > 0 and trained and min(trained) >= 1 and "sidd" not in " ".join(prov["data"]).lower()
 
 
+@pytest.mark.slow
 @needs_data
 def test_demo_weights_beat_the_noisy_input_on_a_sidd_crop():
     w = demo_weights()

@@ -1,5 +1,5 @@
 """The reference ScaoedNet and its checkpoint key layout."""
 
-from .scaoednet import NFAE, FM2ARB, CIGChannelAttention, CIGSpatialAttention, ScaoedNet
+from .scaoednet import FM2ARB, NFAE, CIGChannelAttention, CIGSpatialAttention, ScaoedNet
 
 __all__ = ["ScaoedNet", "NFAE", "FM2ARB", "CIGChannelAttention", "CIGSpatialAttention"]

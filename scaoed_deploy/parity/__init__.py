@@ -3,12 +3,19 @@
     from scaoed_deploy.parity import load_artifact, run_parity, write_reports
 """
 
-from .artifacts import Artifact, load_artifact
-from .compare import Agreement, agreement, psnr_against
-from .harness import DEFAULT_THRESHOLDS, ParityResult, Thresholds, run_parity, thresholds_for
+from ..artifact import Artifact, load_artifact
+from ..compare import Agreement, agreement, psnr_against
+from .harness import (
+    DEFAULT_THRESHOLDS,
+    ParityResult,
+    Thresholds,
+    artifact_runner,
+    run_parity,
+    thresholds_for,
+)
 from .report import write_reports
 
 __all__ = [
     "Agreement", "Artifact", "DEFAULT_THRESHOLDS", "ParityResult", "Thresholds",
-    "agreement", "load_artifact", "psnr_against", "run_parity", "thresholds_for", "write_reports",
+    "agreement", "artifact_runner", "load_artifact", "psnr_against", "run_parity", "thresholds_for", "write_reports",
 ]

@@ -22,11 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifact import Artifact
 from ..audit import audit
 from ..checkpoint import Weights
+from ..compare import Agreement, agreement
+from ..data import fit_to_shape, probe_inputs, real_inputs
 from ..errors import ScaoedError
-from .artifacts import Artifact
-from .compare import Agreement, agreement
+from ..images import psnr_ssim, to_uint8
+from ..precision.emulate import emulated_bytes
+from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
+from ..runtime.registry import open_runner
+from ..runtime.torch_backend import TorchRunner
+from .localise import localise_failure
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,17 @@ def _compare_outputs(case, names, eager_outs, got_outs) -> list[Agreement]:
     return checks
 
 
+def artifact_runner(artifact: Artifact, providers: list[str] | None = None):
+    """The runner parity checks an artifact with: the registry's, except that an fp16/bf16 ONNX on the CPU
+    provider runs emulated (every low-precision tensor rounded where it is made: precision/emulate.py),
+    since ONNX Runtime's CPU provider would compute it in float32 or not at all."""
+    if artifact.emulated(providers):
+        return OnnxRuntimeRunner(emulated_bytes(artifact.path), providers=providers)
+    if artifact.kind == "onnx" and providers and "CUDAExecutionProvider" in providers:
+        return open_runner(artifact.path, "onnxruntime-cuda")
+    return open_runner(artifact.path)
+
+
 def run_parity(
     artifact: Artifact,
     weights: Weights,
@@ -166,14 +184,11 @@ def run_parity(
     localise: bool = True,
     step: Callable[[str], None] = lambda s: None,
 ) -> ParityResult:
-    from ..data import fit_to_shape, probe_inputs, real_inputs
-    from ..images import psnr_ssim, to_uint8
-    from ..runtime.torch_backend import TorchRunner
 
     k = check_consistency(artifact, weights, stages)
     thresholds = thresholds or thresholds_for(artifact.precision)
     eager = TorchRunner(weights, stages=k, device="cpu")
-    runner = artifact.runner()
+    runner = artifact_runner(artifact)
     names = list(getattr(runner, "output_names", None) or artifact.output_names)
     notes: list[str] = []
     if artifact.emulated():
@@ -214,7 +229,6 @@ def run_parity(
     result = ParityResult(artifact, k, thresholds, tensors, task, outcomes, notes, None, preview,
                           audit(artifact.path).to_dict() if artifact.kind == "onnx" else None)
     if not result.passed and localise and artifact.kind == "onnx":
-        from .localise import localise_failure
 
         step(f"{artifact.path.name}: localising the first divergent node")
         worst = _worst_case(tensors, result)

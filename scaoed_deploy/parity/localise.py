@@ -13,41 +13,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..artifact import Artifact, all_tensors, module_paths
 from ..checkpoint import Weights, build_model
-from .artifacts import Artifact
+from ..export import ExportSpec, simplify, torch_export
+from ..precision.emulate import ROUND_SUFFIX, emulate, original_node
 
 
 def reference_graph(artifact: Artifact, weights: Weights, stages: int):
-    from .. import export as ex
-
-    spec = ex.ExportSpec(
+    """An fp32 export of the eager model made as the artifact was (shape, outputs, simplification)."""
+    spec = ExportSpec(
         stages=stages,
         static_hw=artifact.static_hw,
         batch=artifact.static_batch,
         noise_maps=bool(artifact.noise_map_outputs),
     )
-    raw = ex._torch_export(build_model(weights, stages), spec)
+    raw = torch_export(build_model(weights, stages), spec)
     simplified = "onnxslim" in artifact.metadata.get("exporter", "+ onnxslim")
-    return ex._simplify(raw, "onnxslim") if simplified else raw
-
-
-def all_tensors(proto, x: np.ndarray) -> dict[str, np.ndarray]:
-    from polygraphy import constants
-    from polygraphy.backend.onnx import ModifyOutputs
-
-    from ..runtime.onnxruntime_backend import OnnxRuntimeRunner, quiet_polygraphy
-
-    quiet_polygraphy()
-    marked = ModifyOutputs(proto, outputs=constants.MARK_ALL, copy=True)()
-    runner = OnnxRuntimeRunner(marked.SerializeToString())
-    return dict(zip(runner.output_names, runner.run(x)))
+    return simplify(raw, "onnxslim") if simplified else raw
 
 
 def first_divergence(artifact_proto, reference_proto, x: np.ndarray, rtol: float) -> dict:
-    from ..export import module_paths
-
-    from ..precision.emulate import ROUND_SUFFIX, original_node
-
     got, ref = all_tensors(artifact_proto, x), all_tensors(reference_proto, x)
     op_types = {n.name: n.op_type for n in artifact_proto.graph.node}
     paths = module_paths(artifact_proto) or {}
@@ -91,7 +76,5 @@ def localise_failure(artifact: Artifact, weights: Weights, stages: int, x: np.nd
 
     proto = onnx.load(str(artifact.path))
     if artifact.precision in ("fp16", "bf16"):  # as the harness ran it (see precision/emulate.py)
-        from ..precision.emulate import emulate
-
         proto = emulate(proto)
     return first_divergence(proto, reference_graph(artifact, weights, stages), x, rtol)

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import is_evaluation_data, shared_data_dir
 from ..errors import ScaoedError
+from ..images import list_images, read_image
+from ..noise import synthesize
 
 DEFAULT_SIZES = (96, 128, 160)
 
@@ -42,9 +45,6 @@ def _crop(chw: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray | 
 
 
 def _images(folder: Path) -> list[tuple[str, np.ndarray]]:
-    from ..data import is_evaluation_data
-    from ..images import list_images, read_image
-
     if not folder.is_dir():
         raise ScaoedError(f"calibration folder not found: {folder}")
     if is_evaluation_data(folder):
@@ -58,7 +58,6 @@ def _images(folder: Path) -> list[tuple[str, np.ndarray]]:
 def _with_noise(chw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     import torch
 
-    from ..noise import synthesize
 
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
     return synthesize(torch.from_numpy(chw[None].copy()), gen)[0].numpy()
@@ -66,8 +65,6 @@ def _with_noise(chw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def default_sources() -> list[str]:
     """``RNI15`` (real noise) and ``clean:CBSD68``, ``clean:McMaster`` from ../shared/data."""
-    from ..data import shared_data_dir
-
     shared = shared_data_dir()
     if shared is None:
         raise ScaoedError("no calibration data: ../shared/data is absent; pass --calib DIR (real noisy images)")

@@ -34,11 +34,25 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audit import carry_module_tags, dedupe_weights, exact_patterns
+from ..artifact import (
+    INT8_TARGETS,
+    all_tensors,
+    carry_module_tags,
+    check_nfae_epsilon,
+    metadata_of,
+    module_paths,
+    prune_value_info,
+    stages_of,
+    write_metadata,
+)
+from ..audit import dedupe_weights, exact_patterns
+from ..compare import psnr_against
 from ..errors import ScaoedError, VerificationError, first_line
+from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from .calibration import CalibSample, describe
+from .islands import select_islands
 
-TARGETS = ("tensorrt", "onnxruntime-cpu")
+TARGETS = INT8_TARGETS
 INT8_METHODS = ("max", "entropy")
 INT8_MIN_PSNR = 40.0  # dB against the FP32 graph on held-out calibration crops
 INT8_ROUNDS = 2  # at most this many rounds of keeping sensitive layers in FP32
@@ -73,26 +87,15 @@ def _modelopt(what: str):
 
 def _stamp(proto, source, result: PrecisionONNX, stages: int | None) -> None:
     """Carry the source's scaoed.* metadata and record what this conversion did."""
-    from ..export import META_PREFIX, check_nfae_epsilon
-
-    meta = {p.key: p.value for p in source.metadata_props if p.key.startswith(META_PREFIX)}
-    meta[META_PREFIX + "precision"] = result.precision
-    meta[META_PREFIX + "precision_target"] = result.target
-    meta[META_PREFIX + "precision_detail"] = json.dumps({
+    meta = metadata_of(source)
+    meta["precision"] = result.precision
+    meta["precision_target"] = result.target
+    meta["precision_detail"] = json.dumps({
         "tool": result.tool, "calibration": result.calibration, "check_psnr_vs_fp32": result.check_psnr,
         "kept_fp32": [k["node"] for k in result.kept_fp32]})
-    del proto.metadata_props[:]
-    for k, v in meta.items():
-        e = proto.metadata_props.add()
-        e.key, e.value = k, v
-    proto.producer_name = "scaoed-deploy"
+    write_metadata(proto, meta)
     if stages:
         check_nfae_epsilon(proto, stages)
-
-
-def _stages(proto) -> int | None:
-    v = next((p.value for p in proto.metadata_props if p.key == "scaoed.stages"), None)
-    return int(v) if v else None
 
 
 def _common_shape(calib: list[CalibSample]) -> list[CalibSample]:
@@ -131,8 +134,6 @@ def mixed_precision(fp32_path: str | Path, precision: str, calib: list[CalibSamp
     """AutoCast to fp16/bf16 with FP32 islands chosen from a reference run on ``calib``."""
     import onnx
 
-    from .islands import select_islands
-
     if precision not in ("fp16", "bf16"):
         raise ValueError(precision)
     _modelopt(f"{precision.upper()} conversion")
@@ -157,12 +158,13 @@ def mixed_precision(fp32_path: str | Path, precision: str, calib: list[CalibSamp
         except Exception as e:
             raise ScaoedError(f"ModelOpt AutoCast failed on {fp32_path}: {first_line(e)}") from e
     deduped = dedupe_weights(proto)  # AutoCast casts a shared weight once per consumer
+    prune_value_info(proto)
     carry_module_tags(source, proto)
     result = PrecisionONNX(proto, precision, "tensorrt", "modelopt.onnx.autocast",
                            [i.to_dict() for i in islands], describe(calib))
     if deduped:
         result.notes.append(f"{deduped} copies of shared weights merged")
-    _stamp(proto, source, result, _stages(source))
+    _stamp(proto, source, result, stages_of(source))
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -209,8 +211,6 @@ def modelopt_unquantized_convs(proto) -> list[dict]:
     import onnx_graphsurgeon as gs
     from modelopt.onnx.quantization.graph_utils import find_nodes_from_convs_to_exclude
 
-    from ..export import module_paths
-
     modules = module_paths(proto)
     names = set(find_nodes_from_convs_to_exclude(gs.import_onnx(proto), quantize_mode="int8"))
     return [{"node": n.name, "op_type": n.op_type, "module": modules.get(n.output[0], ""),
@@ -220,7 +220,13 @@ def modelopt_unquantized_convs(proto) -> list[dict]:
 
 def _quantize_onnxruntime(src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str],
                           input_name: str):
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     if method == "entropy":  # ORT's histogram calibrators stack activations: one shape only
         calib = _common_shape(calib)
@@ -240,17 +246,12 @@ def _quantize_onnxruntime(src: Path, dst: Path, calib: list[CalibSample], method
 
 
 def _ort_outputs(model, xs: list[np.ndarray]) -> list[np.ndarray]:
-    from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
-
     runner = OnnxRuntimeRunner(model.SerializeToString() if not isinstance(model, (str, Path)) else model)
     return [runner(x) for x in xs]
 
 
 def sensitive_convs(quantized, fp32, x: np.ndarray, count: int) -> list[dict]:
     """The ``count`` quantized convolutions that add the most error, tensor by tensor, against the FP32 run."""
-    from ..export import module_paths
-    from ..parity.localise import all_tensors
-
     got, ref = all_tensors(quantized, x), all_tensors(fp32, x)
     modules = module_paths(fp32)
 
@@ -280,8 +281,6 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
                   min_psnr: float = INT8_MIN_PSNR, rounds: int = INT8_ROUNDS) -> PrecisionONNX:
     """INT8 Q/DQ for ``target``; keeps sensitive convolutions in FP32 until the held-out check passes."""
     import onnx
-
-    from ..parity.compare import psnr_against
 
     if target not in TARGETS:
         raise ScaoedError(f"unknown INT8 target {target!r}; use {' or '.join(TARGETS)}")
@@ -316,6 +315,7 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
                 raise ScaoedError(f"INT8 quantization ({target}) failed on {fp32_path}: {first_line(e)}") from e
             proto = onnx.load(str(dst))
             deduped = dedupe_weights(proto)  # a weight shared by the K stages is quantized once per consumer
+            prune_value_info(proto)
             carry_module_tags(source, proto)
             got = _ort_outputs(proto, [c.x for c in held_out])
             if not all(np.isfinite(g).all() for g in got):
@@ -336,7 +336,7 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
     result = PrecisionONNX(proto, "int8", target, tool, kept + [t for t in left_by_tool if t["node"] not in asked],
                            dict(describe(calib), method=method,
                            held_out=[c.name for c in held_out]), check, notes=notes)
-    _stamp(proto, source, result, _stages(source))
+    _stamp(proto, source, result, stages_of(source))
     result.seconds = time.perf_counter() - t0
     return result
 

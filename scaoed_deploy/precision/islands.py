@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..artifact import all_tensors, module_paths
+
 FP16_MAX = 65504.0
 FP16_SMALLEST = 2.0**-24  # the smallest float16 subnormal; anything closer to zero rounds to 0
 BF16_MAX = 3.39e38
@@ -62,9 +64,6 @@ def select_islands(proto, inputs: list[np.ndarray], precision: str = "fp16", dat
                    expand: tuple[str, ...] = ("nfae",)) -> list[Island]:
     """Nodes of ``proto`` to keep in FP32 (see the module doc), in graph order."""
     from onnx import numpy_helper
-
-    from ..export import module_paths
-    from ..parity.localise import all_tensors
 
     largest, smallest = _limits(precision)
     peak: dict[str, float] = {}

@@ -1,11 +1,15 @@
-"""Denoising with ScaoedNet through one runner interface: torch, ONNX Runtime (TensorRT later).
+"""Running ScaoedNet: one runner interface (``base.py``), one backend registry (``registry.py``), the Denoiser.
 
+Backends: torch (checkpoints), ONNX Runtime (CPU or CUDA; .onnx), TensorRT (.engine).
 A runner is called on a float32 NCHW batch and returns the denoised batch;
 ``runner.run(batch)`` returns every output (denoised, then any noise maps).
 """
 
+from .base import BaseRunner, Limits
 from .denoiser import Denoiser, denoise_file
 from .onnxruntime_backend import OnnxRuntimeRunner
+from .registry import BACKENDS, RunOptions, open_runner
 from .torch_backend import TorchRunner, pick_device
 
-__all__ = ["Denoiser", "TorchRunner", "OnnxRuntimeRunner", "denoise_file", "pick_device"]
+__all__ = ["BACKENDS", "BaseRunner", "Denoiser", "Limits", "OnnxRuntimeRunner", "RunOptions", "TorchRunner",
+           "denoise_file", "open_runner", "pick_device"]

@@ -1,9 +1,9 @@
 """The Denoiser: image in, image out, through any artifact, at any size.
 
 A runner is anything callable on a float32 NCHW batch in [0, 1] (H and W even)
-that returns the model's float32 NCHW output: ``TorchRunner`` (a checkpoint),
-``OnnxRuntimeRunner`` (an .onnx file, CPU or CUDA), ``TensorRTRunner`` (an
-.engine). ``open_runner`` picks one from the model file and ``backend``.
+that returns the model's float32 NCHW output: one from the backend registry
+(``registry.open_runner`` picks it from the model file and ``backend``), or any
+function for tests.
 
 Large images are denoised in overlapping tiles, batched, and blended with a
 smooth (raised-cosine) ramp across each overlap, so there are no seams: every
@@ -20,7 +20,6 @@ flips/rotations, each denoised and transformed back, averaged.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +28,9 @@ import torch.nn.functional as F
 
 from ..errors import ScaoedError
 from ..images import Image, psnr_ssim, read_image, to_uint8, write_image
+from .base import Limits
+from .registry import RunOptions, open_runner
 
-CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".safetensors", ".bin"}
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-cuda", "tensorrt")
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
 
@@ -43,71 +42,6 @@ def pad_even(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
     return x, (h, w)
-
-
-@dataclass
-class Limits:
-    """Spatial sizes an artifact accepts: (H, W) bounds, or None where any size goes."""
-
-    min_hw: tuple[int, int] | None = None
-    max_hw: tuple[int, int] | None = None
-    batch: int | None = None  # a static batch size (every call is padded up to it)
-    max_batch: int | None = None  # the largest batch accepted
-
-
-def open_runner(model: str | Path | None = None, backend: str | None = None, stages: int | None = None,
-                device: str = "auto", threads: int | None = None, weights=None):
-    """(runner, limits, description) for a checkpoint, an .onnx file or a TensorRT engine.
-
-    ``model`` None means the shipped demo weights (or ``weights`` when given) on torch.
-    """
-    suffix = Path(model).suffix.lower() if model else ""
-    if backend is not None and backend not in BACKENDS:
-        raise ScaoedError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
-    if model and not Path(model).is_file():
-        raise ScaoedError(f"model not found: {model}")
-    if suffix == ".onnx":
-        if backend not in (None, "onnxruntime", "onnxruntime-cuda"):
-            raise ScaoedError(f"{model} is an ONNX file: use --backend onnxruntime or onnxruntime-cuda")
-        from ..parity.artifacts import load_artifact
-        from .onnxruntime_backend import OnnxRuntimeRunner
-
-        art = load_artifact(model)
-        cuda = backend == "onnxruntime-cuda" or (backend is None and device == "cuda")
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
-        runner = OnnxRuntimeRunner(model, providers=providers, threads=threads)  # refuses a silent CPU fallback
-        hw = art.static_hw
-        limits = Limits(hw, hw, art.static_batch)
-        return runner, limits, f"{model} on ONNX Runtime ({'CUDA' if cuda else 'CPU'}, {art.precision})"
-    if suffix in (".engine", ".plan", ".trt"):
-        if backend not in (None, "tensorrt"):
-            raise ScaoedError(f"{model} is a TensorRT engine: it runs only with --backend tensorrt")
-        from .tensorrt_backend import TensorRTRunner
-
-        runner = TensorRTRunner(model)
-        prof = runner.sidecar.get("profile", {})
-        lo, hi = prof.get("min"), prof.get("max")
-        limits = Limits(tuple(lo[2:]) if lo else None, tuple(hi[2:]) if hi else None,
-                        hi[0] if lo and hi and lo[0] == hi[0] else None, hi[0] if hi else None)
-        return runner, limits, f"{model} on TensorRT ({runner.sidecar.get('precision')})"
-    if model and suffix not in CHECKPOINT_SUFFIXES:
-        raise ScaoedError(f"{model}: unknown model type {suffix or '(no extension)'}; expected a checkpoint "
-                          "(.pth/.safetensors), an .onnx file or a TensorRT .engine")
-    if backend not in (None, "torch"):
-        raise ScaoedError(f"--backend {backend} needs a matching model file (.onnx or .engine), not a checkpoint")
-    from ..checkpoint import read_checkpoint
-    from .torch_backend import TorchRunner
-
-    if model:
-        weights = read_checkpoint(model)
-    elif weights is None:
-        from ..weights import demo_weights
-
-        weights = demo_weights()
-    runner = TorchRunner(weights, stages=stages, device=device)
-    if threads and runner.device.type == "cpu":
-        torch.set_num_threads(threads)
-    return runner, Limits(), f"{Path(weights.source).name} on torch ({runner.device}, K={runner.stages})"
 
 
 def _ramp(n: int, overlap: int, start: bool, end: bool) -> np.ndarray:
@@ -135,7 +69,7 @@ class Denoiser:
     """Denoise images of any size with a runner (see the module doc)."""
 
     def __init__(self, runner, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, tile_batch: int = 4,
-                 ensemble: bool = False, limits: Limits | None = None, description: str = ""):
+                 ensemble: bool = False, limits: Limits | None = None, description: str | None = None):
         if tile is not None and (tile < 16 or tile % 2):
             raise ScaoedError(f"--tile must be even and at least 16, got {tile}")
         if overlap < 0 or (tile is not None and overlap * 2 >= tile):
@@ -143,7 +77,9 @@ class Denoiser:
         if tile_batch < 1:
             raise ScaoedError(f"--tile-batch must be at least 1, got {tile_batch}")
         self.runner, self.tile, self.overlap, self.tile_batch = runner, tile, overlap, tile_batch
-        self.ensemble, self.limits, self.description = ensemble, limits or Limits(), description
+        self.ensemble = ensemble
+        self.limits = limits or getattr(runner, "limits", None) or Limits()
+        self.description = description if description is not None else getattr(runner, "description", "")
         if self.limits.batch:
             self.tile_batch = self.limits.batch
         elif self.limits.max_batch:
@@ -153,8 +89,8 @@ class Denoiser:
     def open(cls, model: str | Path | None = None, backend: str | None = None, stages: int | None = None,
              device: str = "auto", threads: int | None = None, **options) -> Denoiser:
         """A Denoiser over a checkpoint, an .onnx file or an engine (None: the demo weights)."""
-        runner, limits, description = open_runner(model, backend, stages, device, threads)
-        return cls(runner, limits=limits, description=description, **options)
+        runner = open_runner(model, backend, RunOptions(stages=stages, device=device, threads=threads))
+        return cls(runner, **options)
 
     # ------------------------------------------------------------------ one pass
     def _tile_hw(self, h: int, w: int) -> tuple[int, int]:

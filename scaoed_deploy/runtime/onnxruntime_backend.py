@@ -10,17 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifact import quiet_polygraphy
 from ..errors import ScaoedError, first_line
+from .base import BaseRunner, Limits
+
+CPU = ["CPUExecutionProvider"]
+CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def quiet_polygraphy() -> None:
-    """polygraphy logs every session it makes; our commands print their own summaries."""
-    from polygraphy.logger import G_LOGGER
-
-    G_LOGGER.module_severity = G_LOGGER.ERROR
-
-
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(BaseRunner):
     """``run`` returns every output in graph order; ``__call__`` the first (the denoised image)."""
 
     name = "onnxruntime"
@@ -28,6 +26,7 @@ class OnnxRuntimeRunner:
     def __init__(self, model: str | Path | bytes, providers: list[str] | None = None, threads: int | None = None):
         import onnxruntime as ort
 
+        super().__init__()
         providers = providers or ["CPUExecutionProvider"]
         source = model if isinstance(model, bytes) else str(model)
         try:
@@ -57,10 +56,16 @@ class OnnxRuntimeRunner:
         # Reduced-precision artifacts may take float16 input; outputs always come back as float32.
         self.input_dtype = np.float16 if first.type == "tensor(float16)" else np.float32
         self.output_names = [o.name for o in self.session.get_outputs()]
+        dims = first.shape
+        static = dims[2:4] if len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[2:4]) else None
+        batch = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else None
+        self.limits = Limits(tuple(static) if static else None, tuple(static) if static else None, batch)
+        where = "the model" if isinstance(model, bytes) else str(model)
+        self.description = f"{where} on ONNX Runtime ({'CUDA' if 'CUDAExecutionProvider' in providers else 'CPU'})"
 
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         feed = {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)}
         return [np.asarray(o, dtype=np.float32) for o in self.session.run(None, feed)]
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.run(batch)[0]
+    def close(self) -> None:
+        self.session = None

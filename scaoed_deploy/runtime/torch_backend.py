@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from ..checkpoint import Weights, build_model
-from ..errors import ScaoedError
+from ..errors import ScaoedError, first_line
+from .base import BaseRunner
+from .cpu_memory import keep_freed_memory
+
+AMP_DTYPES = {None: None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -17,29 +23,52 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-class TorchRunner:
-    """Runs the eager model on float32 NCHW batches; ``run`` also returns the K noise maps."""
+class TorchRunner(BaseRunner):
+    """Runs the eager model on float32 NCHW batches; ``run`` also returns the K noise maps.
+
+    ``amp``: run under torch.autocast in bf16 or fp16; ``compile``: through ``torch.compile``.
+    """
 
     name = "torch"
 
-    def __init__(self, weights: Weights | None, stages: int | None = None, device: str = "auto", model=None):
+    def __init__(self, weights: Weights | None, stages: int | None = None, device: str = "auto", model=None,
+                 amp: str | None = None, compile: bool = False, threads: int | None = None):
         """Build the model from ``weights``, or run an already built ``model`` (the exporter's)."""
+        super().__init__()
+        if amp not in AMP_DTYPES:
+            raise ScaoedError(f"unknown autocast precision {amp!r}; use bf16 or fp16")
         self.device = pick_device(device)
         if self.device.type == "cpu":
-            from .cpu_memory import keep_freed_memory
-
             keep_freed_memory()  # eager calls otherwise fault their activations in afresh each time
+            if threads:
+                torch.set_num_threads(threads)
         self.model = (model if model is not None else build_model(weights, stages)).to(self.device).eval()
         self.stages = self.model.stages
+        self.dtype = AMP_DTYPES[amp]
+        self._forward = self.model
+        if compile:
+            try:
+                self._forward = torch.compile(self.model)
+            except Exception as e:  # noqa: BLE001 - torch.compile's failures have many types
+                raise ScaoedError(f"torch.compile failed: {first_line(e)}") from e
+        self.output_names = ["denoised"] + [f"noise_map_{i + 1}" for i in range(self.stages)]
+        source = Path(weights.source).name if weights is not None else "the model"
+        self.description = f"{source} on torch ({self.device}, K={self.stages}{', ' + amp if self.dtype else ''})"
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
 
     @torch.inference_mode()
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         """[denoised, noise map 1, ..., noise map K]."""
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        out, maps = self.model(x, return_noise_maps=True)
+        with self._autocast():
+            out, maps = self.model(x, return_noise_maps=True)
         return [t.float().cpu().numpy() for t in (out, *maps)]
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        return self.model(x).float().cpu().numpy()
+        with self._autocast():
+            y = self._forward(x)
+        return y.float().cpu().numpy()

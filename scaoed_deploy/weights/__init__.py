@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..checkpoint import read_checkpoint
+from ..errors import CheckpointError
+
 DEMO_PATH = Path(__file__).with_name("scaoednet_demo_t16.safetensors")
 DEMO_NOTICE = "note: using scaoed-deploy's demo weights (trained here on synthetic noise, not the paper's weights)"
 
@@ -21,9 +24,6 @@ def has_demo_weights() -> bool:
 
 def demo_weights():
     """The demo weights as ``Weights`` (float32), or a ScaoedError when this installation lacks them."""
-    from ..checkpoint import read_checkpoint
-    from ..errors import CheckpointError
-
     if not has_demo_weights():
         raise CheckpointError(
             "no --checkpoint given and this installation has no demo weights: pass --checkpoint PATH "

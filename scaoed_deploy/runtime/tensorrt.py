@@ -1,4 +1,4 @@
-"""TensorRT 11 engines from precision ONNX files: build plan, build, sidecar, and the load-time check.
+"""TensorRT 11 engines from precision ONNX files: build plan, build, sidecar, load-time check, and the runner.
 
 TensorRT 11 networks are always strongly typed: the precision is the ONNX's own
 (``precision/convert.py``), and no precision flag is set here. The build goes
@@ -12,6 +12,10 @@ version, GPU name and compute capability, precision, profile, the ONNX's sha256,
 K and T, and the equivalent ``trtexec`` command. Without TensorRT the sidecar is
 still written, as the build plan (``"built": false``). Loading an engine checks
 its sidecar against the running TensorRT and GPU and refuses a mismatch.
+
+``TensorRTRunner`` runs an engine through polygraphy's ``TrtRunner`` (engine I/O through
+polygraphy's own CUDA wrapper, no pycuda). Without ``tensorrt`` everything here raises
+``TensorRTMissing`` (exit code 4) with one line saying how to get it.
 """
 
 from __future__ import annotations
@@ -23,10 +27,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import sha256_of
-from .errors import ScaoedError, atomic_path
+import numpy as np
+
+from ..artifact import quiet_polygraphy
+from ..checkpoint import sha256_of
+from ..errors import ScaoedError, atomic_path
+from .base import BaseRunner, Limits
 
 DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = (256, 256), (512, 512), (1024, 1024)
+
+
+class TensorRTMissing(ScaoedError):
+    """TensorRT is needed for this step but cannot be imported."""
+
+    exit_code = 4
+
+
+def require_tensorrt(what: str):
+    """The tensorrt module, or TensorRTMissing saying what needed it."""
+    try:
+        import tensorrt
+    except ImportError as e:
+        raise TensorRTMissing(
+            f"TensorRT is not installed, so {what} is not possible here: install it on a machine with an NVIDIA GPU "
+            "(pip install tensorrt, or NVIDIA's TensorRT container)"
+        ) from e
+    return tensorrt
 
 
 @dataclass(frozen=True)
@@ -138,13 +164,9 @@ def gpu_description() -> dict:
 
 def build_engine(plan: BuildPlan, step: Callable[[str], None] = lambda s: None) -> dict:
     """Build ``plan.engine`` and its sidecar; returns the sidecar. Needs tensorrt and a GPU."""
-    from .runtime.tensorrt_backend import require_tensorrt
-
     trt = require_tensorrt(f"building {plan.engine}")
     gpu = gpu_description()
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
-
-    from .runtime.onnxruntime_backend import quiet_polygraphy
 
     quiet_polygraphy()
     s = plan.profile.shapes()
@@ -190,3 +212,47 @@ def check_engine_sidecar(engine_path: str | Path, trt_version: str, gpu: dict) -
                           f"this GPU is {gpu.get('gpu')} (sm {gpu.get('compute_capability')}): rebuild it")
     return meta
 
+
+
+class TensorRTRunner(BaseRunner):
+    """Runs a built engine; ``run`` returns every output in engine order (denoised first)."""
+
+    name = "tensorrt"
+
+    def __init__(self, engine_path: str | Path):
+        super().__init__()
+        self.engine_path = Path(engine_path)
+        self.sidecar = check_engine_sidecar(engine_path, require_tensorrt(f"running {engine_path}").__version__,
+                                            gpu_description())
+        prof = self.sidecar.get("profile", {})
+        lo, hi = prof.get("min"), prof.get("max")
+        self.limits = Limits(tuple(lo[2:]) if lo else None, tuple(hi[2:]) if hi else None,
+                             hi[0] if lo and hi and lo[0] == hi[0] else None, hi[0] if hi else None)
+        self.description = f"{engine_path} on TensorRT ({self.sidecar.get('precision')})"
+        self._runner = None
+
+    def activate(self) -> None:
+        """Deserialize the engine and make its execution context (polygraphy's TrtRunner)."""
+        if self._runner is not None:
+            return
+        trt = require_tensorrt(f"running {self.engine_path}")
+        from polygraphy.backend.common import BytesFromPath
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+        quiet_polygraphy()
+        self._runner = TrtRunner(EngineFromBytes(BytesFromPath(str(self.engine_path))))
+        self._runner.activate()
+        engine = self._runner.engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.input_name = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        self.output_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        self.activate()
+        outputs = self._runner.infer({self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        return [np.asarray(outputs[n], dtype=np.float32) for n in self.output_names]
+
+    def close(self) -> None:
+        if self._runner is not None and self._runner.is_active:
+            self._runner.deactivate()
+        self._runner = None

@@ -1,0 +1,96 @@
+"""``bench``: every backend, timed in one run."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import click
+
+from ..bench import (
+    BACKENDS,
+    BASELINE,
+    CPU_DEFAULT,
+    GPU_DEFAULT,
+    BenchConfig,
+    markdown,
+    run_bench,
+    write_results,
+)
+from ..runtime.torch_backend import pick_device
+from .common import (
+    command_line,
+    emit_json,
+    json_option,
+    load_weights,
+    progress_bar,
+    resolution_list,
+    stage_list,
+    weights_options,
+)
+from .main import cli
+
+
+@cli.command()
+@click.option("--res", "resolutions", default="512", show_default=True, callback=resolution_list,
+              help="Resolutions, comma-separated (512 or 512x768).")
+@click.option("--stages", default="1,3,5", show_default=True, callback=stage_list, help="Stage counts K.")
+@click.option("--backends", default=None,
+              help="Comma-separated, from: torch, torch-bf16, torch-fp16, torch-compile, onnxruntime, onnxruntime-fp16, "
+                   "onnxruntime-bf16, onnxruntime-int8, tensorrt, tensorrt-fp16, tensorrt-int8 "
+                   "(default: every one that fits the device; torch eager fp32 always runs, for the ratios).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: the GPU when torch sees one, else the CPU.")
+@click.option("--batch", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option("--warmup", type=click.IntRange(0), default=2, show_default=True)
+@click.option("--iters", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads, pinned (default: all cores).")
+@weights_options("Seeded random weights instead (timing only).")
+@click.option("--no-quality", is_flag=True, help="Skip the PSNR columns (the SIDD crops through every backend).")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), help="Real pairs for PSNR (default ../shared/data/sidd).")
+@click.option("--export-dir", default="export", show_default=True, type=click.Path(file_okay=False),
+              help="Where ONNX artifacts are reused from (or made into).")
+@click.option("--name", default=None, help="Result file name (default: <device>_<res>).")
+@click.option("-o", "--output", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False))
+@json_option
+def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, checkpoint, random_seed, blocks,
+          no_quality, data, export_dir, name, output, as_json):
+    """Latency, throughput, memory and PSNR per backend and K, with ratios to eager fp32 from the same run."""
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+
+
+    device = pick_device(device).type
+    chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else \
+        list(CPU_DEFAULT if device == "cpu" else GPU_DEFAULT)
+    unknown = [b for b in chosen if b not in BACKENDS]
+    if unknown:
+        raise click.BadParameter(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}",
+                                 param_hint="--backends")
+    weights = load_weights(checkpoint, random_seed=random_seed, blocks=blocks)
+    cfg = BenchConfig(resolutions=resolutions, stages=stages, backends=chosen, device=device, batch=batch,
+                      warmup=warmup, iters=iters, threads=threads, quality=not no_quality,
+                      data=Path(data) if data else None, export_dir=Path(export_dir))
+    total = len(resolutions) * len(stages) * len(dict.fromkeys([BASELINE, *chosen]))
+    columns = [TextColumn("bench"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
+    progress, log = progress_bar(*columns, quiet=as_json)
+    with progress:
+        task = progress.add_task("bench", total=total, info="")
+
+        def step(message):
+            progress.update(task, info=message)
+            if log:
+                log(f"[{int(progress.tasks[0].completed) + 1}/{total}] {message}")
+
+        result = run_bench(weights, cfg, step=step, advance=lambda: progress.advance(task))
+    result["command"] = command_line()
+    result["created"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    tag = name or f"{device}_{'_'.join(f'{h}x{w}' if h != w else str(h) for h, w in resolutions)}"
+    paths = write_results(result, output, tag)
+    if as_json:
+        emit_json(dict(result, files=[str(p) for p in paths]))
+    else:
+        click.echo(markdown(result))
+        click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+

@@ -1,0 +1,50 @@
+"""The command group and the console entry point."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import ScaoedError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
+
+
+# ---------------------------------------------------------------------------- commands
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="scaoed-deploy")
+def cli():
+    """ScaoedNet from PyTorch checkpoint to verified ONNX and TensorRT artifacts."""
+
+
+# ---------------------------------------------------------------------------- entry point
+def main(argv=None) -> int:
+    """Console entry point: one 'error: ...' line and an exit code, never a traceback."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    try:  # the arguments travel in click's context object, for the artifacts and reports that record them
+        rv = cli.main(args=args, prog_name="scaoed-deploy", standalone_mode=False, obj={"argv": args})
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        return EXIT_ERROR
+    except click.ClickException as e:
+        hint = " (see --help)" if isinstance(e, click.UsageError) else ""
+        click.echo(f"error: {e.format_message()}{hint}", err=True)
+        return e.exit_code
+    except ScaoedError as e:
+        click.echo(f"error: {e}", err=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        return 130
+    except MemoryError:
+        click.echo("error: out of memory (try a smaller image or --stages)", err=True)
+        return EXIT_ERROR
+    # Non-standalone click returns Exit's code (--help, --version) instead of raising it.
+    return rv if isinstance(rv, int) else EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The runner interface every backend implements, after polygraphy's ``BaseRunner``.
+
+A runner takes a float32 NCHW batch in [0, 1] (H and W even) and returns the model's
+outputs as float32 arrays: ``run(batch)`` every output in graph order (denoised first,
+then any noise maps), ``runner(batch)`` the denoised image alone. Its lifecycle:
+``activate()`` loads what is heavy (an engine, a session), ``close()`` releases it, and
+``with runner:`` does both. ``limits`` says which spatial sizes and batches it accepts;
+``description`` says in a few words what it runs, for the user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Limits:
+    """Spatial sizes an artifact accepts: (H, W) bounds, or None where any size goes."""
+
+    min_hw: tuple[int, int] | None = None
+    max_hw: tuple[int, int] | None = None
+    batch: int | None = None  # a static batch size (every call is padded up to it)
+    max_batch: int | None = None  # the largest batch accepted
+
+
+class BaseRunner:
+    name = "base"
+    input_name = "noisy"
+    output_names: list[str] = []
+
+    def __init__(self):
+        self.limits = Limits()
+        self.description = self.name
+
+    def activate(self) -> None:
+        """Load what the runner needs (idempotent); ``run`` activates on first use."""
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        self.activate()
+        return self._run(batch)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.run(batch)[0]
+
+    def close(self) -> None:
+        """Release what ``activate`` loaded (idempotent)."""
+
+    def __enter__(self):
+        self.activate()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
