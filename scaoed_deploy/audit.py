@@ -219,29 +219,21 @@ def check_weights(a: Audit, what: str) -> None:
                                 f"(first: {', '.join(g[:3])}{' ...' if len(g) > 3 else ''})")
 
 
+def _require_same(got: set[str], want: set[str], what: str, extra: str, missing: str) -> None:
+    surplus, lacking = sorted(got - want), sorted(want - got)
+    parts = [f"{len(names)} {label} (first: {', '.join(names[:3])})"
+             for names, label in ((surplus, extra), (lacking, missing)) if names]
+    if parts:
+        raise VerificationError(f"{what}: " + "; ".join(parts))
+
+
 def check_islands(a: Audit, islands: list[dict], what: str) -> None:
     """The float32 compute nodes must be exactly the compute nodes among ``islands`` ({node, op_type, ...})."""
-    got = set(a.float32_nodes)
-    want = {i["node"] for i in islands if i.get("op_type") not in NON_COMPUTE}
-    extra, missing = sorted(got - want), sorted(want - got)
-    if extra or missing:
-        parts = []
-        if extra:
-            parts.append(f"{len(extra)} float32 node(s) not among the islands (first: {', '.join(extra[:3])})")
-        if missing:
-            parts.append(f"{len(missing)} island(s) not computed in float32 (first: {', '.join(missing[:3])})")
-        raise VerificationError(f"{what}: " + "; ".join(parts))
+    _require_same(set(a.float32_nodes), {i["node"] for i in islands if i.get("op_type") not in NON_COMPUTE}, what,
+                  "float32 node(s) not among the islands", "island(s) not computed in float32")
 
 
 def check_int8_convs(a: Audit, kept: list[dict], what: str) -> None:
     """INT8: the convolutions computed in float32 must be exactly the ones kept in FP32 on purpose."""
-    got = {n for n, op, p in a.nodes if op == "Conv" and p == "float32"}
-    want = {k["node"] for k in kept}
-    extra, missing = sorted(got - want), sorted(want - got)
-    if extra or missing:
-        parts = []
-        if extra:
-            parts.append(f"{len(extra)} convolution(s) left in float32 unasked (first: {', '.join(extra[:3])})")
-        if missing:
-            parts.append(f"{len(missing)} kept convolution(s) quantized anyway (first: {', '.join(missing[:3])})")
-        raise VerificationError(f"{what}: " + "; ".join(parts))
+    _require_same({n for n, op, p in a.nodes if op == "Conv" and p == "float32"}, {k["node"] for k in kept}, what,
+                  "convolution(s) left in float32 unasked", "kept convolution(s) quantized anyway")

@@ -300,8 +300,9 @@ def _time_calls(fn, x: np.ndarray, warmup: int, iters: int, cuda: bool) -> list[
     return times
 
 
-def _torch_cuda_event_times(fn, x: np.ndarray, warmup: int, iters: int) -> list[float]:
-    """CUDA events around each call (input already on the device; includes the copy back)."""
+def cuda_event_times(fn, x, warmup: int, iters: int) -> list[float]:
+    """Seconds per call by CUDA events around each call, after ``warmup`` calls (whatever ``fn`` does with ``x``:
+    bench's rows copy it to the device and back, the GPU latency script keeps it there)."""
     import torch
 
     for _ in range(warmup):
@@ -385,7 +386,7 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
                         fn(x)  # first call (compilation, allocation) belongs to setup
                         row.setup_s = round(time.perf_counter() - t0, 2)
                         if cuda and name.startswith("torch"):
-                            times = _torch_cuda_event_times(fn, x, cfg.warmup, cfg.iters)
+                            times = cuda_event_times(fn, x, cfg.warmup, cfg.iters)
                         else:
                             times = _time_calls(fn, x, cfg.warmup, cfg.iters, cuda)
                     if cuda:

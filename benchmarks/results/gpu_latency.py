@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scaoed_deploy.bench import cuda_event_times
 from scaoed_deploy.checkpoint import build_model, read_checkpoint
 from scaoed_deploy.cost import PAPER_LATENCY_S, model_cost
 from scaoed_deploy.data import load_samples
@@ -93,20 +94,6 @@ def make(variant: str, model: torch.nn.Module, x: torch.Tensor):
     return call
 
 
-def time_it(fn, x, warmup: int, iters: int) -> list[float]:
-    for _ in range(warmup):
-        fn(x)
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn(x)
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return times
-
-
 def sidd_psnr(fn, samples) -> float | None:
     if not samples:
         return None
@@ -135,7 +122,7 @@ def measure(variant, k, model, x, flop, peak, samples, eager_psnr, args, t_start
             fn = make(variant, model, x)
             torch.cuda.synchronize()
             setup = time.perf_counter() - t0
-            times = time_it(fn, x, args.warmup, args.iters)
+            times = [t * 1000 for t in cuda_event_times(fn, x, args.warmup, args.iters)]  # ms
             # eager numerics only: a captured graph holds the 512 input, a compile would recompile at 256
             psnr = sidd_psnr(fn, samples) if variant.startswith("eager") else None
     except Exception as e:  # noqa: BLE001 - a failed variant is recorded with its reason

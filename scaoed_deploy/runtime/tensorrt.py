@@ -166,7 +166,12 @@ def build_engine(plan: BuildPlan, step: Callable[[str], None] = lambda s: None) 
     """Build ``plan.engine`` and its sidecar; returns the sidecar. Needs tensorrt and a GPU."""
     trt = require_tensorrt(f"building {plan.engine}")
     gpu = gpu_description()
-    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineBytesFromNetwork,
+        NetworkFromOnnxPath,
+        Profile,
+    )
 
     quiet_polygraphy()
     s = plan.profile.shapes()
