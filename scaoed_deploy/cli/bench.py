@@ -20,6 +20,7 @@ from ..bench import (
 from ..runtime.torch_backend import pick_device
 from .common import (
     command_line,
+    data_option,
     emit_json,
     json_option,
     load_weights,
@@ -47,7 +48,7 @@ from .main import cli
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads, pinned (default: all cores).")
 @weights_options("Seeded random weights instead (timing only).")
 @click.option("--no-quality", is_flag=True, help="Skip the PSNR columns (the SIDD crops through every backend).")
-@click.option("--data", type=click.Path(exists=True, file_okay=False), help="Real pairs for PSNR (default ../shared/data/sidd).")
+@data_option("Real pairs for PSNR (default ../shared/data/sidd).")
 @click.option("--export-dir", default="export", show_default=True, type=click.Path(file_okay=False),
               help="Where ONNX artifacts are reused from (or made into).")
 @click.option("--name", default=None, help="Result file name (default: <device>_<res>).")

@@ -11,6 +11,7 @@ from ..build import BuildRequest, build
 from ..runtime.tensorrt import ShapeProfile, TensorRTMissing, parse_batch
 from .common import (
     command_line,
+    data_option,
     emit_json,
     json_option,
     load_weights,
@@ -45,8 +46,7 @@ from .main import cli
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default="engines/timing.cache", show_default=True,
               help="Reused and updated across builds.")
 @click.option("--workspace", type=click.IntRange(16), default=None, help="Builder workspace limit in MiB.")
-@click.option("--data", type=click.Path(exists=True, file_okay=False),
-              help="Real noisy/clean pairs for parity (default ../shared/data/sidd).")
+@data_option("Real noisy/clean pairs for parity (default ../shared/data/sidd).")
 @click.option("--export-dir", default="export", show_default=True, type=click.Path(file_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Engine path (default engines/<precision onnx name>.engine).")

@@ -84,9 +84,6 @@ def command_line() -> str:
     return " ".join(["scaoed-deploy", *(obj or {}).get("argv", sys.argv[1:])])
 
 
-
-
-
 def stderr_console():
     from rich.console import Console
 
@@ -105,7 +102,6 @@ def progress_bar(*columns, quiet: bool, **kwargs):
     return Progress(*columns, console=console, disable=quiet or log is not None, **kwargs), log
 
 
-
 @contextlib.contextmanager
 def progress_steps(quiet: bool = False):
     """Yields step(message): a spinner on a terminal, a line per step on stderr otherwise."""
@@ -117,8 +113,6 @@ def progress_steps(quiet: bool = False):
             yield status.update
     else:
         yield lambda message: console.print(f"  {message}", highlight=False)
-
-
 
 
 # ---------------------------------------------------------------------------- shared option groups

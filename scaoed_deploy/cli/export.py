@@ -11,6 +11,7 @@ from ..errors import VerificationError
 from ..export import ExportSpec, default_filename, export_onnx
 from .common import (
     command_line,
+    data_option,
     emit_json,
     json_option,
     load_weights,
@@ -33,8 +34,7 @@ from .main import cli
 @click.option("--noise-maps", is_flag=True, help="Also output the K noise maps u(i), for stage-wise parity.")
 @click.option("--optimizer", type=click.Choice(["onnxslim", "none", "onnxscript"]), default="onnxslim", show_default=True,
               help="Graph simplification; onnxscript's drops NFAE's epsilon and is kept only to show that.")
-@click.option("--data", type=click.Path(exists=True, file_okay=False),
-              help="Real noisy images (a folder, or one with noisy/) for the check; default ../shared/data/sidd.")
+@data_option("Real noisy images (a folder, or one with noisy/) for the check; default ../shared/data/sidd.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="Max abs error vs eager.")
 @click.option("-o", "--output", default="export", show_default=True, help="Output folder, or a .onnx file for one K.")
 @json_option

@@ -16,6 +16,7 @@ from ..parity.report import localisation_line, report_dict
 from ..weights import DEMO_NOTICE, demo_weights, has_demo_weights
 from .common import (
     command_line,
+    data_option,
     emit_json,
     json_option,
     notice,
@@ -30,8 +31,7 @@ from .main import cli
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path())
 @stages_option("K of the eager reference (default: the artifact's).")
 @click.option("--checkpoint", "-c", type=click.Path(), help="Weights of the eager reference (default: what the artifact records, or the demo weights).")
-@click.option("--data", type=click.Path(exists=True, file_okay=False),
-              help="Real pairs: a folder with noisy/ and clean/ (default ../shared/data/sidd when present).")
+@data_option("Real pairs: a folder with noisy/ and clean/ (default ../shared/data/sidd when present).")
 @click.option("--report", "report_dir", default="reports/parity", show_default=True, type=click.Path(file_okay=False),
               help="Folder for parity.json, parity.md and one PNG per artifact.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default=None,
