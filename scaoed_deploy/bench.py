@@ -348,7 +348,6 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
     threads = cfg.threads or os.cpu_count()
     allocator = None
     if cfg.device == "cpu":
-
         torch.set_num_threads(threads)
         cfg.threads = threads
         allocator = keep_freed_memory()

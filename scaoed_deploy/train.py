@@ -218,7 +218,6 @@ def train(
     noise_cfg = NoiseConfig.from_saved(cfg.noise)
     model = ScaoedNet(stages=cfg.stages, blocks=cfg.blocks)
     if cfg.init and not resume:
-
         init = read_checkpoint(cfg.init)
         if init.blocks != cfg.blocks:
             raise ScaoedError(f"{cfg.init}: has T={init.blocks} FM2ARB blocks, training asks for T={cfg.blocks}")

@@ -41,7 +41,6 @@ def denoise(src, dst, model, backend, stages, reference, tile, overlap, tile_bat
     denoiser = Denoiser.open(model, backend=backend, stages=stages, device=device, threads=threads, tile=tile,
                              overlap=overlap, tile_batch=tile_batch, ensemble=ensemble)
     if model is None:
-
         notice(DEMO_NOTICE)
     src_p, dst_p = Path(src), Path(dst)
     skipped = []
@@ -62,8 +61,9 @@ def denoise(src, dst, model, backend, stages, reference, tile, overlap, tile_bat
         if dst_p.is_dir():
             dst_p = dst_p / src_p.name
         jobs = [(src_p, dst_p, Path(reference) if reference else None)]
-    results, failures = _run_denoise_jobs(denoiser, jobs, int(bit_depth) if bit_depth else None, quiet=as_json,
-                                          single=not src_p.is_dir())
+    with denoiser:  # the session or engine is released when the jobs are done
+        results, failures = _run_denoise_jobs(denoiser, jobs, int(bit_depth) if bit_depth else None, quiet=as_json,
+                                              single=not src_p.is_dir())
     summary = {"model": denoiser.description, "tile": tile, "overlap": overlap, "ensemble": ensemble,
                "results": results, "skipped_existing": skipped, "failures": failures}
     if as_json:

@@ -56,7 +56,6 @@ def parity(artifacts, stages, checkpoint, data, report_dir, precision, max_abs, 
                                   "data": str(data_dir) if data_dir else None}
     written = write_reports(results, report_dir, reference, command_line())
     if as_json:
-
         emit_json(dict(report_dict(results, reference, command_line()), report_files=[str(p) for p in written]))
     else:
         for r in results:

@@ -229,7 +229,6 @@ def run_parity(
     result = ParityResult(artifact, k, thresholds, tensors, task, outcomes, notes, None, preview,
                           audit(artifact.path).to_dict() if artifact.kind == "onnx" else None)
     if not result.passed and localise and artifact.kind == "onnx":
-
         step(f"{artifact.path.name}: localising the first divergent node")
         worst = _worst_case(tensors, result)
         result.localisation = localise_failure(artifact, weights, k, inputs[worst], thresholds.local_rtol)

@@ -92,6 +92,18 @@ class Denoiser:
         runner = open_runner(model, backend, RunOptions(stages=stages, device=device, threads=threads))
         return cls(runner, **options)
 
+    def close(self) -> None:
+        """Release the runner (its session or engine)."""
+        close = getattr(self.runner, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Denoiser:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # ------------------------------------------------------------------ one pass
     def _tile_hw(self, h: int, w: int) -> tuple[int, int]:
         """The tile size for an (even) H x W image: ``tile``, capped by the artifact's max and the image."""
