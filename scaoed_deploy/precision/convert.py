@@ -212,7 +212,8 @@ def modelopt_unquantized_convs(proto) -> list[dict]:
     from modelopt.onnx.quantization.graph_utils import find_nodes_from_convs_to_exclude
 
     modules = module_paths(proto)
-    names = set(find_nodes_from_convs_to_exclude(gs.import_onnx(proto), quantize_mode="int8"))
+    with _quiet():  # ModelOpt logs its scan at INFO on stdout, which --json needs clean
+        names = set(find_nodes_from_convs_to_exclude(gs.import_onnx(proto), quantize_mode="int8"))
     return [{"node": n.name, "op_type": n.op_type, "module": modules.get(n.output[0], ""),
              "reason": "ModelOpt does not quantize this convolution (fewer than 16 channels)"}
             for n in proto.graph.node if n.name in names]
