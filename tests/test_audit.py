@@ -140,3 +140,19 @@ def test_value_info_is_pruned_to_one_entry_per_tensor_a_node_makes():
     assert prune_value_info(model) == 3
     assert sorted(v.name for v in model.graph.value_info) == sorted(v.name for v in entries)
     onnx.checker.check_model(model)
+
+
+def test_asking_modelopt_which_convs_it_skips_prints_nothing(capfd):
+    pytest.importorskip("modelopt.onnx.quantization")
+    from scaoed_deploy.precision.convert import modelopt_unquantized_convs
+
+    model = prefix_graph()
+    # 4 output channels and a 1x3 kernel: ModelOpt has no INT8 TensorRT kernel shape for it and leaves it in float
+    model.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.zeros((4, 16, 1, 3), np.float32), "w1"))
+    conv = model.graph.node[3]
+    del conv.attribute[:]
+    conv.attribute.extend([helper.make_attribute("kernel_shape", [1, 3]), helper.make_attribute("pads", [0, 1, 0, 1])])
+    skipped = modelopt_unquantized_convs(model)
+    assert [s["node"] for s in skipped] == ["node_conv_1"]
+    out, err = capfd.readouterr()
+    assert out == ""  # --json needs stdout clean: ModelOpt's INFO lines once came out here
