@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import dataclasses
+import shutil
+
 import pytest
 import torch
 from references import SHARED, TSV, official_state_dict
@@ -34,12 +37,20 @@ def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
     made = {}
 
-    def get(weights, spec, data_dir=None):
+    def get(weights, spec, data_dir=None, name=None):
+        """The export of ``weights`` as ``spec`` says, named ``name`` (default: export's own file name)."""
         key = (weights.identity, repr(spec), str(data_dir))
+        name = name or ex.default_filename(spec.stages, weights.blocks, spec)
         if key not in made:
-            path = root / f"{len(made)}_{ex.default_filename(spec.stages, weights.blocks, spec)}"
-            made[key] = ex.export_onnx(weights, spec, path, data_dir)
-        return made[key]
+            folder = root / str(len(made))
+            made[key] = ex.export_onnx(weights, spec, folder / name, data_dir)
+        result = made[key]
+        if result.path.name != name:  # the same export under the name a test expects
+            path = result.path.with_name(name)
+            if not path.exists():
+                shutil.copyfile(result.path, path)
+            result = dataclasses.replace(result, path=path)
+        return result
 
     return get
 
@@ -50,7 +61,7 @@ def random_k1_onnx(exports):
     from scaoed_deploy import checkpoint as ckpt
     from scaoed_deploy import export as ex
 
-    return exports(ckpt.random_weights(blocks=1, seed=0), ex.ExportSpec(stages=1)).path
+    return exports(ckpt.random_weights(blocks=1, seed=0), ex.ExportSpec(stages=1), name="k1.onnx").path
 
 
 @pytest.fixture

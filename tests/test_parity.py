@@ -31,7 +31,7 @@ def weights():
 
 @pytest.fixture(scope="module")
 def fp32_artifact(weights, exports):
-    return exports(weights, ex.ExportSpec(stages=2, noise_maps=True)).path
+    return exports(weights, ex.ExportSpec(stages=2, noise_maps=True), name="k2_maps.onnx").path
 
 
 def _without_nfae_epsilon(src, dst):
