@@ -340,7 +340,6 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
               advance: Callable[[], None] = lambda: None) -> dict:
     import torch
 
-
     unknown = [b for b in cfg.backends if b not in BACKENDS]
     if unknown:
         raise ScaoedError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")

@@ -144,7 +144,6 @@ def _fp32_onnx(req: BuildRequest, step) -> tuple[Path, bool, int]:
 def newest_export(export_dir: Path, weights: Weights) -> tuple[Path, int] | None:
     """The fp32 export in ``export_dir`` (under `export`'s default name) made from these weights that was
     written last, with its K; files that are not readable exports are passed over."""
-
     found = []
     for path in Path(export_dir).glob(f"scaoednet_k*_t{weights.blocks}_fp32.onnx"):
         try:
@@ -160,8 +159,6 @@ def newest_export(export_dir: Path, weights: Weights) -> tuple[Path, int] | None
 def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> BuildOutcome:
     """Run the steps (see the module doc). Raises VerificationError when lint or parity fails."""
     import onnx
-
-
 
     data = req.data or default_sidd_dir()
     if req.precision not in PRECISIONS:

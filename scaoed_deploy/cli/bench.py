@@ -59,7 +59,6 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
     """Latency, throughput, memory and PSNR per backend and K, with ratios to eager fp32 from the same run."""
     from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
-
     device = pick_device(device).type
     chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else \
         list(CPU_DEFAULT if device == "cpu" else GPU_DEFAULT)

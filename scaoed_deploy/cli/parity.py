@@ -88,7 +88,6 @@ def _reference_weights(art, checkpoint):
 def _print_parity(r) -> None:
     from rich.table import Table
 
-
     verdict = "[green]passed[/green]" if r.passed else "[bold red]FAILED[/bold red]"
     console = stdout_console()
     table = Table(title=f"{r.artifact.path} ({r.artifact.kind}, {r.artifact.precision}, K={r.stages}): {verdict}",

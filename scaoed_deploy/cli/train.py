@@ -44,7 +44,6 @@ def train(clean, pairs, val, stages, stage_choices, init, blocks, patch, batch, 
     """Train ScaoedNet on clean images with synthetic camera noise (L1, Adam, cosine decay)."""
     from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
-
     if patch % 2:
         raise click.BadParameter("must be even", param_hint="--patch")
     cfg = TrainConfig(clean=[c for c in clean.split(",") if c], stages=stages, blocks=blocks, patch=patch, batch=batch,

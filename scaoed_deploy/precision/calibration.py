@@ -58,7 +58,6 @@ def _images(folder: Path) -> list[tuple[str, np.ndarray]]:
 def _with_noise(chw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     import torch
 
-
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
     return synthesize(torch.from_numpy(chw[None].copy()), gen)[0].numpy()
 
