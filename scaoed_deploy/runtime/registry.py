@@ -43,7 +43,7 @@ def _onnxruntime(providers: list[str]) -> Callable[[Path, RunOptions], BaseRunne
     def open_(model: Path, o: RunOptions) -> BaseRunner:
         art = load_artifact(model)  # one clear line for a corrupt file, before ONNX Runtime's
         runner = OnnxRuntimeRunner(model, providers=providers, threads=o.threads)
-        runner.description += f", {art.precision}"
+        runner.description = f"{model} on ONNX Runtime ({'CUDA' if providers is CUDA else 'CPU'}, {art.precision})"
         return runner
 
     return open_
