@@ -184,7 +184,6 @@ def run_parity(
     localise: bool = True,
     step: Callable[[str], None] = lambda s: None,
 ) -> ParityResult:
-
     k = check_consistency(artifact, weights, stages)
     thresholds = thresholds or thresholds_for(artifact.precision)
     eager = TorchRunner(weights, stages=k, device="cpu")
@@ -225,6 +224,7 @@ def run_parity(
         preview = {"name": "random #1", "noisy": x[0].transpose(1, 2, 0),
                    "eager": eager(x)[0].transpose(1, 2, 0), "artifact": runner(x)[0].transpose(1, 2, 0)}
 
+    runner.close()  # the session or engine is not needed for the verdict or the localisation
     outcomes = evaluate(tensors, task, thresholds)
     result = ParityResult(artifact, k, thresholds, tensors, task, outcomes, notes, None, preview,
                           audit(artifact.path).to_dict() if artifact.kind == "onnx" else None)
