@@ -160,20 +160,24 @@ def prune_value_info(proto) -> int:
 
 
 # ---------------------------------------------------------------------------- NFAE's epsilon
+def weight_tensors(proto) -> list:
+    """(name, TensorProto) for every initializer and Constant-node tensor of the main graph."""
+    out = [(i.name, i) for i in proto.graph.initializer]
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.HasField("t"):
+                    out.append((node.output[0], a.t))
+    return out
+
+
 def count_nfae_epsilons(proto) -> int:
     """Add nodes that add NFAE's 1e-16 (two per NFAE: one per sigmoid gate)."""
     from onnx import numpy_helper
 
     eps32 = float(np.float32(NFAE_EPS))
-    consts = {}
-    for init in proto.graph.initializer:
-        if int(np.prod(init.dims)) == 1:
-            consts[init.name] = float(numpy_helper.to_array(init).reshape(-1)[0])
-    for node in proto.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
-            arr = numpy_helper.to_array(node.attribute[0].t)
-            if arr.size == 1:
-                consts[node.output[0]] = float(arr.reshape(-1)[0])
+    consts = {name: float(numpy_helper.to_array(t).reshape(-1)[0])
+              for name, t in weight_tensors(proto) if math.prod(t.dims) == 1}
     return sum(
         1
         for node in proto.graph.node

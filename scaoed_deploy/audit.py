@@ -21,11 +21,12 @@ are pointed at one of them.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .artifact import module_of
+from .artifact import module_of, weight_tensors
 from .errors import VerificationError
 
 #: Ops that move, reshape or describe data rather than compute on it.
@@ -50,17 +51,6 @@ def _tensor_key(tensor) -> tuple:
 
     arr = numpy_helper.to_array(tensor)
     return tensor.data_type, tuple(tensor.dims), hashlib.sha256(arr.tobytes()).hexdigest()
-
-
-def _weights(proto) -> list:
-    """(name, TensorProto) for every initializer and Constant-node tensor of the main graph."""
-    out = [(i.name, i) for i in proto.graph.initializer]
-    for node in proto.graph.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value" and a.HasField("t"):
-                    out.append((node.output[0], a.t))
-    return out
 
 
 def dedupe_weights(proto) -> int:
@@ -140,7 +130,7 @@ def _elem_types(proto) -> dict[str, int]:
     types = {}
     for v in (*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info):
         types[v.name] = v.type.tensor_type.elem_type
-    for name, t in _weights(proto):
+    for name, t in weight_tensors(proto):
         types[name] = t.data_type
     return types
 
@@ -189,27 +179,18 @@ def audit(model: str | Path | object) -> Audit:
             a.float32_by_module[module] = a.float32_by_module.get(module, 0) + 1
     groups: dict[tuple, list[str]] = {}
     values = nbytes = 0
-    for name, t in _weights(proto):
+    for name, t in weight_tensors(proto):
         key = _tensor_key(t)
         if key not in groups:
-            n = 1
-            for d in t.dims:
-                n *= d
+            n = math.prod(t.dims)
             values += n
             nbytes += n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
         groups.setdefault(key, []).append(name)
     a.weights = {"tensors": sum(len(g) for g in groups.values()), "unique": len(groups), "values": values,
                  "bytes": nbytes}
     a.duplicated_weights = [g for k, g in groups.items()
-                            if len(g) > 1 and _numel(k[1]) >= DUPLICATE_MIN_VALUES]
+                            if len(g) > 1 and math.prod(k[1]) >= DUPLICATE_MIN_VALUES]
     return a
-
-
-def _numel(dims: tuple) -> int:
-    n = 1
-    for d in dims:
-        n *= d
-    return n
 
 
 def check_weights(a: Audit, what: str) -> None:

@@ -205,7 +205,7 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
             else:
                 check_islands(read_back, converted.kept_fp32, what)
             artifact = load_artifact(tmp)
-            out.parity = run_parity(artifact, req.weights, stages, data, step=step)
+            out.parity = run_parity(artifact, req.weights, stages, data, step=step, read_back=out.audit)
             out.seconds["parity"] = round(time.perf_counter() - t, 1)
             if not out.parity.passed:
                 worst = out.parity.failures[0]

@@ -171,8 +171,8 @@ def artifact_runner(artifact: Artifact, providers: list[str] | None = None):
     if artifact.emulated(providers):
         return OnnxRuntimeRunner(emulated_bytes(artifact.path), providers=providers)
     if artifact.kind == "onnx" and providers and "CUDAExecutionProvider" in providers:
-        return open_runner(artifact.path, "onnxruntime-cuda")
-    return open_runner(artifact.path)
+        return open_runner(artifact, "onnxruntime-cuda")
+    return open_runner(artifact)
 
 
 def run_parity(
@@ -183,7 +183,9 @@ def run_parity(
     thresholds: Thresholds | None = None,
     localise: bool = True,
     step: Callable[[str], None] = lambda s: None,
+    read_back: dict | None = None,
 ) -> ParityResult:
+    """``read_back``: the artifact's audit (``audit.audit(...).to_dict()``) when the caller has read it already."""
     k = check_consistency(artifact, weights, stages)
     thresholds = thresholds or thresholds_for(artifact.precision)
     eager = TorchRunner(weights, stages=k, device="cpu")
@@ -227,7 +229,7 @@ def run_parity(
     runner.close()  # the session or engine is not needed for the verdict or the localisation
     outcomes = evaluate(tensors, task, thresholds)
     result = ParityResult(artifact, k, thresholds, tensors, task, outcomes, notes, None, preview,
-                          audit(artifact.path).to_dict() if artifact.kind == "onnx" else None)
+                          read_back or (audit(artifact.path).to_dict() if artifact.kind == "onnx" else None))
     if not result.passed and localise and artifact.kind == "onnx":
         step(f"{artifact.path.name}: localising the first divergent node")
         worst = _worst_case(tensors, result)

@@ -98,6 +98,16 @@ def _stamp(proto, source, result: PrecisionONNX, stages: int | None) -> None:
         check_nfae_epsilon(proto, stages)
 
 
+def _tidy(proto, source) -> int:
+    """What both converters leave behind, repaired: a weight shared by the K stages is converted (or quantized)
+    once per consumer, so copies are merged; stale value_info is dropped; the module tags they lose come back
+    from the source. Returns the number of copies merged."""
+    deduped = dedupe_weights(proto)
+    prune_value_info(proto)
+    carry_module_tags(source, proto)
+    return deduped
+
+
 def _common_shape(calib: list[CalibSample]) -> list[CalibSample]:
     """The samples of the most common size (tools that batch calibration data need one shape)."""
     sizes = [c.x.shape[2:] for c in calib]
@@ -157,9 +167,7 @@ def mixed_precision(fp32_path: str | Path, precision: str, calib: list[CalibSamp
                     providers=["cpu"])
         except Exception as e:
             raise ScaoedError(f"ModelOpt AutoCast failed on {fp32_path}: {first_line(e)}") from e
-    deduped = dedupe_weights(proto)  # AutoCast casts a shared weight once per consumer
-    prune_value_info(proto)
-    carry_module_tags(source, proto)
+    deduped = _tidy(proto, source)
     result = PrecisionONNX(proto, precision, "tensorrt", "modelopt.onnx.autocast",
                            [i.to_dict() for i in islands], describe(calib))
     if deduped:
@@ -315,9 +323,7 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
             except Exception as e:
                 raise ScaoedError(f"INT8 quantization ({target}) failed on {fp32_path}: {first_line(e)}") from e
             proto = onnx.load(str(dst))
-            deduped = dedupe_weights(proto)  # a weight shared by the K stages is quantized once per consumer
-            prune_value_info(proto)
-            carry_module_tags(source, proto)
+            deduped = _tidy(proto, source)
             got = _ort_outputs(proto, [c.x for c in held_out])
             if not all(np.isfinite(g).all() for g in got):
                 raise VerificationError("the INT8 model gives NaN/Inf on held-out calibration images")

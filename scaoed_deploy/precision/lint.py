@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..artifact import weight_tensors
+
 #: The operator matrix this lint follows: onnx-tensorrt's docs/operators.md, the newest published one.
 MATRIX = "onnx-tensorrt docs/operators.md for TensorRT 10.15"
 #: "TensorRT 10.15 supports operators in the inclusive range of opset 9 to opset 24."
@@ -79,13 +81,7 @@ class Violation:
 def _constants(model) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
 
-    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value" and attr.HasField("t"):
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
-    return values
+    return {name: numpy_helper.to_array(t) for name, t in weight_tensors(model)}
 
 
 def _attr(node, name, default=None):

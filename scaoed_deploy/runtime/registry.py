@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifact import ENGINE_SUFFIXES, ONNX_SUFFIXES, load_artifact
+from ..artifact import ENGINE_SUFFIXES, ONNX_SUFFIXES, Artifact, load_artifact
 from ..checkpoint import read_checkpoint
 from ..errors import ScaoedError
 from ..weights import demo_weights
@@ -33,15 +33,15 @@ class RunOptions:
     compile: bool = False  # torch: torch.compile
 
 
-def _torch(model: Path | None, o: RunOptions) -> BaseRunner:
+def _torch(model: Path | None, o: RunOptions, art: Artifact | None = None) -> BaseRunner:
     weights = read_checkpoint(model) if model else (o.weights if o.weights is not None else demo_weights())
     return TorchRunner(weights, stages=o.stages, device=o.device, amp=o.amp, compile=o.compile,
                                      threads=o.threads)
 
 
-def _onnxruntime(providers: list[str]) -> Callable[[Path, RunOptions], BaseRunner]:
-    def open_(model: Path, o: RunOptions) -> BaseRunner:
-        art = load_artifact(model)  # one clear line for a corrupt file, before ONNX Runtime's
+def _onnxruntime(providers: list[str]) -> Callable[..., BaseRunner]:
+    def open_(model: Path, o: RunOptions, art: Artifact | None = None) -> BaseRunner:
+        art = art or load_artifact(model)  # one clear line for a corrupt file, before ONNX Runtime's
         runner = OnnxRuntimeRunner(model, providers=providers, threads=o.threads)
         runner.description = f"{model} on ONNX Runtime ({'CUDA' if providers is CUDA else 'CPU'}, {art.precision})"
         return runner
@@ -49,7 +49,7 @@ def _onnxruntime(providers: list[str]) -> Callable[[Path, RunOptions], BaseRunne
     return open_
 
 
-def _tensorrt(model: Path, o: RunOptions) -> BaseRunner:
+def _tensorrt(model: Path, o: RunOptions, art: Artifact | None = None) -> BaseRunner:
     return TensorRTRunner(model)
 
 
@@ -57,7 +57,7 @@ def _tensorrt(model: Path, o: RunOptions) -> BaseRunner:
 class Backend:
     name: str
     suffixes: frozenset[str]
-    open: Callable[[Path | None, RunOptions], BaseRunner]
+    open: Callable[..., BaseRunner]  # (path or None, RunOptions, the loaded Artifact or None) -> runner
     default: bool = True  # picked for its files when no backend is named
 
 
@@ -77,12 +77,14 @@ def _kind(suffix: str) -> str:
     return "a checkpoint"
 
 
-def open_runner(model: str | Path | None = None, backend: str | None = None,
+def open_runner(model: str | Path | Artifact | None = None, backend: str | None = None,
                 options: RunOptions | None = None) -> BaseRunner:
     """A runner for a checkpoint, an .onnx file or a TensorRT engine (``model`` None: the demo weights, or
-    ``options.weights``, on torch). ``backend`` None: the file's default backend (ONNX on CUDA when
-    ``options.device`` is cuda)."""
+    ``options.weights``, on torch; an already loaded ``Artifact`` is not read again). ``backend`` None: the
+    file's default backend (ONNX on CUDA when ``options.device`` is cuda)."""
     o = options or RunOptions()
+    art = model if isinstance(model, Artifact) else None
+    model = art.path if art else model
     if backend is not None and backend not in BACKENDS:
         raise ScaoedError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     path = Path(model) if model else None
@@ -104,4 +106,4 @@ def open_runner(model: str | Path | None = None, backend: str | None = None,
             raise ScaoedError(f"--backend {backend} needs a matching model file (.onnx or .engine), not a checkpoint")
         names = " or ".join(f"--backend {b.name}" for b in fits)
         raise ScaoedError(f"{model} is {_kind(suffix)}: use {names}")
-    return chosen.open(path, o)
+    return chosen.open(path, o, art)
