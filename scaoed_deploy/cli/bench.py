@@ -20,22 +20,21 @@ from ..bench import (
 from ..runtime.torch_backend import pick_device
 from .common import (
     command_line,
+    counted_progress,
     data_option,
     emit_json,
     json_option,
     load_weights,
-    progress_bar,
-    resolution_list,
-    stage_list,
+    resolutions_option,
+    stage_list_option,
     weights_options,
 )
 from .main import cli
 
 
 @cli.command()
-@click.option("--res", "resolutions", default="512", show_default=True, callback=resolution_list,
-              help="Resolutions, comma-separated (512 or 512x768).")
-@click.option("--stages", default="1,3,5", show_default=True, callback=stage_list, help="Stage counts K.")
+@resolutions_option("Resolutions, comma-separated (512 or 512x768).")
+@stage_list_option("1,3,5", "Stage counts K")
 @click.option("--backends", default=None,
               help="Comma-separated, from: torch, torch-bf16, torch-fp16, torch-compile, onnxruntime, onnxruntime-fp16, "
                    "onnxruntime-bf16, onnxruntime-int8, tensorrt, tensorrt-fp16, tensorrt-int8 "
@@ -57,7 +56,7 @@ from .main import cli
 def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, checkpoint, random_seed, blocks,
           no_quality, data, export_dir, name, output, as_json):
     """Latency, throughput, memory and PSNR per backend and K, with ratios to eager fp32 from the same run."""
-    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import TimeElapsedColumn
 
     device = pick_device(device).type
     chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else \
@@ -71,9 +70,7 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
                       warmup=warmup, iters=iters, threads=threads, quality=not no_quality,
                       data=Path(data) if data else None, export_dir=Path(export_dir))
     total = len(resolutions) * len(stages) * len(dict.fromkeys([BASELINE, *chosen]))
-    columns = [TextColumn("bench"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
-    progress, log = progress_bar(*columns, quiet=as_json)
+    progress, log = counted_progress("bench", TimeElapsedColumn(), quiet=as_json)
     with progress:
         task = progress.add_task("bench", total=total, info="")
 

@@ -102,6 +102,15 @@ def progress_bar(*columns, quiet: bool, **kwargs):
     return Progress(*columns, console=console, disable=quiet or log is not None, **kwargs), log
 
 
+def counted_progress(label: str, clock, quiet: bool):
+    """progress_bar with the columns of a counted run: label, bar, done/total, the current step, and ``clock``
+    (a rich elapsed- or remaining-time column)."""
+    from rich.progress import BarColumn, TextColumn
+
+    return progress_bar(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TextColumn("{task.fields[info]}"), clock, quiet=quiet)
+
+
 @contextlib.contextmanager
 def progress_steps(quiet: bool = False):
     """Yields step(message): a spinner on a terminal, a line per step on stderr otherwise."""
@@ -133,6 +142,17 @@ def weights_options(random_help: str = "Seeded random weights instead (for tests
         f = click.option("--random-seed", type=int, default=None, help=random_help)(f)
         return click.option("--checkpoint", "-c", type=click.Path(), help="Weights (default: the demo weights).")(f)
     return apply
+
+
+def stage_list_option(default: str, help: str, name: str = "--stages"):
+    """--stages 1,3,5: several K, each within the model's limit."""
+    return click.option(name, default=default, show_default=default is not None, callback=stage_list,
+                        help=f"{help} (1 to {ScaoedNet.MAX_STAGES}, comma-separated)")
+
+
+def resolutions_option(help: str):
+    """--res 512[,512x768...]: output resolutions."""
+    return click.option("--res", "resolutions", default="512", show_default=True, callback=resolution_list, help=help)
 
 
 def data_option(help: str):

@@ -17,7 +17,7 @@ from .common import (
     load_weights,
     notice,
     progress_steps,
-    stage_list,
+    stage_list_option,
     stdout_console,
     weights_options,
 )
@@ -25,7 +25,7 @@ from .main import cli
 
 
 @cli.command("export")
-@click.option("--stages", default="5", show_default=True, callback=stage_list, help="Stage counts K, comma-separated: one file each.")
+@stage_list_option("5", "Stage counts K, one file each")
 @weights_options("Use seeded random weights instead (for tests and timing).")
 @click.option("--static", "static_hw", nargs=2, type=click.IntRange(2, 16384), default=None, metavar="H W",
               help="Static height and width (even) instead of dynamic ones.")

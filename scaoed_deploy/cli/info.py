@@ -9,8 +9,8 @@ from ..cost import model_cost
 from .common import (
     emit_json,
     json_option,
-    resolution_list,
-    stage_list,
+    resolutions_option,
+    stage_list_option,
     stages_option,
     stdout_console,
 )
@@ -18,10 +18,8 @@ from .main import cli
 
 
 @cli.command()
-@click.option("--res", "resolutions", default="512", show_default=True, callback=resolution_list,
-              help="Output resolution(s): 512, 512x768, or a comma list.")
-@click.option("--stages", "stages", default="1,3,5", show_default=True, callback=stage_list,
-              help="Stage counts K (1 to 8), comma-separated.")
+@resolutions_option("Output resolution(s): 512, 512x768, or a comma list.")
+@stage_list_option("1,3,5", "Stage counts K")
 @click.option("--blocks", default=16, show_default=True, type=click.IntRange(1, 64), help="FM2ARB blocks T.")
 @json_option
 def info(resolutions, stages, blocks, as_json):

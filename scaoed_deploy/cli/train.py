@@ -9,7 +9,13 @@ import click
 from ..runtime.torch_backend import pick_device
 from ..train import TrainConfig, state_path
 from ..train import train as run_training
-from .common import emit_json, json_option, progress_bar, stage_list, stages_option
+from .common import (
+    counted_progress,
+    emit_json,
+    json_option,
+    stage_list_option,
+    stages_option,
+)
 from .main import cli
 
 
@@ -19,7 +25,8 @@ from .main import cli
 @click.option("--val", type=click.Path(exists=True, file_okay=False), default=None,
               help="Real noisy/clean pairs to report PSNR on while training (monitoring only).")
 @stages_option("K used in training (and, with --stage-choices, for validation and as the weights' default).", default=2)
-@click.option("--stage-choices", default=None, callback=stage_list, help="Draw K per batch from these, e.g. 1,2,3,4,5 (weights are shared across stages).")
+@stage_list_option(None, "Draw K per batch from these, e.g. 1,2,3,4,5; the weights are shared across stages",
+                   name="--stage-choices")
 @click.option("--init", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start from these weights with a fresh optimiser (fine-tuning).")
 @click.option("--blocks", type=click.IntRange(1, 64), default=16, show_default=True, help="FM2ARB blocks T.")
@@ -42,7 +49,7 @@ from .main import cli
 def train(clean, pairs, val, stages, stage_choices, init, blocks, patch, batch, steps, lr, seed, val_every, resume,
           max_minutes, device, amp, output, as_json):
     """Train ScaoedNet on clean images with synthetic camera noise (L1, Adam, cosine decay)."""
-    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import TimeRemainingColumn
 
     if patch % 2:
         raise click.BadParameter("must be even", param_hint="--patch")
@@ -51,9 +58,7 @@ def train(clean, pairs, val, stages, stage_choices, init, blocks, patch, batch, 
                       pairs=[p for p in (pairs or "").split(",") if p], val=val, amp=amp, init=init,
                       stage_choices=stage_choices or [])
     dev = str(pick_device(device))
-    columns = [TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
-    progress, log = progress_bar(*columns, quiet=as_json)
+    progress, log = counted_progress("training", TimeRemainingColumn(), quiet=as_json)
     with progress:
         task = progress.add_task("train", total=steps, info="")
 
