@@ -38,8 +38,9 @@ from .data import default_sidd_dir, load_samples
 from .errors import ScaoedError, atomic_path, first_line
 from .images import psnr_ssim, to_uint8
 from .jsonio import dumps
+from .runtime.base import RunOptions
 from .runtime.cpu_memory import keep_freed_memory, release_free_memory
-from .runtime.registry import RunOptions, open_runner
+from .runtime.registry import open_runner
 from .runtime.tensorrt import ShapeProfile
 from .runtime.torch_backend import pick_device
 

@@ -30,7 +30,7 @@ from .data import default_sidd_dir
 from .errors import ScaoedError, VerificationError, atomic_path
 from .export import ExportSpec, default_filename, export_onnx
 from .parity import run_parity
-from .precision.calibration import calibration_set
+from .precision.calibration import calibration_set, check_sources
 from .precision.convert import make_precision_onnx
 from .precision.lint import errors, lint
 from .runtime.tensorrt import (
@@ -165,6 +165,8 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
         raise ScaoedError(f"unknown precision {req.precision!r}; use {', '.join(PRECISIONS)}")
     if req.target == "onnxruntime-cpu" and req.precision != "int8":
         raise ScaoedError("--target onnxruntime-cpu is for --int8 only")
+    if req.precision == "int8":
+        check_sources(req.calib)  # a refused calibration folder fails before the export, not after it
     t0 = time.perf_counter()
     fp32, reused, stages = _fp32_onnx(req, step)
     out = BuildOutcome(fp32, reused, seconds={"fp32_onnx": round(time.perf_counter() - t0, 1)})

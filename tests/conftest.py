@@ -39,7 +39,7 @@ def exports(tmp_path_factory):
 
     def get(weights, spec, data_dir=None, name=None):
         """The export of ``weights`` as ``spec`` says, named ``name`` (default: export's own file name)."""
-        key = (weights.identity, repr(spec), str(data_dir))
+        key = (weights.identity, weights.blocks, repr(spec), str(data_dir))
         name = name or ex.default_filename(spec.stages, weights.blocks, spec)
         if key not in made:
             folder = root / str(len(made))
@@ -64,9 +64,35 @@ def random_k1_onnx(exports):
     return exports(ckpt.random_weights(blocks=1, seed=0), ex.ExportSpec(stages=1), name="k1.onnx").path
 
 
-@pytest.fixture
-def tiny_checkpoint(tmp_path, official_sd_t2):
-    """A T = 2 checkpoint in the authors' layout, wrapped and prefixed as DataParallel saves it."""
-    path = tmp_path / "tiny.pth"
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, official_sd_t2):
+    """A T = 2 checkpoint in the authors' layout, wrapped and prefixed as DataParallel saves it (read only)."""
+    path = tmp_path_factory.mktemp("tiny") / "tiny.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in official_sd_t2.items()}}, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_k1_onnx(tiny_checkpoint, exports):
+    """The K = 1 export of ``tiny_checkpoint`` under export's default name (scaoednet_k1_t2_fp32.onnx)."""
+    from scaoed_deploy import checkpoint as ckpt
+    from scaoed_deploy import export as ex
+
+    return exports(ckpt.read_checkpoint(tiny_checkpoint), ex.ExportSpec(stages=1)).path
+
+
+@pytest.fixture(scope="session")
+def k2_maps_onnx(exports):
+    """A K = 2, T = 2 export with its noise maps, of ``random_weights(blocks=2, seed=0)``."""
+    from scaoed_deploy import checkpoint as ckpt
+    from scaoed_deploy import export as ex
+
+    return exports(ckpt.random_weights(blocks=2, seed=0), ex.ExportSpec(stages=2, noise_maps=True), name="k2_maps.onnx").path
+
+
+def pytest_collection_modifyitems(items):
+    """A test that needs a dynamo export (the ``exports`` cache, directly or through a fixture) is ``slow``:
+    ``pytest -m "not slow"`` is the quick loop, with no export in it."""
+    for item in items:
+        if "exports" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -14,9 +15,11 @@ from scaoed_deploy.errors import ScaoedError
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
+def result(tmp_path_factory, random_k1_onnx):
+    export_dir = tmp_path_factory.mktemp("bench_export")
+    shutil.copyfile(random_k1_onnx, export_dir / "scaoednet_k1_t1_fp32.onnx")  # reused: made from the same weights
     cfg = BenchConfig([(32, 32)], [1], ["onnxruntime", "tensorrt-fp16", "torch-fp16"], device="cpu", warmup=1,
-                      iters=3, threads=1, quality=False, export_dir=tmp_path_factory.mktemp("bench_export"))
+                      iters=3, threads=1, quality=False, export_dir=export_dir)
     return run_bench(ckpt.random_weights(blocks=1, seed=0), cfg)
 
 

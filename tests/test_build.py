@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -29,7 +30,9 @@ def calib_dir(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.skipif(HAS_TRT, reason="tensorrt is importable here")
-def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, calib_dir, capsys):
+def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, tiny_k1_onnx, calib_dir, capsys):
+    (tmp_path / "export").mkdir()
+    shutil.copyfile(tiny_k1_onnx, tmp_path / "export" / tiny_k1_onnx.name)  # `export --stages 1` made it
     args = ["build-engine", "--fp16", "--stages", "1", "-c", str(tiny_checkpoint), "--calib", str(calib_dir),
             "--calib-count", "4", "--export-dir", str(tmp_path / "export"), "-o", str(tmp_path / "engines" / "m.engine"),
             "--timing-cache", str(tmp_path / "engines" / "t.cache"), "--json"]
@@ -75,7 +78,7 @@ def test_sidd_is_refused_for_calibration(tmp_path, tiny_checkpoint, capsys):
                  "--export-dir", str(tmp_path / "export")])
     assert code == 1
     assert "evaluation data" in capsys.readouterr().err
-    assert not (tmp_path / "export" / "scaoednet_k1_t2_int8.onnx").exists()
+    assert not (tmp_path / "export").exists()  # refused before the export, not after it
 
 
 def _fake_export(path, identity, stages):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -35,12 +36,13 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(weights, exports):
-    """One export per K (T = 2), made once for the run."""
+    """One export per K (T = 2; K = 2 has every module K = 5 has), made once for the run; K = 1 is also checked on the SIDD crops when present."""
     w, _ = weights
-    return {k: exports(w, ex.ExportSpec(stages=k)) for k in (1, 2, 3)}
+    sidd = DATA / "sidd" if (DATA / "sidd").is_dir() else None
+    return {k: exports(w, ex.ExportSpec(stages=k), data_dir=sidd if k == 1 else None) for k in (1, 2)}
 
 
-@pytest.mark.parametrize("stages", [1, 2, 3])
+@pytest.mark.parametrize("stages", [1, 2])
 def test_each_k_exports_a_verified_file(exported, stages):
     r = exported[stages]
     assert r.path.name == f"scaoednet_k{stages}_t2_fp32.onnx" and r.path.is_file()
@@ -51,7 +53,7 @@ def test_each_k_exports_a_verified_file(exported, stages):
     assert count_nfae_epsilons(onnx.load(str(r.path))) == 2 * stages
 
 
-@pytest.mark.parametrize("stages", [1, 3])
+@pytest.mark.parametrize("stages", [1, 2])
 def test_dynamic_shapes_two_sizes_and_batch_2_through_one_file(exported, weights, stages):
     _, sd = weights
     runner = OnnxRuntimeRunner(exported[stages].path)
@@ -75,26 +77,29 @@ def test_constant_channels_stay_finite(exported, weights):
 
 
 @pytest.mark.slow
-def test_the_exporters_optimiser_drops_the_epsilon_and_verification_catches_it(weights, tmp_path):
+def test_the_exporters_optimiser_drops_the_epsilon_and_verification_catches_it(weights, tmp_path, monkeypatch):
     w, _ = weights
     spec = ex.ExportSpec(stages=2, optimizer="onnxscript")
-    with pytest.raises(VerificationError, match=r"1e-16' is missing .*0 of 4"):
-        ex.export_onnx(w, spec, tmp_path / "k2.onnx")
-    assert list(tmp_path.iterdir()) == []
-    # Without the structural guard, the numerical checks see the NaN too.
     model = ckpt.build_model(w, 2)
-    pitfall = ex.simplify(ex.torch_export(model, spec), "onnxscript")
+    raw = ex.torch_export(model, spec)
+    # Without the structural guard, the numerical checks see the NaN.
+    pitfall = ex.simplify(copy.deepcopy(raw), "onnxscript")
     checks, _ = ex.verify_onnx(pitfall, model, spec, None)
     broken = {c.case for c in checks if not c.finite}
     assert {"black image", ex.DEAD_CHANNEL_CASE} <= broken
+    # export_onnx's own pipeline on the same exporter output (one dynamo export for both halves).
+    monkeypatch.setattr(ex, "torch_export", lambda m, s: copy.deepcopy(raw))
+    with pytest.raises(VerificationError, match=r"1e-16' is missing .*0 of 4"):
+        ex.export_onnx(w, spec, tmp_path / "k2.onnx")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_metadata_round_trip(exported, weights):
     w, _ = weights
-    meta = read_metadata(exported[3].path)
-    assert meta["stages"] == "3" and meta["blocks"] == "2" and meta["precision"] == "fp32"
+    meta = read_metadata(exported[2].path)
+    assert meta["stages"] == "2" and meta["blocks"] == "2" and meta["precision"] == "fp32"
     assert meta["weights"] == w.sha256 and len(w.sha256) == 64
-    assert meta["macs_512x512"] == str(model_cost(3, 2, 512, 512).total_macs)
+    assert meta["macs_512x512"] == str(model_cost(2, 2, 512, 512).total_macs)
     assert "H and W even" in meta["input"] and "[0, 1]" in meta["input"]
     assert "torch" in json.loads(meta["versions"]) and "onnxslim" in meta["exporter"]
     assert json.loads(meta["verification"])["max_abs"] <= 1e-4
@@ -155,6 +160,7 @@ def test_unwritable_output_path_fails_before_exporting(weights, tmp_path):
         ex.export_onnx(w, ex.ExportSpec(stages=1), blocker / "sub" / "k1.onnx")
 
 
+@pytest.mark.slow
 def test_static_shape_and_batch(weights, tmp_path):
     w, sd = weights
     spec = ex.ExportSpec(stages=1, static_hw=(32, 48), batch=2)
@@ -167,9 +173,10 @@ def test_static_shape_and_batch(weights, tmp_path):
     assert np.abs(OnnxRuntimeRunner(r.path)(x) - ref.numpy()).max() <= 1e-4
 
 
-def test_noise_maps_are_exported_and_checked(weights, tmp_path):
-    w, sd = weights
-    r = ex.export_onnx(w, ex.ExportSpec(stages=2, noise_maps=True), tmp_path / "maps.onnx")
+def test_noise_maps_are_exported_and_checked(exports, k2_maps_onnx):
+    w = ckpt.random_weights(blocks=2, seed=0)  # k2_maps_onnx's weights, in the authors' layout for the reference
+    sd = ckpt.ours_to_official(w.state_dict)
+    r = exports(w, ex.ExportSpec(stages=2, noise_maps=True), name="k2_maps.onnx")
     assert {c.output for c in r.checks} == {"denoised", "noise_map_1", "noise_map_2"}
     x = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
     outs = OnnxRuntimeRunner(r.path).run(x)
@@ -180,13 +187,13 @@ def test_noise_maps_are_exported_and_checked(weights, tmp_path):
 
 
 @needs_data
-def test_real_sidd_crops_are_part_of_the_check(weights, tmp_path):
-    w, _ = weights
-    r = ex.export_onnx(w, ex.ExportSpec(stages=1), tmp_path / "k1.onnx", data_dir=DATA / "sidd")
+def test_real_sidd_crops_are_part_of_the_check(exported):
+    r = exported[1]
     real = [c for c in r.checks if c.case.startswith("real noise")]
     assert len(real) == 4 and all(c.shape == (1, 3, 256, 256) and c.max_abs <= 1e-4 for c in real)
 
 
+@pytest.mark.slow
 def test_cli_export_json_and_failure_exit_code(capsys, tmp_path):
     code = main(["export", "--stages", "1", "--random-seed", "0", "--blocks", "1", "-o", str(tmp_path), "--json"])
     out, err = capsys.readouterr()

@@ -12,7 +12,6 @@ from conftest import DATA, needs_data
 from onnx import TensorProto, helper, numpy_helper
 
 from scaoed_deploy import checkpoint as ckpt
-from scaoed_deploy import export as ex
 from scaoed_deploy.artifact import count_nfae_epsilons, infer_onnx_precision
 from scaoed_deploy.cli import main
 from scaoed_deploy.errors import ScaoedError
@@ -30,8 +29,8 @@ def weights():
 
 
 @pytest.fixture(scope="module")
-def fp32_artifact(weights, exports):
-    return exports(weights, ex.ExportSpec(stages=2, noise_maps=True), name="k2_maps.onnx").path
+def fp32_artifact(k2_maps_onnx):
+    return k2_maps_onnx
 
 
 def _without_nfae_epsilon(src, dst):
@@ -204,16 +203,12 @@ def test_cli_parity_pass_and_fail(fp32_artifact, tmp_path, capsys):
     assert code == 1 and err.strip() == f"error: artifact not found: {tmp_path / 'missing.onnx'}"
 
 
-def test_artifact_from_a_checkpoint_needs_it(tmp_path, capsys, official_sd_t2):
-    import torch
-
-    torch.save(official_sd_t2, tmp_path / "c.pth")
-    w = ckpt.read_checkpoint(tmp_path / "c.pth")
-    path = ex.export_onnx(w, ex.ExportSpec(stages=1), tmp_path / "k1.onnx").path
+def test_artifact_from_a_checkpoint_needs_it(tmp_path, capsys, tiny_checkpoint, tiny_k1_onnx):
+    path = tiny_k1_onnx
     code = main(["parity", str(path), "--report", str(tmp_path / "r")])
     _, err = capsys.readouterr()
     assert code == 1 and "pass it with --checkpoint" in err
-    code = main(["parity", str(path), "-c", str(tmp_path / "c.pth"), "--report", str(tmp_path / "r")])
+    code = main(["parity", str(path), "-c", str(tiny_checkpoint), "--report", str(tmp_path / "r")])
     capsys.readouterr()
     assert code == 0
 

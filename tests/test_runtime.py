@@ -14,7 +14,6 @@ from PIL import Image as PILImage
 from PIL import ImageCms
 
 from scaoed_deploy import checkpoint as ckpt
-from scaoed_deploy import export as ex
 from scaoed_deploy.cli import main
 from scaoed_deploy.errors import ScaoedError
 from scaoed_deploy.images import Image, read_image, write_image
@@ -104,14 +103,11 @@ def test_static_artifacts_get_exact_tiles_and_padding():
 
 
 @pytest.fixture(scope="module")
-def checkpoint_and_onnx(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rt")
-    weights = ckpt.random_weights(blocks=1, seed=5)
-    path = root / "w.safetensors"
-    ckpt.save_safetensors(weights, path, stages=1)
-    onnx_path = root / "w.onnx"
-    ex.export_onnx(ckpt.read_checkpoint(path), ex.ExportSpec(stages=1), onnx_path)
-    return path, onnx_path
+def checkpoint_and_onnx(tmp_path_factory, tiny_checkpoint, tiny_k1_onnx):
+    """A safetensors checkpoint that says K = 1 (the T = 2 tiny weights) and their K = 1 export."""
+    path = tmp_path_factory.mktemp("rt") / "w.safetensors"
+    ckpt.save_safetensors(ckpt.read_checkpoint(tiny_checkpoint), path, stages=1)
+    return path, tiny_k1_onnx
 
 
 def test_onnx_and_torch_backends_agree_on_the_same_checkpoint(checkpoint_and_onnx):

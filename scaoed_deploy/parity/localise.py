@@ -11,6 +11,8 @@ more than ``rtol * max(1, max |reference|)``, is named with its module path.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 
 from ..artifact import Artifact, all_tensors, module_paths
@@ -18,18 +20,31 @@ from ..checkpoint import Weights, build_model
 from ..export import ExportSpec, simplify, torch_export
 from ..precision.emulate import ROUND_SUFFIX, emulate, original_node
 
+# The last few reference exports, serialized, by (weights, T, spec, simplified): a dynamo export takes
+# seconds, and parity of several artifacts of one model (fp16, bf16, int8) localises against the same one.
+_REFERENCES: OrderedDict[tuple, bytes] = OrderedDict()
+_KEEP = 2
+
 
 def reference_graph(artifact: Artifact, weights: Weights, stages: int):
     """An fp32 export of the eager model made as the artifact was (shape, outputs, simplification)."""
+    import onnx
+
     spec = ExportSpec(
         stages=stages,
         static_hw=artifact.static_hw,
         batch=artifact.static_batch,
         noise_maps=bool(artifact.noise_map_outputs),
     )
-    raw = torch_export(build_model(weights, stages), spec)
     simplified = "onnxslim" in artifact.metadata.get("exporter", "+ onnxslim")
-    return simplify(raw, "onnxslim") if simplified else raw
+    key = (weights.identity, weights.blocks, repr(spec), simplified)
+    if key not in _REFERENCES:
+        raw = torch_export(build_model(weights, stages), spec)
+        _REFERENCES[key] = (simplify(raw, "onnxslim") if simplified else raw).SerializeToString()
+        while len(_REFERENCES) > _KEEP:
+            _REFERENCES.popitem(last=False)
+    _REFERENCES.move_to_end(key)
+    return onnx.load_from_string(_REFERENCES[key])
 
 
 def first_divergence(artifact_proto, reference_proto, x: np.ndarray, rtol: float) -> dict:

@@ -44,7 +44,7 @@ def _crop(chw: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray | 
     return np.ascontiguousarray(chw[:, top : top + size, left : left + size])
 
 
-def _images(folder: Path) -> list[tuple[str, np.ndarray]]:
+def _image_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise ScaoedError(f"calibration folder not found: {folder}")
     if is_evaluation_data(folder):
@@ -52,7 +52,22 @@ def _images(folder: Path) -> list[tuple[str, np.ndarray]]:
     files = list_images(folder / "noisy" if (folder / "noisy").is_dir() else folder)
     if not files:
         raise ScaoedError(f"no images in calibration folder {folder}")
-    return [(p.stem, read_image(p).rgb.transpose(2, 0, 1).astype(np.float32)) for p in files]
+    return files
+
+
+def _images(folder: Path) -> list[tuple[str, np.ndarray]]:
+    return [(p.stem, read_image(p).rgb.transpose(2, 0, 1).astype(np.float32)) for p in _image_files(folder)]
+
+
+def _folders(sources: list[str]) -> list[tuple[Path, bool]]:
+    return [(Path(s[len("clean:"):]), True) if s.startswith("clean:") else (Path(s), False) for s in sources]
+
+
+def check_sources(sources: list[str] | None = None) -> None:
+    """Raise what ``calibration_set`` would about its folders (missing, empty, evaluation data), before
+    any slow step runs: ``build-engine --int8`` checks its sources before exporting."""
+    for folder, _ in _folders(sources or default_sources()):
+        _image_files(folder)
 
 
 def _with_noise(chw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -76,9 +91,7 @@ def calibration_set(sources: list[str] | None = None, count: int = 32, sizes: tu
     sources = sources or default_sources()
     rng = np.random.default_rng(seed)
     pools = []
-    for src in sources:
-        clean = src.startswith("clean:")
-        folder = Path(src[len("clean:"):] if clean else src)
+    for folder, clean in _folders(sources):
         pools.append((folder.name, clean, _images(folder)))
     out: list[CalibSample] = []
     attempts = 0

@@ -5,10 +5,10 @@ A runner is called on a float32 NCHW batch and returns the denoised batch;
 ``runner.run(batch)`` returns every output (denoised, then any noise maps).
 """
 
-from .base import BaseRunner, Limits
+from .base import BaseRunner, Limits, RunOptions
 from .denoiser import Denoiser, denoise_file
 from .onnxruntime_backend import OnnxRuntimeRunner
-from .registry import BACKENDS, RunOptions, open_runner
+from .registry import BACKENDS, open_runner
 from .torch_backend import TorchRunner, pick_device
 
 __all__ = ["BACKENDS", "BaseRunner", "Denoiser", "Limits", "OnnxRuntimeRunner", "RunOptions", "TorchRunner",

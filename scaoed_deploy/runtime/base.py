@@ -6,13 +6,31 @@ then any noise maps), ``runner(batch)`` the denoised image alone. Its lifecycle:
 ``activate()`` loads what is heavy (an engine, a session), ``close()`` releases it, and
 ``with runner:`` does both. ``limits`` says which spatial sizes and batches it accepts;
 ``description`` says in a few words what it runs, for the user.
+
+``Runner.open(path, options, artifact)`` is how the registry makes a runner for a
+file: each backend's runner class says there what it needs from ``RunOptions``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from ..artifact import Artifact
+
+
+@dataclass
+class RunOptions:
+    """What a user may ask of any runner; each backend reads the fields that apply to it."""
+
+    stages: int | None = None  # K (checkpoints only; an artifact has its own)
+    device: str = "auto"
+    threads: int | None = None
+    weights: object | None = None  # Weights to run when no model file is given (default: the demo weights)
+    amp: str | None = None  # torch: autocast bf16/fp16
+    compile: bool = False  # torch: torch.compile
 
 
 @dataclass
@@ -33,6 +51,11 @@ class BaseRunner:
     def __init__(self):
         self.limits = Limits()
         self.description = self.name
+
+    @classmethod
+    def open(cls, path: Path | None, options: RunOptions, artifact: Artifact | None = None) -> BaseRunner:
+        """A runner for the file at ``path`` (``artifact``: the same file, already loaded), as ``options`` ask."""
+        raise NotImplementedError
 
     def activate(self) -> None:
         """Load what the runner needs (idempotent); ``run`` activates on first use."""

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from ..errors import ScaoedError
 from ..images import Image, psnr_ssim, read_image, to_uint8, write_image
-from .base import Limits
-from .registry import RunOptions, open_runner
+from .base import Limits, RunOptions
+from .registry import open_runner
 
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32

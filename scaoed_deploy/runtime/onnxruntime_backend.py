@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import quiet_polygraphy
+from ..artifact import Artifact, load_artifact, quiet_polygraphy
 from ..errors import ScaoedError, first_line
-from .base import BaseRunner, Limits
+from .base import BaseRunner, Limits, RunOptions
 
 CPU = ["CPUExecutionProvider"]
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -22,6 +22,14 @@ class OnnxRuntimeRunner(BaseRunner):
     """``run`` returns every output in graph order; ``__call__`` the first (the denoised image)."""
 
     name = "onnxruntime"
+
+    @classmethod
+    def open(cls, path: Path, options: RunOptions, artifact: Artifact | None = None,
+             providers: list[str] | None = None) -> OnnxRuntimeRunner:
+        art = artifact or load_artifact(path)  # one clear line for a corrupt file, before ONNX Runtime's
+        runner = cls(path, providers=providers, threads=options.threads)
+        runner.description = f"{path} on ONNX Runtime ({'CUDA' if providers is CUDA else 'CPU'}, {art.precision})"
+        return runner
 
     def __init__(self, model: str | Path | bytes, providers: list[str] | None = None, threads: int | None = None):
         import onnxruntime as ort

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import quiet_polygraphy
+from ..artifact import Artifact, quiet_polygraphy
 from ..checkpoint import sha256_of
 from ..errors import ScaoedError, atomic_path
-from .base import BaseRunner, Limits
+from .base import BaseRunner, Limits, RunOptions
 
 DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = (256, 256), (512, 512), (1024, 1024)
 
@@ -223,6 +223,10 @@ class TensorRTRunner(BaseRunner):
     """Runs a built engine; ``run`` returns every output in engine order (denoised first)."""
 
     name = "tensorrt"
+
+    @classmethod
+    def open(cls, path: Path, options: RunOptions, artifact: Artifact | None = None) -> TensorRTRunner:
+        return cls(path)
 
     def __init__(self, engine_path: str | Path):
         super().__init__()

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import Weights, build_model
+from ..artifact import Artifact
+from ..checkpoint import Weights, build_model, read_checkpoint
 from ..errors import ScaoedError, first_line
-from .base import BaseRunner
+from ..weights import demo_weights
+from .base import BaseRunner, RunOptions
 from .cpu_memory import keep_freed_memory
 
 AMP_DTYPES = {None: None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -30,6 +32,13 @@ class TorchRunner(BaseRunner):
     """
 
     name = "torch"
+
+    @classmethod
+    def open(cls, path: Path | None, options: RunOptions, artifact: Artifact | None = None) -> TorchRunner:
+        """A checkpoint file, else ``options.weights``, else the demo weights."""
+        o = options
+        weights = read_checkpoint(path) if path else (o.weights if o.weights is not None else demo_weights())
+        return cls(weights, stages=o.stages, device=o.device, amp=o.amp, compile=o.compile, threads=o.threads)
 
     def __init__(self, weights: Weights | None, stages: int | None = None, device: str = "auto", model=None,
                  amp: str | None = None, compile: bool = False, threads: int | None = None):
