@@ -28,8 +28,12 @@ META_PREFIX = "scaoed."
 MODULE_KEY = "scaoed.module"  # per node: the module that made it ('u_ini.nfae')
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 INT8_TARGETS = ("tensorrt", "onnxruntime-cpu")
+TARGETS = ("tensorrt", "onnxruntime-cpu", "openvino")  # what build-engine makes a precision artifact for
+OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")  # OpenVINO's CPU plugin has no fp16 inference
 ONNX_SUFFIXES = {".onnx"}
 ENGINE_SUFFIXES = {".engine", ".plan", ".trt"}
+OPENVINO_SUFFIXES = {".xml"}  # an OpenVINO IR: the .xml, with its weights in the .bin beside it
+IR_METADATA = "scaoed"  # the IR's rt_info section that holds the scaoed.* metadata (without the prefix)
 
 
 # ---------------------------------------------------------------------------- file names
@@ -48,6 +52,8 @@ def default_filename(stages: int, blocks: int, static_hw: tuple[int, int] | None
 
 def precision_filename(stages: int, blocks: int, precision: str, target: str = "tensorrt") -> str:
     """export/'s name for K, T and precision (fp32: the name `export` gives a dynamic-shape file)."""
+    if target == "openvino":
+        return f"scaoednet_k{stages}_t{blocks}_{precision}_openvino.xml"
     suffix = precision + ("_ortcpu" if precision == "int8" and target == "onnxruntime-cpu" else "")
     return f"scaoednet_k{stages}_t{blocks}_{suffix}.onnx"
 
@@ -59,9 +65,11 @@ def metadata_of(proto) -> dict[str, str]:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The scaoed.* metadata of a file, without the prefix (the weights are not read)."""
+    """The scaoed.* metadata of a file, without the prefix (the weights of an ONNX file are not read)."""
     import onnx
 
+    if Path(path).suffix.lower() in OPENVINO_SUFFIXES:
+        return ir_metadata(read_ir(path))
     return metadata_of(onnx.load(str(path), load_external_data=False))
 
 
@@ -226,9 +234,9 @@ def all_tensors(proto, x: np.ndarray) -> dict[str, np.ndarray]:
 @dataclass
 class Artifact:
     path: Path
-    kind: str  # "onnx" or "engine"
+    kind: str  # "onnx", "engine" or "openvino"
     precision: str
-    metadata: dict[str, str] = field(default_factory=dict)  # scaoed.* (ONNX) or the engine's JSON sidecar
+    metadata: dict[str, str] = field(default_factory=dict)  # scaoed.* (ONNX, IR rt_info) or the engine's sidecar
     input_dims: list = field(default_factory=list)  # ints, or names for dynamic dims
     output_names: list[str] = field(default_factory=list)
 
@@ -310,4 +318,39 @@ def load_artifact(path: str | Path, precision: str | None = None) -> Artifact:
             except json.JSONDecodeError as e:
                 raise ScaoedError(f"{sidecar}: engine sidecar is not valid JSON ({e})") from e
         return Artifact(path, "engine", precision or meta.get("precision", "fp32"), meta, [], [])
-    raise ScaoedError(f"{path}: unknown artifact type {suffix or '(no extension)'}; expected .onnx or .engine/.plan")
+    if suffix in OPENVINO_SUFFIXES:
+        model = read_ir(path)
+        meta = ir_metadata(model)
+        shape = model.inputs[0].get_partial_shape()
+        dims = [shape[i].get_length() if shape[i].is_static else "?" for i in range(shape.rank.get_length())]
+        outputs = [o.get_any_name() for o in model.outputs]
+        return Artifact(path, "openvino", precision or meta.get("precision", "fp32"), meta, dims, outputs)
+    raise ScaoedError(f"{path}: unknown artifact type {suffix or '(no extension)'}; expected .onnx, .engine/.plan "
+                      "or an OpenVINO .xml")
+
+
+def read_ir(path: str | Path):
+    """An OpenVINO IR's ``ov.Model``, with one clear error for a missing .bin or a corrupt file."""
+    path = Path(path)
+    try:
+        import openvino as ov
+    except ImportError as e:
+        raise ScaoedError(f"reading {path} needs OpenVINO: pip install openvino ({first_line(e)})") from e
+    if not path.with_suffix(".bin").is_file():
+        raise ScaoedError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing")
+    try:
+        return ov.Core().read_model(str(path))
+    except Exception as e:  # OpenVINO raises RuntimeError with a multi-line message
+        raise ScaoedError(f"{path}: not a valid OpenVINO IR (truncated or corrupt?): {first_line(e)}") from e
+
+
+def ir_metadata(model) -> dict[str, str]:
+    """The scaoed.* metadata an IR carries in its rt_info (without the prefix)."""
+    if not model.has_rt_info([IR_METADATA]):
+        return {}
+    return {k: str(v.astype(str)) for k, v in model.get_rt_info()[IR_METADATA].items()}
+
+
+def write_ir_metadata(model, meta: dict[str, str]) -> None:
+    for k, v in meta.items():
+        model.set_rt_info(str(v), [IR_METADATA, k])

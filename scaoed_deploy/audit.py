@@ -26,6 +26,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .artifact import module_of, weight_tensors
 from .errors import VerificationError
 
@@ -38,6 +40,12 @@ Identity DepthToSpace SpaceToDepth Expand Tile Pad QuantizeLinear DequantizeLine
 DUPLICATE_MIN_VALUES = 16
 _WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})  # (data, weight[, bias])
 _FLOAT_NAMES = {1: "float32", 10: "float16", 16: "bfloat16", 11: "float64"}
+#: The same for an OpenVINO IR (FakeQuantize and Convert are counted apart, as Q/DQ and Cast are).
+IR_NON_COMPUTE = frozenset("""
+Parameter Result Constant Convert FakeQuantize ShapeOf Reshape Squeeze Unsqueeze Transpose Concat Split VariadicSplit
+StridedSlice Slice Gather DepthToSpace SpaceToDepth Broadcast Tile Pad Range
+""".split())
+_IR_FLOAT = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64"}
 
 
 def exact_patterns(names: list[str]) -> list[str]:
@@ -193,6 +201,89 @@ def audit(model: str | Path | object) -> Audit:
     return a
 
 
+_IR_MOVES = frozenset("Reshape Transpose Squeeze Unsqueeze DepthToSpace SpaceToDepth StridedSlice Slice Pad".split())
+_IR_DECOMPRESS = frozenset({"Convert", "Multiply", "Subtract"})  # an 8-bit weight widened and scaled
+
+
+def _ir_int8_operand(value, weight: bool, depth: int = 0) -> bool:
+    """Whether a tensor reaches its consumer through FakeQuantize (then maybe moved, reshaped or concatenated),
+    or, for a ``weight``, is an 8-bit constant widened and scaled (NNCF's compressed weights)."""
+    node = value.get_node()
+    kind = node.get_type_name()
+    if kind == "FakeQuantize":
+        return True
+    if kind == "Constant":
+        return weight and node.get_element_type().get_type_name() in ("i8", "u8")
+    if depth > 8 or not node.get_input_size():
+        return False
+    if kind == "Concat":
+        return all(_ir_int8_operand(node.input_value(i), weight, depth + 1) for i in range(node.get_input_size()))
+    if kind in _IR_MOVES or (weight and kind in _IR_DECOMPRESS):
+        return _ir_int8_operand(node.input_value(0), weight, depth + 1)
+    return False
+
+
+def audit_ir(path: str | Path) -> Audit:
+    """The audit of an OpenVINO IR, read back from its files (see ``audit_ov_model``), with the .xml + .bin size."""
+    import xml.etree.ElementTree as ET
+
+    import openvino as ov
+
+    path = Path(path)
+    # Where each constant lies in the .bin: OpenVINO's serializer stores equal constants once, so a tensor
+    # is "stored more than once" only when equal values sit at two offsets.
+    offsets = {layer.get("name"): (data.get("offset"), data.get("size"))
+               for layer in ET.parse(path).getroot().iter("layer") if layer.get("type") == "Const"
+               for data in layer.iter("data")}
+    a = audit_ov_model(ov.Core().read_model(str(path)), offsets)
+    a.file_bytes = path.stat().st_size + path.with_suffix(".bin").stat().st_size
+    return a
+
+
+def audit_ov_model(model, offsets: dict[str, tuple] | None = None) -> Audit:
+    """An ``openvino.Model``'s compute layers by precision (``int8`` for a layer whose data and weights both
+    arrive through FakeQuantize or as 8-bit constants), FakeQuantize and Convert counts, constants (unique
+    by content; ``offsets``: where each lies in the .bin, so that equal constants stored once count once)."""
+    a = Audit()
+    groups: dict[tuple, list[str]] = {}
+    values = nbytes = 0
+    for op in model.get_ordered_ops():
+        kind, name = op.get_type_name(), op.get_friendly_name()
+        if kind == "Convert":
+            a.casts += 1
+        elif kind == "FakeQuantize":
+            a.quantize += 1
+        if kind == "Constant":
+            data = op.get_data()
+            if data.size >= DUPLICATE_MIN_VALUES:
+                key = (str(data.dtype), data.shape, hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest())
+                if key not in groups:
+                    values += data.size
+                    nbytes += data.nbytes
+                groups.setdefault(key, []).append(name)
+            continue
+        if kind in IR_NON_COMPUTE:
+            continue
+        weighted = kind in ("Convolution", "GroupConvolution", "MatMul")
+        operands = [op.input_value(i) for i in range(min(op.get_input_size(), 2 if weighted else op.get_input_size()))]
+        if weighted and all(_ir_int8_operand(v, weight=i == 1) for i, v in enumerate(operands)):
+            precision = "int8"
+        else:
+            precision = _IR_FLOAT.get(op.get_output_element_type(0).get_type_name(), "")
+            if not precision:
+                continue
+        a.nodes.append((name, kind, precision))
+        a.compute.setdefault(precision, {})
+        a.compute[precision][kind] = a.compute[precision].get(kind, 0) + 1
+        if precision == "float32":
+            a.float32_nodes.append(name)
+    a.weights = {"tensors": sum(len(g) for g in groups.values()), "unique": len(groups), "values": values,
+                 "bytes": nbytes}
+    a.duplicated_weights = [g for g in groups.values() if len(g) > 1 and (
+        offsets is None or len({offsets.get(n, n) for n in g}) > 1)]
+    return a
+
+
 def check_weights(a: Audit, what: str) -> None:
     if a.duplicated_weights:
         g = a.duplicated_weights[0]
@@ -216,5 +307,6 @@ def check_islands(a: Audit, islands: list[dict], what: str) -> None:
 
 def check_int8_convs(a: Audit, kept: list[dict], what: str) -> None:
     """INT8: the convolutions computed in float32 must be exactly the ones kept in FP32 on purpose."""
-    _require_same({n for n, op, p in a.nodes if op == "Conv" and p == "float32"}, {k["node"] for k in kept}, what,
+    _require_same({n for n, op, p in a.nodes if op in ("Conv", "Convolution") and p == "float32"},
+                  {k["node"] for k in kept if k.get("op_type") in ("Conv", "Convolution", "")}, what,
                   "convolution(s) left in float32 unasked", "kept convolution(s) quantized anyway")

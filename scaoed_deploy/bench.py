@@ -38,16 +38,17 @@ from .data import default_sidd_dir, load_samples
 from .errors import ScaoedError, atomic_path, first_line
 from .images import psnr_ssim, to_uint8
 from .jsonio import dumps
-from .runtime.base import RunOptions
+from .runtime.base import RunOptions, cpu_threads
 from .runtime.cpu_memory import keep_freed_memory, release_free_memory
 from .runtime.registry import open_runner
 from .runtime.tensorrt import ShapeProfile
 from .runtime.torch_backend import pick_device
 
 BACKENDS = ("torch", "torch-bf16", "torch-fp16", "torch-compile", "onnxruntime", "onnxruntime-fp16",
-            "onnxruntime-bf16", "onnxruntime-int8", "tensorrt", "tensorrt-fp16", "tensorrt-int8")
+            "onnxruntime-bf16", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", "tensorrt",
+            "tensorrt-fp16", "tensorrt-int8")
 CPU_DEFAULT = ("torch", "torch-bf16", "torch-compile", "onnxruntime", "onnxruntime-fp16", "onnxruntime-bf16",
-               "onnxruntime-int8", "tensorrt-fp16", "tensorrt-int8")
+               "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", "tensorrt-fp16", "tensorrt-int8")
 GPU_DEFAULT = ("torch", "torch-fp16", "torch-bf16", "torch-compile", "onnxruntime", "onnxruntime-fp16",
                "tensorrt", "tensorrt-fp16", "tensorrt-int8")
 BASELINE = "torch"
@@ -97,6 +98,7 @@ class Row:
     dpsnr: float | None = None
     setup_s: float | None = None
     artifact: str | None = None
+    runtime_precision: dict | None = None  # OpenVINO: the compiled model's inference precision, layers per precision
 
 
 # ---------------------------------------------------------------------------- machine
@@ -115,7 +117,7 @@ def machine() -> dict:
         pass
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
     versions = {}
-    for pkg in ("scaoed-deploy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "nvidia-modelopt", "tensorrt",
+    for pkg in ("scaoed-deploy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "nvidia-modelopt", "tensorrt",
                 "polygraphy"):
         try:
             versions[pkg] = version(pkg)
@@ -206,6 +208,8 @@ class Backends:
             return self._tensorrt(name, stages)
         if name.startswith("onnxruntime"):
             return self._onnxruntime(name, stages)
+        if name.startswith("openvino"):
+            return self._openvino(name, stages)
         options = RunOptions(stages=stages, device="cuda" if cuda else "cpu", threads=cfg.threads, weights=self.weights,
                              amp={"torch-bf16": "bf16", "torch-fp16": "fp16"}.get(name),
                              compile=name == "torch-compile")
@@ -235,6 +239,20 @@ class Backends:
         except ScaoedError as e:
             raise Skip(str(e)) from e  # names the file (so the precision) and ONNX Runtime's reason
         runner.artifact = str(path)
+        return runner
+
+    def _openvino(self, name: str, stages: int):
+        import importlib.util
+
+        if importlib.util.find_spec("openvino") is None:
+            raise Skip("openvino is not installed (pip install openvino)")
+        if self.cfg.device == "cuda":
+            raise Skip("the OpenVINO rows run on the CPU (bench --device cpu)")
+        precision = {"openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8"}[name]
+        path = self.artifact(stages, precision, "openvino")
+        runner = open_runner(path, "openvino", RunOptions(threads=self.cfg.threads))
+        runner.artifact = str(path)
+        runner.runtime_precision = runner.precision_report()  # what the compiled model really runs
         return runner
 
     def _tensorrt(self, name: str, stages: int):
@@ -345,7 +363,7 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
     if unknown:
         raise ScaoedError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
     pick_device(cfg.device)  # cuda without a GPU: the torch runner's one-line error
-    threads = cfg.threads or os.cpu_count()
+    threads = cpu_threads(cfg.threads)
     allocator = None
     if cfg.device == "cpu":
         torch.set_num_threads(threads)
@@ -393,6 +411,7 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
                     else:
                         row.peak_memory_mb, row.memory_kind = rss.peak / 2**20, "process RSS peak"
                     row.artifact = getattr(fn, "artifact", None)
+                    row.runtime_precision = getattr(fn, "runtime_precision", None)
                     if cfg.quality:
                         step(f"{name}, K={k}: PSNR on the real pairs")
                         row.sidd_psnr, row.dpsnr = _quality(fn, k, pairs, eager_psnr)
@@ -457,7 +476,13 @@ def markdown(result: dict) -> str:
             skipped.setdefault(r["backend"], r["reason"])
     if skipped:
         lines += ["", "Skipped:", ""] + [f"- `{b}`: {why}" for b, why in skipped.items()]
-    lines += ["", "x eager: median latency over torch eager fp32's in the same run (same resolution and K). "
+    ran = {r["backend"]: r["runtime_precision"] for r in result["rows"] if r.get("runtime_precision")}
+    if ran:
+        lines += ["", "What OpenVINO compiled (from the compiled model): "] + [
+            f"- `{b}`: inference precision {p['inference_precision']}, {p['threads']} threads; executed layers by "
+            f"runtime precision: " + ", ".join(f"{k} {v}" for k, v in p["layers_by_runtime_precision"].items())
+            for b, p in ran.items()]
+    lines += ["", f"Threads: {c['threads']} for every CPU backend. x eager: median latency over torch eager fp32's in the same run (same resolution and K). "
               "The RTX 3090 column is the paper's figure at 512x512, not ours. dPSNR: mean PSNR on the SIDD crops "
               "minus eager's.", ""]
     return "\n".join(lines)

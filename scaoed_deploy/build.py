@@ -1,5 +1,8 @@
 """``build-engine``: fp32 ONNX -> precision ONNX -> TensorRT lint -> parity -> engine.
 
+(``target="openvino"``: fp32 ONNX -> OpenVINO IR (fp32, bf16, or INT8 by NNCF;
+``precision/openvino.py``) -> read-back audit -> parity on OpenVINO; no lint, no engine.)
+
 1. the fp32 ONNX: given (``onnx=``), reused from ``export/`` when it was made from the
    same weights at the same K, or exported (and verified) on the fly; with no K given,
    the newest fp32 export of the weights in ``export/``, else their default K;
@@ -23,8 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .artifact import PRECISIONS, load_artifact, precision_filename, read_metadata
-from .audit import audit, check_int8_convs, check_islands, check_weights
+from .artifact import (
+    OPENVINO_PRECISIONS,
+    PRECISIONS,
+    TARGETS,
+    load_artifact,
+    precision_filename,
+    read_metadata,
+)
+from .audit import audit, audit_ir, check_int8_convs, check_islands, check_weights
 from .checkpoint import DEFAULT_STAGES, Weights
 from .data import default_sidd_dir
 from .errors import ScaoedError, VerificationError, atomic_path
@@ -33,6 +43,7 @@ from .parity import run_parity
 from .precision.calibration import calibration_set, check_sources
 from .precision.convert import make_precision_onnx
 from .precision.lint import errors, lint
+from .precision.openvino import atomic_ir, make_openvino_ir, save_ir
 from .runtime.tensorrt import (
     BuildPlan,
     ShapeProfile,
@@ -48,7 +59,7 @@ class BuildRequest:
     weights: Weights
     stages: int | None = None  # None: the newest fp32 export of the weights in export_dir, else their default K
     onnx: Path | None = None  # an fp32 ONNX to start from
-    target: str = "tensorrt"  # int8 only: or "onnxruntime-cpu"
+    target: str = "tensorrt"  # or "openvino" (fp32, bf16, int8), or "onnxruntime-cpu" (int8 only)
     calib: list[str] | None = None  # calibration sources (precision/calibration.py); None: the default set
     calib_count: int = 32
     calib_method: str = "entropy"
@@ -76,13 +87,15 @@ class BuildOutcome:
     audit: dict | None = None  # the precision ONNX read back from its file (audit.py)
     tensorrt_missing: str | None = None
     seconds: dict = field(default_factory=dict)
+    target: str = "tensorrt"
 
     def to_dict(self) -> dict:
         return {
             "fp32_onnx": str(self.fp32_onnx),
             "fp32_onnx_bytes": self.fp32_onnx.stat().st_size if self.fp32_onnx.is_file() else None,
             "fp32_reused": self.fp32_reused,
-            "precision_onnx": str(self.precision_onnx) if self.precision_onnx else None,
+            "target": self.target,
+            "precision_onnx": str(self.precision_onnx) if self.precision_onnx else None,  # or the IR's .xml
             "conversion": self.conversion,
             "audit": self.audit,
             "lint": lint_summary(self.lint),
@@ -141,6 +154,42 @@ def _fp32_onnx(req: BuildRequest, step) -> tuple[Path, bool, int]:
     return path, False, stages
 
 
+def _build_openvino(req: BuildRequest, out: BuildOutcome, fp32: Path, stages: int, data, step) -> None:
+    """Steps 2-4 for an OpenVINO IR: convert (INT8: calibrate), write to a temporary IR, audit it, parity."""
+    t = time.perf_counter()
+    calib = None
+    if req.precision == "int8":
+        step(f"collecting {req.calib_count} calibration images")
+        calib = calibration_set(req.calib, count=req.calib_count)
+    ir = make_openvino_ir(fp32, req.precision, calib, step)
+    out.conversion = ir.summary()
+    out.conversion["kept_fp32_nodes"] = ir.kept_float
+    out.seconds["precision_ir"] = round(time.perf_counter() - t, 1)
+    final = req.export_dir / precision_filename(stages, req.weights.blocks, req.precision, "openvino")
+    t = time.perf_counter()
+    with atomic_ir(final) as tmp:  # renamed onto `final` only if the audit and parity pass
+        save_ir(ir, tmp)
+        step("reading the IR back: precision per layer, weights")
+        read_back = audit_ir(tmp)
+        out.audit = read_back.to_dict()
+        what = f"the {req.precision} OpenVINO IR (nothing written)"
+        check_weights(read_back, what)
+        if req.precision == "int8":
+            check_int8_convs(read_back, ir.kept_float, what)
+            quantized = {n for n, _, p in read_back.nodes if p == "int8"}
+            hit = [k["node"] for k in ir.kept_float if k["node"] in quantized]
+            if hit:
+                raise VerificationError(f"{what}: {len(hit)} node(s) kept in float were quantized (first: {hit[0]})")
+        out.parity = run_parity(load_artifact(tmp), req.weights, stages, data, step=step, read_back=out.audit)
+        out.seconds["parity"] = round(time.perf_counter() - t, 1)
+        if not out.parity.passed:
+            worst = out.parity.failures[0]
+            raise VerificationError(
+                f"{req.precision} OpenVINO IR failed parity ({worst.check}: {worst.measured} vs {worst.limit}); not kept")
+    out.parity.artifact.path = final
+    out.precision_onnx = final
+
+
 def newest_export(export_dir: Path, weights: Weights) -> tuple[Path, int] | None:
     """The fp32 export in ``export_dir`` (under `export`'s default name) made from these weights that was
     written last, with its K; files that are not readable exports are passed over."""
@@ -163,13 +212,22 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
     data = req.data or default_sidd_dir()
     if req.precision not in PRECISIONS:
         raise ScaoedError(f"unknown precision {req.precision!r}; use {', '.join(PRECISIONS)}")
+    if req.target not in TARGETS:
+        raise ScaoedError(f"unknown target {req.target!r}; use {', '.join(TARGETS)}")
     if req.target == "onnxruntime-cpu" and req.precision != "int8":
         raise ScaoedError("--target onnxruntime-cpu is for --int8 only")
+    if req.target == "openvino" and req.precision not in OPENVINO_PRECISIONS:
+        raise ScaoedError(f"--target openvino takes {', '.join('--' + p for p in OPENVINO_PRECISIONS)} "
+                          f"(OpenVINO's CPU plugin has no {req.precision} inference)")
     if req.precision == "int8":
         check_sources(req.calib)  # a refused calibration folder fails before the export, not after it
     t0 = time.perf_counter()
     fp32, reused, stages = _fp32_onnx(req, step)
-    out = BuildOutcome(fp32, reused, seconds={"fp32_onnx": round(time.perf_counter() - t0, 1)})
+    out = BuildOutcome(fp32, reused, seconds={"fp32_onnx": round(time.perf_counter() - t0, 1)}, target=req.target)
+    if req.target == "openvino":
+        _build_openvino(req, out, fp32, stages, data, step)
+        out.seconds["total"] = round(time.perf_counter() - t0, 1)
+        return out
 
     if req.precision == "fp32":
         final = fp32

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..artifact import OPENVINO_PRECISIONS, TARGETS
 from ..audit import audit_line
 from ..build import BuildRequest, build
 from ..runtime.tensorrt import ShapeProfile, TensorRTMissing, parse_batch
@@ -32,8 +33,9 @@ from .main import cli
 @click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start from this fp32 export instead.")
 @click.option("--checkpoint", "-c", type=click.Path(), help="Weights (default: the demo weights).")
-@click.option("--target", type=click.Choice(["tensorrt", "onnxruntime-cpu"]), default="tensorrt", show_default=True,
-              help="INT8 flavour: symmetric S8 Q/DQ for TensorRT, or U8/S8 QDQ that ONNX Runtime's CPU kernels fuse.")
+@click.option("--target", type=click.Choice(list(TARGETS)), default="tensorrt", show_default=True,
+              help="tensorrt: precision ONNX + engine; openvino: an OpenVINO IR for CPUs (--fp32, --bf16, or --int8 "
+              "by NNCF); onnxruntime-cpu: INT8 U8/S8 QDQ that ONNX Runtime's CPU kernels fuse.")
 @click.option("--calib", default=None, help="Calibration folders, comma-separated: real noisy images, or clean:DIR for "
               "clean images with synthetic noise (default: RNI15 + CBSD68/McMaster with synthetic noise; never SIDD).")
 @click.option("--calib-count", type=click.IntRange(4, 4096), default=32, show_default=True, help="Calibration crops.")
@@ -57,8 +59,11 @@ def build_engine_cmd(precision, stages, onnx_path, checkpoint, target, calib, ca
 
     if precision is None:
         raise click.UsageError("choose a precision: --fp16, --bf16, --int8 or --fp32")
-    if target != "tensorrt" and precision != "int8":
+    if target == "onnxruntime-cpu" and precision != "int8":
         raise click.BadParameter("onnxruntime-cpu is an INT8 flavour; use it with --int8", param_hint="--target")
+    if target == "openvino" and precision not in OPENVINO_PRECISIONS:
+        raise click.BadParameter(f"openvino takes {', '.join('--' + p for p in OPENVINO_PRECISIONS)} "
+                                 f"(OpenVINO's CPU plugin has no {precision} inference)", param_hint="--target")
     weights = load_weights(checkpoint)
     req = BuildRequest(
         precision=precision, weights=weights, stages=stages, onnx=Path(onnx_path) if onnx_path else None,
@@ -85,7 +90,8 @@ def _print_build(o) -> None:
     if o.conversion:
         c = o.conversion
         extra = f", {c['check_psnr_vs_fp32']:.1f} dB vs fp32 on held-out calibration crops" if c["check_psnr_vs_fp32"] else ""
-        click.echo(f"2. {c['precision']} ONNX ({c['tool']}): {c['kept_fp32']} nodes kept in FP32, calibration "
+        what = "OpenVINO IR" if o.target == "openvino" else "ONNX"
+        click.echo(f"2. {c['precision']} {what} ({c['tool']}): {c['kept_fp32']} nodes kept in FP32, calibration "
                    f"{c['calibration']['count']} crops of {', '.join(c['calibration']['sources'])}{extra}")
         for n in c["notes"]:
             click.echo(f"   note: {n}")
@@ -95,8 +101,11 @@ def _print_build(o) -> None:
         click.echo(f"   read back: {audit_line(o.audit)}")
     errs = [v for v in o.lint if v.severity == "error"]
     warns = [v for v in o.lint if v.severity != "error"]
-    click.echo(f"3. TensorRT lint: {len(errs)} error(s), {len(warns)} warning(s)" + (
-        " (not a TensorRT artifact: reported only)" if errs else ""))
+    if o.target == "openvino":
+        click.echo("3. TensorRT lint: not run (an OpenVINO IR)")
+    else:
+        click.echo(f"3. TensorRT lint: {len(errs)} error(s), {len(warns)} warning(s)" + (
+            " (not a TensorRT artifact: reported only)" if errs else ""))
     for v in (errs + warns)[:5]:
         click.echo(f"   {v}")
     if o.parity:
@@ -113,6 +122,8 @@ def _print_build(o) -> None:
                    f"{o.engine['build_seconds']} s); sidecar {o.plan.sidecar_path}")
     elif o.plan:
         click.echo(f"5. engine: not built; build plan in {o.plan.sidecar_path}")
+    elif o.target == "openvino":
+        click.echo(f"5. engine: none (an OpenVINO IR: scaoed-deploy denoise -m {o.precision_onnx} IN OUT)")
     else:
         click.echo("5. engine: none (an ONNX Runtime CPU artifact)")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifact import Artifact
-from ..audit import audit
+from ..audit import audit, audit_ir
 from ..checkpoint import Weights
 from ..compare import Agreement, agreement
 from ..data import fit_to_shape, probe_inputs, real_inputs
@@ -164,6 +164,14 @@ def _compare_outputs(case, names, eager_outs, got_outs) -> list[Agreement]:
     return checks
 
 
+def _read_back(artifact: Artifact) -> dict | None:
+    if artifact.kind == "onnx":
+        return audit(artifact.path).to_dict()
+    if artifact.kind == "openvino":
+        return audit_ir(artifact.path).to_dict()
+    return None
+
+
 def artifact_runner(artifact: Artifact, providers: list[str] | None = None):
     """The runner parity checks an artifact with: the registry's, except that an fp16/bf16 ONNX on the CPU
     provider runs emulated (every low-precision tensor rounded where it is made: precision/emulate.py),
@@ -229,7 +237,7 @@ def run_parity(
     runner.close()  # the session or engine is not needed for the verdict or the localisation
     outcomes = evaluate(tensors, task, thresholds)
     result = ParityResult(artifact, k, thresholds, tensors, task, outcomes, notes, None, preview,
-                          read_back or (audit(artifact.path).to_dict() if artifact.kind == "onnx" else None))
+                          read_back or _read_back(artifact))
     if not result.passed and localise and artifact.kind == "onnx":
         step(f"{artifact.path.name}: localising the first divergent node")
         worst = _worst_case(tensors, result)

@@ -13,12 +13,24 @@ file: each backend's runner class says there what it needs from ``RunOptions``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..artifact import Artifact
+
+
+def cpu_threads(requested: int | None = None) -> int:
+    """The one thread policy of every CPU backend (torch, ONNX Runtime, OpenVINO): ``requested`` (``--threads``),
+    else the cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    if requested:
+        return int(requested)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity API (macOS)
+        return os.cpu_count() or 1
 
 
 @dataclass

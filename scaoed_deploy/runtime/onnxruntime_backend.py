@@ -1,7 +1,7 @@
 """ONNX Runtime backend: runs an ONNX file (or serialized model bytes) on CPU, or CUDA when present.
 
-Sessions are made by polygraphy's ``SessionFromOnnx`` loader, the same way polygraphy's own
-runners make them; we call the session directly to keep per-call overhead out of timings.
+Sessions take their thread count from the one CPU policy (``base.cpu_threads``) and do not
+spin between calls; the session is called directly to keep per-call overhead out of timings.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import Artifact, load_artifact, quiet_polygraphy
+from ..artifact import Artifact, load_artifact
 from ..errors import ScaoedError, first_line
-from .base import BaseRunner, Limits, RunOptions
+from .base import BaseRunner, Limits, RunOptions, cpu_threads
 
 CPU = ["CPUExecutionProvider"]
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -38,17 +38,14 @@ class OnnxRuntimeRunner(BaseRunner):
         providers = providers or ["CPUExecutionProvider"]
         source = model if isinstance(model, bytes) else str(model)
         try:
-            if threads:  # polygraphy's loader takes no session options
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = threads
-                options.inter_op_num_threads = 1
-                options.log_severity_level = 3
-                self.session = ort.InferenceSession(source, options, providers=providers)
-            else:
-                from polygraphy.backend.onnxrt import SessionFromOnnx
-
-                quiet_polygraphy()
-                self.session = SessionFromOnnx(source, providers=providers)()
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.threads = cpu_threads(threads)
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            # Idle worker threads otherwise spin for tens of ms after each call, taking the cores from whatever
+            # runs next (another backend's timed call, the rest of an imaging pipeline).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self.session = ort.InferenceSession(source, options, providers=providers)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
             where = "the model" if isinstance(model, bytes) else str(model)
             first = first_line(e)

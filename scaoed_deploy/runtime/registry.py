@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from ..artifact import ENGINE_SUFFIXES, ONNX_SUFFIXES, Artifact
+from ..artifact import ENGINE_SUFFIXES, ONNX_SUFFIXES, OPENVINO_SUFFIXES, Artifact
 from ..errors import ScaoedError
 from .base import BaseRunner, RunOptions
 from .onnxruntime_backend import CPU, CUDA, OnnxRuntimeRunner
+from .openvino_backend import OpenVINORunner
 from .tensorrt import TensorRTRunner
 from .torch_backend import TorchRunner
 
@@ -39,6 +40,7 @@ BACKENDS = {b.name: b for b in (
     Backend("onnxruntime-cuda", frozenset(ONNX_SUFFIXES), "an ONNX file",
             partial(OnnxRuntimeRunner.open, providers=CUDA), default=False, device="cuda"),
     Backend("tensorrt", frozenset(ENGINE_SUFFIXES), "a TensorRT engine", TensorRTRunner.open),
+    Backend("openvino", frozenset(OPENVINO_SUFFIXES), "an OpenVINO IR", OpenVINORunner.open),
 )}
 
 

@@ -11,7 +11,7 @@ from ..artifact import Artifact
 from ..checkpoint import Weights, build_model, read_checkpoint
 from ..errors import ScaoedError, first_line
 from ..weights import demo_weights
-from .base import BaseRunner, RunOptions
+from .base import BaseRunner, RunOptions, cpu_threads
 from .cpu_memory import keep_freed_memory
 
 AMP_DTYPES = {None: None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -49,8 +49,8 @@ class TorchRunner(BaseRunner):
         self.device = pick_device(device)
         if self.device.type == "cpu":
             keep_freed_memory()  # eager calls otherwise fault their activations in afresh each time
-            if threads:
-                torch.set_num_threads(threads)
+            self.threads = cpu_threads(threads)
+            torch.set_num_threads(self.threads)
         self.model = (model if model is not None else build_model(weights, stages)).to(self.device).eval()
         self.stages = self.model.stages
         self.dtype = AMP_DTYPES[amp]

@@ -1,0 +1,259 @@
+"""OpenVINO IR (``.xml`` + ``.bin``) from the verified fp32 ONNX: fp32, bf16 and INT8.
+
+- fp32 and bf16: the same f32 IR (``ov.convert_model``, weights kept f32); bf16 is an
+  explicit inference precision recorded in the IR's metadata and applied by the runner
+  (``runtime/openvino_backend.py``), never left to the CPU's default.
+- INT8: NNCF post-training quantization of the IR on the same calibration set as the
+  other INT8 paths (SIDD refused there). Its ignored scope is the FP32 islands of
+  ``islands.py`` (every NFAE layer: its variance division and 1e-16 would not survive 8
+  bits), plus the convolutions the sensitivity check keeps: after quantizing, the IR is
+  compared with the fp32 ONNX on held-out calibration crops; while it is below
+  ``INT8_MIN_PSNR`` dB, the convolutions that add the most error, measured tensor by
+  tensor against ONNX Runtime's fp32 run, are ignored too and the IR is quantized again.
+
+The IR keeps the source's ``scaoed.*`` metadata in its rt_info, with the precision, the
+tool, the calibration set and the nodes kept in float added.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..artifact import (
+    OPENVINO_PRECISIONS,
+    all_tensors,
+    metadata_of,
+    module_paths,
+    write_ir_metadata,
+)
+from ..audit import audit_ov_model
+from ..compare import psnr_against
+from ..errors import ScaoedError, VerificationError, first_line
+from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
+from ..runtime.openvino_backend import INFERENCE_PRECISION
+from .calibration import CalibSample, describe
+from .islands import select_islands
+
+INT8_MIN_PSNR = 40.0  # dB against the fp32 ONNX on held-out calibration crops (as for the ONNX INT8 paths)
+INT8_ROUNDS = 2
+ISLAND_IMAGES = 8
+TOOL = {"fp32": "openvino.convert_model", "bf16": "openvino.convert_model (bf16 inference precision)",
+        "int8": "nncf.quantize (OpenVINO IR, FakeQuantize: asymmetric activations, S8 per-channel weights)"}
+
+
+@dataclass
+class OpenVINOIR:
+    model: object  # openvino.Model
+    precision: str
+    kept_float: list[dict] = field(default_factory=list)  # node, op_type, module, reason
+    calibration: dict = field(default_factory=dict)
+    check_psnr: float | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"precision": self.precision, "target": "openvino", "tool": TOOL[self.precision],
+                "inference_precision": INFERENCE_PRECISION[self.precision], "kept_fp32": len(self.kept_float),
+                "calibration": self.calibration, "check_psnr_vs_fp32": self.check_psnr,
+                "seconds": round(self.seconds, 1), "notes": self.notes}
+
+
+def _openvino(what: str):
+    try:
+        import openvino as ov
+    except ImportError as e:
+        raise ScaoedError(f"{what} needs OpenVINO: pip install openvino ({first_line(e)})") from e
+    return ov
+
+
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    """NNCF logs every node it skips and draws progress bars: our steps say enough, and --json needs stdout clean."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _compile(model, inference_precision: str = "f32"):
+    ov = _openvino("running an IR")
+    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": inference_precision})
+
+
+def _outputs(compiled, xs: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.asarray(compiled(x)[compiled.output(0)], dtype=np.float32) for x in xs]
+
+
+def _float_producer(value):
+    """The node behind a tensor once FakeQuantize/Convert are skipped (what a convolution really reads)."""
+    node = value.get_node()
+    while node.get_type_name() in ("FakeQuantize", "Convert") and node.get_input_size():
+        node = node.input_value(0).get_node()
+    return node
+
+
+def _onnx_name(node, known: set[str]) -> str | None:
+    return next((n for n in node.output(0).get_names() if n in known), None)
+
+
+def sensitive_convs(quantized, source, x: np.ndarray, count: int, skip: set[str]) -> list[dict]:
+    """The ``count`` quantized convolutions of the IR that add the most error, tensor by tensor, against
+    ONNX Runtime's run of the fp32 ``source`` (the IR's tensors keep the ONNX tensor names)."""
+    ref = all_tensors(source, x)
+    modules = module_paths(source)
+    known = set(ref)
+    convs = []
+    for op in quantized.get_ordered_ops():
+        if op.get_type_name() != "Convolution" or op.get_friendly_name() in skip:
+            continue
+        consumer = next(iter(op.output(0).get_target_inputs())).get_node()  # the bias Add carries the ONNX name
+        out = _onnx_name(consumer, known) or _onnx_name(op, known)
+        inp = _onnx_name(_float_producer(op.input_value(0)), known)
+        if out:
+            convs.append((op.get_friendly_name(), op, out, inp))
+    probe = quantized.clone()
+    holders = {n: o.output(0) for o in probe.get_ordered_ops() if o.get_output_size() for n in o.output(0).get_names()}
+    wanted = {t for _, _, out, inp in convs for t in (out, inp) if t}
+    extra = {t: holders[t] for t in wanted if t in holders}
+    probe.add_outputs(list(extra.values()))
+    compiled = _compile(probe)
+    result = compiled(x)
+    got = {}
+    for out in compiled.outputs:
+        for name in out.get_names():
+            if name in extra:
+                got[name] = np.asarray(result[out], dtype=np.float64)
+
+    def rel(name):
+        if not name or name not in got or got[name].shape != ref[name].shape:
+            return 0.0
+        r = ref[name].astype(np.float64)
+        return float(np.sqrt(np.mean((got[name] - r) ** 2)) / (np.sqrt(np.mean(r**2)) + 1e-12))
+
+    ranked = [{"node": name, "op_type": "Convolution", "module": modules.get(out, ""), "added": rel(out) - rel(inp)}
+              for name, _, out, inp in convs]
+    ranked.sort(key=lambda r: -r["added"])
+    return [{"node": r["node"], "op_type": "Convolution", "module": r["module"],
+             "reason": f"INT8 adds {r['added']:.3g} relative error here (largest in the graph)"} for r in ranked[:count]]
+
+
+def _quantize(ov_model, samples: list[CalibSample], ignored: list[str]):
+    """NNCF PTQ. Activation ranges are the min/max over all calibration crops, not NNCF's default mean of
+    per-crop extremes: that clips bright content (a bright SIDD crop lost 1.7 dB at K = 5); the MIXED preset
+    (asymmetric activations) halves the loss elsewhere (SIDD, K = 1, demo weights: -0.09 dB against -0.12)."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    with _quiet_nncf():
+        return nncf.quantize(ov_model, nncf.Dataset([c.x for c in samples]), subset_size=len(samples),
+                             preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True,
+                             ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
+                             advanced_parameters=AdvancedQuantizationParameters(
+                                 activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX))
+
+
+def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSample] | None = None,
+                     step: Callable[[str], None] = lambda s: None, min_psnr: float = INT8_MIN_PSNR,
+                     rounds: int = INT8_ROUNDS) -> OpenVINOIR:
+    """The IR for ``precision`` (see the module doc); nothing is written (``save_ir`` does that)."""
+    import onnx
+
+    if precision not in OPENVINO_PRECISIONS:
+        raise ScaoedError(f"OpenVINO's CPU target takes {', '.join(OPENVINO_PRECISIONS)}, not {precision}")
+    ov = _openvino(f"the {precision} OpenVINO IR")
+    t0 = time.perf_counter()
+    source = onnx.load(str(fp32_path))
+    step(f"converting {Path(fp32_path).name} to OpenVINO IR")
+    try:
+        model = ov.convert_model(str(fp32_path))
+    except Exception as e:
+        raise ScaoedError(f"OpenVINO cannot convert {fp32_path}: {first_line(e)}") from e
+    result = OpenVINOIR(model, precision)
+    if precision == "int8":
+        if not calib or len(calib) < 4:
+            raise ScaoedError(f"INT8 calibration needs at least 4 images, got {len(calib or [])}")
+        try:
+            import nncf  # noqa: F401
+        except ImportError as e:
+            raise ScaoedError(f"OpenVINO INT8 needs NNCF: pip install nncf ({first_line(e)})") from e
+        step("choosing the layers NNCF leaves in float (NFAE)")
+        names = {o.get_friendly_name() for o in model.get_ordered_ops()}
+        islands = [{"node": i.node, "op_type": i.op_type, "module": i.module, "reason": i.reason}
+                   for i in select_islands(source, [c.x for c in calib[:ISLAND_IMAGES]], "fp16") if i.node in names]
+        held_out, used = calib[:2], calib[2:]  # judged on crops the calibration did not see
+        runner = OnnxRuntimeRunner(str(fp32_path))
+        references = [runner(c.x) for c in held_out]
+        kept: list[dict] = []
+        for attempt in range(rounds + 1):
+            step(f"INT8 (NNCF on {len(used)} images, {len(islands)} NFAE nodes"
+                 + (f" and {len(kept)} convs" if kept else "") + " left in float)")
+            fresh = ov.convert_model(str(fp32_path)) if attempt else model
+            try:
+                quantized = _quantize(fresh, used, [k["node"] for k in islands + kept])
+            except Exception as e:
+                raise ScaoedError(f"NNCF quantization failed on {fp32_path}: {first_line(e)}") from e
+            got = _outputs(_compile(quantized), [c.x for c in held_out])
+            if not all(np.isfinite(g).all() for g in got):
+                raise VerificationError("the INT8 IR gives NaN/Inf on held-out calibration images")
+            check = min(psnr_against(r, g) for r, g in zip(references, got))
+            step(f"INT8 check: {check:.1f} dB against fp32 on held-out calibration crops (want >= {min_psnr:g})")
+            if check >= min_psnr or attempt == rounds:
+                if check < min_psnr:
+                    result.notes.append(f"still {check:.1f} dB against fp32 after {rounds} rounds")
+                break
+            convs = sum(1 for o in quantized.get_ordered_ops() if o.get_type_name() == "Convolution")
+            worst = sensitive_convs(quantized, source, held_out[0].x, max(1, convs // 50), {k["node"] for k in kept})
+            kept += worst
+            result.notes.append(f"round {attempt + 1}: {check:.1f} dB < {min_psnr:g} dB; kept {len(worst)} "
+                                "sensitive convs in float")
+        asked = {k["node"] for k in kept}
+        left = [{"node": n, "op_type": "Convolution", "module": "", "reason": "NNCF left an input unquantized"}
+                for n, op, p in audit_ov_model(quantized).nodes
+                if op == "Convolution" and p == "float32" and n not in asked]
+        result.model, result.kept_float, result.check_psnr = quantized, islands + kept + left, check
+        result.calibration = dict(describe(calib), held_out=[c.name for c in held_out])
+    meta = metadata_of(source)
+    meta.update(precision=precision, precision_target="openvino", inference_precision=INFERENCE_PRECISION[precision],
+                precision_detail=json.dumps({"tool": TOOL[precision], "calibration": result.calibration,
+                                             "check_psnr_vs_fp32": result.check_psnr,
+                                             "kept_float": [k["node"] for k in result.kept_float]}))
+    write_ir_metadata(result.model, meta)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+@contextlib.contextmanager
+def atomic_ir(final: Path) -> Iterator[Path]:
+    """A temporary .xml path beside ``final``; on success its .bin then its .xml are renamed onto ``final``'s,
+    on failure both are removed: a failed build leaves no IR, half or whole."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.stem}.tmp-{os.getpid()}.xml")
+    try:
+        yield tmp
+        os.replace(tmp.with_suffix(".bin"), final.with_suffix(".bin"))
+        os.replace(tmp, final)
+    finally:
+        for p in (tmp, tmp.with_suffix(".bin")):
+            p.unlink(missing_ok=True)
+
+
+def save_ir(ir: OpenVINOIR, path: Path) -> None:
+    """Write the IR (weights as they are: f32, or INT8 as NNCF compressed them)."""
+    ov = _openvino("writing an IR")
+    ov.save_model(ir.model, str(path), compress_to_fp16=False)
