@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import shutil
 
 import pytest
@@ -103,3 +104,15 @@ def test_cli_writes_json_markdown_and_plot_with_the_command(tmp_path, capsys):
                  "--iters", "1", "--warmup", "0", "--threads", "1", "--no-quality", "-o", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 0 and "[1/1] torch, K=1, 32x32: warm-up and 1 timed runs" in err and "━" not in err
+
+
+def test_an_unnamed_run_changes_no_record(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["bench", "--res", "32", "--stages", "1", "--random-seed", "0", "--blocks", "1", "--backends", "torch",
+            "--iters", "1", "--warmup", "0", "--threads", "1", "--no-quality", "--json"]
+    assert main(args) == 0
+    files = [Path(f) for f in json.loads(capsys.readouterr().out)["files"]]
+    assert files[0].parent.parent == Path("benchmarks/runs") and not (tmp_path / "benchmarks" / "results").exists()
+    assert main([*args, "--name", "mine"]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "benchmarks" / "results" / "mine.json").is_file()

@@ -31,13 +31,15 @@ from .common import (
 )
 from .main import cli
 
+RECORDS = Path("benchmarks/results")
+RUNS = Path("benchmarks/runs")  # ignored by git
+
 
 @cli.command()
 @resolutions_option("Resolutions, comma-separated (512 or 512x768).")
 @stage_list_option("1,3,5", "Stage counts K")
 @click.option("--backends", default=None,
-              help="Comma-separated, from: torch, torch-bf16, torch-fp16, torch-compile, onnxruntime, onnxruntime-fp16, "
-                   "onnxruntime-bf16, onnxruntime-int8, tensorrt, tensorrt-fp16, tensorrt-int8 "
+              help=f"Comma-separated, from: {', '.join(BACKENDS)} "
                    "(default: every one that fits the device; torch eager fp32 always runs, for the ratios).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: the GPU when torch sees one, else the CPU.")
@@ -50,8 +52,10 @@ from .main import cli
 @data_option("Real pairs for PSNR (default ../shared/data/sidd).")
 @click.option("--export-dir", default="export", show_default=True, type=click.Path(file_okay=False),
               help="Where ONNX artifacts are reused from (or made into).")
-@click.option("--name", default=None, help="Result file name (default: <device>_<res>).")
-@click.option("-o", "--output", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False))
+@click.option("--name", default=None, help="Record the result as benchmarks/results/NAME.{json,md,png} (or under -o). "
+              "Without --name or -o, results go to a new folder benchmarks/runs/<time>/ and no record changes.")
+@click.option("-o", "--output", default=None, type=click.Path(file_okay=False),
+              help="Folder for the result files, named <device>_<res> unless --name says.")
 @json_option
 def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, checkpoint, random_seed, blocks,
           no_quality, data, export_dir, name, output, as_json):
@@ -83,6 +87,8 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
     result["command"] = command_line()
     result["created"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     tag = name or f"{device}_{'_'.join(f'{h}x{w}' if h != w else str(h) for h, w in resolutions)}"
+    if output is None:  # a recorded result changes only when it is named
+        output = RECORDS if name else RUNS / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     paths = write_results(result, output, tag)
     if as_json:
         emit_json(dict(result, files=[str(p) for p in paths]))
