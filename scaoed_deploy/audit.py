@@ -308,5 +308,5 @@ def check_islands(a: Audit, islands: list[dict], what: str) -> None:
 def check_int8_convs(a: Audit, kept: list[dict], what: str) -> None:
     """INT8: the convolutions computed in float32 must be exactly the ones kept in FP32 on purpose."""
     _require_same({n for n, op, p in a.nodes if op in ("Conv", "Convolution") and p == "float32"},
-                  {k["node"] for k in kept if k.get("op_type") in ("Conv", "Convolution", "")}, what,
+                  {k["node"] for k in kept if k.get("op_type") in (None, "", "Conv", "Convolution")}, what,
                   "convolution(s) left in float32 unasked", "kept convolution(s) quantized anyway")

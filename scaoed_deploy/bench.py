@@ -418,6 +418,11 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
                         if name == BASELINE and row.sidd_psnr is not None:
                             eager_psnr[k] = row.sidd_psnr
                             row.dpsnr = 0.0
+                except ScaoedError as e:  # NaN/Inf from this backend: the row fails, the run goes on
+                    row.status, row.reason = "failed", str(e)
+                    rows.append(row)
+                    advance()
+                    continue
                 finally:
                     fn.close()  # the session, engine or model goes before the next row is timed
                 stats = latency_stats(times)
@@ -472,8 +477,8 @@ def markdown(result: dict) -> str:
             f"{f(r['dpsnr'], '+.3f')} |")
     skipped = {}
     for r in result["rows"]:
-        if r["status"] == "skipped":
-            skipped.setdefault(r["backend"], r["reason"])
+        if r["status"] in ("skipped", "failed"):
+            skipped.setdefault(r["backend"], ("failed: " if r["status"] == "failed" else "") + r["reason"])
     if skipped:
         lines += ["", "Skipped:", ""] + [f"- `{b}`: {why}" for b, why in skipped.items()]
     ran = {r["backend"]: r["runtime_precision"] for r in result["rows"] if r.get("runtime_precision")}

@@ -200,6 +200,11 @@ def read_checkpoint(path: str | Path) -> Weights:
             f"or scaoed-deploy's ({OURS_MARKER}, ...), found: {short_list(sorted(sd), 3)}"
         )
     sd = {k: v.detach().to(torch.float32).contiguous() for k, v in sd.items()}
+    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in sd.items() if not torch.isfinite(v).all()}
+    if bad:  # a model with NaN weights gives a black image, not an error
+        first = next(iter(bad))
+        raise CheckpointError(f"{path}: {sum(bad.values())} NaN/Inf value(s) in {len(bad)} tensor(s) "
+                              f"(first: {first}); the weights are damaged")
     blocks = count_blocks(sd)
     if config.get("blocks") not in (None, blocks):
         raise CheckpointError(f"{path}: config says T={config['blocks']} but the tensors hold T={blocks}")

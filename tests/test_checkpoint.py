@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import needs_reference
@@ -12,6 +13,7 @@ from references import official_state_dict, tsv_rows
 
 from scaoed_deploy import checkpoint as ckpt
 from scaoed_deploy.errors import CheckpointError
+from scaoed_deploy.images import Image, write_image
 from scaoed_deploy.model import ScaoedNet
 from scaoed_deploy.model.layout import official_key_map
 
@@ -142,3 +144,34 @@ def test_random_weights_are_seeded_and_labelled():
     assert a.identity == "random-seed-5" and a.is_random
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert not torch.equal(a.state_dict["encoder.weight"], ckpt.random_weights(blocks=2, seed=6).state_dict["encoder.weight"])
+
+
+def test_nan_weights_are_refused_in_one_line(tmp_path, capsys):
+    from scaoed_deploy.cli import main
+
+    w = ckpt.random_weights(blocks=1, seed=0)
+    w.state_dict["z_net.tail.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    ckpt.save_safetensors(w, path, stages=1)
+    with pytest.raises(CheckpointError, match="1 NaN/Inf value.*z_net.tail.weight"):
+        ckpt.read_checkpoint(path)
+    img = tmp_path / "in.png"
+    write_image(img, Image(rgb=np.full((16, 16, 3), 0.5, np.float32)))
+    assert main(["denoise", str(img), str(tmp_path / "out.png"), "-m", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NaN/Inf" in err[0] and not (tmp_path / "out.png").exists()
+
+
+def test_a_backend_that_gives_nan_is_refused_and_nothing_is_written(tmp_path):
+    from scaoed_deploy.errors import ScaoedError
+    from scaoed_deploy.runtime import Denoiser, RunOptions, open_runner
+
+    w = ckpt.random_weights(blocks=1, seed=0)  # damaged in memory, past the loader's check
+    w.state_dict["z_net.tail.weight"][0, 0, 0, 0] = float("nan")
+    runner = open_runner(None, "torch", RunOptions(stages=1, device="cpu", weights=w))
+    with pytest.raises(ScaoedError, match="gave NaN/Inf"):
+        runner(np.full((1, 3, 16, 16), 0.5, np.float32))
+    quiet = open_runner(None, "torch", RunOptions(stages=1, device="cpu", weights=w, check_finite=False))
+    assert not np.isfinite(quiet(np.full((1, 3, 16, 16), 0.5, np.float32))).all()  # parity sees it and reports it
+    with pytest.raises(ScaoedError, match="gave NaN/Inf"):
+        Denoiser(runner).denoise_array(np.full((16, 16, 3), 0.5, np.float32))

@@ -30,6 +30,7 @@ from ..data import fit_to_shape, probe_inputs, real_inputs
 from ..errors import ScaoedError
 from ..images import psnr_ssim, to_uint8
 from ..precision.emulate import emulated_bytes
+from ..runtime.base import RunOptions
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..runtime.registry import open_runner
 from ..runtime.torch_backend import TorchRunner
@@ -164,6 +165,9 @@ def _compare_outputs(case, names, eager_outs, got_outs) -> list[Agreement]:
     return checks
 
 
+_REPORTS_NAN = RunOptions(check_finite=False)  # parity reports non-finite outputs as a failed check
+
+
 def _read_back(artifact: Artifact) -> dict | None:
     if artifact.kind == "onnx":
         return audit(artifact.path).to_dict()
@@ -179,8 +183,8 @@ def artifact_runner(artifact: Artifact, providers: list[str] | None = None):
     if artifact.emulated(providers):
         return OnnxRuntimeRunner(emulated_bytes(artifact.path), providers=providers)
     if artifact.kind == "onnx" and providers and "CUDAExecutionProvider" in providers:
-        return open_runner(artifact, "onnxruntime-cuda")
-    return open_runner(artifact)
+        return open_runner(artifact, "onnxruntime-cuda", _REPORTS_NAN)
+    return open_runner(artifact, options=_REPORTS_NAN)
 
 
 def run_parity(

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifact import Artifact
+from ..errors import ScaoedError
 
 
 def cpu_threads(requested: int | None = None) -> int:
@@ -43,6 +44,7 @@ class RunOptions:
     weights: object | None = None  # Weights to run when no model file is given (default: the demo weights)
     amp: str | None = None  # torch: autocast bf16/fp16
     compile: bool = False  # torch: torch.compile
+    check_finite: bool = True  # refuse NaN/Inf outputs (parity turns it off: it reports them)
 
 
 @dataclass
@@ -59,6 +61,9 @@ class BaseRunner:
     name = "base"
     input_name = "noisy"
     output_names: list[str] = []
+    #: Refuse NaN/Inf outputs (``run`` raises). ``open_runner`` turns it on for what users run (denoise, bench);
+    #: the export check and parity leave it off: they look at non-finite outputs themselves, and report them.
+    check_finite = False
 
     def __init__(self):
         self.limits = Limits()
@@ -77,7 +82,11 @@ class BaseRunner:
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         self.activate()
-        return self._run(batch)
+        outs = self._run(batch)
+        if self.check_finite and not all(np.isfinite(o).all() for o in outs):
+            raise ScaoedError(f"{self.description} gave NaN/Inf for a finite input: the model or its weights are "
+                              "broken (nothing written)")
+        return outs
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.run(batch)[0]

@@ -78,4 +78,6 @@ def open_runner(model: str | Path | Artifact | None = None, backend: str | None 
                               "not a checkpoint")
         names = " or ".join(f"--backend {b.name}" for b in fits)
         raise ScaoedError(f"{model} is {fits[0].kind}: use {names}")
-    return chosen.open(path, o, art)
+    runner = chosen.open(path, o, art)
+    runner.check_finite = o.check_finite
+    return runner
