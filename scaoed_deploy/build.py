@@ -180,7 +180,8 @@ def _build_openvino(req: BuildRequest, out: BuildOutcome, fp32: Path, stages: in
             hit = [k["node"] for k in ir.kept_float if k["node"] in quantized]
             if hit:
                 raise VerificationError(f"{what}: {len(hit)} node(s) kept in float were quantized (first: {hit[0]})")
-        out.parity = run_parity(load_artifact(tmp), req.weights, stages, data, step=step, read_back=out.audit)
+        out.parity = run_parity(load_artifact(tmp), req.weights, stages, data, step=step, read_back=out.audit,
+                                label=final.name)
         out.seconds["parity"] = round(time.perf_counter() - t, 1)
         if not out.parity.passed:
             worst = out.parity.failures[0]
@@ -265,7 +266,7 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
             else:
                 check_islands(read_back, converted.kept_fp32, what)
             artifact = load_artifact(tmp)
-            out.parity = run_parity(artifact, req.weights, stages, data, step=step, read_back=out.audit)
+            out.parity = run_parity(artifact, req.weights, stages, data, step=step, read_back=out.audit, label=final.name)
             out.seconds["parity"] = round(time.perf_counter() - t, 1)
             if not out.parity.passed:
                 worst = out.parity.failures[0]

@@ -39,7 +39,8 @@ def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, tiny_k1_onnx, ca
     code = main(args)
     out, err = capsys.readouterr()
     assert code == 4, err
-    assert err.strip().splitlines()[-1].startswith("error: TensorRT is not installed")
+    last = err.strip().splitlines()[-1]  # a result with next steps, not an error
+    assert last.startswith("engine not built: TensorRT is not installed") and "exit 4" in last
     result = json.loads(out)
     assert result["tensorrt_missing"] and result["parity"]["passed"]
     fp16 = tmp_path / "export" / "scaoednet_k1_t2_fp16.onnx"
@@ -49,6 +50,9 @@ def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, tiny_k1_onnx, ca
     assert plan["built"] is False and plan["trtexec"].startswith("trtexec --onnx=")
     assert not (tmp_path / "engines" / "m.engine").exists()
     assert not list((tmp_path / "export").glob(".*tmp*"))  # nothing half-written
+    assert main(args[:-1]) == 4  # the same build as a person reads it: what was written, and what to run next
+    out = capsys.readouterr().out
+    assert "Next, on a machine with an NVIDIA GPU" in out and "trtexec --onnx=" in out and str(fp16) in out
     # The fp32 export is reused on the next build, found without --stages (`export`, then `build-engine --int8`).
     code = main(["build-engine", "--int8", "--target", "onnxruntime-cpu", "-c", str(tiny_checkpoint),
                  "--calib", str(calib_dir), "--calib-count", "6", "--calib-method", "max",

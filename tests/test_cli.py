@@ -168,3 +168,13 @@ def test_convert_round_trip_from_the_cli(capsys, tmp_path, tiny_checkpoint):
     code, _, err = run(capsys, "convert", str(tiny_checkpoint), str(tmp_path / "m.onnx"))
     assert code == 1
     assert_one_line_error(err, "unknown output format")
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(capsys, noisy, tmp_path, tiny_checkpoint):
+    out_path = tmp_path / "o.png"
+    out_path.write_bytes(b"keep me")
+    code, _, err = run(capsys, "denoise", str(noisy), str(out_path), "-c", str(tiny_checkpoint), "--stages", "1")
+    assert code == 1 and "exists; --overwrite to replace it" in err and out_path.read_bytes() == b"keep me"
+    code, _, _ = run(capsys, "denoise", str(noisy), str(out_path), "-c", str(tiny_checkpoint), "--stages", "1",
+                     "--overwrite")
+    assert code == 0 and np.asarray(PILImage.open(out_path)).shape == (21, 30, 3)

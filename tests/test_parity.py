@@ -221,3 +221,9 @@ def test_localisation_compares_against_a_reference_built_like_the_artifact(fp32_
     x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
     same = first_divergence(copy.deepcopy(onnx.load(str(fp32_artifact))), ref, x, 1e-4)
     assert not same["found"] and same["compared_tensors"] > 100
+
+
+def test_progress_names_the_artifact_by_its_final_name(fp32_artifact, weights):
+    seen = []
+    run_parity(load_artifact(fp32_artifact), weights, localise=False, step=seen.append, label="scaoednet_k2_t2_fp16.onnx")
+    assert seen and all(s.startswith("scaoednet_k2_t2_fp16.onnx: ") for s in seen)

@@ -79,9 +79,21 @@ def build_engine_cmd(precision, stages, onnx_path, checkpoint, target, calib, ca
         emit_json(outcome.to_dict())
     else:
         _print_build(outcome)
-    if outcome.tensorrt_missing:
-        raise TensorRTMissing(outcome.tensorrt_missing + f"; the precision ONNX and build plan are written "
-                              f"({outcome.plan.sidecar_path}); or run: {outcome.plan.trtexec()}")
+    if outcome.tensorrt_missing:  # an expected outcome on a machine without TensorRT: a result, then exit 4
+        if not as_json:
+            _print_next_steps(outcome)
+        click.echo(f"engine not built: {outcome.tensorrt_missing.split(';')[0]} (exit {TensorRTMissing.exit_code})",
+                   err=True)
+        raise click.exceptions.Exit(TensorRTMissing.exit_code)
+
+
+def _print_next_steps(o) -> None:
+    click.echo("\nTensorRT is not installed here, so steps 1-4 ran and the engine was not built. Written:")
+    click.echo(f"   {o.precision_onnx}  (verified: audit and parity above)")
+    click.echo(f"   {o.plan.sidecar_path}  (the build plan: profile, precision, the trtexec line)")
+    click.echo("Next, on a machine with an NVIDIA GPU and TensorRT 11 (pip install tensorrt), either:")
+    click.echo(f"   scaoed-deploy build-engine --{o.plan.precision} --onnx {o.fp32_onnx}")
+    click.echo(f"   {o.plan.trtexec()}")
 
 
 def _print_build(o) -> None:

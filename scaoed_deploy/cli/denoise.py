@@ -30,7 +30,8 @@ from .main import cli
 @click.option("--tile-batch", type=click.IntRange(1), default=4, show_default=True, help="Tiles per run.")
 @click.option("--ensemble", is_flag=True, help="Self-ensemble: average the 8 flips/rotations (8x the time).")
 @click.option("--bit-depth", type=click.Choice(["8", "16"]), default=None, help="Output bit depth (default: the input's).")
-@click.option("--overwrite", is_flag=True, help="Folders: redo images whose output exists (default: skip them, so runs resume).")
+@click.option("--overwrite", is_flag=True, help="Replace outputs that exist. Without it a folder run skips them (so runs "
+              "resume) and a single file whose output exists is refused.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads.")
 @json_option
@@ -38,6 +39,9 @@ def denoise(src, dst, model, backend, stages, reference, tile, overlap, tile_bat
             device, threads, as_json):
     """Denoise an image file (or every image in a folder) into DST with any artifact."""
 
+    single_out = Path(dst) / Path(src).name if Path(dst).is_dir() else Path(dst)
+    if not Path(src).is_dir() and single_out.exists() and not overwrite:  # one rule for files and folders
+        raise ScaoedError(f"{single_out} exists; --overwrite to replace it")
     denoiser = Denoiser.open(model, backend=backend, stages=stages, device=device, threads=threads, tile=tile,
                              overlap=overlap, tile_batch=tile_batch, ensemble=ensemble)
     if model is None:

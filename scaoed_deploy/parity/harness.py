@@ -196,8 +196,11 @@ def run_parity(
     localise: bool = True,
     step: Callable[[str], None] = lambda s: None,
     read_back: dict | None = None,
+    label: str | None = None,
 ) -> ParityResult:
-    """``read_back``: the artifact's audit (``audit.audit(...).to_dict()``) when the caller has read it already."""
+    """``read_back``: the artifact's audit (``audit.audit(...).to_dict()``) when the caller has read it already;
+    ``label``: the name progress lines give the artifact (build-engine checks a temporary file: its final name)."""
+    label = label or artifact.path.name
     k = check_consistency(artifact, weights, stages)
     thresholds = thresholds or thresholds_for(artifact.precision)
     eager = TorchRunner(weights, stages=k, device="cpu")
@@ -210,7 +213,7 @@ def run_parity(
     tensors: list[Agreement] = []
     inputs: dict[str, np.ndarray] = {}
     for case, x in probe_inputs(artifact.static_hw, artifact.static_batch, shapes=3, seed=1234):
-        step(f"{artifact.path.name}: {case}")
+        step(f"{label}: {case}")
         inputs[case] = x
         tensors += _compare_outputs(case, names, eager.run(x), runner.run(x))
 
@@ -219,7 +222,7 @@ def run_parity(
     real, real_notes = real_inputs(data_dir, artifact.static_hw, artifact.static_batch)
     notes += real_notes
     for s, batch in real:
-        step(f"{artifact.path.name}: real noise {s.name}")
+        step(f"{label}: real noise {s.name}")
         case = f"real noise {s.name}"
         inputs[case] = batch
         ref_outs, got_outs = eager.run(batch), runner.run(batch)
@@ -243,7 +246,7 @@ def run_parity(
     result = ParityResult(artifact, k, thresholds, tensors, task, outcomes, notes, None, preview,
                           read_back or _read_back(artifact))
     if not result.passed and localise and artifact.kind == "onnx":
-        step(f"{artifact.path.name}: localising the first divergent node")
+        step(f"{label}: localising the first divergent node")
         worst = _worst_case(tensors, result)
         result.localisation = localise_failure(artifact, weights, k, inputs[worst], thresholds.local_rtol)
         result.localisation["input"] = worst
