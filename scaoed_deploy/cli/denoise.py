@@ -8,7 +8,7 @@ import click
 
 from ..errors import ScaoedError
 from ..images import list_images
-from ..runtime import Denoiser, denoise_file
+from ..runtime import BACKENDS, Denoiser, denoise_file
 from ..weights import DEMO_NOTICE
 from .common import emit_json, json_option, notice, progress_bar, stages_option
 from .main import cli
@@ -19,7 +19,7 @@ from .main import cli
 @click.argument("dst", type=click.Path())
 @click.option("--model", "-m", "--checkpoint", "-c", "model", type=click.Path(),
               help="A checkpoint (.pth/.safetensors), an .onnx file or a TensorRT .engine (default: the demo weights).")
-@click.option("--backend", type=click.Choice(["torch", "onnxruntime", "onnxruntime-cuda", "tensorrt"]), default=None,
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default=None,
               help="Default: from the model file (checkpoint: torch; .onnx: onnxruntime; .engine: tensorrt).")
 @stages_option("Stage count K for checkpoints (default: the checkpoint's).")
 @click.option("--reference", "-r", type=click.Path(exists=True),
