@@ -354,6 +354,54 @@ def _quality(fn, stages: int, pairs: list, eager_psnr: dict) -> tuple[float | No
     return mean, (mean - base) if base is not None else None
 
 
+# ---------------------------------------------------------------------------- machine load
+BUSY_CORES = 0.25  # other processes using more than this many cores on average make a run's ratios unreliable
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds the whole machine has been busy since boot (/proc/stat), or None where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def _own_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class LoadMeter:
+    """What other processes did to the machine during a run: load averages before and after, and the CPU time
+    they took (the machine's busy time less this process's own)."""
+
+    def __enter__(self):
+        self.load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        self.busy, self.own, self.wall = _machine_busy_seconds(), _own_seconds(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.wall
+        busy = _machine_busy_seconds()
+        others = None if busy is None or self.busy is None else max(0.0, busy - self.busy - (_own_seconds() - self.own))
+        self.result = {
+            "loadavg_1min_start": self.load_start,
+            "loadavg_1min_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "other_processes_cpu_s": round(others, 1) if others is not None else None,
+            "other_processes_cores": round(others / wall, 2) if others is not None and wall > 0 else None,
+            "busy": bool(others is not None and wall > 0 and others / wall > BUSY_CORES),
+        }
+
+    def warning(self) -> str | None:
+        r = self.result
+        if not r["busy"]:
+            return None
+        return (f"the machine was busy: other processes took {r['other_processes_cores']:.2f} cores on average "
+                f"during the run ({r['other_processes_cpu_s']:.0f} CPU s); its ratios are not to be quoted")
+
+
 # ---------------------------------------------------------------------------- run
 def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = lambda s: None,
               advance: Callable[[], None] = lambda: None) -> dict:
@@ -373,6 +421,7 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
     cfg.data = data
     pairs = [(p.noisy, p.clean) for p in load_samples(data) if p.clean is not None] if cfg.quality and data else []
     backends = Backends(weights, cfg, step)
+    meter = LoadMeter().__enter__()
     order = [BASELINE] + [b for b in cfg.backends if b != BASELINE]  # eager first: every ratio needs it
     rows: list[Row] = []
     eager_psnr: dict[int, float] = {}
@@ -436,7 +485,10 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
                 row.ratio_to_eager = stats["median"] / eager_median if eager_median else None
                 rows.append(row)
                 advance()
+    meter.__exit__(None, None, None)
     return {
+        "load": meter.result,
+        "warnings": [w for w in [meter.warning()] if w],
         "machine": machine(),
         "config": {**asdict(cfg), "resolutions": [list(r) for r in cfg.resolutions],
                    "data": str(cfg.data) if cfg.data else None, "export_dir": str(cfg.export_dir)},
@@ -481,6 +533,11 @@ def markdown(result: dict) -> str:
             skipped.setdefault(r["backend"], ("failed: " if r["status"] == "failed" else "") + r["reason"])
     if skipped:
         lines += ["", "Skipped:", ""] + [f"- `{b}`: {why}" for b, why in skipped.items()]
+    load = result.get("load")
+    if load and load.get("other_processes_cores") is not None:
+        lines += ["", f"Load: other processes took {load['other_processes_cores']:.2f} cores on average during the run "
+                  f"(load average {load['loadavg_1min_start']:.2f} at the start, {load['loadavg_1min_end']:.2f} at the end)"
+                  + ("; **busy: do not quote these ratios**" if load["busy"] else ".")]
     ran = {r["backend"]: r["runtime_precision"] for r in result["rows"] if r.get("runtime_precision")}
     if ran:
         lines += ["", "What OpenVINO compiled (from the compiled model): "] + [

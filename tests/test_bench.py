@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import shutil
 from pathlib import Path
 
@@ -116,3 +117,19 @@ def test_an_unnamed_run_changes_no_record(tmp_path, capsys, monkeypatch):
     assert main([*args, "--name", "mine"]) == 0
     capsys.readouterr()
     assert (tmp_path / "benchmarks" / "results" / "mine.json").is_file()
+
+
+def test_a_busy_machine_is_recorded_and_flagged():
+    import subprocess
+    import sys
+
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        cfg = BenchConfig([(32, 32)], [1], ["torch"], warmup=1, iters=200, threads=1, quality=False)
+        result = run_bench(ckpt.random_weights(blocks=1, seed=0), cfg)
+    finally:
+        burner.kill()
+    load = result["load"]
+    assert load["other_processes_cores"] > 0.5 and load["busy"]  # the burner took a core for the whole run
+    assert "busy" in result["warnings"][0] and "do not quote" in markdown(result)

@@ -25,6 +25,7 @@ from .common import (
     emit_json,
     json_option,
     load_weights,
+    notice,
     resolutions_option,
     stage_list_option,
     weights_options,
@@ -90,6 +91,8 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
     if output is None:  # a recorded result changes only when it is named
         output = RECORDS if name else RUNS / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     paths = write_results(result, output, tag)
+    for w in result["warnings"]:
+        notice(f"warning: {w}")
     if as_json:
         emit_json(dict(result, files=[str(p) for p in paths]))
     else:
