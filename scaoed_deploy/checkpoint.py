@@ -29,6 +29,7 @@ FORMAT = "scaoed-deploy"
 DEFAULT_STAGES = 5
 DEFAULT_BLOCKS = 16
 _WRAPPERS = ("state_dict", "model")
+LAYOUT_NAMES = {"ours": "scaoed-deploy's", "official": "the authors'", "random": "random"}
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Weights:
     sha256: str | None = None
     layout: str = "ours"  # "official", "ours" or "random"
     provenance: dict = field(default_factory=dict)
+    storage: str = "float32"  # the dtype the file stored (values are always float32 in memory)
 
     @property
     def is_random(self) -> bool:
@@ -126,6 +128,16 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
     return tensors, config
 
 
+def _pth_config(path: Path) -> dict:
+    """The NAME.json that ``save_official`` writes beside a .pth (K, storage, provenance), when it is ours."""
+    sidecar = path.with_suffix(".json")
+    try:
+        config = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    except (json.JSONDecodeError, OSError):
+        return {}  # somebody else's JSON: the authors' layout carries no config
+    return config if isinstance(config, dict) and config.get("format") == FORMAT else {}
+
+
 def _check_keys(src: str, got: dict, expected: dict[str, torch.Size], what: str) -> None:
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
@@ -185,6 +197,7 @@ def read_checkpoint(path: str | Path) -> Weights:
         sd, config = _read_safetensors(path)
     else:
         sd = _read_pth(path)
+        config = _pth_config(path)
     if OFFICIAL_MARKER in sd:
         layout = "official"
         sd = official_to_ours(sd, str(path))
@@ -216,6 +229,7 @@ def read_checkpoint(path: str | Path) -> Weights:
         sha256=sha256_of(path),
         layout=layout,
         provenance=dict(config.get("provenance", {})),
+        storage=str(config.get("storage", "float32")),
     )
 
 
@@ -270,11 +284,17 @@ def save_safetensors(
     return path
 
 
-def save_official(weights: Weights, path: str | Path) -> Path:
-    """Write a .pth in the authors' layout (aliased keys share one tensor), atomically."""
+def save_official(weights: Weights, path: str | Path, stages: int | None = None) -> Path:
+    """Write a .pth in the authors' layout (aliased keys share one tensor), atomically, and beside it the
+    NAME.json config (K, T, storage, provenance) that the layout has no room for: their loader ignores it,
+    ours reads it back, so a round trip keeps K, the provenance and the storage dtype."""
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(ours_to_official(weights.state_dict), tmp)
+    config = {"format": FORMAT, "stages": stages or weights.stages or DEFAULT_STAGES, "blocks": weights.blocks,
+              "storage": weights.storage, "provenance": weights.provenance}
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
     return path
 
 
@@ -288,16 +308,16 @@ def convert(src: str | Path, dst: str | Path, stages: int | None = None) -> dict
             "source_sha256": weights.sha256,
             "source_layout": weights.layout,
         }
-        save_safetensors(weights, dst, stages=stages, provenance=provenance)
+        save_safetensors(weights, dst, stages=stages, provenance=provenance, dtype=getattr(torch, weights.storage, torch.float32))
         fmt = "scaoed-deploy safetensors + json"
     elif dst.suffix in (".pth", ".pt"):
-        save_official(weights, dst)
-        fmt = "authors' layout (.pth)"
+        save_official(weights, dst, stages=stages)
+        fmt = "the authors' layout (.pth) + json"
     else:
         raise CheckpointError(f"{dst}: unknown output format; use .safetensors or .pth")
     return {
         "source": str(src),
-        "source_layout": weights.layout,
+        "source_layout": LAYOUT_NAMES.get(weights.layout, weights.layout),
         "output": str(dst),
         "output_format": fmt,
         "blocks": weights.blocks,

@@ -175,3 +175,19 @@ def test_a_backend_that_gives_nan_is_refused_and_nothing_is_written(tmp_path):
     assert not np.isfinite(quiet(np.full((1, 3, 16, 16), 0.5, np.float32))).all()  # parity sees it and reports it
     with pytest.raises(ScaoedError, match="gave NaN/Inf"):
         Denoiser(runner).denoise_array(np.full((16, 16, 3), 0.5, np.float32))
+
+
+def test_a_round_trip_through_the_authors_layout_keeps_k_provenance_and_storage(tmp_path, capsys):
+    from scaoed_deploy.cli import main
+    from scaoed_deploy.weights import DEMO_PATH
+
+    demo = ckpt.read_checkpoint(DEMO_PATH)
+    assert main(["convert", str(DEMO_PATH), str(tmp_path / "a.pth")]) == 0
+    assert "the authors' layout" in capsys.readouterr().out
+    assert main(["convert", str(tmp_path / "a.pth"), str(tmp_path / "b.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "ours" not in out and "scaoed-deploy's layout" not in out and "the authors' layout" in out
+    back = ckpt.read_checkpoint(tmp_path / "b.safetensors")
+    assert (back.stages, back.provenance, back.storage) == (demo.stages, demo.provenance, demo.storage)
+    assert back.storage == "float16" and (tmp_path / "b.safetensors").stat().st_size < DEMO_PATH.stat().st_size * 1.1
+    assert all(torch.equal(back.state_dict[k], v) for k, v in demo.state_dict.items())

@@ -58,7 +58,7 @@ def convert(src, dst, stages, as_json):
     else:
         click.echo(
             f"wrote {result['output']} ({result['output_format']}, T={result['blocks']}, "
-            f"{result['parameters']:,} parameters) from {result['source_layout']} layout {result['source']}"
+            f"{result['parameters']:,} parameters) from {result['source']} ({result['source_layout']} layout)"
         )
 
 
