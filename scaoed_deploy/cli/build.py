@@ -103,8 +103,9 @@ def _print_build(o) -> None:
         c = o.conversion
         extra = f", {c['check_psnr_vs_fp32']:.1f} dB vs fp32 on held-out calibration crops" if c["check_psnr_vs_fp32"] else ""
         what = "OpenVINO IR" if o.target == "openvino" else "ONNX"
-        click.echo(f"2. {c['precision']} {what} ({c['tool']}): {c['kept_fp32']} nodes kept in FP32, calibration "
-                   f"{c['calibration']['count']} crops of {', '.join(c['calibration']['sources'])}{extra}")
+        cal = c["calibration"]
+        calib = f", calibration {cal['count']} crops of {', '.join(cal['sources'])}" if cal else ""
+        click.echo(f"2. {c['precision']} {what} ({c['tool']}): {c['kept_fp32']} nodes kept in FP32{calib}{extra}")
         for n in c["notes"]:
             click.echo(f"   note: {n}")
     else:
