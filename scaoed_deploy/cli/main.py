@@ -26,9 +26,9 @@ def main(argv=None) -> int:
         rv = cli.main(args=args, prog_name="scaoed-deploy", standalone_mode=False, obj={"argv": args})
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.Abort:
-        click.echo("error: aborted", err=True)
-        return EXIT_ERROR
+    except click.Abort:  # click's name for Ctrl-C (KeyboardInterrupt) or end of input at a prompt
+        click.echo("error: interrupted", err=True)
+        return 130
     except click.ClickException as e:
         hint = " (see --help)" if isinstance(e, click.UsageError) else ""
         click.echo(f"error: {e.format_message()}{hint}", err=True)

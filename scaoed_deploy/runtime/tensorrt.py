@@ -198,8 +198,9 @@ def build_engine(plan: BuildPlan, step: Callable[[str], None] = lambda s: None) 
     return plan.sidecar(built)
 
 
-def check_engine_sidecar(engine_path: str | Path, trt_version: str, gpu: dict) -> dict:
-    """Refuse an engine built for another TensorRT or GPU (TensorRT plans are not portable)."""
+def check_engine_sidecar(engine_path: str | Path, trt_version: str | None = None, gpu: dict | None = None) -> dict:
+    """Refuse an engine whose file is not the one its sidecar describes (checked without TensorRT), or, given
+    ``trt_version`` and ``gpu``, one built for another TensorRT or GPU (TensorRT plans are not portable)."""
     engine_path = Path(engine_path)
     sidecar = engine_path.with_suffix(".json")
     if not sidecar.is_file():
@@ -210,6 +211,11 @@ def check_engine_sidecar(engine_path: str | Path, trt_version: str, gpu: dict) -
         raise ScaoedError(f"{sidecar}: not valid JSON ({e})") from e
     if not meta.get("built"):
         raise ScaoedError(f"{engine_path}: its sidecar is a build plan; the engine was never built ({meta.get('trtexec')})")
+    if meta.get("engine_sha256") and sha256_of(engine_path) != meta["engine_sha256"]:
+        raise ScaoedError(f"{engine_path}: the file is not the engine its sidecar {sidecar.name} describes (sha256 "
+                          "differs: changed or replaced after the build); rebuild it")
+    if trt_version is None:
+        return meta
     if meta.get("tensorrt") != trt_version:
         raise ScaoedError(f"{engine_path} was built with TensorRT {meta.get('tensorrt')}, this is {trt_version}: rebuild it")
     if meta.get("compute_capability") != gpu.get("compute_capability"):
@@ -231,6 +237,7 @@ class TensorRTRunner(BaseRunner):
     def __init__(self, engine_path: str | Path):
         super().__init__()
         self.engine_path = Path(engine_path)
+        check_engine_sidecar(engine_path)  # a tampered or never-built engine is refused before TensorRT is needed
         self.sidecar = check_engine_sidecar(engine_path, require_tensorrt(f"running {engine_path}").__version__,
                                             gpu_description())
         prof = self.sidecar.get("profile", {})
