@@ -142,7 +142,11 @@ def test_engine_without_tensorrt_says_so(tmp_path, weights):
         pass
     from scaoed_deploy.runtime.tensorrt import TensorRTMissing
 
+    from scaoed_deploy.checkpoint import sha256_of
+
     (tmp_path / "m.engine").write_bytes(b"not really an engine")
+    # its sidecar matches (a tampered or unbuilt engine is refused before TensorRT is even needed)
+    (tmp_path / "m.json").write_text(json.dumps({"built": True, "engine_sha256": sha256_of(tmp_path / "m.engine")}))
     art = load_artifact(tmp_path / "m.engine")
     with pytest.raises(TensorRTMissing, match="TensorRT is not installed") as e:
         run_parity(art, weights, stages=2)
