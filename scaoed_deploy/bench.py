@@ -52,6 +52,7 @@ CPU_DEFAULT = ("torch", "torch-bf16", "torch-compile", "onnxruntime", "onnxrunti
 GPU_DEFAULT = ("torch", "torch-fp16", "torch-bf16", "torch-compile", "onnxruntime", "onnxruntime-fp16",
                "tensorrt", "tensorrt-fp16", "tensorrt-int8")
 BASELINE = "torch"
+BENCH_CACHE = "bench"  # bench's own artifacts: a folder inside the export folder, out of build-engine's sight
 
 
 class Skip(Exception):
@@ -178,20 +179,25 @@ class Backends:
         self._onnx: dict = {}
 
     def artifact(self, stages: int, precision: str, target: str = "tensorrt") -> Path:
-        """The verified (precision) ONNX for K, from export/ when it matches these weights, else built now."""
+        """The verified artifact for K: the user's in export/ when it was made from these weights, else bench's
+        own in export/bench/ (made now if needed). Bench never adds files to export/ itself, where build-engine
+        without --stages looks for the newest export."""
         key = (stages, precision, target)
         if key in self._onnx:
             return self._onnx[key]
         name = precision_filename(stages, self.weights.blocks, precision, target)
-        path = self.cfg.export_dir / name
-        if not made_from(path, self.weights, stages):
-            self.step(f"making {name}")
+        cache = self.cfg.export_dir / BENCH_CACHE
+        path = next((p for p in (self.cfg.export_dir / name, cache / name) if made_from(p, self.weights, stages)), None)
+        if path is None:
+            self.step(f"making {name} (in {cache})")
+            fp32 = self.cfg.export_dir / precision_filename(stages, self.weights.blocks, "fp32")
             req = BuildRequest(precision, self.weights, stages, target=target, calib_count=self.cfg.calib_count,
-                               export_dir=self.cfg.export_dir, data=self.cfg.data, engine_step=False)
+                               onnx=fp32 if fp32.name != name and made_from(fp32, self.weights, stages) else None,
+                               export_dir=cache, data=self.cfg.data, engine_step=False)
             try:
                 out = build(req, self.step)
             except ScaoedError as e:
-                raise Skip(f"could not make the {precision} ONNX: {e}") from e
+                raise Skip(f"could not make the {precision} artifact: {e}") from e
             path = out.precision_onnx
         self._onnx[key] = path
         return path

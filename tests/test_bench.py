@@ -133,3 +133,14 @@ def test_a_busy_machine_is_recorded_and_flagged():
     load = result["load"]
     assert load["other_processes_cores"] > 0.5 and load["busy"]  # the burner took a core for the whole run
     assert "busy" in result["warnings"][0] and "do not quote" in markdown(result)
+
+
+@pytest.mark.slow
+def test_bench_makes_its_artifacts_out_of_build_engines_sight(tmp_path):
+    from scaoed_deploy.build import newest_export
+
+    weights = ckpt.random_weights(blocks=1, seed=0)
+    cfg = BenchConfig([(32, 32)], [1], ["onnxruntime"], warmup=0, iters=1, threads=1, quality=False, export_dir=tmp_path)
+    rows = {r["backend"]: r for r in run_bench(weights, cfg)["rows"]}
+    assert rows["onnxruntime"]["artifact"] == str(tmp_path / "bench" / "scaoednet_k1_t1_fp32.onnx")
+    assert newest_export(tmp_path, weights) is None  # `build-engine` without --stages does not pick bench's K

@@ -97,6 +97,16 @@ def test_a_failed_write_leaves_no_ir(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_bf16_build_summary(tmp_path, tiny_checkpoint, tiny_k1_onnx, capsys):
+    shutil.copyfile(tiny_k1_onnx, tmp_path / tiny_k1_onnx.name)
+    code = main(["build-engine", "--bf16", "--target", "openvino", "-c", str(tiny_checkpoint), "--stages", "1",
+                 "--export-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "2. bf16 OpenVINO IR (openvino.convert_model (bf16 inference precision))" in out
+    assert "4. parity: pass" in out and (tmp_path / "scaoednet_k1_t2_bf16_openvino.xml").is_file()
+
+
 def test_fp16_is_refused_for_openvino(capsys):
     assert main(["build-engine", "--fp16", "--stages", "1", "--target", "openvino"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -155,5 +165,6 @@ def test_bench_rows_report_what_openvino_compiled(random_k1_onnx, tmp_path):
     assert rows["openvino"]["runtime_precision"] == {**rows["openvino"]["runtime_precision"],
                                                      "inference_precision": "f32", "threads": 1}
     assert rows["openvino-bf16"]["runtime_precision"]["inference_precision"] == ("bf16" if HAS_BF16 else "f32")
-    assert (tmp_path / "scaoednet_k1_t1_bf16_openvino.xml").is_file()
+    assert (tmp_path / "bench" / "scaoednet_k1_t1_bf16_openvino.xml").is_file()  # bench's own, out of export/'s top
+    assert not list(tmp_path.glob("*.xml"))
     assert "What OpenVINO compiled" in markdown(result) and result["config"]["threads"] == 1
