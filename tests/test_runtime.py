@@ -214,3 +214,16 @@ def test_cpu_runner_keeps_freed_activation_memory_for_the_next_call():
     kept, kept_state = run("")
     assert system_state.startswith("system malloc defaults") and "freed memory kept" in kept_state
     assert kept * 20 < system
+
+
+def test_a_busy_machine_is_said_in_one_line(monkeypatch):
+    import os
+
+    from scaoed_deploy.runtime.base import busy_warning, cpu_threads
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert busy_warning() is None
+    monkeypatch.setattr(os, "getloadavg", lambda: (cpu_threads() + 0.5, 0.0, 0.0))
+    line = busy_warning(threads=2)
+    assert line.startswith("warning: the machine is busy") and "\n" not in line and "--threads" in line
+    assert cpu_threads(3) == 3 and cpu_threads() == len(os.sched_getaffinity(0))

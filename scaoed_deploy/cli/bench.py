@@ -17,6 +17,7 @@ from ..bench import (
     run_bench,
     write_results,
 )
+from ..runtime.base import busy_warning
 from ..runtime.torch_backend import pick_device
 from .common import (
     command_line,
@@ -71,6 +72,9 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
         raise click.BadParameter(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}",
                                  param_hint="--backends")
     weights = load_weights(checkpoint, random_seed=random_seed, blocks=blocks)
+    busy = busy_warning(threads) if device == "cpu" else None
+    if busy:
+        notice(busy)
     cfg = BenchConfig(resolutions=resolutions, stages=stages, backends=chosen, device=device, batch=batch,
                       warmup=warmup, iters=iters, threads=threads, quality=not no_quality,
                       data=Path(data) if data else None, export_dir=Path(export_dir))

@@ -9,6 +9,7 @@ import click
 from ..errors import ScaoedError
 from ..images import list_images
 from ..runtime import BACKENDS, Denoiser, denoise_file
+from ..runtime.base import busy_warning
 from ..weights import DEMO_NOTICE
 from .common import emit_json, json_option, notice, progress_bar, stages_option
 from .main import cli
@@ -46,6 +47,9 @@ def denoise(src, dst, model, backend, stages, reference, tile, overlap, tile_bat
                              overlap=overlap, tile_batch=tile_batch, ensemble=ensemble)
     if model is None:
         notice(DEMO_NOTICE)
+    busy = busy_warning(threads) if denoiser.runs_on_cpu else None
+    if busy:
+        notice(busy)
     src_p, dst_p = Path(src), Path(dst)
     skipped = []
     if src_p.is_dir():

@@ -34,6 +34,18 @@ def cpu_threads(requested: int | None = None) -> int:
         return os.cpu_count() or 1
 
 
+def busy_warning(threads: int | None = None) -> str | None:
+    """One line when other work already keeps this process's cores busy (1-minute load average at or above
+    the cores it may use): torch's OpenMP threads then slow down many times over, more than ONNX Runtime's."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    load, cores = os.getloadavg()[0], cpu_threads()
+    if load < cores:
+        return None
+    return (f"warning: the machine is busy (load average {load:.1f} on {cores} core(s) this process may use): "
+            f"timings will be slow and noisy; fewer --threads than {cpu_threads(threads)} may run faster")
+
+
 @dataclass
 class RunOptions:
     """What a user may ask of any runner; each backend reads the fields that apply to it."""
