@@ -178,3 +178,13 @@ def test_an_existing_output_is_replaced_only_with_overwrite(capsys, noisy, tmp_p
     code, _, _ = run(capsys, "denoise", str(noisy), str(out_path), "-c", str(tiny_checkpoint), "--stages", "1",
                      "--overwrite")
     assert code == 0 and np.asarray(PILImage.open(out_path)).shape == (21, 30, 3)
+
+
+def test_progress_lines_in_a_log_are_never_wrapped(capsys):
+    from scaoed_deploy.cli.common import progress_steps
+
+    message = "reading the file back: " + "precision per node, weights; " * 8
+    with progress_steps() as step:
+        step(message)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.strip() in err

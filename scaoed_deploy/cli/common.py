@@ -121,7 +121,7 @@ def progress_steps(quiet: bool = False):
         with console.status("starting") as status:
             yield status.update
     else:
-        yield lambda message: console.print(f"  {message}", highlight=False)
+        yield lambda message: console.print(f"  {message}", highlight=False, soft_wrap=True)  # a log line: unwrapped
 
 
 # ---------------------------------------------------------------------------- shared option groups
