@@ -154,6 +154,37 @@ def _fp32_onnx(req: BuildRequest, step) -> tuple[Path, bool, int]:
     return path, False, stages
 
 
+def _keep_if_verified(req: BuildRequest, out: BuildOutcome, tmp: Path, final: Path, read_back, kind: str,
+                      checks: Callable, stages: int, data, step, t: float) -> None:
+    """Step 4 on the temporary file ``tmp``: its read-back audit (no weight stored twice, then ``checks``), then
+    parity; raises when any fails, so that ``tmp`` is never renamed onto ``final``."""
+    out.audit = read_back.to_dict()
+    what = f"the {req.precision} {kind} (nothing written)"
+    check_weights(read_back, what)
+    checks(read_back, what)
+    out.parity = run_parity(load_artifact(tmp), req.weights, stages, data, step=step, read_back=out.audit,
+                            label=final.name)
+    out.seconds["parity"] = round(time.perf_counter() - t, 1)
+    if not out.parity.passed:
+        worst = out.parity.failures[0]
+        raise VerificationError(
+            f"{req.precision} {kind} failed parity ({worst.check}: {worst.measured} vs {worst.limit}); not kept")
+
+
+def _ir_checks(kept: list[dict]) -> Callable:
+    """INT8 IR: its float convolutions are exactly the ones kept (NNCF's own included), no kept node quantized."""
+    def check(a, what: str) -> None:
+        if not kept:
+            return  # fp32 / bf16: nothing quantized, nothing kept
+        check_int8_convs(a, kept, what)
+        quantized = {n for n, _, p in a.nodes if p == "int8"}
+        hit = [k["node"] for k in kept if k["node"] in quantized]
+        if hit:
+            raise VerificationError(f"{what}: {len(hit)} node(s) kept in float were quantized (first: {hit[0]})")
+
+    return check
+
+
 def _build_openvino(req: BuildRequest, out: BuildOutcome, fp32: Path, stages: int, data, step) -> None:
     """Steps 2-4 for an OpenVINO IR: convert (INT8: calibrate), write to a temporary IR, audit it, parity."""
     t = time.perf_counter()
@@ -170,23 +201,8 @@ def _build_openvino(req: BuildRequest, out: BuildOutcome, fp32: Path, stages: in
     with atomic_ir(final) as tmp:  # renamed onto `final` only if the audit and parity pass
         save_ir(ir, tmp)
         step("reading the IR back: precision per layer, weights")
-        read_back = audit_ir(tmp)
-        out.audit = read_back.to_dict()
-        what = f"the {req.precision} OpenVINO IR (nothing written)"
-        check_weights(read_back, what)
-        if req.precision == "int8":
-            check_int8_convs(read_back, ir.kept_float, what)
-            quantized = {n for n, _, p in read_back.nodes if p == "int8"}
-            hit = [k["node"] for k in ir.kept_float if k["node"] in quantized]
-            if hit:
-                raise VerificationError(f"{what}: {len(hit)} node(s) kept in float were quantized (first: {hit[0]})")
-        out.parity = run_parity(load_artifact(tmp), req.weights, stages, data, step=step, read_back=out.audit,
-                                label=final.name)
-        out.seconds["parity"] = round(time.perf_counter() - t, 1)
-        if not out.parity.passed:
-            worst = out.parity.failures[0]
-            raise VerificationError(
-                f"{req.precision} OpenVINO IR failed parity ({worst.check}: {worst.measured} vs {worst.limit}); not kept")
+        _keep_if_verified(req, out, tmp, final, audit_ir(tmp), "OpenVINO IR", _ir_checks(ir.kept_float), stages,
+                          data, step, t)
     out.parity.artifact.path = final
     out.precision_onnx = final
 
@@ -257,21 +273,10 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
         with atomic_path(final) as tmp:  # renamed onto `final` only if the audit and parity pass
             onnx.save(proto, str(tmp))
             step("reading the file back: precision per node, weights")
-            read_back = audit(tmp)
-            out.audit = read_back.to_dict()
-            what = f"the {req.precision} ONNX (nothing written)"
-            check_weights(read_back, what)
-            if req.precision == "int8":
-                check_int8_convs(read_back, converted.kept_fp32, what)
-            else:
-                check_islands(read_back, converted.kept_fp32, what)
-            artifact = load_artifact(tmp)
-            out.parity = run_parity(artifact, req.weights, stages, data, step=step, read_back=out.audit, label=final.name)
-            out.seconds["parity"] = round(time.perf_counter() - t, 1)
-            if not out.parity.passed:
-                worst = out.parity.failures[0]
-                raise VerificationError(
-                    f"{req.precision} ONNX failed parity ({worst.check}: {worst.measured} vs {worst.limit}); not kept")
+            kept = converted.kept_fp32
+            checks = (lambda a, what: check_int8_convs(a, kept, what)) if req.precision == "int8" else \
+                (lambda a, what: check_islands(a, kept, what))
+            _keep_if_verified(req, out, tmp, final, audit(tmp), "ONNX", checks, stages, data, step, t)
         out.parity.artifact.path = final
     out.precision_onnx = final
 
