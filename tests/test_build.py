@@ -50,9 +50,11 @@ def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, tiny_k1_onnx, ca
     assert plan["built"] is False and plan["trtexec"].startswith("trtexec --onnx=")
     assert not (tmp_path / "engines" / "m.engine").exists()
     assert not list((tmp_path / "export").glob(".*tmp*"))  # nothing half-written
-    assert main(args[:-1]) == 4  # the same build as a person reads it: what was written, and what to run next
+    fp32_args = [a if a != "--fp16" else "--fp32" for a in args[:-1]]  # no conversion: the same outcome, sooner
+    assert main(fp32_args) == 4  # as a person reads it: what was written, and what to run next
     out = capsys.readouterr().out
-    assert "Next, on a machine with an NVIDIA GPU" in out and "trtexec --onnx=" in out and str(fp16) in out
+    fp32 = tmp_path / "export" / "scaoednet_k1_t2_fp32.onnx"
+    assert "Next, on a machine with an NVIDIA GPU" in out and "trtexec --onnx=" in out and str(fp32) in out
     # The fp32 export is reused on the next build, found without --stages (`export`, then `build-engine --int8`).
     code = main(["build-engine", "--int8", "--target", "onnxruntime-cpu", "-c", str(tiny_checkpoint),
                  "--calib", str(calib_dir), "--calib-count", "6", "--calib-method", "max",
@@ -121,9 +123,14 @@ def test_without_stages_the_newest_export_of_the_weights_is_built(tmp_path, tiny
 
 
 @pytest.mark.slow
-def test_without_stages_or_an_export_the_weights_default_k_is_exported(tmp_path, tiny_checkpoint, capsys):
+def test_without_stages_or_an_export_the_weights_default_k_is_exported(tmp_path, tiny_checkpoint, capsys,
+                                                                      monkeypatch):
+    from scaoed_deploy import build as build_module
     from scaoed_deploy.checkpoint import DEFAULT_STAGES
 
+    assert build_module.DEFAULT_STAGES == DEFAULT_STAGES == 5  # the authors' K
+    DEFAULT_STAGES = 2  # the same fallback with a default that exports in half the time
+    monkeypatch.setattr(build_module, "DEFAULT_STAGES", DEFAULT_STAGES)
     code = main(["build-engine", "--fp32", "-c", str(tiny_checkpoint), "--export-dir", str(tmp_path / "export"),
                  "-o", str(tmp_path / "engines" / "m.engine"), "--timing-cache", str(tmp_path / "engines" / "t.cache")])
     out, err = capsys.readouterr()

@@ -42,6 +42,14 @@ def exported(weights, exports):
     return {k: exports(w, ex.ExportSpec(stages=k), data_dir=sidd if k == 1 else None) for k in (1, 2)}
 
 
+@pytest.fixture(scope="module")
+def raw_k2(weights):
+    """The exporter's raw (unoptimised) graph of the T = 2 weights at K = 2: the tests of export's later steps
+    (optimiser, verification failure, simplifier fallback) start from it instead of exporting again."""
+    w, _ = weights
+    return ex.torch_export(ckpt.build_model(w, 2), ex.ExportSpec(stages=2))
+
+
 @pytest.mark.parametrize("stages", [1, 2])
 def test_each_k_exports_a_verified_file(exported, stages):
     r = exported[stages]
@@ -77,11 +85,12 @@ def test_constant_channels_stay_finite(exported, weights):
 
 
 @pytest.mark.slow
-def test_the_exporters_optimiser_drops_the_epsilon_and_verification_catches_it(weights, tmp_path, monkeypatch):
+def test_the_exporters_optimiser_drops_the_epsilon_and_verification_catches_it(weights, raw_k2, tmp_path,
+                                                                                monkeypatch):
     w, _ = weights
     spec = ex.ExportSpec(stages=2, optimizer="onnxscript")
     model = ckpt.build_model(w, 2)
-    raw = ex.torch_export(model, spec)
+    raw = raw_k2
     # Without the structural guard, the numerical checks see the NaN.
     pitfall = ex.simplify(copy.deepcopy(raw), "onnxscript")
     checks, _ = ex.verify_onnx(pitfall, model, spec, None)
@@ -131,23 +140,23 @@ def _corrupt(proto):
 
 
 @pytest.mark.slow
-def test_a_corrupted_graph_fails_and_leaves_no_file(weights, tmp_path, monkeypatch):
+def test_a_corrupted_graph_fails_and_leaves_no_file(weights, raw_k2, tmp_path, monkeypatch):
     w, _ = weights
-    real = ex.torch_export
-    monkeypatch.setattr(ex, "torch_export", lambda model, spec: _corrupt(real(model, spec)))
-    target = tmp_path / "out" / "k1.onnx"
+    monkeypatch.setattr(ex, "torch_export", lambda model, spec: _corrupt(copy.deepcopy(raw_k2)))
+    target = tmp_path / "out" / "k2.onnx"
     with pytest.raises(VerificationError, match="max abs error"):
-        ex.export_onnx(w, ex.ExportSpec(stages=1), target)
+        ex.export_onnx(w, ex.ExportSpec(stages=2), target)
     assert not target.exists()
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
 @pytest.mark.slow
-def test_a_simplifier_that_breaks_parity_falls_back_to_the_unsimplified_graph(weights, tmp_path, monkeypatch):
+def test_a_simplifier_that_breaks_parity_falls_back_to_the_unsimplified_graph(weights, raw_k2, tmp_path, monkeypatch):
     w, _ = weights
     real = ex.simplify
+    monkeypatch.setattr(ex, "torch_export", lambda model, spec: copy.deepcopy(raw_k2))
     monkeypatch.setattr(ex, "simplify", lambda proto, opt: _corrupt(real(proto, opt)))
-    r = ex.export_onnx(w, ex.ExportSpec(stages=1), tmp_path / "k1.onnx")
+    r = ex.export_onnx(w, ex.ExportSpec(stages=2), tmp_path / "k2.onnx")
     assert not r.simplified and any("onnxslim" in n for n in r.notes)
     assert all(c.max_abs <= 1e-4 for c in r.checks)
 

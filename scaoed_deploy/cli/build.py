@@ -89,7 +89,7 @@ def build_engine_cmd(precision, stages, onnx_path, checkpoint, target, calib, ca
 
 def _print_next_steps(o) -> None:
     click.echo("\nTensorRT is not installed here, so steps 1-4 ran and the engine was not built. Written:")
-    click.echo(f"   {o.precision_onnx}  (verified: audit and parity above)")
+    click.echo(f"   {o.precision_onnx}  (checked as above)")
     click.echo(f"   {o.plan.sidecar_path}  (the build plan: profile, precision, the trtexec line)")
     click.echo("Next, on a machine with an NVIDIA GPU and TensorRT 11 (pip install tensorrt), either:")
     click.echo(f"   scaoed-deploy build-engine --{o.plan.precision} --onnx {o.fp32_onnx}")
