@@ -118,8 +118,8 @@ def machine() -> dict:
         pass
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
     versions = {}
-    for pkg in ("scaoed-deploy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "nvidia-modelopt", "tensorrt",
-                "polygraphy"):
+    for pkg in ("scaoed-deploy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "nvidia-modelopt",
+                "tensorrt", "polygraphy"):
         try:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -380,15 +380,15 @@ def _own_seconds() -> float:
 
 
 class LoadMeter:
-    """What other processes did to the machine during a run: load averages before and after, and the CPU time
-    they took (the machine's busy time less this process's own)."""
+    """What other processes did to the machine between ``LoadMeter()`` and ``finish()``: load averages before
+    and after, and the CPU time they took (the machine's busy time less this process's own)."""
 
-    def __enter__(self):
+    def __init__(self):
         self.load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         self.busy, self.own, self.wall = _machine_busy_seconds(), _own_seconds(), time.perf_counter()
-        return self
+        self.result: dict = {}
 
-    def __exit__(self, *exc):
+    def finish(self) -> dict:
         wall = time.perf_counter() - self.wall
         busy = _machine_busy_seconds()
         others = None if busy is None or self.busy is None else max(0.0, busy - self.busy - (_own_seconds() - self.own))
@@ -399,6 +399,7 @@ class LoadMeter:
             "other_processes_cores": round(others / wall, 2) if others is not None and wall > 0 else None,
             "busy": bool(others is not None and wall > 0 and others / wall > BUSY_CORES),
         }
+        return self.result
 
     def warning(self) -> str | None:
         r = self.result
@@ -427,7 +428,7 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
     cfg.data = data
     pairs = [(p.noisy, p.clean) for p in load_samples(data) if p.clean is not None] if cfg.quality and data else []
     backends = Backends(weights, cfg, step)
-    meter = LoadMeter().__enter__()
+    meter = LoadMeter()
     order = [BASELINE] + [b for b in cfg.backends if b != BASELINE]  # eager first: every ratio needs it
     rows: list[Row] = []
     eager_psnr: dict[int, float] = {}
@@ -491,7 +492,7 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
                 row.ratio_to_eager = stats["median"] / eager_median if eager_median else None
                 rows.append(row)
                 advance()
-    meter.__exit__(None, None, None)
+    meter.finish()
     return {
         "load": meter.result,
         "warnings": [w for w in [meter.warning()] if w],
@@ -541,8 +542,9 @@ def markdown(result: dict) -> str:
         lines += ["", "Skipped:", ""] + [f"- `{b}`: {why}" for b, why in skipped.items()]
     load = result.get("load")
     if load and load.get("other_processes_cores") is not None:
-        lines += ["", f"Load: other processes took {load['other_processes_cores']:.2f} cores on average during the run "
-                  f"(load average {load['loadavg_1min_start']:.2f} at the start, {load['loadavg_1min_end']:.2f} at the end)"
+        lines += ["", f"Load: other processes took {load['other_processes_cores']:.2f} cores on average during "
+                  f"the run (load average {load['loadavg_1min_start']:.2f} at the start, "
+                  f"{load['loadavg_1min_end']:.2f} at the end)"
                   + ("; **busy: do not quote these ratios**" if load["busy"] else ".")]
     ran = {r["backend"]: r["runtime_precision"] for r in result["rows"] if r.get("runtime_precision")}
     if ran:
@@ -550,7 +552,8 @@ def markdown(result: dict) -> str:
             f"- `{b}`: inference precision {p['inference_precision']}, {p['threads']} threads; executed layers by "
             f"runtime precision: " + ", ".join(f"{k} {v}" for k, v in p["layers_by_runtime_precision"].items())
             for b, p in ran.items()]
-    lines += ["", f"Threads: {c['threads']} for every CPU backend. x eager: median latency over torch eager fp32's in the same run (same resolution and K). "
+    lines += ["", f"Threads: {c['threads']} for every CPU backend. x eager: median latency over torch eager fp32's "
+              "in the same run (same resolution and K). "
               "The RTX 3090 column is the paper's figure at 512x512, not ours. dPSNR: mean PSNR on the SIDD crops "
               "minus eager's.", ""]
     return "\n".join(lines)
