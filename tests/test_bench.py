@@ -126,7 +126,7 @@ def test_a_busy_machine_is_recorded_and_flagged():
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
-        cfg = BenchConfig([(32, 32)], [1], ["torch"], warmup=1, iters=200, threads=1, quality=False)
+        cfg = BenchConfig([(32, 32)], [1], ["torch"], warmup=1, iters=120, threads=1, quality=False)
         result = run_bench(ckpt.random_weights(blocks=1, seed=0), cfg)
     finally:
         burner.kill()
@@ -134,13 +134,3 @@ def test_a_busy_machine_is_recorded_and_flagged():
     assert load["other_processes_cores"] > 0.5 and load["busy"]  # the burner took a core for the whole run
     assert "busy" in result["warnings"][0] and "do not quote" in markdown(result)
 
-
-@pytest.mark.slow
-def test_bench_makes_its_artifacts_out_of_build_engines_sight(tmp_path):
-    from scaoed_deploy.build import newest_export
-
-    weights = ckpt.random_weights(blocks=1, seed=0)
-    cfg = BenchConfig([(32, 32)], [1], ["onnxruntime"], warmup=0, iters=1, threads=1, quality=False, export_dir=tmp_path)
-    rows = {r["backend"]: r for r in run_bench(weights, cfg)["rows"]}
-    assert rows["onnxruntime"]["artifact"] == str(tmp_path / "bench" / "scaoednet_k1_t1_fp32.onnx")
-    assert newest_export(tmp_path, weights) is None  # `build-engine` without --stages does not pick bench's K

@@ -129,7 +129,7 @@ def test_int8_build_keeps_nfae_in_float_and_runs_everywhere(tmp_path, tiny_check
     export.mkdir()
     shutil.copyfile(tiny_k1_onnx, export / tiny_k1_onnx.name)
     code = main(["build-engine", "--int8", "--target", "openvino", "-c", str(tiny_checkpoint), "--stages", "1",
-                 "--calib", str(calib_dir), "--calib-count", "6", "--export-dir", str(export), "--json"])
+                 "--calib", str(calib_dir), "--calib-count", "4", "--export-dir", str(export), "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
     result = json.loads(out)
@@ -154,11 +154,13 @@ def test_int8_build_keeps_nfae_in_float_and_runs_everywhere(tmp_path, tiny_check
 def test_bench_rows_report_what_openvino_compiled(random_k1_onnx, tmp_path):
     from scaoed_deploy import checkpoint as ckpt
     from scaoed_deploy.bench import BenchConfig, markdown, run_bench
+    from scaoed_deploy.build import newest_export
 
     shutil.copyfile(random_k1_onnx, tmp_path / "scaoednet_k1_t1_fp32.onnx")  # made from the same weights
     cfg = BenchConfig([(32, 32)], [1], ["openvino", "openvino-bf16"], warmup=1, iters=2, threads=1, quality=False,
                       export_dir=tmp_path)
-    result = run_bench(ckpt.random_weights(blocks=1, seed=0), cfg)
+    weights = ckpt.random_weights(blocks=1, seed=0)
+    result = run_bench(weights, cfg)
     rows = {r["backend"]: r for r in result["rows"]}
     assert rows["openvino"]["status"] == "ok" and rows["openvino"]["ratio_to_eager"] > 0
     assert rows["openvino"]["runtime_precision"] == {**rows["openvino"]["runtime_precision"],
@@ -166,4 +168,7 @@ def test_bench_rows_report_what_openvino_compiled(random_k1_onnx, tmp_path):
     assert rows["openvino-bf16"]["runtime_precision"]["inference_precision"] == ("bf16" if HAS_BF16 else "f32")
     assert (tmp_path / "bench" / "scaoednet_k1_t1_bf16_openvino.xml").is_file()  # bench's own, out of export/'s top
     assert not list(tmp_path.glob("*.xml"))
+    # build-engine without --stages still finds the user's export, not anything bench made
+    assert newest_export(tmp_path, weights) == (tmp_path / "scaoednet_k1_t1_fp32.onnx", 1)
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["scaoednet_k1_t1_fp32.onnx"]
     assert "What OpenVINO compiled" in markdown(result) and result["config"]["threads"] == 1
