@@ -7,6 +7,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .errors import VerificationError
+
+
+def held_out_psnr(references: list[np.ndarray], outputs: list[np.ndarray], what: str) -> float:
+    """The worst PSNR (dB) of a converted model's ``outputs`` against the fp32 ``references`` on held-out
+    calibration crops; a NaN/Inf output raises, naming ``what``."""
+    if not all(np.isfinite(o).all() for o in outputs):
+        raise VerificationError(f"{what} gives NaN/Inf on held-out calibration images")
+    return min(psnr_against(r, o) for r, o in zip(references, outputs))
+
 
 def psnr_against(reference: np.ndarray, output: np.ndarray, peak: float = 1.0) -> float:
     """PSNR (dB) of ``output`` against ``reference`` for signals of range ``peak``; inf when equal."""

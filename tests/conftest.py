@@ -96,3 +96,19 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "exports" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def calib_dir(tmp_path_factory):
+    """Two 80 x 80 smooth noisy images: a calibration folder for INT8 builds (not SIDD)."""
+    import numpy as np
+
+    from scaoed_deploy.images import Image, write_image
+
+    d = tmp_path_factory.mktemp("calib")
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        yy, xx = np.mgrid[0:80, 0:80] / 80.0
+        base = np.stack([xx, yy, 0.5 + 0.3 * np.sin(5 * xx * yy + i)], axis=2)
+        write_image(d / f"c{i}.png", Image(rgb=np.clip(base + rng.normal(0, 0.04, base.shape), 0, 1).astype(np.float32)))
+    return d

@@ -7,25 +7,12 @@ import importlib.util
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 from scaoed_deploy.artifact import META_PREFIX, read_metadata
 from scaoed_deploy.cli import main
-from scaoed_deploy.images import Image, write_image
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
-
-
-@pytest.fixture(scope="module")
-def calib_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("calib")
-    rng = np.random.default_rng(1)
-    for i in range(2):
-        yy, xx = np.mgrid[0:80, 0:80] / 80.0
-        base = np.stack([xx, yy, 0.5 + 0.3 * np.sin(5 * xx * yy + i)], axis=2)
-        write_image(d / f"c{i}.png", Image(rgb=np.clip(base + rng.normal(0, 0.04, base.shape), 0, 1).astype(np.float32)))
-    return d
 
 
 @pytest.mark.slow

@@ -113,17 +113,6 @@ def test_fp16_is_refused_for_openvino(capsys):
     assert len(err) == 1 and "no fp16 inference" in err[0]
 
 
-@pytest.fixture(scope="module")
-def calib_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("calib")
-    rng = np.random.default_rng(2)
-    for i in range(3):
-        yy, xx = np.mgrid[0:96, 0:96] / 96.0
-        base = np.stack([xx, yy, 0.5 + 0.3 * np.sin(4 * xx * yy + i)], axis=2)
-        write_image(d / f"c{i}.png", Image(rgb=np.clip(base + rng.normal(0, 0.04, base.shape), 0, 1).astype(np.float32)))
-    return d
-
-
 def test_int8_build_keeps_nfae_in_float_and_runs_everywhere(tmp_path, tiny_checkpoint, tiny_k1_onnx, calib_dir, capsys):
     export = tmp_path / "export"
     export.mkdir()

@@ -37,8 +37,8 @@ from ..artifact import (
     write_ir_metadata,
 )
 from ..audit import audit_ov_model
-from ..compare import psnr_against
-from ..errors import ScaoedError, VerificationError, first_line
+from ..compare import held_out_psnr
+from ..errors import ScaoedError, first_line
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..runtime.openvino_backend import INFERENCE_PRECISION
 from .calibration import CalibSample, describe
@@ -207,10 +207,7 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
                 quantized = _quantize(fresh, used, [k["node"] for k in islands + kept])
             except Exception as e:
                 raise ScaoedError(f"NNCF quantization failed on {fp32_path}: {first_line(e)}") from e
-            got = _outputs(_compile(quantized), [c.x for c in held_out])
-            if not all(np.isfinite(g).all() for g in got):
-                raise VerificationError("the INT8 IR gives NaN/Inf on held-out calibration images")
-            check = min(psnr_against(r, g) for r, g in zip(references, got))
+            check = held_out_psnr(references, _outputs(_compile(quantized), [c.x for c in held_out]), "the INT8 IR")
             step(f"INT8 check: {check:.1f} dB against fp32 on held-out calibration crops (want >= {min_psnr:g})")
             if check >= min_psnr or attempt == rounds:
                 if check < min_psnr:
