@@ -40,17 +40,18 @@ def denoise(src, dst, model, backend, stages, reference, tile, overlap, tile_bat
             device, threads, as_json):
     """Denoise an image file (or every image in a folder) into DST with any artifact."""
 
-    single_out = Path(dst) / Path(src).name if Path(dst).is_dir() else Path(dst)
-    if not Path(src).is_dir() and single_out.exists() and not overwrite:  # one rule for files and folders
-        raise ScaoedError(f"{single_out} exists; --overwrite to replace it")
+    src_p, dst_p = Path(src), Path(dst)
+    if not src_p.is_dir():
+        dst_p = dst_p / src_p.name if dst_p.is_dir() else dst_p
+        if dst_p.exists() and not overwrite:  # one rule for files and folders, said before the model loads
+            raise ScaoedError(f"{dst_p} exists; --overwrite to replace it")
     denoiser = Denoiser.open(model, backend=backend, stages=stages, device=device, threads=threads, tile=tile,
                              overlap=overlap, tile_batch=tile_batch, ensemble=ensemble)
     if model is None:
         notice(DEMO_NOTICE)
-    busy = busy_warning(threads) if denoiser.runs_on_cpu else None
+    busy = busy_warning(threads) if denoiser.runner.on_cpu else None
     if busy:
         notice(busy)
-    src_p, dst_p = Path(src), Path(dst)
     skipped = []
     if src_p.is_dir():
         if dst_p.exists() and not dst_p.is_dir():
@@ -66,8 +67,6 @@ def denoise(src, dst, model, backend, stages, reference, tile, overlap, tile_bat
             skipped = [str(d) for _, d, _ in jobs if d.exists()]
             jobs = [j for j in jobs if not j[1].exists()]
     else:
-        if dst_p.is_dir():
-            dst_p = dst_p / src_p.name
         jobs = [(src_p, dst_p, Path(reference) if reference else None)]
     with denoiser:  # the session or engine is released when the jobs are done
         results, failures = _run_denoise_jobs(denoiser, jobs, int(bit_depth) if bit_depth else None, quiet=as_json,

@@ -76,6 +76,8 @@ class BaseRunner:
     #: Refuse NaN/Inf outputs (``run`` raises). ``open_runner`` turns it on for what users run (denoise, bench);
     #: the export check and parity leave it off: they look at non-finite outputs themselves, and report them.
     check_finite = False
+    #: Whether the runner computes on the CPU (its thread count then matters, and a busy machine slows it).
+    on_cpu = True
 
     def __init__(self):
         self.limits = Limits()
@@ -94,7 +96,10 @@ class BaseRunner:
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         self.activate()
-        outs = self._run(batch)
+        return self.refuse_nonfinite(self._run(batch))
+
+    def refuse_nonfinite(self, outs: list[np.ndarray]) -> list[np.ndarray]:
+        """``outs``, or one clear error when ``check_finite`` is on and any holds NaN/Inf."""
         if self.check_finite and not all(np.isfinite(o).all() for o in outs):
             raise ScaoedError(f"{self.description} gave NaN/Inf for a finite input: the model or its weights are "
                               "broken (nothing written)")

@@ -85,13 +85,6 @@ class Denoiser:
         elif self.limits.max_batch:
             self.tile_batch = min(self.tile_batch, self.limits.max_batch)
 
-    @property
-    def runs_on_cpu(self) -> bool:
-        r = self.runner
-        if getattr(r, "device", None) is not None and hasattr(r.device, "type"):
-            return r.device.type == "cpu"
-        return getattr(r, "name", "") in ("onnxruntime", "openvino") and "CUDA" not in self.description
-
     @classmethod
     def open(cls, model: str | Path | None = None, backend: str | None = None, stages: int | None = None,
              device: str = "auto", threads: int | None = None, **options) -> Denoiser:

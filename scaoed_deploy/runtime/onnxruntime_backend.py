@@ -56,6 +56,7 @@ class OnnxRuntimeRunner(BaseRunner):
         if lost:
             raise ScaoedError(f"ONNX Runtime could not use {', '.join(lost)} here (it would have fallen back to the "
                               f"CPU): onnxruntime-gpu and the CUDA/cuDNN libraries it was built for are needed")
+        self.on_cpu = "CUDAExecutionProvider" not in self.session.get_providers()
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         # Reduced-precision artifacts may take float16 input; outputs always come back as float32.

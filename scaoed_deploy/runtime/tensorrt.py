@@ -229,6 +229,7 @@ class TensorRTRunner(BaseRunner):
     """Runs a built engine; ``run`` returns every output in engine order (denoised first)."""
 
     name = "tensorrt"
+    on_cpu = False
 
     @classmethod
     def open(cls, path: Path, options: RunOptions, artifact: Artifact | None = None) -> TensorRTRunner:

@@ -47,7 +47,8 @@ class TorchRunner(BaseRunner):
         if amp not in AMP_DTYPES:
             raise ScaoedError(f"unknown autocast precision {amp!r}; use bf16 or fp16")
         self.device = pick_device(device)
-        if self.device.type == "cpu":
+        self.on_cpu = self.device.type == "cpu"
+        if self.on_cpu:
             keep_freed_memory()  # eager calls otherwise fault their activations in afresh each time
             self.threads = cpu_threads(threads)
             torch.set_num_threads(self.threads)
@@ -80,6 +81,4 @@ class TorchRunner(BaseRunner):
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         with self._autocast():
             y = self._forward(x)
-        if self.check_finite and not bool(torch.isfinite(y).all()):
-            return self.run(batch)[0]  # the one place that says so (BaseRunner.run)
-        return y.float().cpu().numpy()
+        return self.refuse_nonfinite([y.float().cpu().numpy()])[0]
