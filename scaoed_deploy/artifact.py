@@ -94,7 +94,7 @@ def module_paths(proto) -> dict[str, str]:
     """{output tensor name: module path} for every tagged node."""
     paths = {}
     for node in proto.graph.node:
-        tag = next((p.value for p in node.metadata_props if p.key == MODULE_KEY), None)
+        tag = module_of(node)
         if tag:
             for out in node.output:
                 paths[out] = tag

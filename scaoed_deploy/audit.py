@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -185,20 +186,27 @@ def audit(model: str | Path | object) -> Audit:
             a.float32_nodes.append(node.name)
             module = module_of(node) or "(untagged)"
             a.float32_by_module[module] = a.float32_by_module.get(module, 0) + 1
+    _count_weights(a, ((name, _tensor_key(t), math.prod(t.dims),
+                        onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize) for name, t in weight_tensors(proto)))
+    return a
+
+
+def _count_weights(a: Audit, tensors, stored_at: Callable[[str], object] = lambda name: name) -> None:
+    """Fill ``a.weights`` and ``a.duplicated_weights`` from (name, content key, values, bytes per value) rows.
+    ``stored_at``: where a tensor lies in the file, so that equal tensors stored once are not duplicates."""
     groups: dict[tuple, list[str]] = {}
+    sizes: dict[tuple, int] = {}
     values = nbytes = 0
-    for name, t in weight_tensors(proto):
-        key = _tensor_key(t)
+    for name, key, n, itemsize in tensors:
         if key not in groups:
-            n = math.prod(t.dims)
             values += n
-            nbytes += n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            nbytes += n * itemsize
+            sizes[key] = n
         groups.setdefault(key, []).append(name)
     a.weights = {"tensors": sum(len(g) for g in groups.values()), "unique": len(groups), "values": values,
                  "bytes": nbytes}
-    a.duplicated_weights = [g for k, g in groups.items()
-                            if len(g) > 1 and math.prod(k[1]) >= DUPLICATE_MIN_VALUES]
-    return a
+    a.duplicated_weights = [g for k, g in groups.items() if len(g) > 1 and sizes[k] >= DUPLICATE_MIN_VALUES
+                            and len({stored_at(n) for n in g}) > 1]
 
 
 _IR_MOVES = frozenset("Reshape Transpose Squeeze Unsqueeze DepthToSpace SpaceToDepth StridedSlice Slice Pad".split())
@@ -245,8 +253,7 @@ def audit_ov_model(model, offsets: dict[str, tuple] | None = None) -> Audit:
     arrive through FakeQuantize or as 8-bit constants), FakeQuantize and Convert counts, constants (unique
     by content; ``offsets``: where each lies in the .bin, so that equal constants stored once count once)."""
     a = Audit()
-    groups: dict[tuple, list[str]] = {}
-    values = nbytes = 0
+    constants = []
     for op in model.get_ordered_ops():
         kind, name = op.get_type_name(), op.get_friendly_name()
         if kind == "Convert":
@@ -257,10 +264,7 @@ def audit_ov_model(model, offsets: dict[str, tuple] | None = None) -> Audit:
             data = op.get_data()
             if data.size >= DUPLICATE_MIN_VALUES:
                 key = (str(data.dtype), data.shape, hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest())
-                if key not in groups:
-                    values += data.size
-                    nbytes += data.nbytes
-                groups.setdefault(key, []).append(name)
+                constants.append((name, key, data.size, data.itemsize))
             continue
         if kind in IR_NON_COMPUTE:
             continue
@@ -277,10 +281,7 @@ def audit_ov_model(model, offsets: dict[str, tuple] | None = None) -> Audit:
         a.compute[precision][kind] = a.compute[precision].get(kind, 0) + 1
         if precision == "float32":
             a.float32_nodes.append(name)
-    a.weights = {"tensors": sum(len(g) for g in groups.values()), "unique": len(groups), "values": values,
-                 "bytes": nbytes}
-    a.duplicated_weights = [g for g in groups.values() if len(g) > 1 and (
-        offsets is None or len({offsets.get(n, n) for n in g}) > 1)]
+    _count_weights(a, constants, lambda n: (offsets or {}).get(n, n))
     return a
 
 
