@@ -329,13 +329,19 @@ def load_artifact(path: str | Path, precision: str | None = None) -> Artifact:
                       "or an OpenVINO .xml")
 
 
+def require_openvino(what: str):
+    """The ``openvino`` module, or one line saying that ``what`` needs it."""
+    try:
+        import openvino
+    except ImportError as e:
+        raise ScaoedError(f"{what} needs OpenVINO: pip install openvino ({first_line(e)})") from e
+    return openvino
+
+
 def read_ir(path: str | Path):
     """An OpenVINO IR's ``ov.Model``, with one clear error for a missing .bin or a corrupt file."""
     path = Path(path)
-    try:
-        import openvino as ov
-    except ImportError as e:
-        raise ScaoedError(f"reading {path} needs OpenVINO: pip install openvino ({first_line(e)})") from e
+    ov = require_openvino(f"reading {path}")
     if not path.with_suffix(".bin").is_file():
         raise ScaoedError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing")
     try:

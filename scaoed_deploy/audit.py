@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import module_of, weight_tensors
+from .artifact import module_of, read_ir, weight_tensors
 from .errors import VerificationError
 
 #: Ops that move, reshape or describe data rather than compute on it.
@@ -235,15 +235,13 @@ def audit_ir(path: str | Path) -> Audit:
     """The audit of an OpenVINO IR, read back from its files (see ``audit_ov_model``), with the .xml + .bin size."""
     import xml.etree.ElementTree as ET
 
-    import openvino as ov
-
     path = Path(path)
     # Where each constant lies in the .bin: OpenVINO's serializer stores equal constants once, so a tensor
     # is "stored more than once" only when equal values sit at two offsets.
     offsets = {layer.get("name"): (data.get("offset"), data.get("size"))
                for layer in ET.parse(path).getroot().iter("layer") if layer.get("type") == "Const"
                for data in layer.iter("data")}
-    a = audit_ov_model(ov.Core().read_model(str(path)), offsets)
+    a = audit_ov_model(read_ir(path), offsets)
     a.file_bytes = path.stat().st_size + path.with_suffix(".bin").stat().st_size
     return a
 

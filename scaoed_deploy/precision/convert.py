@@ -22,10 +22,7 @@ the calibration set and the nodes kept in FP32 added, and keeps NFAE's 1e-16.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import logging
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -51,6 +48,7 @@ from ..errors import ScaoedError, first_line
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from .calibration import CalibSample, describe
 from .islands import select_islands
+from .quiet import quiet_tools
 
 TARGETS = INT8_TARGETS
 INT8_METHODS = ("max", "entropy")
@@ -115,27 +113,8 @@ def _common_shape(calib: list[CalibSample]) -> list[CalibSample]:
     return [c for c in calib if c.x.shape[2:] == common]
 
 
-@contextlib.contextmanager
 def _quiet():
-    """The tools print progress bars, log every node at INFO and warn on the root logger: our steps say enough,
-    and --json needs stdout clean. Their errors still reach us as exceptions."""
-    loggers = [logging.getLogger(n) for n in ("", "modelopt", "modelopt.onnx", "modelopt.onnx.autocast",
-                                              "modelopt.onnx.quantization")]
-    levels = [lg.level for lg in loggers]
-    tqdm = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-        if tqdm is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = tqdm
+    return quiet_tools("", "modelopt", "modelopt.onnx", "modelopt.onnx.autocast", "modelopt.onnx.quantization")
 
 
 # ---------------------------------------------------------------------------- FP16 / BF16

@@ -18,9 +18,7 @@ tool, the calibration set and the nodes kept in float added.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +32,7 @@ from ..artifact import (
     all_tensors,
     metadata_of,
     module_paths,
+    require_openvino,
     write_ir_metadata,
 )
 from ..audit import audit_ov_model
@@ -43,6 +42,7 @@ from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..runtime.openvino_backend import INFERENCE_PRECISION
 from .calibration import CalibSample, describe
 from .islands import select_islands
+from .quiet import quiet_tools
 
 INT8_MIN_PSNR = 40.0  # dB against the fp32 ONNX on held-out calibration crops (as for the ONNX INT8 paths)
 INT8_ROUNDS = 2
@@ -68,29 +68,8 @@ class OpenVINOIR:
                 "seconds": round(self.seconds, 1), "notes": self.notes}
 
 
-def _openvino(what: str):
-    try:
-        import openvino as ov
-    except ImportError as e:
-        raise ScaoedError(f"{what} needs OpenVINO: pip install openvino ({first_line(e)})") from e
-    return ov
-
-
-@contextlib.contextmanager
-def _quiet_nncf() -> Iterator[None]:
-    """NNCF logs every node it skips and draws progress bars: our steps say enough, and --json needs stdout clean."""
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 def _compile(model, inference_precision: str = "f32"):
-    ov = _openvino("running an IR")
+    ov = require_openvino("running an IR")
     return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": inference_precision})
 
 
@@ -159,7 +138,7 @@ def _quantize(ov_model, samples: list[CalibSample], ignored: list[str]):
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    with _quiet_nncf():
+    with quiet_tools("nncf"):
         return nncf.quantize(ov_model, nncf.Dataset([c.x for c in samples]), subset_size=len(samples),
                              preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True,
                              ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
@@ -175,7 +154,7 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
 
     if precision not in OPENVINO_PRECISIONS:
         raise ScaoedError(f"OpenVINO's CPU target takes {', '.join(OPENVINO_PRECISIONS)}, not {precision}")
-    ov = _openvino(f"the {precision} OpenVINO IR")
+    ov = require_openvino(f"the {precision} OpenVINO IR")
     t0 = time.perf_counter()
     source = onnx.load(str(fp32_path))
     step(f"converting {Path(fp32_path).name} to OpenVINO IR")
@@ -252,5 +231,5 @@ def atomic_ir(final: Path) -> Iterator[Path]:
 
 def save_ir(ir: OpenVINOIR, path: Path) -> None:
     """Write the IR (weights as they are: f32, or INT8 as NNCF compressed them)."""
-    ov = _openvino("writing an IR")
+    ov = require_openvino("writing an IR")
     ov.save_model(ir.model, str(path), compress_to_fp16=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import Artifact, load_artifact
+from ..artifact import Artifact, load_artifact, read_ir, require_openvino
 from ..errors import ScaoedError, first_line
 from .base import BaseRunner, Limits, RunOptions, cpu_threads
 
@@ -46,16 +46,12 @@ class OpenVINORunner(BaseRunner):
     def activate(self) -> None:
         if self._compiled is not None:
             return
-        try:
-            import openvino as ov
-        except ImportError as e:
-            raise ScaoedError(f"running {self.path} needs OpenVINO: pip install openvino ({first_line(e)})") from e
+        ov = require_openvino(f"running {self.path}")
+        model = read_ir(self.path)
         config = {"INFERENCE_PRECISION_HINT": self.inference_precision, "PERFORMANCE_HINT": "LATENCY",
                   "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(self.threads)}
         try:
-            core = ov.Core()
-            model = core.read_model(str(self.path))
-            self._compiled = core.compile_model(model, "CPU", config)
+            self._compiled = ov.Core().compile_model(model, "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError with a multi-line message
             raise ScaoedError(f"OpenVINO cannot load {self.path}: {first_line(e)}") from e
         self._request = self._compiled.create_infer_request()
