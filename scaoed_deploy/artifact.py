@@ -179,6 +179,24 @@ def weight_tensors(proto) -> list:
     return out
 
 
+def tensor_types(proto, strict: bool = True) -> dict[str, int]:
+    """The element type of every tensor of the graph: inputs, outputs and node outputs as ONNX shape
+    inference finds them, and the weights. ``strict=False``: where inference fails, the types the graph
+    itself records."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:
+        if strict:
+            raise
+        inferred = proto
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in (*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info)}
+    types.update((name, t.data_type) for name, t in weight_tensors(proto))
+    return types
+
+
 def count_nfae_epsilons(proto) -> int:
     """Add nodes that add NFAE's 1e-16 (two per NFAE: one per sigmoid gate)."""
     from onnx import numpy_helper

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import module_of, read_ir, weight_tensors
+from .artifact import module_of, read_ir, tensor_types, weight_tensors
 from .errors import VerificationError
 
 #: Ops that move, reshape or describe data rather than compute on it.
@@ -132,18 +132,6 @@ def audit_line(d: dict) -> str:
             f"{w['unique']} unique weights ({w['values'] / 1e6:.2f} M values, {w['bytes'] / 1e6:.2f} MB){dup}{size}")
 
 
-def _elem_types(proto) -> dict[str, int]:
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    types = {}
-    for v in (*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info):
-        types[v.name] = v.type.tensor_type.elem_type
-    for name, t in weight_tensors(proto):
-        types[name] = t.data_type
-    return types
-
-
 def audit(model: str | Path | object) -> Audit:
     """The audit of an ONNX file (or ModelProto: then no file size)."""
     import onnx
@@ -154,7 +142,7 @@ def audit(model: str | Path | object) -> Audit:
         proto = onnx.load(str(model))
     else:
         proto = model
-    types = _elem_types(proto)
+    types = tensor_types(proto)
     producer = {o: n for n in proto.graph.node for o in n.output}
     a = Audit(file_bytes=file_bytes)
     for node in proto.graph.node:

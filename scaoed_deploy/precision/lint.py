@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..artifact import weight_tensors
+from ..artifact import tensor_types, weight_tensors
 
 #: The operator matrix this lint follows: onnx-tensorrt's docs/operators.md, the newest published one.
 MATRIX = "onnx-tensorrt docs/operators.md for TensorRT 10.15"
@@ -109,21 +109,11 @@ def _lint_opsets(model) -> list[Violation]:
     return out
 
 
-def _output_types(model) -> dict[str, int]:
-    import onnx
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - the type rule is skipped, the others still run
-        inferred = model
-    return {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.output)}
-
-
 def _lint_ops(model) -> list[Violation]:
     from onnx import TensorProto
 
     out = []
-    types = _output_types(model)
+    types = tensor_types(model, strict=False)  # where inference fails, the type rule has less to go on
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
             out.append(Violation("unsupported-op", _name(node), f"{node.domain}::{node.op_type} is not a standard ONNX op; TensorRT needs a plugin"))
