@@ -201,7 +201,14 @@ def build_engine(plan: BuildPlan, step: Callable[[str], None] = lambda s: None) 
 def check_engine_sidecar(engine_path: str | Path, trt_version: str | None = None, gpu: dict | None = None) -> dict:
     """Refuse an engine whose file is not the one its sidecar describes (checked without TensorRT), or, given
     ``trt_version`` and ``gpu``, one built for another TensorRT or GPU (TensorRT plans are not portable)."""
-    engine_path = Path(engine_path)
+    meta = _engine_sidecar(Path(engine_path))
+    if trt_version is not None:
+        _check_engine_target(Path(engine_path), meta, trt_version, gpu)
+    return meta
+
+
+def _engine_sidecar(engine_path: Path) -> dict:
+    """The sidecar of a built engine whose file is the one it describes (no TensorRT needed)."""
     sidecar = engine_path.with_suffix(".json")
     if not sidecar.is_file():
         raise ScaoedError(f"{engine_path}: no sidecar {sidecar.name}; rebuild it with scaoed-deploy build-engine")
@@ -214,14 +221,15 @@ def check_engine_sidecar(engine_path: str | Path, trt_version: str | None = None
     if meta.get("engine_sha256") and sha256_of(engine_path) != meta["engine_sha256"]:
         raise ScaoedError(f"{engine_path}: the file is not the engine its sidecar {sidecar.name} describes (sha256 "
                           "differs: changed or replaced after the build); rebuild it")
-    if trt_version is None:
-        return meta
+    return meta
+
+
+def _check_engine_target(engine_path: Path, meta: dict, trt_version: str, gpu: dict) -> None:
     if meta.get("tensorrt") != trt_version:
         raise ScaoedError(f"{engine_path} was built with TensorRT {meta.get('tensorrt')}, this is {trt_version}: rebuild it")
     if meta.get("compute_capability") != gpu.get("compute_capability"):
         raise ScaoedError(f"{engine_path} was built for {meta.get('gpu')} (sm {meta.get('compute_capability')}), "
                           f"this GPU is {gpu.get('gpu')} (sm {gpu.get('compute_capability')}): rebuild it")
-    return meta
 
 
 
@@ -238,9 +246,9 @@ class TensorRTRunner(BaseRunner):
     def __init__(self, engine_path: str | Path):
         super().__init__()
         self.engine_path = Path(engine_path)
-        check_engine_sidecar(engine_path)  # a tampered or never-built engine is refused before TensorRT is needed
-        self.sidecar = check_engine_sidecar(engine_path, require_tensorrt(f"running {engine_path}").__version__,
-                                            gpu_description())
+        self.sidecar = _engine_sidecar(self.engine_path)  # a tampered or never-built engine: refused before TensorRT
+        _check_engine_target(self.engine_path, self.sidecar, require_tensorrt(f"running {engine_path}").__version__,
+                             gpu_description())
         prof = self.sidecar.get("profile", {})
         lo, hi = prof.get("min"), prof.get("max")
         self.limits = Limits(tuple(lo[2:]) if lo else None, tuple(hi[2:]) if hi else None,
