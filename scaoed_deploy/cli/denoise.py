@@ -10,6 +10,7 @@ from ..errors import ScaoedError
 from ..images import list_images
 from ..runtime import BACKENDS, Denoiser, denoise_file
 from ..runtime.base import busy_warning
+from ..runtime.triton_client import ServerLostError, TritonRunner
 from ..weights import DEMO_NOTICE
 from .common import emit_json, json_option, notice, progress_bar, stages_option
 from .main import cli
@@ -19,7 +20,10 @@ from .main import cli
 @click.argument("src", type=click.Path(exists=True))
 @click.argument("dst", type=click.Path())
 @click.option("--model", "-m", "--checkpoint", "-c", "model", type=click.Path(),
-              help="A checkpoint (.pth/.safetensors), an .onnx file or a TensorRT .engine (default: the demo weights).")
+              help="A checkpoint (.pth/.safetensors), an .onnx file, a TensorRT .engine or an OpenVINO .xml (default: "
+                   "the demo weights); with --server, the server's model name (default: its only model).")
+@click.option("--server", default=None, metavar="URL",
+              help="Run on a Triton server instead: http://HOST:8000 or grpc://HOST:8001 (scaoed-deploy serve starts one).")
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default=None,
               help="Default: from the model file (checkpoint: torch; .onnx: onnxruntime; .engine: tensorrt).")
 @stages_option("Stage count K for checkpoints (default: the checkpoint's).")
@@ -36,18 +40,26 @@ from .main import cli
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads.")
 @json_option
-def denoise(src, dst, model, backend, stages, reference, tile, overlap, tile_batch, ensemble, bit_depth, overwrite,
-            device, threads, as_json):
-    """Denoise an image file (or every image in a folder) into DST with any artifact."""
+def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, tile_batch, ensemble, bit_depth,
+            overwrite, device, threads, as_json):
+    """Denoise an image file (or every image in a folder) into DST with any artifact, or on a Triton server."""
 
     src_p, dst_p = Path(src), Path(dst)
     if not src_p.is_dir():
         dst_p = dst_p / src_p.name if dst_p.is_dir() else dst_p
         if dst_p.exists() and not overwrite:  # one rule for files and folders, said before the model loads
             raise ScaoedError(f"{dst_p} exists; --overwrite to replace it")
-    denoiser = Denoiser.open(model, backend=backend, stages=stages, device=device, threads=threads, tile=tile,
-                             overlap=overlap, tile_batch=tile_batch, ensemble=ensemble)
-    if model is None:
+    if server:
+        local = [name for name, value in (("--backend", backend), ("--stages", stages), ("--threads", threads),
+                                          ("--device", device if device != "auto" else None)) if value]
+        if local:
+            raise ScaoedError(f"{', '.join(local)} do(es) not apply with --server: the server's model decides")
+        denoiser = Denoiser(TritonRunner(server, model), tile=tile, overlap=overlap, tile_batch=tile_batch,
+                            ensemble=ensemble)
+    else:
+        denoiser = Denoiser.open(model, backend=backend, stages=stages, device=device, threads=threads, tile=tile,
+                                 overlap=overlap, tile_batch=tile_batch, ensemble=ensemble)
+    if model is None and not server:
         notice(DEMO_NOTICE)
     busy = busy_warning(threads) if denoiser.runner.on_cpu else None
     if busy:
@@ -106,6 +118,10 @@ def _run_denoise_jobs(denoiser, jobs, bit_depth, quiet: bool, single: bool):
                 log(f"[{i}/{len(jobs)}] {src}")
             try:
                 results.append(denoise_file(denoiser, src, dst, ref, bit_depth=bit_depth))
+            except ServerLostError as e:  # every later image would fail the same way: stop, keep what is written
+                done = f" after {len(results)} of {len(jobs)} image(s)" if not single else ""
+                again = "; what was written is kept: run the same command again to resume" if not single else ""
+                raise ServerLostError(f"{e}{done}{again}") from e
             except ScaoedError as e:
                 if single:
                     raise
