@@ -25,8 +25,14 @@ from scaoed_deploy.errors import ScaoedError
 from scaoed_deploy.images import read_image
 from scaoed_deploy.runtime import Denoiser
 from scaoed_deploy.runtime.tensorrt import BuildPlan, ShapeProfile, write_sidecar
-from scaoed_deploy.runtime.triton_client import ServerLostError, TritonRunner, parse_url
-from scaoed_deploy.serve import RepoOptions, TritonServer, bundled_server, make_repository, read_config
+from scaoed_deploy.runtime.triton_client import TritonRunner, parse_url
+from scaoed_deploy.serve import (
+    RepoOptions,
+    TritonServer,
+    bundled_server,
+    make_repository,
+    read_config,
+)
 from scaoed_deploy.serve.server import process_tree_rss
 
 pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")
@@ -171,8 +177,10 @@ def _server(repo: Path, log: Path) -> TritonServer:
 def server(tiny, tmp_path_factory):
     _server_or_skip()
     root = tmp_path_factory.mktemp("served")
-    with _server(_python_repo(tiny, root), root / "server.log").start() as s:
-        yield s
+    s = _server(_python_repo(tiny, root), root / "server.log").start()
+    yield s
+    s.stop(timeout=0)  # killed: the clean shutdown is the last test's
+    s.cleanup()
 
 
 def _metric(server: TritonServer, name: str) -> float:

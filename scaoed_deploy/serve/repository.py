@@ -27,9 +27,9 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
-from .. import __version__
 from ..artifact import Artifact, load_artifact, read_ir, read_metadata
 from ..checkpoint import sha256_of
 from ..errors import ScaoedError, current_umask, first_line
@@ -144,7 +144,7 @@ def _recorded(art: Artifact, sidecar: dict | None) -> dict[str, str]:
     """What the artifact records of itself, for the model's parameters (strings, as Triton's are)."""
     meta = art.metadata
     out = {"sha256": sha256_of(art.path), "kind": art.kind, "precision": art.precision,
-           "source": str(art.path.resolve()), "made_with": f"scaoed-deploy {__version__}"}
+           "source": str(art.path.resolve()), "made_with": f"scaoed-deploy {version('scaoed-deploy')}"}
     for key in ("stages", "blocks", "weights", "weights_source", "verification", "command"):
         if meta.get(key):
             out[key] = str(meta[key])

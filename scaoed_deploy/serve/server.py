@@ -189,7 +189,7 @@ class TritonServer:
                 f"--http-port={self.http_port}", f"--grpc-address={self.address}", f"--grpc-port={self.grpc_port}",
                 f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
                 "--allow-gpu-metrics=false", f"--exit-timeout-secs={EXIT_TIMEOUT_S}", "--exit-on-error=true",
-                "--log-verbose=0"]
+                "--disable-auto-complete-config", "--log-verbose=0"]
 
     def start(self, step=lambda s: None) -> TritonServer:
         """Check the repository and ports, start the server, and wait until it and every model are ready."""
