@@ -18,16 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 
+from scaoed_deploy.bench import machine
 from scaoed_deploy.images import read_image
 from scaoed_deploy.runtime import Denoiser
 from scaoed_deploy.runtime.triton_client import TritonRunner
@@ -46,6 +47,16 @@ def free_port() -> int:
 
 def percentile(values, q) -> float:
     return float(np.percentile(np.asarray(values) * 1000, q)) if values else float("nan")
+
+
+def executions(server: TritonServer) -> tuple[float, float]:
+    """(requests, model executions) so far, from the server's metrics: their ratio is the mean batch."""
+    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+
+    def total(name):
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+    return total("nv_inference_request_success"), total("nv_inference_exec_count")
 
 
 def run_clients(make_denoiser, images, clients: int, requests: int, max_seconds: float) -> dict:
@@ -124,8 +135,13 @@ def main() -> int:
             served = []
             for c in clients:
                 print(f"{c} client(s): {args.requests} requests", file=sys.stderr)
-                served.append(run_clients(lambda: Denoiser(TritonRunner(server.http_url, model), tile=None), images,
-                                          c, args.requests, args.max_seconds))
+                before = executions(server)
+                row = run_clients(lambda: Denoiser(TritonRunner(server.http_url, model), tile=None), images, c,
+                                  args.requests, args.max_seconds)
+                after = executions(server)
+                row["server_executions"] = after[1] - before[1]
+                row["mean_batch"] = round((after[0] - before[0]) / max(1.0, after[1] - before[1]), 2)
+                served.append(row)
             rss_after = server.rss_bytes()
         finally:
             code = server.stop()
@@ -139,7 +155,7 @@ def main() -> int:
                                            for k, out in row.pop("_outputs").items() if k in local["_outputs"])
     local.pop("_outputs")
     record = {
-        "command": "python3 benchmarks/results/triton_load.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python3 benchmarks/results/triton_load.py", *sys.argv[1:]]),
         "model": {"onnx": str(Path(args.onnx).relative_to(ROOT) if Path(args.onnx).is_relative_to(ROOT) else args.onnx),
                   "sha256": made["models"][0]["parameters"]["sha256"], "served_as": model},
         "images": f"{len(images)} SIDD noisy crops, 256 x 256, one per request, cycled",
@@ -150,8 +166,7 @@ def main() -> int:
                    "exit_code": code},
         "served": served,
         "in_process": local,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
-                    "load_average_at_end": os.getloadavg()[0]},
+        "machine": dict(machine(), load_average_at_end=round(os.getloadavg()[0], 2)),
     }
     (HERE / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [f"# Triton load run: {record['model']['onnx']} at 256 x 256", "",
@@ -160,13 +175,17 @@ def main() -> int:
              f"started in {record['server']['start_seconds']} s; resident memory (server + python stub) "
              f"{record['server']['rss_mib_before_load']} MiB before the load, {record['server']['rss_mib_after_load']} "
              f"MiB after.", "",
-             "| path | clients | requests ok / failed / lost | img/s | p50 ms | p99 ms | max abs vs in-process |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             f"Machine: {record['machine'].get('cpu')}, {args.threads} threads.", "",
+             "| path | clients | requests ok / failed / lost | img/s | p50 ms | p99 ms | mean batch | max abs vs in-process |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in served:
         lines.append(f"| Triton HTTP | {r['clients']} | {r['ok']} / {r['failed']} / {r['lost']} | {r['throughput_img_s']} "
-                     f"| {r['p50_ms']} | {r['p99_ms']} | {r['max_abs_vs_in_process']:.1e} |")
+                     f"| {r['p50_ms']} | {r['p99_ms']} | {r['mean_batch']} | {r['max_abs_vs_in_process']:.1e} |")
     lines.append(f"| Denoiser in process (ONNX Runtime) | 1 | {local['ok']} / {local['failed']} / {local['lost']} | "
-                 f"{local['throughput_img_s']} | {local['p50_ms']} | {local['p99_ms']} | - |")
+                 f"{local['throughput_img_s']} | {local['p50_ms']} | {local['p99_ms']} | 1 | - |")
+    lines += ["", "Latency counts from the client's call to its answer, queueing included; one instance computes one "
+              "batch at a time on the machine's cores. Memory after the load includes ONNX Runtime's arena, which grows "
+              "to the largest batch the dynamic batcher formed (up to max batch 8 at 256 x 256)."]
     (HERE / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if all(r["failed"] == 0 and r["lost"] == 0 for r in served) else 1
