@@ -186,3 +186,21 @@ def official_forward(sd, y, stages):
         z = sd["a"] * _z_net(sd, z, e, u, blocks) + sd["b"] * e
         maps.append(u)
     return F.pixel_shuffle(_conv(sd, "tail.0", z), 2), maps
+
+
+# ----------------------------------------------------------------------------- a tiny generated ONNX
+def tiny_conv_onnx(path: Path) -> Path:
+    """A foreign ONNX with the artifact's input/output names and dynamic N/H/W: denoised = noisy + conv3x3(noisy)
+    (not made by scaoed-deploy: it records no verification)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array((np.random.default_rng(0).standard_normal((3, 3, 3, 3)) * 0.05).astype(np.float32), "w")
+    x = helper.make_tensor_value_info("noisy", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info("denoised", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    graph = helper.make_graph([helper.make_node("Conv", ["noisy", "w"], ["c"], pads=[1, 1, 1, 1]),
+                               helper.make_node("Add", ["noisy", "c"], ["denoised"])], "tiny", [x], [y], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image as PILImage
+from references import tiny_conv_onnx
 
 from scaoed_deploy import checkpoint as ckpt
 from scaoed_deploy.cli import main
 from scaoed_deploy.images import Image, write_image
+from scaoed_deploy.serve import RepoOptions, make_repository
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -92,6 +95,16 @@ def _case(name: str, d: Path, checkpoint: Path) -> list[str]:
     if name == "unwritable output":
         (d / "afile").write_text("")
         return ["denoise", str(good), str(d / "afile" / "out.png"), "-c", str(checkpoint), "--stages", "1"]
+    if name == "`--server` where no server listens":
+        with socket.socket() as sock:  # a port nothing listens on
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        return ["denoise", str(good), str(d / "out.png"), "--server", f"http://127.0.0.1:{port}"]
+    if name == "`triton-repo` on an ONNX that records no verification":
+        return ["triton-repo", str(tiny_conv_onnx(d / "f.onnx")), "-o", str(d / "repo")]
+    if name == "`serve` on a repository the bundled server cannot run":
+        make_repository([tiny_conv_onnx(d / "f.onnx")], d / "repo", RepoOptions(allow_unverified=True))
+        return ["serve", str(d / "repo")]
     if name == "unknown option":
         return ["denoise", str(good), str(d / "out.png"), "--tile-size", "3"]
     raise AssertionError(f"README row {name!r} has no case here")

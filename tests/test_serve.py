@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from references import tiny_conv_onnx
 
 from scaoed_deploy.checkpoint import sha256_of
 from scaoed_deploy.cli import main
@@ -38,22 +39,6 @@ from scaoed_deploy.serve.server import process_tree_rss
 pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 
 
-def _tiny_onnx(path: Path) -> Path:
-    """noisy (N, 3, H, W) -> denoised = noisy + conv3x3(noisy): the artifact's names, dynamic N/H/W."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = numpy_helper.from_array((np.random.default_rng(0).standard_normal((3, 3, 3, 3)) * 0.05).astype(np.float32), "w")
-    x = helper.make_tensor_value_info("noisy", TensorProto.FLOAT, ["N", 3, "H", "W"])
-    y = helper.make_tensor_value_info("denoised", TensorProto.FLOAT, ["N", 3, "H", "W"])
-    graph = helper.make_graph([helper.make_node("Conv", ["noisy", "w"], ["c"], pads=[1, 1, 1, 1]),
-                               helper.make_node("Add", ["noisy", "c"], ["denoised"])], "tiny", [x], [y], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 def _ort(path: Path, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
@@ -68,7 +53,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    return _tiny_onnx(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
+    return tiny_conv_onnx(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
 
 
 # ---------------------------------------------------------------------------- the repository (no server)
