@@ -262,6 +262,17 @@ def test_denoise_against_the_server_equals_local(server, tiny, tmp_path, capsys)
     assert "--backend do(es) not apply with --server" in capsys.readouterr().err
 
 
+def test_a_model_that_fails_to_load_is_named_and_the_server_stopped(tiny, tmp_path):
+    _server_or_skip()
+    repo = _python_repo(tiny, tmp_path)
+    (repo / "tiny" / "1" / "model.py").write_text("raise ImportError('no module named scaoed_deploy')\n")
+    server = _server(repo, tmp_path / "s.log")
+    with pytest.raises(ScaoedError, match=r"model 'tiny' failed to load: .*no module named scaoed_deploy \(log: ") as e:
+        server.start()
+    assert "\\n" not in str(e.value) and not server.running()
+    server.cleanup()
+
+
 def test_server_death_mid_folder_stops_and_a_second_run_resumes(tiny, tmp_path, monkeypatch, capsys):
     """A server killed after the first image: the run stops with one line, keeps what it wrote; `serve` (the CLI,
     in its own process) serves the rerun, which does the rest, and stops cleanly on SIGTERM."""

@@ -239,7 +239,8 @@ class TritonServer:
         for line in lines:
             m = re.search(r"failed to load '([^']+)' version \d+: (.*?)\"?$", line)
             if m:
-                return f"model {m.group(1)!r} failed to load: {m.group(2)}"
+                why = m.group(2).split("\\n")[0]  # the log escapes the stub's traceback onto the same line
+                return f"model {m.group(1)!r} failed to load: {why}"
         errors = [line.split("] ", 1)[-1].strip('"') for line in lines if line.startswith("E")]
         return errors[-1] if exited and errors else None
 

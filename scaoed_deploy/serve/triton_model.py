@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from scaoed_deploy.errors import ScaoedError
 from scaoed_deploy.runtime.base import RunOptions
 from scaoed_deploy.runtime.registry import open_runner
 
@@ -45,7 +44,7 @@ class TritonPythonModel:
             batch = np.concatenate([arrays[i] for i in members])
             try:
                 outs = self.runner.run(batch)
-            except (ScaoedError, RuntimeError, ValueError) as e:
+            except Exception as e:  # noqa: BLE001 - any failure becomes this batch's error responses, not a dead model
                 error = pb_utils.TritonError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
                 for i in members:
                     responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=error)
