@@ -39,7 +39,7 @@ from .checkpoint import DEFAULT_STAGES, Weights
 from .data import default_sidd_dir
 from .errors import ScaoedError, VerificationError, atomic_path
 from .export import ExportSpec, default_filename, export_onnx
-from .parity import run_parity
+from .parity import run_parity, write_parity_record
 from .precision.calibration import calibration_set, check_sources
 from .precision.convert import make_precision_onnx
 from .precision.lint import errors, lint
@@ -204,6 +204,7 @@ def _build_openvino(req: BuildRequest, out: BuildOutcome, fp32: Path, stages: in
         _keep_if_verified(req, out, tmp, final, audit_ir(tmp), "OpenVINO IR", _ir_checks(ir.kept_float), stages,
                           data, step, t)
     out.parity.artifact.path = final
+    write_parity_record(out.parity, req.command)
     out.precision_onnx = final
 
 
@@ -278,6 +279,7 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
                 (lambda a, what: check_islands(a, kept, what))
             _keep_if_verified(req, out, tmp, final, audit(tmp), "ONNX", checks, stages, data, step, t)
         out.parity.artifact.path = final
+        write_parity_record(out.parity, req.command)
     out.precision_onnx = final
 
     if req.target == "onnxruntime-cpu" or not req.engine_step:

@@ -3,6 +3,7 @@ without TensorRT the exit code is 4; bad requests exit 2 with one line."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -32,6 +33,9 @@ def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, tiny_k1_onnx, ca
     assert result["tensorrt_missing"] and result["parity"]["passed"]
     fp16 = tmp_path / "export" / "scaoednet_k1_t2_fp16.onnx"
     assert fp16.is_file() and read_metadata(fp16)["precision"] == "fp16"
+    record = json.loads((tmp_path / "export" / "scaoednet_k1_t2_fp16.parity.json").read_text())
+    assert record["sha256"] == hashlib.sha256(fp16.read_bytes()).hexdigest()  # the parity that kept this very file
+    assert record["mean_dpsnr_db"] == result["parity"]["mean_dpsnr"]
     assert (tmp_path / "export" / "scaoednet_k1_t2_fp32.onnx").is_file()
     plan = json.loads((tmp_path / "engines" / "m.json").read_text())
     assert plan["built"] is False and plan["trtexec"].startswith("trtexec --onnx=")

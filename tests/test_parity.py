@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -21,6 +24,7 @@ from scaoed_deploy.parity import (
     thresholds_for,
     write_reports,
 )
+from scaoed_deploy.serve import RepoOptions, make_repository
 
 
 @pytest.fixture(scope="module")
@@ -192,14 +196,29 @@ def test_reports_are_written_and_atomic(fp32_artifact, weights, tmp_path, monkey
 
 @pytest.mark.slow
 def test_cli_parity_pass_and_fail(fp32_artifact, tmp_path, capsys):
-    code = main(["parity", str(fp32_artifact), "--report", str(tmp_path / "ok"), "--json"])
+    artifact = Path(shutil.copy(fp32_artifact, tmp_path / "k2.onnx"))  # the parity record is written beside it
+    code = main(["parity", str(artifact), "--report", str(tmp_path / "ok"), "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert json.loads(out)["passed"] and (tmp_path / "ok" / "parity.json").is_file()
+    report = json.loads(out)
+    assert report["passed"] and (tmp_path / "ok" / "parity.json").is_file()
+    record = json.loads((tmp_path / "k2.parity.json").read_text())
+    assert record["sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest() and record["passed"]
+    assert record["checks"] == {o["check"]: o["measured"] for o in report["artifacts"][0]["outcomes"]
+                                if o["measured"] is not None} != {}
+    # triton-repo reads the record back for exactly this file, and ignores it once the file changes
+    made = make_repository([artifact], tmp_path / "repo", RepoOptions(python_backend=True))
+    params = made["models"][0]["parameters"]
+    assert params["parity_passed"] == "yes" and json.loads(params["parity_checks"]) == record["checks"]
+    changed = onnx.load(str(artifact))
+    changed.doc_string += " (edited)"
+    onnx.save(changed, str(artifact))
+    made = make_repository([artifact], tmp_path / "repo2", RepoOptions(python_backend=True))
+    assert "parity_passed" not in made["models"][0]["parameters"]
     broken = _with_perturbed_conv(fp32_artifact, tmp_path / "bad.onnx")
     code = main(["parity", str(broken), "--report", str(tmp_path / "bad"), "--no-localise"])
     out, err = capsys.readouterr()
-    assert code == 3 and "FAILED" in out
+    assert code == 3 and "FAILED" in out and not (tmp_path / "bad.parity.json").exists()
     assert err.strip().splitlines()[-1].startswith("error: 1 of 1 artifact(s) failed parity")
     code = main(["parity", str(tmp_path / "missing.onnx")])
     _, err = capsys.readouterr()

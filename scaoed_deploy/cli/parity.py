@@ -10,7 +10,13 @@ from .. import checkpoint as ckpt
 from ..audit import audit_line
 from ..data import default_sidd_dir
 from ..errors import ScaoedError, VerificationError
-from ..parity import load_artifact, run_parity, thresholds_for, write_reports
+from ..parity import (
+    load_artifact,
+    run_parity,
+    thresholds_for,
+    write_parity_record,
+    write_reports,
+)
 from ..parity.harness import format_measured
 from ..parity.report import localisation_line, report_dict
 from ..weights import DEMO_NOTICE, demo_weights, has_demo_weights
@@ -55,6 +61,10 @@ def parity(artifacts, stages, checkpoint, data, report_dir, precision, max_abs, 
         reference = reference or {"weights": weights.identity, "blocks": weights.blocks, "stages": r.stages,
                                   "data": str(data_dir) if data_dir else None}
     written = write_reports(results, report_dir, reference, command_line())
+    for r in results:  # NAME.parity.json beside each artifact that passed, for triton-repo to read back
+        record = write_parity_record(r, command_line())
+        if record:
+            written.append(record)
     if as_json:
         emit_json(dict(report_dict(results, reference, command_line()), report_files=[str(p) for p in written]))
     else:

@@ -13,9 +13,10 @@ from .harness import (
     run_parity,
     thresholds_for,
 )
-from .report import write_reports
+from .report import read_parity_record, write_parity_record, write_reports
 
 __all__ = [
     "Agreement", "Artifact", "DEFAULT_THRESHOLDS", "ParityResult", "Thresholds",
-    "agreement", "artifact_runner", "load_artifact", "psnr_against", "run_parity", "thresholds_for", "write_reports",
+    "agreement", "artifact_runner", "load_artifact", "psnr_against", "read_parity_record", "run_parity",
+    "thresholds_for", "write_parity_record", "write_reports",
 ]

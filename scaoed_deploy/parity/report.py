@@ -1,14 +1,18 @@
-"""Parity reports: ``parity.json``, ``parity.md`` and one PNG per artifact, each written atomically."""
+"""Parity reports: ``parity.json``, ``parity.md`` and one PNG per artifact, each written atomically; and the
+parity record beside an artifact that passed (``NAME.parity.json``: its sha256 and figures), which later steps
+(``triton-repo``) read back for exactly that file."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from ..audit import audit_line
+from ..checkpoint import sha256_of
 from ..errors import atomic_path
 from ..jsonio import dumps, json_safe
 from .harness import ParityResult, format_measured
@@ -22,6 +26,36 @@ def report_dict(results: list[ParityResult], reference: dict, command: str | Non
         "passed": all(r.passed for r in results),
         "artifacts": [r.to_dict() for r in results],
     })
+
+
+def parity_record_path(artifact: str | Path) -> Path:
+    return Path(artifact).with_name(Path(artifact).stem + ".parity.json")
+
+
+def write_parity_record(result: ParityResult, command: str | None = None) -> Path | None:
+    """``NAME.parity.json`` beside an artifact that passed: its sha256, verdict and figures (none when it failed)."""
+    if not result.passed:
+        return None
+    d = result.to_dict()
+    record = {"artifact": result.artifact.path.name, "sha256": sha256_of(result.artifact.path), "passed": True,
+              "precision": d["precision"], "stages": d["stages"], "mean_dpsnr_db": d["mean_dpsnr"],
+              "checks": {o["check"]: o["measured"] for o in d["outcomes"] if o["measured"] is not None},
+              "command": command,
+              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    path = parity_record_path(result.artifact.path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(dumps(record) + "\n")
+    return path
+
+
+def read_parity_record(artifact: str | Path, sha256: str) -> dict | None:
+    """The parity record of exactly this file (``sha256``), or None (none, unreadable, or another file's)."""
+    path = parity_record_path(artifact)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) and record.get("sha256") == sha256 else None
 
 
 def _pass_word(passed) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 from ..artifact import Artifact, load_artifact, read_ir, read_metadata
 from ..checkpoint import sha256_of
 from ..errors import ScaoedError, current_umask, first_line
+from ..parity import read_parity_record
 from ..runtime.tensorrt import check_engine_sidecar
 
 CONFIG = "config.pbtxt"
@@ -143,7 +144,8 @@ def _engine_io(art: Artifact, sidecar: dict) -> tuple[int, list[TensorSpec], lis
 def _recorded(art: Artifact, sidecar: dict | None) -> dict[str, str]:
     """What the artifact records of itself, for the model's parameters (strings, as Triton's are)."""
     meta = art.metadata
-    out = {"sha256": sha256_of(art.path), "kind": art.kind, "precision": art.precision,
+    sha = sha256_of(art.path)
+    out = {"sha256": sha, "kind": art.kind, "precision": art.precision,
            "source": str(art.path.resolve()), "made_with": f"scaoed-deploy {version('scaoed-deploy')}"}
     for key in ("stages", "blocks", "weights", "weights_source", "verification", "command"):
         if meta.get(key):
@@ -156,6 +158,12 @@ def _recorded(art: Artifact, sidecar: dict | None) -> dict[str, str]:
             check = None
         if check is not None:
             out["check_psnr_vs_fp32"] = f"{check:.2f}"
+    parity = read_parity_record(art.path, sha)  # build-engine's or parity's figures for exactly this file
+    if parity:
+        out["parity_passed"] = "yes"
+        if parity.get("mean_dpsnr_db") is not None:
+            out["parity_mean_dpsnr_db"] = f"{parity['mean_dpsnr_db']:+.3f}"
+        out["parity_checks"] = json.dumps(parity.get("checks", {}), sort_keys=True)
     if sidecar:
         for key in ("onnx_sha256", "tensorrt", "gpu", "compute_capability", "stages", "blocks"):
             if sidecar.get(key) is not None:
