@@ -53,7 +53,8 @@ def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, 
         local = [name for name, value in (("--backend", backend), ("--stages", stages), ("--threads", threads),
                                           ("--device", device if device != "auto" else None)) if value]
         if local:
-            raise ScaoedError(f"{', '.join(local)} do(es) not apply with --server: the server's model decides")
+            raise ScaoedError(f"{', '.join(local)} {'does' if len(local) == 1 else 'do'} not apply with --server: "
+                              "the server's model decides")
         denoiser = Denoiser(TritonRunner(server, model), tile=tile, overlap=overlap, tile_batch=tile_batch,
                             ensemble=ensemble)
     else:
