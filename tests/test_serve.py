@@ -118,7 +118,9 @@ def test_openvino_ir_config(tiny, tmp_path):
     make_repository([xml], tmp_path / "repo", RepoOptions(allow_unverified=True, threads=2))
     cfg = read_config(tmp_path / "repo" / "tiny_openvino" / "config.pbtxt")
     assert cfg.backend == "openvino" and cfg.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
-    assert cfg.parameters["INFERENCE_NUM_THREADS"].string_value == "2" and list(cfg.input[0].dims) == [3, -1, -1]
+    assert cfg.parameters["INFERENCE_NUM_THREADS"].string_value == "2"
+    # unbatched, N dynamic: that backend would pin the batch at max_batch_size
+    assert cfg.max_batch_size == 0 and list(cfg.input[0].dims) == [-1, 3, -1, -1] and not cfg.HasField("dynamic_batching")
     assert sorted(p.name for p in (tmp_path / "repo" / "tiny_openvino" / "1").iterdir()) == ["model.bin", "model.xml"]
 
 

@@ -8,13 +8,14 @@ in its text format and parsed back before the model is renamed into place:
   engine's optimisation profile (its sidecar), GPU instances;
 - an ONNX file: ``backend: "onnxruntime"``, ``1/model.onnx``; GPU or CPU instances;
 - an OpenVINO IR: ``backend: "openvino"``, ``1/model.xml`` + ``model.bin`` (bf16 IRs ask for bf16
-  through the backend's ``HINT_BF16``), CPU instances;
+  through the backend's ``HINT_BF16``), CPU instances, ``max_batch_size: 0`` with dynamic N/H/W (that
+  backend fixes the batch at ``max_batch_size`` and refuses or pads every other batch);
 - ``python_backend=True``: Triton's python backend running the artifact through this project's
   runner registry (``triton_model.py``, copied as ``1/model.py``, with the artifact beside it) -
   the variant a ``tritonserver`` with only the python backend (the one bundled in the
   ``nvidia-pytriton`` wheel) can serve.
 
-Every model has dynamic batching (preferred sizes: powers of two up to the max batch), the input
+Every batching model has dynamic batching (preferred sizes: powers of two up to the max batch), the input
 and output names, types and dims read from the artifact, and in its ``parameters`` what the
 artifact records of itself: sha256, precision, K and T, weights, and its verification figures.
 """
@@ -226,6 +227,10 @@ def plan_model(path: str | Path, options: RepoOptions) -> ModelEntry:
             params["intra_op_thread_count"] = str(options.threads)
     else:
         entry.files = {"model.xml": art.path, "model.bin": art.path.with_suffix(".bin")}
+        # Triton's OpenVINO backend fixes the batch at max_batch_size and refuses (or pads) any other batch:
+        # served unbatched, N stays dynamic like H and W, and clients send their own batches.
+        entry.max_batch = 0
+        entry.inputs, entry.outputs = _ir_io(art, batched=False)
         if art.metadata.get("inference_precision") == "bf16" or art.precision == "bf16":
             params["HINT_BF16"] = "YES"
         if options.threads:
