@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from google.protobuf import json_format
 from references import tiny_conv_onnx
 
 from scaoed_deploy.checkpoint import sha256_of
@@ -25,8 +26,9 @@ from scaoed_deploy.cli import main
 from scaoed_deploy.errors import ScaoedError
 from scaoed_deploy.images import read_image
 from scaoed_deploy.runtime import Denoiser
+from scaoed_deploy.runtime.base import Limits
 from scaoed_deploy.runtime.tensorrt import BuildPlan, ShapeProfile, write_sidecar
-from scaoed_deploy.runtime.triton_client import TritonRunner, parse_url
+from scaoed_deploy.runtime.triton_client import TritonRunner, config_limits, parse_url
 from scaoed_deploy.serve import (
     RepoOptions,
     TritonServer,
@@ -105,6 +107,9 @@ def test_engine_config_comes_from_its_profile(tiny, tmp_path):
     assert cfg.max_batch_size == 4 and list(cfg.input[0].dims) == [3, -1, -1]
     assert cfg.parameters["profile_max"].string_value == "4x3x512x512"
     assert cfg.parameters["tensorrt"].string_value == "11.0.0"
+    # what a client makes of it: tiles within the profile's H/W, batches up to its max N
+    served = json_format.MessageToDict(cfg, preserving_proto_field_name=True)
+    assert config_limits(served) == Limits((64, 64), (512, 512), None, 4)
     engine.write_bytes(b"another plan")  # no longer the engine its sidecar describes
     with pytest.raises(ScaoedError, match="sha256 differs"):
         make_repository([engine], tmp_path / "repo2")

@@ -51,6 +51,25 @@ def _client_module(protocol: str):
     return tc
 
 
+def config_limits(cfg: dict) -> Limits:
+    """The sizes a served model accepts, from its config as the server reports it (JSON, proto field names):
+    an engine's profile (``profile_min``/``profile_max`` parameters, N x C x H x W), else static dims; the max
+    batch, or a static batch where the model does not batch."""
+    max_batch = int(cfg.get("max_batch_size", 0))
+    dims = [int(d) for d in cfg["input"][0].get("dims", [])]
+    params = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
+    lo, hi = params.get("profile_min"), params.get("profile_max")
+    if lo and hi:
+        lo_s, hi_s = ([int(v) for v in s.split("x")] for s in (lo, hi))
+        min_hw, max_hw = tuple(lo_s[2:]), tuple(hi_s[2:])
+    elif len(dims) >= 2 and all(d > 0 for d in dims[-2:]):
+        min_hw = max_hw = tuple(dims[-2:])
+    else:
+        min_hw = max_hw = None
+    static_batch = dims[0] if max_batch == 0 and len(dims) == 4 and dims[0] > 0 else None
+    return Limits(min_hw, max_hw, static_batch, max_batch or None)
+
+
 class TritonRunner(BaseRunner):
     """Runs batches on model ``model`` of the server at ``url`` (``model`` None: the server's only ready model)."""
 
@@ -111,20 +130,8 @@ class TritonRunner(BaseRunner):
         self.input_type, self.input_dtype = TYPES.get(first.get("data_type", "TYPE_FP32"), ("FP32", np.float32))
         self.output_names = [o["name"] for o in cfg["output"]]
         self.max_batch = int(cfg.get("max_batch_size", 0))
-        dims = [int(d) for d in first.get("dims", [])]
-        hw = dims[-2:] if len(dims) >= 2 else [-1, -1]
-        params = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
-        lo, hi = (params.get(f"profile_{k}") for k in ("min", "max"))
-        if lo and hi:
-            lo_s, hi_s = ([int(v) for v in s.split("x")] for s in (lo, hi))
-            min_hw, max_hw = tuple(lo_s[2:]), tuple(hi_s[2:])
-        elif all(d > 0 for d in hw):
-            min_hw = max_hw = tuple(hw)
-        else:
-            min_hw = max_hw = None
-        static_batch = dims[0] if self.max_batch == 0 and len(dims) == 4 and dims[0] > 0 else None
-        self.limits = Limits(min_hw, max_hw, static_batch, self.max_batch or None)
-        self.parameters = params
+        self.limits = config_limits(cfg)
+        self.parameters = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
         self.description = f"model {self.model!r} on the Triton server at {self.url} ({cfg.get('backend') or cfg.get('platform')})"
 
     # -------------------------------------------------------------- running
