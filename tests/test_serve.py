@@ -91,7 +91,10 @@ def test_python_backend_variant_and_overwrite_rule(tiny, tmp_path):
         make_repository([tiny], repo, opts)
     make_repository([tiny], repo, RepoOptions(python_backend=True, allow_unverified=True, overwrite=True))
     assert "threads" not in read_config(repo / "tiny" / "config.pbtxt").parameters
-    assert [p.name for p in repo.iterdir()] == ["tiny"]  # no temporary folder left behind
+    assert [p.name for p in repo.iterdir()] == ["tiny"] and sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+    (repo / ".left-over").mkdir()  # what a killed run could leave: Triton would take it for a model
+    with pytest.raises(ScaoedError, match=r"\.left-over: a folder without config.pbtxt in the repository"):
+        TritonServer(repo).start()
 
 
 def test_engine_config_comes_from_its_profile(tiny, tmp_path):

@@ -314,7 +314,9 @@ def _write_model(entry: ModelEntry, options: RepoOptions, repo: Path) -> Path:
     if final.exists() and not options.overwrite:
         raise ScaoedError(f"{final} exists; --overwrite to replace it")
     cfg = model_config(entry, options)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=repo))
+    # Beside the repository, not in it: Triton takes every folder of a repository for a model (hidden ones too),
+    # so a folder left by a killed run must not be inside it.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{repo.name}.{entry.name}.tmp-", dir=repo.resolve().parent))
     try:
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the model from a server running as another user
         (tmp / "1").mkdir()
@@ -326,7 +328,7 @@ def _write_model(entry: ModelEntry, options: RepoOptions, repo: Path) -> Path:
             raise ScaoedError(f"{entry.name}/{CONFIG} does not read back as written")
         check_config(back, tmp, entry.name)
         if final.exists():
-            old = final.with_name(f".{entry.name}.old-{os.getpid()}")
+            old = tmp.with_name(f".{repo.name}.{entry.name}.old-{os.getpid()}")
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)

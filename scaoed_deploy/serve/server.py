@@ -104,9 +104,10 @@ def repository_backends(repo: str | Path) -> dict[str, str]:
     if not repo.is_dir():
         raise ScaoedError(f"model repository not found: {repo}")
     models = {}
-    for d in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not (d / CONFIG).is_file():
-            raise ScaoedError(f"{d}: no {CONFIG}; make the repository with scaoed-deploy triton-repo")
+    for d in sorted(p for p in repo.iterdir() if p.is_dir()):
+        if not (d / CONFIG).is_file():  # Triton would take the folder for a model, and fail to start
+            raise ScaoedError(f"{d}: a folder without {CONFIG} in the repository (Triton would take it for a model): "
+                              "remove it, or make the model with scaoed-deploy triton-repo")
         cfg = read_config(d / CONFIG)
         check_config(cfg, d)
         models[d.name] = cfg.backend or cfg.platform
