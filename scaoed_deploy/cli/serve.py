@@ -26,7 +26,8 @@ from .main import cli
               help="How long the dynamic batcher may hold a request to fill a batch (microseconds).")
 @click.option("--instances", type=click.IntRange(1), default=1, show_default=True, help="Model instances.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="ONNX models on GPU or CPU instances (auto: GPU with Triton's backends, CPU with the python backend).")
+              help="ONNX models on GPU or CPU instances (auto: GPU with Triton's backends, but CPU for an ONNX Runtime "
+                   "CPU INT8 file; CPU with the python backend).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads per instance.")
 @click.option("--allow-unverified", is_flag=True, help="Serve artifacts that record no verification (foreign ONNX).")
 @click.option("--overwrite", is_flag=True, help="Replace models of the same name already in the repository.")

@@ -218,7 +218,9 @@ def plan_model(path: str | Path, options: RepoOptions) -> ModelEntry:
             entry.files[art.path.with_suffix(".json").name] = art.path.with_suffix(".json")
         return entry
     entry.platform = NATIVE[art.kind]
-    entry.kind = "KIND_GPU" if gpu or (art.kind == "onnx" and options.device == "auto") else "KIND_CPU"
+    # auto: an ONNX file on GPU instances, but for one made for ONNX Runtime's CPU provider (its INT8)
+    cpu_made = art.metadata.get("precision_target") == "onnxruntime-cpu"
+    entry.kind = "KIND_GPU" if gpu or (art.kind == "onnx" and options.device == "auto" and not cpu_made) else "KIND_CPU"
     if art.kind == "engine":
         entry.files = {"model.plan": art.path}
     elif art.kind == "onnx":
