@@ -163,6 +163,7 @@ class TritonServer:
         self.log_path = Path(log_path) if log_path else None
         self.process: subprocess.Popen | None = None
         self.models: dict[str, str] = {}
+        self.bundled = self.binary is None  # the tritonserver of the nvidia-pytriton wheel (python backend only)
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._log = None
 
@@ -189,13 +190,13 @@ class TritonServer:
                 f"--backend-directory={self.backend_dir}", f"--http-address={self.address}",
                 f"--http-port={self.http_port}", f"--grpc-address={self.address}", f"--grpc-port={self.grpc_port}",
                 f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
-                "--allow-gpu-metrics=false", f"--exit-timeout-secs={EXIT_TIMEOUT_S}", "--exit-on-error=true",
-                "--disable-auto-complete-config", "--log-verbose=0"]
+                f"--exit-timeout-secs={EXIT_TIMEOUT_S}", "--exit-on-error=true", "--disable-auto-complete-config",
+                "--log-verbose=0"] + (["--allow-gpu-metrics=false"] if self.bundled else [])
 
     def start(self, step=lambda s: None) -> TritonServer:
         """Check the repository and ports, start the server, and wait until it and every model are ready."""
         self.models = repository_backends(self.repo)
-        bundled = self.binary is None
+        bundled = self.bundled = self.binary is None
         root = bundled_server() if bundled else None
         if bundled:
             self.binary = root / "bin" / "tritonserver"
@@ -218,8 +219,11 @@ class TritonServer:
         elif self.backend_dir is None:
             self.backend_dir = self.binary.parent.parent / "backends"
         # The log outlives the server (the errors below point to it): a named file, else one in the temp folder.
-        self.log_path = self.log_path or Path(tempfile.gettempdir()) / f"scaoed-tritonserver-{os.getpid()}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.log_path = self.log_path or Path(tempfile.gettempdir()) / f"scaoed-tritonserver-{os.getpid()}-{self.http_port}.log"
+        try:
+            self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        except OSError as e:
+            raise ScaoedError(f"cannot write the server's log {self.log_path}: {e.strerror}") from e
         step(f"starting tritonserver on {self.repo} ({len(self.models)} model(s))")
         self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=server_env(root), start_new_session=True)
