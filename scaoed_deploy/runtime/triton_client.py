@@ -14,6 +14,7 @@ per image: it stops, keeping what it wrote, and a second run resumes.
 
 from __future__ import annotations
 
+import importlib
 from urllib.parse import urlparse
 
 import numpy as np
@@ -39,16 +40,12 @@ def parse_url(url: str) -> tuple[str, str]:
     return u.scheme, f"{u.hostname}:{port}"
 
 
-def _client_module(protocol: str):
+def require_tritonclient(module: str, what: str):
+    """``tritonclient``'s ``module``, or one line saying that ``what`` needs it."""
     try:
-        if protocol == "grpc":
-            import tritonclient.grpc as tc
-        else:
-            import tritonclient.http as tc
+        return importlib.import_module(module)
     except ImportError as e:
-        raise ScaoedError(f"a Triton server needs tritonclient: pip install 'tritonclient[grpc,http]' "
-                          f"({first_line(e)})") from e
-    return tc
+        raise ScaoedError(f"{what} needs tritonclient: pip install 'tritonclient[grpc,http]' ({first_line(e)})") from e
 
 
 def config_limits(cfg: dict) -> Limits:
@@ -80,7 +77,7 @@ class TritonRunner(BaseRunner):
         super().__init__()
         self.url = url
         self.protocol, self.hostport = parse_url(url)
-        self.tc = _client_module(self.protocol)
+        self.tc = require_tritonclient(f"tritonclient.{self.protocol}", "a Triton server")
         self.timeout = timeout
         if self.protocol == "grpc":
             self.client = self.tc.InferenceServerClient(self.hostport)

@@ -36,6 +36,7 @@ from ..checkpoint import sha256_of
 from ..errors import ScaoedError, current_umask, first_line
 from ..parity import read_parity_record
 from ..runtime.tensorrt import check_engine_sidecar
+from ..runtime.triton_client import require_tritonclient
 
 CONFIG = "config.pbtxt"
 PYTHON_MODEL = Path(__file__).with_name("triton_model.py")
@@ -82,13 +83,8 @@ class ModelEntry:
 
 
 def model_config_pb2():
-    """Triton's ModelConfig protobuf module (from tritonclient), with one line where it is missing."""
-    try:
-        from tritonclient.grpc import model_config_pb2
-    except ImportError as e:
-        raise ScaoedError(f"Triton model configs need tritonclient: pip install 'tritonclient[grpc,http]' "
-                          f"({first_line(e)})") from e
-    return model_config_pb2
+    """Triton's ModelConfig protobuf module (from tritonclient)."""
+    return require_tritonclient("tritonclient.grpc.model_config_pb2", "Triton model configs")
 
 
 # ---------------------------------------------------------------------------- what each artifact serves as
