@@ -7,14 +7,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from scaoed_deploy import checkpoint as ckpt
-from scaoed_deploy import export as ex
 from scaoed_deploy.precision.islands import select_islands
 
 
 @pytest.fixture(scope="module")
-def k2_export(exports):
-    return onnx.load(str(exports(ckpt.random_weights(blocks=1, seed=0), ex.ExportSpec(stages=2)).path))
+def k2_export(k2_maps_onnx):
+    """K = 2 (two NFAEs: u_ini's and the u-Net stage's), the session's shared export."""
+    return onnx.load(str(k2_maps_onnx))
 
 
 def test_nfae_becomes_an_fp32_island(k2_export):
