@@ -40,6 +40,9 @@ def triton_repo(artifacts, repo, python_backend, max_batch, max_queue_delay_us, 
                           overwrite=overwrite)
     with progress_steps(quiet=as_json) as step:
         result = make_repository(list(artifacts), repo, options, step)
+    if instances > 1 and not threads and any(m["instance_kind"] == "KIND_CPU" for m in result["models"]):
+        notice(f"note: each of the {instances} CPU instances will use every core of the serving machine; "
+               "--threads (cores / instances) keeps them from competing")
     result["next"] = (f"scaoed-deploy serve {repo}" if python_backend
                       else f"tritonserver --model-repository={Path(repo).resolve()} (NVIDIA's Triton container)")
     if as_json:
