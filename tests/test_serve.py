@@ -36,7 +36,7 @@ from scaoed_deploy.serve import (
     make_repository,
     read_config,
 )
-from scaoed_deploy.serve.server import process_tree_rss
+from scaoed_deploy.serve.server import process_tree_rss, shm_regions
 
 pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 
@@ -298,6 +298,8 @@ def test_server_death_mid_folder_stops_and_a_second_run_resumes(tiny, tmp_path, 
         Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(src / f"{i}.png")
     out = tmp_path / "out"
     server = _server(repo, tmp_path / "s1.log").start()
+    regions = shm_regions(server.process.pid)
+    assert regions  # the python backend's shared memory, which a killed server leaves behind
     try:
         real = denoise_cli.denoise_file
 
@@ -315,6 +317,7 @@ def test_server_death_mid_folder_stops_and_a_second_run_resumes(tiny, tmp_path, 
     finally:
         server.stop()
         server.cleanup()
+    assert not [r for r in regions if (Path("/dev/shm") / r).exists()]  # stop() removed them
     monkeypatch.undo()
 
     port = _free_port()
@@ -328,13 +331,14 @@ def test_server_death_mid_folder_stops_and_a_second_run_resumes(tiny, tmp_path, 
         assert main(["denoise", str(src), str(out), "--server", facts["http"]]) == 0
         assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png", "2.png"]
         assert "skipped 1 image(s)" in capsys.readouterr().out
-        stub_tree = process_tree_rss(facts["pid"])
-        assert stub_tree > 0
+        assert process_tree_rss(facts["pid"]) > 0
+        regions = shm_regions(facts["pid"])
         t = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0 and time.monotonic() - t < 30
         assert "tritonserver stopped (exit code 0)" in proc.stderr.read()
-        assert process_tree_rss(facts["pid"]) == 0  # the server and its python stubs are gone
+        assert process_tree_rss(facts["pid"]) == 0  # the server and its python stubs are gone, and their memory
+        assert regions and not [r for r in regions if (Path("/dev/shm") / r).exists()]
     finally:
         if proc.poll() is None:
             proc.kill()

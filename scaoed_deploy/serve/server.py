@@ -45,6 +45,7 @@ from .repository import CONFIG, check_config, read_config
 BUNDLED_BACKENDS = {"python"}
 READY_TIMEOUT_S = 120.0
 EXIT_TIMEOUT_S = 10
+SHM_PREFIX = "triton_python_backend_shm_region_"
 
 
 # ---------------------------------------------------------------------------- the bundled server
@@ -126,25 +127,43 @@ def port_free(port: int, address: str = "127.0.0.1") -> bool:
     return True
 
 
-def process_tree_rss(pid: int) -> int:
-    """Resident memory (bytes) of a process and its descendants (the server and its python stubs), from /proc."""
+def process_tree(pid: int) -> set[int]:
+    """A process and its descendants (the server and its python stubs), from /proc; empty once it is gone."""
     parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             fields = stat.read_text().rsplit(")", 1)[1].split()
             parents[int(stat.parent.name)] = int(fields[1])
+    if pid not in parents:
+        return set()
     tree, frontier = {pid}, [pid]
     while frontier:
         children = [p for p, pp in parents.items() if pp in frontier and p not in tree]
         tree.update(children)
         frontier = children
+    return tree
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident memory (bytes) of a process and its descendants."""
     total = 0
-    for p in tree:
+    for p in process_tree(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
     return total
+
+
+def shm_regions(pid: int) -> set[str]:
+    """The shared-memory regions the python backend made for the stubs under ``pid`` (named on their command lines).
+    A server that is killed leaves them in /dev/shm; ``TritonServer.stop`` removes them."""
+    names = set()
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            names.update(a.decode() for a in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
+                         if a.startswith(SHM_PREFIX.encode()))
+    return names
 
 
 # ---------------------------------------------------------------------------- the server
@@ -166,6 +185,7 @@ class TritonServer:
         self.bundled = self.binary is None  # the tritonserver of the nvidia-pytriton wheel (python backend only)
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._log = None
+        self._regions: set[str] = set()
 
     # -------------------------------------------------------------- endpoints
     @property
@@ -232,6 +252,7 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
+        self._regions = shm_regions(self.process.pid)  # known now, while the stubs run: a killed server leaves them
         return self
 
     def _log_failure(self, exited: bool = False) -> str | None:
@@ -290,6 +311,7 @@ class TritonServer:
         """SIGINT (Triton unloads its models and exits), then SIGKILL to the whole group after ``timeout``."""
         code = None
         if self.process is not None:
+            self._regions |= shm_regions(self.process.pid)
             if self.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     self.process.send_signal(signal.SIGINT)
@@ -300,6 +322,10 @@ class TritonServer:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)  # stubs left behind by a server that hung
             code = self.process.wait()
+        for name in self._regions:  # a server that exits cleanly removed them; a killed one did not
+            with contextlib.suppress(OSError):
+                (Path("/dev/shm") / name).unlink(missing_ok=True)
+        self._regions = set()
         if self._log is not None:
             self._log.close()
             self._log = None
