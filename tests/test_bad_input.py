@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from references import tiny_conv_onnx
 from scaoed_deploy import checkpoint as ckpt
 from scaoed_deploy.cli import main
 from scaoed_deploy.images import Image, write_image
-from scaoed_deploy.serve import RepoOptions, make_repository
+from scaoed_deploy.serve import RepoOptions, free_port, make_repository
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -96,10 +95,7 @@ def _case(name: str, d: Path, checkpoint: Path) -> list[str]:
         (d / "afile").write_text("")
         return ["denoise", str(good), str(d / "afile" / "out.png"), "-c", str(checkpoint), "--stages", "1"]
     if name == "`--server` where no server listens":
-        with socket.socket() as sock:  # a port nothing listens on
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        return ["denoise", str(good), str(d / "out.png"), "--server", f"http://127.0.0.1:{port}"]
+        return ["denoise", str(good), str(d / "out.png"), "--server", f"http://127.0.0.1:{free_port()}"]
     if name == "`triton-repo` on an ONNX that records no verification":
         return ["triton-repo", str(tiny_conv_onnx(d / "f.onnx")), "-o", str(d / "repo")]
     if name == "`serve` on a repository the bundled server cannot run":

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from scaoed_deploy.serve import (
     RepoOptions,
     TritonServer,
     bundled_server,
+    free_port,
     make_repository,
     read_config,
 )
@@ -45,12 +45,6 @@ def _ort(path: Path, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"noisy": x})[0]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +158,7 @@ def _python_repo(tiny: Path, root: Path, delay_us: int = 200_000) -> Path:
 
 
 def _server(repo: Path, log: Path) -> TritonServer:
-    return TritonServer(repo, _free_port(), _free_port(), _free_port(), address="127.0.0.1", log_path=log,
+    return TritonServer(repo, free_port(), free_port(), free_port(), address="127.0.0.1", log_path=log,
                         ready_timeout=90)
 
 
@@ -248,7 +242,7 @@ def test_requests_the_server_refuses_get_one_line(server):
     with pytest.raises(ScaoedError, match=r"model 'nope' is not ready.*\(ready: tiny\)"):
         TritonRunner(server.http_url, "nope")
     with pytest.raises(ScaoedError, match="cannot reach a Triton server"):
-        TritonRunner(f"http://127.0.0.1:{_free_port()}")
+        TritonRunner(f"http://127.0.0.1:{free_port()}")
 
 
 def test_denoise_against_the_server_equals_local(server, tiny, tmp_path, capsys):
@@ -320,9 +314,9 @@ def test_server_death_mid_folder_stops_and_a_second_run_resumes(tiny, tmp_path, 
     assert not [r for r in regions if (Path("/dev/shm") / r).exists()]  # stop() removed them
     monkeypatch.undo()
 
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "scaoed_deploy.cli", "serve", str(repo), "--http-port", str(port), "--grpc-port",
-           str(_free_port()), "--metrics-port", str(_free_port()), "--address", "127.0.0.1", "--json",
+           str(free_port()), "--metrics-port", str(free_port()), "--address", "127.0.0.1", "--json",
            "--log", str(tmp_path / "s2.log")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -32,17 +31,11 @@ from scaoed_deploy.bench import machine
 from scaoed_deploy.images import read_image
 from scaoed_deploy.runtime import Denoiser
 from scaoed_deploy.runtime.triton_client import TritonRunner
-from scaoed_deploy.serve import RepoOptions, TritonServer, make_repository
+from scaoed_deploy.serve import RepoOptions, TritonServer, free_port, make_repository
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 SIDD = ROOT.parent / "shared" / "data" / "sidd" / "noisy"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values, q) -> float:

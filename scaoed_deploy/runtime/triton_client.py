@@ -126,9 +126,7 @@ class TritonRunner(BaseRunner):
         self.input_name = first["name"]
         self.input_type, self.input_dtype = TYPES.get(first.get("data_type", "TYPE_FP32"), ("FP32", np.float32))
         self.output_names = [o["name"] for o in cfg["output"]]
-        self.max_batch = int(cfg.get("max_batch_size", 0))
         self.limits = config_limits(cfg)
-        self.parameters = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
         self.description = f"model {self.model!r} on the Triton server at {self.url} ({cfg.get('backend') or cfg.get('platform')})"
 
     # -------------------------------------------------------------- running

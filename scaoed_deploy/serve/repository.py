@@ -183,22 +183,25 @@ def plan_model(path: str | Path, options: RepoOptions) -> ModelEntry:
     elif "verification" not in art.metadata and not options.allow_unverified:
         raise ScaoedError(f"{art.path} records no verification (it was not made by scaoed-deploy export or "
                           "build-engine); verify it, or pass --allow-unverified to serve it as it is")
+    if options.device == "cuda" and art.kind == "openvino":
+        raise ScaoedError(f"{art.path}: an OpenVINO IR is served on CPU instances; drop --device cuda for it")
+    if options.device == "cpu" and art.kind == "engine":
+        raise ScaoedError(f"{art.path}: a TensorRT engine runs on a GPU; drop --device cpu for it")
     params = _recorded(art, sidecar)
     if art.kind == "engine":
         max_batch, inputs, outputs, extra = _engine_io(art, sidecar)
         params.update(extra)
     else:
-        batched = not art.static_batch
+        # Triton's OpenVINO backend fixes the batch at max_batch_size and refuses (or pads) any other batch: an IR
+        # it serves is unbatched, N dynamic like H and W, and clients send their own batches.
+        native_ir = art.kind == "openvino" and not options.python_backend
+        batched = not art.static_batch and not native_ir
         max_batch = options.max_batch if batched else 0
         inputs, outputs = _ir_io(art, batched) if art.kind == "openvino" else _onnx_io(art.path, batched)
     if options.threads:
         params["threads"] = str(options.threads)
     entry = ModelEntry(model_name(art), art, "", max_batch, inputs, outputs, params)
     gpu = art.kind == "engine" or (options.device == "cuda" and art.kind == "onnx")
-    if options.device == "cuda" and art.kind == "openvino":
-        raise ScaoedError(f"{art.path}: an OpenVINO IR is served on CPU instances; drop --device cuda for it")
-    if options.device == "cpu" and art.kind == "engine":
-        raise ScaoedError(f"{art.path}: a TensorRT engine runs on a GPU; drop --device cpu for it")
     if options.python_backend:
         entry.platform = "python"
         entry.kind = "KIND_GPU" if gpu else "KIND_CPU"
@@ -225,10 +228,6 @@ def plan_model(path: str | Path, options: RepoOptions) -> ModelEntry:
             params["intra_op_thread_count"] = str(options.threads)
     else:
         entry.files = {"model.xml": art.path, "model.bin": art.path.with_suffix(".bin")}
-        # Triton's OpenVINO backend fixes the batch at max_batch_size and refuses (or pads) any other batch:
-        # served unbatched, N stays dynamic like H and W, and clients send their own batches.
-        entry.max_batch = 0
-        entry.inputs, entry.outputs = _ir_io(art, batched=False)
         if art.metadata.get("inference_precision") == "bf16" or art.precision == "bf16":
             params["HINT_BF16"] = "YES"
         if options.threads:

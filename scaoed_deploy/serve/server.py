@@ -127,6 +127,13 @@ def port_free(port: int, address: str = "127.0.0.1") -> bool:
     return True
 
 
+def free_port(address: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the system picks it), for a server started next."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+
+
 def process_tree(pid: int) -> set[int]:
     """A process and its descendants (the server and its python stubs), from /proc; empty once it is gone."""
     parents = {}
