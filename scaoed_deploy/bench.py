@@ -14,7 +14,10 @@ synchronise around each call (ONNX Runtime, TensorRT). Peak memory is the
 process's resident set sampled while a row runs (CPU) or torch's CUDA peak.
 
 Backends that cannot run here (no CUDA, no TensorRT, an ONNX Runtime without a
-kernel) are listed as skipped with the reason.
+kernel) are listed as skipped with the reason, and so are, before any artifact is made,
+the CPU rows this CPU would only emulate (bf16 without AVX-512 BF16 or AMX, ``cpu.py``);
+``--backends`` naming one runs it with a warning. Ctrl-C ends the run with the rows
+finished so far (``interrupted`` in the result), which the CLI writes before it exits.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .artifact import precision_filename
 from .build import BuildRequest, build, made_from
 from .checkpoint import Weights
 from .cost import PAPER_LATENCY_S, model_cost
+from .cpu import this_cpu
 from .data import default_sidd_dir, load_samples
 from .errors import ScaoedError, atomic_path, first_line
 from .images import psnr_ssim, to_uint8
@@ -73,6 +77,7 @@ class BenchConfig:
     data: Path | None = None
     export_dir: Path = Path("export")
     calib_count: int = 32
+    explicit: bool = False  # the user named the backends: run rows this CPU would emulate, with a warning
 
 
 @dataclass
@@ -108,15 +113,7 @@ def machine() -> dict:
 
     import torch
 
-    cpu, flags = platform.processor() or platform.machine(), set()
-    try:
-        info = dict(ln.split(":", 1) for ln in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
-                    if ":" in ln)
-        info = {k.strip(): v.strip() for k, v in info.items()}
-        cpu, flags = info.get("model name", cpu), set(info.get("flags", "").split())
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+    cpu = this_cpu()
     versions = {}
     for pkg in ("scaoed-deploy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "nvidia-modelopt",
                 "tensorrt", "polygraphy"):
@@ -128,8 +125,8 @@ def machine() -> dict:
     if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability(0)
         gpu = {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "gpu": gpu, "python": platform.python_version(),
-            "platform": platform.platform(), "versions": versions}
+    return {"cpu": cpu.name, "cores": os.cpu_count(), "isa": cpu.isa, "isa_class": cpu.isa_class, "gpu": gpu,
+            "python": platform.python_version(), "platform": platform.platform(), "versions": versions}
 
 
 # ---------------------------------------------------------------------------- memory
@@ -284,6 +281,26 @@ class Backends:
         return open_runner(out.plan.engine, "tensorrt")
 
 
+#: The precision a row computes in, where the CPU may lack a native path for it.
+ROW_PRECISION = {"torch-bf16": "bf16", "onnxruntime-bf16": "bf16", "openvino-bf16": "bf16"}
+
+
+def not_native(name: str, cfg: BenchConfig) -> str | None:
+    """Why this CPU would only emulate row ``name`` (said before any artifact is made), or None."""
+    if cfg.device != "cpu" or name not in ROW_PRECISION:
+        return None
+    return this_cpu().not_native(ROW_PRECISION[name])
+
+
+def emulated_rows(cfg: BenchConfig) -> list[str]:
+    """A warning per row the user named (``cfg.explicit``) that this CPU would only emulate."""
+    if not cfg.explicit:
+        return []
+    whys = {name: not_native(name, cfg) for name in dict.fromkeys(cfg.backends)}
+    return [f"{name} runs although {why}; expect it to be slow and its ratio to mean little"
+            for name, why in whys.items() if why]
+
+
 @functools.cache
 def ort_kernel_missing(precision: str, providers: tuple[str, ...]) -> str | None:
     """Why ONNX Runtime with ``providers`` cannot run a ``precision`` convolution, or None: asked of ONNX Runtime
@@ -431,6 +448,33 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
     meter = LoadMeter()
     order = [BASELINE] + [b for b in cfg.backends if b != BASELINE]  # eager first: every ratio needs it
     rows: list[Row] = []
+    warnings = emulated_rows(cfg)
+    try:
+        _run_rows(weights, cfg, backends, order, pairs, rows, step, advance)
+        interrupted = False
+    except KeyboardInterrupt:  # the rows finished so far are the result; the CLI writes them, then exits 130
+        interrupted = True
+    meter.finish()
+    return {
+        "interrupted": interrupted,
+        "load": meter.result,
+        "warnings": warnings + [w for w in [meter.warning()] if w],
+        "machine": machine(),
+        "config": {**asdict(cfg), "resolutions": [list(r) for r in cfg.resolutions],
+                   "data": str(cfg.data) if cfg.data else None, "export_dir": str(cfg.export_dir)},
+        "weights": {"identity": weights.identity, "blocks": weights.blocks, "source": Path(weights.source).name},
+        "timing": ("CUDA events (torch) / synchronised wall clock (ONNX Runtime, TensorRT) after warm-up, "
+                   "host-to-device copies included"
+                   if cfg.device == "cuda" else f"perf_counter per call after warm-up, {threads} threads pinned, {allocator}"),
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+def _run_rows(weights: Weights, cfg: BenchConfig, backends: Backends, order: list[str], pairs: list,
+              rows: list[Row], step, advance) -> None:
+    """Time every (resolution, K, backend) row into ``rows``, eager first at each (resolution, K)."""
+    import torch
+
     eager_psnr: dict[int, float] = {}
     for (h, w) in cfg.resolutions:
         for k in cfg.stages:
@@ -444,6 +488,9 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
                 step(f"{name}, K={k}, {h}x{w}: setting up")
                 t0 = time.perf_counter()
                 try:
+                    why = not_native(name, cfg)
+                    if why and not cfg.explicit:
+                        raise Skip(f"{why} (--backends {name} runs it anyway)")
                     fn = backends.make(name, k)
                 except Skip as e:
                     row.status, row.reason = "skipped", str(e)
@@ -492,19 +539,6 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
                 row.ratio_to_eager = stats["median"] / eager_median if eager_median else None
                 rows.append(row)
                 advance()
-    meter.finish()
-    return {
-        "load": meter.result,
-        "warnings": [w for w in [meter.warning()] if w],
-        "machine": machine(),
-        "config": {**asdict(cfg), "resolutions": [list(r) for r in cfg.resolutions],
-                   "data": str(cfg.data) if cfg.data else None, "export_dir": str(cfg.export_dir)},
-        "weights": {"identity": weights.identity, "blocks": weights.blocks, "source": Path(weights.source).name},
-        "timing": ("CUDA events (torch) / synchronised wall clock (ONNX Runtime, TensorRT) after warm-up, "
-                   "host-to-device copies included"
-                   if cfg.device == "cuda" else f"perf_counter per call after warm-up, {threads} threads pinned, {allocator}"),
-        "rows": [asdict(r) for r in rows],
-    }
 
 
 # ---------------------------------------------------------------------------- reports
@@ -516,6 +550,7 @@ def markdown(result: dict) -> str:
              + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "; no GPU") + f". {result['timing']}.",
              f"Weights: `{result['weights']['source']}` (T={result['weights']['blocks']}). "
              f"Batch {c['batch']}, {c['warmup']} warm-up + {c['iters']} timed runs per row.", "",
+             *(["**Interrupted** (Ctrl-C): the rows finished before it, no more.", ""] if result.get("interrupted") else []),
              "| res | K | backend | median ms | p90 ms | p99 ms | std ms | x eager | img/s | MP/s | TFLOP/s | "
              "peak MB | GMAC (paper) | paper RTX 3090 s | SIDD PSNR | dPSNR |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

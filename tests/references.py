@@ -21,6 +21,16 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TSV = SHARED / "reference" / "official_state_dict.tsv"
 
 
+# ----------------------------------------------------------------------------- CLI output
+def one_error(err: str) -> str:
+    """The one ``error:`` line of a command's stderr, asserting there is exactly one and no traceback. Other
+    lines (a busy-machine warning, a note) may stand beside it: they depend on the machine, not the input."""
+    assert "Traceback" not in err, err
+    errors = [ln for ln in err.strip().splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
 # ----------------------------------------------------------------------------- numpy
 def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))

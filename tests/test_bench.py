@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from references import one_error
 
 from scaoed_deploy import checkpoint as ckpt
 from scaoed_deploy.bench import BenchConfig, latency_stats, markdown, run_bench
@@ -87,8 +88,7 @@ def test_unknown_backend_and_cuda_without_gpu_are_refused(capsys):
     capsys.readouterr()
     if not torch.cuda.is_available():
         assert main(["bench", "--device", "cuda", "--random-seed", "0", "--blocks", "1"]) == 1
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "torch sees no CUDA GPU" in err[0]
+        assert "torch sees no CUDA GPU" in one_error(capsys.readouterr().err)
 
 
 def test_cli_writes_json_markdown_and_plot_with_the_command(tmp_path, capsys):
@@ -134,3 +134,59 @@ def test_a_busy_machine_is_recorded_and_flagged():
     assert load["other_processes_cores"] > 0.5 and load["busy"]  # the burner took a core for the whole run
     assert "busy" in result["warnings"][0] and "do not quote" in markdown(result)
 
+
+
+AVX2_ONLY = "model name\t: AMD EPYC (test)\nflags\t\t: fpu sse2 avx avx2 fma\n"
+
+
+@pytest.fixture
+def avx2_only(monkeypatch):
+    """bench sees an AVX2-only CPU (no AVX-512, VNNI or bf16), whatever this machine is."""
+    import scaoed_deploy.bench as bench_mod
+    from scaoed_deploy.cpu import read_cpu
+
+    monkeypatch.setattr(bench_mod, "this_cpu", lambda: read_cpu(AVX2_ONLY))
+
+
+def test_rows_this_cpu_would_emulate_are_skipped_before_any_work_unless_named(avx2_only, tmp_path, monkeypatch):
+    from scaoed_deploy.bench import Backends
+
+    made, real = [], Backends.make
+    monkeypatch.setattr(Backends, "make", lambda self, name, k: made.append(name) or real(self, name, k))
+    cfg = BenchConfig([(16, 16)], [1], ["torch-bf16", "openvino-bf16"], device="cpu", warmup=0, iters=1, threads=1,
+                      quality=False, export_dir=tmp_path)
+    result = run_bench(ckpt.random_weights(blocks=1, seed=0), cfg)
+    rows = {r["backend"]: r for r in result["rows"]}
+    for name in ("torch-bf16", "openvino-bf16"):
+        assert rows[name]["status"] == "skipped" and "no native bf16" in rows[name]["reason"], rows[name]
+    assert made == ["torch"] and list(tmp_path.iterdir()) == [] and result["machine"]["isa"] == ["avx2"]
+    # Named explicitly: it runs, with a warning said in the result.
+    cfg = BenchConfig([(16, 16)], [1], ["torch-bf16"], device="cpu", warmup=0, iters=1, threads=1, quality=False,
+                      export_dir=tmp_path, explicit=True)
+    result = run_bench(ckpt.random_weights(blocks=1, seed=0), cfg)
+    assert {r["backend"]: r["status"] for r in result["rows"]} == {"torch": "ok", "torch-bf16": "ok"}
+    assert any("torch-bf16 runs although" in w for w in result["warnings"])
+
+
+def test_ctrl_c_writes_the_rows_already_finished_and_changes_no_record(tmp_path, monkeypatch, capsys):
+    import scaoed_deploy.cli.bench as bench_cli
+    from scaoed_deploy.bench import Backends
+
+    real = Backends.make
+
+    def interrupted_on_the_second_row(self, name, k):
+        if name != "torch":
+            raise KeyboardInterrupt
+        return real(self, name, k)
+
+    monkeypatch.setattr(Backends, "make", interrupted_on_the_second_row)
+    monkeypatch.setattr(bench_cli, "RECORDS", tmp_path / "records")
+    monkeypatch.setattr(bench_cli, "RUNS", tmp_path / "runs")
+    code = main(["bench", "--res", "16", "--stages", "1", "--backends", "torch,onnxruntime", "--random-seed", "0",
+                 "--blocks", "1", "--iters", "1", "--warmup", "0", "--threads", "1", "--no-quality", "--name", "rec",
+                 "--export-dir", str(tmp_path / "export")])
+    err = capsys.readouterr().err
+    assert code == 130 and one_error(err) == "error: interrupted" and "wrote the 1 row(s)" in err
+    assert not (tmp_path / "records").exists()  # a record is never replaced by a run cut short
+    written = json.loads(next((tmp_path / "runs").rglob("rec.json")).read_text())
+    assert written["interrupted"] is True and [r["backend"] for r in written["rows"]] == ["torch"]

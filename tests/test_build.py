@@ -9,6 +9,7 @@ import json
 import shutil
 
 import pytest
+from references import one_error
 
 from scaoed_deploy.artifact import META_PREFIX, read_metadata
 from scaoed_deploy.cli import main
@@ -64,8 +65,7 @@ def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, tiny_k1_onnx, ca
 ])
 def test_bad_requests_exit_2(args, message, capsys):
     assert main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0]
+    assert message in one_error(capsys.readouterr().err)
 
 
 def test_sidd_is_refused_for_calibration(tmp_path, tiny_checkpoint, capsys):

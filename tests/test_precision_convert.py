@@ -3,6 +3,8 @@ and the calibration set, on a small K=1, T=1 export with calibration images made
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -11,7 +13,7 @@ from onnx import TensorProto, numpy_helper
 
 from scaoed_deploy.artifact import count_nfae_epsilons
 from scaoed_deploy.compare import psnr_against
-from scaoed_deploy.errors import ScaoedError
+from scaoed_deploy.errors import ScaoedError, VerificationError
 from scaoed_deploy.images import Image, write_image
 from scaoed_deploy.precision.calibration import calibration_set, describe
 from scaoed_deploy.precision.convert import mixed_precision, quantize_int8
@@ -130,3 +132,27 @@ def test_bad_requests_are_refused(setup):
     with pytest.raises(ScaoedError, match="at least 4"):
         quantize_int8(path, calib[:3])
     assert onnx.load(str(path)).graph.input[0].name == "noisy"
+
+
+def test_onnxruntime_cpu_int8_uses_a_7_bit_range_where_the_cpu_has_no_vnni(setup, monkeypatch):
+    """Without VNNI, ONNX Runtime's U8S8 kernels saturate: the build picks reduce_range there, records the format
+    and the CPU it was checked on, and the file still holds its quality (here, on this machine's kernels)."""
+    import scaoed_deploy.precision.convert as conv
+    from scaoed_deploy.cpu import read_cpu
+
+    path, calib = setup
+    monkeypatch.setattr(conv, "this_cpu", lambda: read_cpu("model name\t: test\nflags\t\t: avx2\n"))
+    result = quantize_int8(path, calib, target="onnxruntime-cpu", method="max")
+    assert result.int8_format["reduce_range"] is True and result.int8_format["checked_on"]["isa_class"] == "avx2"
+    detail = json.loads({p.key: p.value for p in result.proto.metadata_props}["scaoed.precision_detail"])
+    assert detail["int8_format"]["reduce_range"] is True
+    weights = [numpy_helper.to_array(i) for i in result.proto.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64  # 7 bits: [-64, 64]
+    x = _probe()[0]
+    assert psnr_against(OnnxRuntimeRunner(str(path))(x), OnnxRuntimeRunner(result.proto.SerializeToString())(x)) > 30
+
+
+def test_an_int8_file_below_the_floor_fails_its_own_check_and_nothing_is_returned(setup):
+    path, calib = setup
+    with pytest.raises(VerificationError, match="below the floor"):
+        quantize_int8(path, calib, target="onnxruntime-cpu", method="max", min_psnr=1000.0, rounds=0, floor=999.0)

@@ -13,6 +13,7 @@ from ..bench import (
     CPU_DEFAULT,
     GPU_DEFAULT,
     BenchConfig,
+    emulated_rows,
     markdown,
     run_bench,
     write_results,
@@ -77,7 +78,9 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
         notice(busy)
     cfg = BenchConfig(resolutions=resolutions, stages=stages, backends=chosen, device=device, batch=batch,
                       warmup=warmup, iters=iters, threads=threads, quality=not no_quality,
-                      data=Path(data) if data else None, export_dir=Path(export_dir))
+                      data=Path(data) if data else None, export_dir=Path(export_dir), explicit=backends is not None)
+    for warning in emulated_rows(cfg):  # said now: such a row can take hours
+        notice(f"warning: {warning}")
     total = len(resolutions) * len(stages) * len(dict.fromkeys([BASELINE, *chosen]))
     progress, log = counted_progress("bench", TimeElapsedColumn(), quiet=as_json)
     with progress:
@@ -92,10 +95,15 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
     result["command"] = command_line()
     result["created"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     tag = name or f"{device}_{'_'.join(f'{h}x{w}' if h != w else str(h) for h, w in resolutions)}"
-    if output is None:  # a recorded result changes only when it is named
-        output = RECORDS if name else RUNS / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    interrupted = result["interrupted"]
+    if output is None:  # a recorded result changes only when it is named, and not by a run cut short
+        output = RECORDS if name and not interrupted else RUNS / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     paths = write_results(result, output, tag)
-    for w in result["warnings"]:
+    if interrupted:
+        notice(f"interrupted: wrote the {sum(r['status'] == 'ok' for r in result['rows'])} row(s) finished so far to "
+               f"{paths[0].parent}" + (" (an interrupted run changes no record)" if name else ""))
+        raise KeyboardInterrupt
+    for w in result["warnings"][len(emulated_rows(cfg)):]:  # the load warning (the emulated rows were said)
         notice(f"warning: {w}")
     if as_json:
         emit_json(dict(result, files=[str(p) for p in paths]))

@@ -9,11 +9,16 @@
 - INT8, ``target="onnxruntime-cpu"``: ONNX Runtime's static quantization in QDQ
   form, unsigned 8-bit activations and signed 8-bit per-channel weights, which its
   CPU provider fuses into integer convolutions. Not for TensorRT (the lint says so).
+  On a CPU without VNNI the weights use 7 bits (``reduce_range``): ONNX Runtime's
+  U8S8 kernels there (AVX2's ``vpmaddubsw``) saturate a 16-bit sum of two products,
+  which cost 4 to 5 dB against FP32 on an AVX2-only EPYC. The file records the
+  format and the CPU (its ISA class) it was checked on.
 
 INT8 sensitivity: after quantizing, the result is compared with the FP32 graph on
-held-out calibration crops; while it is below ``INT8_MIN_PSNR`` dB, the
+held-out calibration crops (run on this CPU); while it is below ``INT8_MIN_PSNR`` dB, the
 convolutions that add the most error (measured tensor by tensor against the FP32
-run) are kept in FP32 and the model is quantized again.
+run) are kept in FP32 and the model is quantized again. A result still below
+``INT8_FLOOR_PSNR`` dB after the last round fails: nothing is written.
 
 Every result keeps the source's ``scaoed.*`` metadata with the precision, the tool,
 the calibration set and the nodes kept in FP32 added, and keeps NFAE's 1e-16.
@@ -44,7 +49,8 @@ from ..artifact import (
 )
 from ..audit import dedupe_weights, exact_patterns
 from ..compare import held_out_psnr
-from ..errors import ScaoedError, first_line
+from ..cpu import CPU, this_cpu
+from ..errors import ScaoedError, VerificationError, first_line
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from .calibration import CalibSample, describe
 from .islands import select_islands
@@ -54,6 +60,7 @@ TARGETS = INT8_TARGETS
 INT8_METHODS = ("max", "entropy")
 INT8_MIN_PSNR = 40.0  # dB against the FP32 graph on held-out calibration crops
 INT8_ROUNDS = 2  # at most this many rounds of keeping sensitive layers in FP32
+INT8_FLOOR_PSNR = 30.0  # below this after the last round the INT8 file fails its own check
 ISLAND_IMAGES = 8  # calibration images in the islands' reference run (it holds every tensor)
 AUTOCAST_IMAGES = 4  # and in AutoCast's own reference run (one batch)
 
@@ -67,13 +74,15 @@ class PrecisionONNX:
     kept_fp32: list[dict] = field(default_factory=list)  # node, op_type, module, reason
     calibration: dict = field(default_factory=dict)
     check_psnr: float | None = None  # INT8: PSNR (dB) against FP32 on held-out calibration crops
+    int8_format: dict = field(default_factory=dict)  # INT8: the format and the CPU it was checked on
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
         return {"precision": self.precision, "target": self.target, "tool": self.tool,
                 "kept_fp32": len(self.kept_fp32), "calibration": self.calibration,
-                "check_psnr_vs_fp32": self.check_psnr, "seconds": round(self.seconds, 1), "notes": self.notes}
+                "check_psnr_vs_fp32": self.check_psnr, **({"int8_format": self.int8_format} if self.int8_format else {}),
+                "seconds": round(self.seconds, 1), "notes": self.notes}
 
 
 def _modelopt(what: str):
@@ -90,7 +99,8 @@ def _stamp(proto, source, result: PrecisionONNX, stages: int | None) -> None:
     meta["precision_target"] = result.target
     meta["precision_detail"] = json.dumps({
         "tool": result.tool, "calibration": result.calibration, "check_psnr_vs_fp32": result.check_psnr,
-        "kept_fp32": [k["node"] for k in result.kept_fp32]})
+        "kept_fp32": [k["node"] for k in result.kept_fp32], **({"int8_format": result.int8_format}
+                                                                 if result.int8_format else {})})
     write_metadata(proto, meta)
     if stages:
         check_nfae_epsilon(proto, stages)
@@ -206,6 +216,13 @@ def modelopt_unquantized_convs(proto) -> list[dict]:
             for n in proto.graph.node if n.name in names]
 
 
+def ort_int8_format(cpu: CPU | None = None) -> dict:
+    """The ONNX Runtime CPU INT8 format for ``cpu`` (this one): U8S8, with 7-bit weights where VNNI is missing."""
+    cpu = cpu or this_cpu()
+    return {"activations": "uint8", "weights": "int8 per channel", "reduce_range": not cpu.vnni,
+            "checked_on": cpu.to_dict()}
+
+
 def _quantize_onnxruntime(src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str],
                           input_name: str):
     from onnxruntime.quantization import (
@@ -227,7 +244,8 @@ def _quantize_onnxruntime(src: Path, dst: Path, calib: list[CalibSample], method
             return next(self.it, None)
 
     quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["Conv"],
+                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=ort_int8_format()["reduce_range"],
+                    op_types_to_quantize=["Conv"],
                     nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax if method == "max"
                     else CalibrationMethod.Entropy,
                     extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False})
@@ -266,7 +284,8 @@ def sensitive_convs(quantized, fp32, x: np.ndarray, count: int) -> list[dict]:
 
 def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str = "tensorrt", method: str = "entropy",
                   exclude: list[str] | None = None, step: Callable[[str], None] = lambda s: None,
-                  min_psnr: float = INT8_MIN_PSNR, rounds: int = INT8_ROUNDS) -> PrecisionONNX:
+                  min_psnr: float = INT8_MIN_PSNR, rounds: int = INT8_ROUNDS,
+                  floor: float = INT8_FLOOR_PSNR) -> PrecisionONNX:
     """INT8 Q/DQ for ``target``; keeps sensitive convolutions in FP32 until the held-out check passes."""
     import onnx
 
@@ -285,8 +304,10 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
     references = _ort_outputs(fp32_path, [c.x for c in held_out])
     kept: list[dict] = [{"node": n, "op_type": "", "module": "", "reason": "asked (--exclude)"} for n in exclude or []]
     left_by_tool = modelopt_unquantized_convs(source) if target == "tensorrt" else []
+    fmt = ort_int8_format() if target == "onnxruntime-cpu" else {}
     tool = "modelopt.onnx.quantization (symmetric S8 Q/DQ)" if target == "tensorrt" else \
-        "onnxruntime.quantization.quantize_static (QDQ, U8 activations, S8 per-channel weights)"
+        "onnxruntime.quantization.quantize_static (QDQ, U8 activations, S8 per-channel weights" + \
+        (", 7-bit range: this CPU has no VNNI)" if fmt["reduce_range"] else ")")
     notes: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for attempt in range(rounds + 1):
@@ -306,6 +327,10 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
             check = held_out_psnr(references, _ort_outputs(proto, [c.x for c in held_out]), "the INT8 model")
             step(f"INT8 check: {check:.1f} dB against FP32 on held-out calibration crops (want >= {min_psnr:g})")
             if check >= min_psnr or attempt == rounds:
+                if check < floor:
+                    raise VerificationError(
+                        f"the INT8 model ({target}) gives {check:.1f} dB against FP32 on held-out crops after {rounds} "
+                        f"round(s) of keeping layers in FP32, below the floor of {floor:g} dB; nothing written")
                 if check < min_psnr:
                     notes.append(f"still {check:.1f} dB against FP32 after {rounds} rounds of keeping layers in FP32")
                 break
@@ -318,7 +343,7 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
     asked = {k["node"] for k in kept}
     result = PrecisionONNX(proto, "int8", target, tool, kept + [t for t in left_by_tool if t["node"] not in asked],
                            dict(describe(calib), method=method,
-                           held_out=[c.name for c in held_out]), check, notes=notes)
+                           held_out=[c.name for c in held_out]), check, fmt, notes=notes)
     _stamp(proto, source, result, stages_of(source))
     result.seconds = time.perf_counter() - t0
     return result

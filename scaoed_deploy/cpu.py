@@ -1,0 +1,86 @@
+"""This CPU: its name, its instruction sets, and which precisions it runs natively.
+
+One place that reads the ISA (``/proc/cpuinfo`` on Linux), for every step that depends on it:
+``bench`` skips the rows this CPU would only emulate, the ONNX Runtime INT8 build picks its
+quantization format, and records and artifacts name the CPU and the ISA they were made on.
+
+- **VNNI** (AVX-512 VNNI or AVX-VNNI): int8 dot products without the 16-bit intermediate of
+  AVX2's ``vpmaddubsw``, which can saturate for U8 x S8 (ONNX Runtime's documented caveat: use
+  ``reduce_range`` where VNNI is missing).
+- **bf16** (AVX-512 BF16 or AMX-BF16): without it torch emulates bf16 convolutions (about 200 x
+  slower than fp32 on an AVX2-only EPYC) and OpenVINO silently runs f32.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+#: The flags that matter here, in the order records list them.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+@dataclass(frozen=True)
+class CPU:
+    name: str
+    flags: frozenset[str]
+
+    @property
+    def isa(self) -> list[str]:
+        """The flags of ISA_FLAGS this CPU has."""
+        return [f for f in ISA_FLAGS if f in self.flags]
+
+    @property
+    def vnni(self) -> bool:
+        return bool(self.flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+    @property
+    def bf16(self) -> bool:
+        return bool(self.flags & {"avx512_bf16", "amx_bf16"})
+
+    @property
+    def amx(self) -> bool:
+        return bool(self.flags & {"amx_bf16", "amx_int8"})
+
+    @property
+    def isa_class(self) -> str:
+        """A short name for the class of CPU (what INT8 files are verified on): amx, avx512-vnni, avx512 or avx2."""
+        if self.amx:
+            return "amx"
+        if "avx512f" in self.flags:
+            return "avx512-vnni" if self.vnni else "avx512"
+        return "avx2-vnni" if self.vnni else ("avx2" if "avx2" in self.flags else "other")
+
+    def describe(self) -> str:
+        """'AMD EPYC (avx2, avx512f, avx512_vnni, avx512_bf16)'."""
+        return f"{self.name} ({', '.join(self.isa) or 'no AVX2'})"
+
+    def not_native(self, precision: str) -> str | None:
+        """Why this CPU has no native path for ``precision`` (bf16), or None when it has one."""
+        if precision == "bf16" and not self.bf16:
+            return (f"this CPU ({self.isa_class}) has no native bf16 (AVX-512 BF16 or AMX): torch would emulate it "
+                    "(about 200 x slower than fp32) and OpenVINO would run f32")
+        return None
+
+    def to_dict(self) -> dict:
+        return {"cpu": self.name, "isa": self.isa, "isa_class": self.isa_class}
+
+
+def read_cpu(cpuinfo: str | None = None) -> CPU:
+    """The CPU described by ``cpuinfo`` (the text of /proc/cpuinfo; None: this machine's)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    first = cpuinfo.split("\n\n")[0]
+    info = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in first.splitlines() if ":" in ln)}
+    return CPU(info.get("model name", name), frozenset(info.get("flags", "").split()) or frozenset(flags))
+
+
+@functools.cache
+def this_cpu() -> CPU:
+    return read_cpu()
