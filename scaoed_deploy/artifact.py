@@ -14,14 +14,13 @@ Nothing here imports another step of the pipeline: they all import this.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ScaoedError, VerificationError, first_line
+from .errors import ScaoedError, VerificationError, first_line, read_json_object
 from .model.scaoednet import NFAE_EPS
 
 META_PREFIX = "scaoed."
@@ -331,10 +330,8 @@ def load_artifact(path: str | Path, precision: str | None = None) -> Artifact:
         sidecar = path.with_suffix(".json")
         meta = {}
         if sidecar.is_file():
-            try:
-                meta = {k: str(v) for k, v in json.loads(sidecar.read_text()).items() if not isinstance(v, (dict, list))}
-            except json.JSONDecodeError as e:
-                raise ScaoedError(f"{sidecar}: engine sidecar is not valid JSON ({e})") from e
+            meta = {k: str(v) for k, v in read_json_object(sidecar, "engine sidecar").items()
+                    if not isinstance(v, (dict, list))}
         return Artifact(path, "engine", precision or meta.get("precision", "fp32"), meta, [], [])
     if suffix in OPENVINO_SUFFIXES:
         model = read_ir(path)
@@ -362,10 +359,34 @@ def read_ir(path: str | Path):
     ov = require_openvino(f"reading {path}")
     if not path.with_suffix(".bin").is_file():
         raise ScaoedError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing")
+    _check_ir_xml(path)  # before OpenVINO: its other frontends log to stderr about a file that is no IR
     try:
         return ov.Core().read_model(str(path))
     except Exception as e:  # OpenVINO raises RuntimeError with a multi-line message
-        raise ScaoedError(f"{path}: not a valid OpenVINO IR (truncated or corrupt?): {first_line(e)}") from e
+        raise ScaoedError(f"{path}: not a valid OpenVINO IR (truncated or corrupt?): {ov_reason(e)}") from e
+
+
+def _check_ir_xml(path: Path) -> None:
+    """Refuse an .xml that is not whole XML, or whose root is not an IR's ``<net>``, in one line."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise ScaoedError(f"{path}: not an OpenVINO IR (truncated or not XML: {e})") from e
+    except OSError as e:
+        raise ScaoedError(f"{path}: cannot read it ({e.strerror or e})") from e
+    if root.tag != "net":
+        raise ScaoedError(f"{path}: not an OpenVINO IR (its root element is <{root.tag}>, an IR's is <net>)")
+
+
+def ov_reason(e: BaseException) -> str:
+    """The line of an OpenVINO error that says why: its messages open with where in OpenVINO's source they came
+    from ('Exception from src/inference/src/cpp/core.cpp:84:', 'Check ... failed at ...'), then narrow down to
+    the reason on the last line ('node <layer> is missing mandatory attribute: version')."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    said = [ln for ln in lines if not ln.startswith(("Exception from", "Check '")) and not ln.endswith(".cpp:")]
+    return (said or lines or [type(e).__name__])[-1][:200]
 
 
 def ir_metadata(model) -> dict[str, str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, atomic_path, first_line, short_list
+from .errors import CheckpointError, ScaoedError, atomic_path, first_line, read_json_object, short_list
 from .model import ScaoedNet
 from .model.layout import OFFICIAL_MARKER, OURS_MARKER, count_blocks, official_key_map
 
@@ -74,7 +74,26 @@ def _fmt_shape(shape) -> str:
     return "x".join(str(int(s)) for s in shape) or "scalar"
 
 
+#: What a file that is not a checkpoint begins with, for the message that says what it is instead.
+_OTHER_FORMATS = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"II*\x00", "a TIFF image"),
+                  (b"MM\x00*", "a TIFF image"), (b"GIF8", "a GIF image"), (b"RIFF", "a RIFF (WebP/WAV) file"),
+                  (b"\x08", "an ONNX or other protobuf file"), (b"{", "a JSON file"), (b"<", "an XML file"))
+
+
+def _sniff_pth(path: Path) -> None:
+    """Refuse a file that is neither a zip (torch.save's format) nor a pickle (the legacy one), saying so: torch's
+    own error for one would read as 'holds Python objects'."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK") or head.startswith(b"\x80"):
+        return
+    what = next((name for magic, name in _OTHER_FORMATS if head.startswith(magic)), None)
+    raise CheckpointError(f"{path}: not a PyTorch checkpoint" + (f" (it is {what})" if what else
+                          " (neither torch.save's zip format nor a pickle)"))
+
+
 def _read_pth(path: Path) -> dict:
+    _sniff_pth(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -118,13 +137,18 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: truncated or not a safetensors file ({_first_line(e)})") from e
     config = {}
     sidecar = path.with_suffix(".json")
-    try:
-        if sidecar.is_file():
-            config = json.loads(sidecar.read_text())
-        elif FORMAT in meta:
+    if sidecar.is_file():
+        try:
+            config = read_json_object(sidecar, "checkpoint config")
+        except ScaoedError as e:
+            raise CheckpointError(str(e)) from e
+    elif FORMAT in meta:
+        try:
             config = json.loads(meta[FORMAT])
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{sidecar}: config is not valid JSON ({e})") from e
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: its config is not valid JSON ({e})") from e
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{path}: its config holds a JSON {type(config).__name__}, not an object")
     return tensors, config
 
 
@@ -133,7 +157,7 @@ def _pth_config(path: Path) -> dict:
     sidecar = path.with_suffix(".json")
     try:
         config = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    except (json.JSONDecodeError, OSError):
+    except (ValueError, OSError):  # not JSON, not UTF-8
         return {}  # somebody else's JSON: the authors' layout carries no config
     return config if isinstance(config, dict) and config.get("format") == FORMAT else {}
 
@@ -212,6 +236,12 @@ def read_checkpoint(path: str | Path) -> Weights:
             f"{path}: unrecognised key layout; expected the authors' ({OFFICIAL_MARKER}, ...) "
             f"or scaoed-deploy's ({OURS_MARKER}, ...), found: {short_list(sorted(sd), 3)}"
         )
+    ints = {k: v.dtype for k, v in sd.items() if not v.is_floating_point()}
+    if ints:  # an integer (quantized) tensor would be cast to float and run as garbage
+        first = next(iter(ints))
+        raise CheckpointError(f"{path}: {len(ints)} tensor(s) are not floating point (first: {first}, "
+                              f"{str(ints[first]).replace('torch.', '')}); ScaoedNet weights are float32, float16 "
+                              "or bfloat16")
     sd = {k: v.detach().to(torch.float32).contiguous() for k, v in sd.items()}
     bad = {k: int((~torch.isfinite(v)).sum()) for k, v in sd.items() if not torch.isfinite(v).all()}
     if bad:  # a model with NaN weights gives a black image, not an error

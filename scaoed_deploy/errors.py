@@ -8,6 +8,8 @@ as one line and exits with its ``exit_code``, never with a traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -25,6 +27,16 @@ class CheckpointError(ScaoedError):
 
 class ImageError(ScaoedError):
     """An image cannot be read or written as asked."""
+
+
+class UsageError(ScaoedError):
+    """Options that do not fit together (the CLI's usage exit code)."""
+
+    exit_code = 2
+
+
+class DiskFullError(ScaoedError):
+    """No space (or quota) left where a file is written: every later write would fail the same way."""
 
 
 class VerificationError(ScaoedError):
@@ -45,6 +57,22 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     return lines[0][:limit] if lines else type(e).__name__
 
 
+def read_json_object(path: str | os.PathLike, what: str = "JSON file") -> dict:
+    """A JSON file that must hold an object (a sidecar, a config), with one line for every way it can be broken:
+    unreadable, not UTF-8, not JSON, or JSON of another shape."""
+    try:
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ScaoedError(f"{path}: cannot read the {what} ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise ScaoedError(f"{path}: the {what} is not UTF-8 text (byte {e.start})") from e
+    except json.JSONDecodeError as e:
+        raise ScaoedError(f"{path}: the {what} is not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ScaoedError(f"{path}: the {what} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
 def short_list(items, limit: int = 5) -> str:
     """'a, b, c (+12 more)': long key lists stay on one readable line."""
     items = list(items)
@@ -58,7 +86,8 @@ def atomic_path(path: str | os.PathLike):
 
     The temporary name keeps the suffix, so writers that choose a format by
     extension still work. On any error the temporary file is removed and
-    ``path`` is left as it was.
+    ``path`` is left as it was; a write that fails (a full disk, a quota) is one line, a ``DiskFullError``
+    when there is no space left.
     """
     path = Path(path)
     parent = path.parent
@@ -66,14 +95,22 @@ def atomic_path(path: str | os.PathLike):
         parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=parent)
     except OSError as e:
-        raise ScaoedError(f"cannot write {path}: {e.strerror or e}") from e
+        raise write_error(path, e) from e
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(e, OSError) and not isinstance(e, ScaoedError):
+            raise write_error(path, e) from e
         raise
+
+
+def write_error(path: str | os.PathLike, e: OSError) -> ScaoedError:
+    """One line for a failed write: a ``DiskFullError`` when the disk (or quota) is full."""
+    full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+    return (DiskFullError if full else ScaoedError)(f"cannot write {path}: {e.strerror or first_line(e)}")

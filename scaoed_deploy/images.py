@@ -7,7 +7,10 @@ Behaviour (also in the README):
 - Grayscale is denoised as an RGB image with three equal channels and written
   back as grayscale (the mean of the three outputs).
 - Alpha (RGBA, grayscale + alpha) is carried through untouched; only colour is denoised.
-- Palette and other modes are converted to RGB (or RGBA when they carry transparency).
+- Palette and other modes are converted to RGB (or RGBA when they carry transparency);
+  CMYK (JPEG, and 8-bit TIFF) by Pillow's conversion, without colour management.
+- Animated or multi-page images (APNG, animated WebP, multi-page TIFF) are refused:
+  only still images are denoised, never their first frame alone.
 - Output keeps the input's bit depth where the format allows (JPEG is 8-bit only)
   and the input's channels (JPEG drops alpha).
 - Writes are atomic: a temporary file beside the target, renamed on success.
@@ -91,6 +94,9 @@ def _read_pillow(path: Path) -> np.ndarray:
     from PIL import Image as PILImage
 
     with PILImage.open(path) as im:
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            raise ImageError(f"{path}: holds {frames} frames (an animation): only still images are denoised")
         im.load()
         mode = im.mode
         if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
@@ -118,11 +124,7 @@ def read_image(path: str | Path) -> Image:
     suffix = path.suffix.lower()
     try:
         if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            arr = tifffile.imread(path)
-            if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (1, 2, 3, 4):
-                arr = np.moveaxis(arr, 0, 2)  # planar (C, H, W) TIFF
+            arr = _read_tiff(path)
         elif suffix == ".png" and _png_bit_depth(path) == 16:
             arr = _read_png16(path)
         else:
@@ -135,6 +137,27 @@ def read_image(path: str | Path) -> Image:
     image = _from_integer_array(arr, path)
     image.icc_profile, image.exif = _read_metadata(path)
     return image
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """A single-page TIFF's samples, interleaved; CMYK converted to RGB (8-bit), multi-page refused."""
+    import tifffile
+    from PIL import Image as PILImage
+
+    with tifffile.TiffFile(path) as tif:
+        if len(tif.pages) > 1:
+            raise ImageError(f"{path}: holds {len(tif.pages)} pages: only single-page (still) images are denoised")
+        page = tif.pages[0]
+        arr = page.asarray()
+        separated = page.photometric == tifffile.PHOTOMETRIC.SEPARATED
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (1, 2, 3, 4):
+        arr = np.moveaxis(arr, 0, 2)  # planar (C, H, W) TIFF
+    if separated:  # C, M, Y, K inks, not R, G, B and alpha
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 4:
+            raise ImageError(f"{path}: a {arr.dtype} CMYK TIFF with {arr.shape[-1]} channels is not supported "
+                             "(8-bit CMYK is converted to RGB); convert it to RGB first")
+        arr = np.asarray(PILImage.fromarray(arr, "CMYK").convert("RGB"))
+    return arr
 
 
 def _read_metadata(path: Path) -> tuple[bytes | None, bytes | None]:

@@ -214,3 +214,21 @@ def tiny_conv_onnx(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def foreign_onnx(path: Path, input_name: str = "noisy", output_dims=("N", 3, "H", "W"), stride: int = 1,
+                 out_channels: int = 3) -> Path:
+    """An ONNX of another network (one convolution), for the denoiser contract: its input name, its output's
+    declared dims (None: left to shape inference), its stride (2 halves H and W) and output channels."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((out_channels, 3, 3, 3), 1 / 27, np.float32), "w")
+    x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info("denoised", TensorProto.FLOAT, list(output_dims) if output_dims else None)
+    conv = helper.make_node("Conv", [input_name, "w"], ["denoised"], pads=[1, 1, 1, 1], strides=[stride, stride])
+    model = helper.make_model(helper.make_graph([conv], "foreign", [x], [y], [w]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image as PILImage
-from references import one_error, tiny_conv_onnx
+from references import foreign_onnx, one_error, tiny_conv_onnx
+
+import tifffile
 
 from scaoed_deploy import checkpoint as ckpt
 from scaoed_deploy.cli import main
@@ -43,13 +46,89 @@ def _png(path: Path, h: int = 20, w: int = 24) -> Path:
     return path
 
 
-def _case(name: str, d: Path, checkpoint: Path) -> list[str]:
+def full_tmpfs(at: Path, cleanup: list) -> Path:
+    """A 200 KiB tmpfs mounted at ``at`` and filled to the last byte (the test skips where mounting is refused)."""
+    at.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(at)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    cleanup.append(lambda: subprocess.run(["umount", "-l", str(at)], capture_output=True))
+    with open(at / "filler", "wb", buffering=0) as f:  # fill it: writes fail with ENOSPC from the first byte
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return at
+
+
+def _model(d: Path, name: str, **how) -> list[str]:
+    return ["denoise", str(_png(d / "good.png")), str(d / "out.png"), "-m", str(foreign_onnx(d / name, **how))]
+
+
+def _case(name: str, d: Path, checkpoint: Path, cleanup: list) -> list[str]:
     """The command line for one row of the table, with the files it needs made in ``d``."""
     good = _png(d / "good.png")
     run = ["denoise", "IN", str(d / "out.png"), "-c", str(checkpoint), "--stages", "1"]
 
     def denoise(src: Path) -> list[str]:
         return [str(src) if a == "IN" else a for a in run]
+
+    if name == "full disk (a 200 KiB tmpfs, full)":
+        return ["denoise", str(good), str(full_tmpfs(d / "full", cleanup) / "out.png"), "-c", str(checkpoint),
+                "--stages", "1"]
+    if name == "reference of another size":
+        return denoise(good) + ["-r", str(_png(d / "small.png", 10, 12))]
+    if name == "reference that cannot be read":
+        (d / "r.png").write_text("not an image")
+        return denoise(good) + ["-r", str(d / "r.png")]
+    if name == "ONNX of another network (half-size output)":
+        return _model(d, "half.onnx", stride=2, output_dims=("N", 3, "H2", "W2"))
+    if name == "ONNX of another network (one output channel)":
+        return _model(d, "gray.onnx", out_channels=1, output_dims=("N", 1, "H", "W"))
+    if name == "ONNX whose input is not `noisy`":
+        return _model(d, "x.onnx", input_name="x")
+    if name == "ONNX whose output shape shows only when run":
+        return _model(d, "late.onnx", stride=2, output_dims=("N", 3, None, None))
+    if name in ("engine sidecar that is a JSON list", "engine sidecar that is not UTF-8"):
+        stem = "l" if "list" in name else "u"
+        (d / f"{stem}.engine").write_bytes(b"plan bytes")
+        (d / f"{stem}.json").write_bytes(b"[1, 2, 3]" if stem == "l" else b"\xff\xfe{}")
+        return ["denoise", str(good), str(d / "out.png"), "-m", str(d / f"{stem}.engine")]
+    if name == "`.xml` that is not an OpenVINO IR":
+        (d / "x.xml").write_text('<?xml version="1.0"?><graph><node/></graph>')
+        (d / "x.bin").write_bytes(b"")
+        return ["denoise", str(good), str(d / "out.png"), "-m", str(d / "x.xml")]
+    if name == "truncated OpenVINO IR":
+        (d / "t.xml").write_text('<?xml version="1.0"?><net name="m" version="11"><layers><layer id="0"')
+        (d / "t.bin").write_bytes(b"")
+        return ["denoise", str(good), str(d / "out.png"), "-m", str(d / "t.xml")]
+    if name == "animated PNG":
+        frames = [PILImage.new("RGB", (8, 8), (60 * i, 0, 0)) for i in range(3)]
+        frames[0].save(d / "anim.png", save_all=True, append_images=frames[1:])
+        return denoise(d / "anim.png")
+    if name == "multi-page TIFF":
+        frames = [PILImage.new("RGB", (8, 8), (60 * i, 0, 0)) for i in range(3)]
+        frames[0].save(d / "pages.tif", save_all=True, append_images=frames[1:])
+        return denoise(d / "pages.tif")
+    if name == "CMYK TIFF":
+        cmyk = np.zeros((20, 24, 4), np.uint8)
+        cmyk[..., 1] = 200
+        tifffile.imwrite(d / "cmyk.tif", cmyk, photometric="separated")
+        return denoise(d / "cmyk.tif")
+    if name == "`convert` on a PNG":
+        return ["convert", str(_png(d / "x.png")), str(d / "x.safetensors")]
+    if name == "checkpoint with int8 tensors":
+        w = ckpt.read_checkpoint(checkpoint)
+        ckpt.save_safetensors(w, d / "i8.safetensors", stages=1, dtype=torch.int8)
+        return ["denoise", str(good), str(d / "out.png"), "-m", str(d / "i8.safetensors")]
+    if name == "output file is the input":
+        return ["denoise", str(good), str(good), "-c", str(checkpoint), "--stages", "1"]
+    if name == "output folder is the input folder":
+        (d / "in").mkdir()
+        _png(d / "in" / "a.png")
+        return ["denoise", str(d / "in"), str(d / "in"), "-c", str(checkpoint), "--stages", "1", "--overwrite"]
+    if name == "`--overlap` of half the tile":
+        return denoise(good) + ["--tile", "64", "--overlap", "32"]
 
     if name == "truncated image":
         data = good.read_bytes()
@@ -106,9 +185,18 @@ def _case(name: str, d: Path, checkpoint: Path) -> list[str]:
     raise AssertionError(f"README row {name!r} has no case here")
 
 
+@pytest.fixture
+def cleanup():
+    done: list = []
+    yield done
+    for undo in reversed(done):
+        undo()
+
+
 @pytest.mark.parametrize("name, code, quoted", ROWS, ids=[r[0] for r in ROWS])
-def test_each_row_of_the_readme_table(name, code, quoted, tmp_path, tiny_checkpoint, capsys):
-    args = _case(name, tmp_path, tiny_checkpoint)
+def test_each_row_of_the_readme_table(name, code, quoted, tmp_path, tiny_checkpoint, capsys, cleanup):
+    args = _case(name, tmp_path, tiny_checkpoint, cleanup)
+    before = _files(tmp_path)
     got = main(args)
     out, err = capsys.readouterr()
     assert got == code, err
@@ -118,7 +206,11 @@ def test_each_row_of_the_readme_table(name, code, quoted, tmp_path, tiny_checkpo
     line = one_error(err)
     pattern = re.escape(quoted).replace(re.escape("..."), ".*")
     assert re.search(pattern, line), line
-    assert not (tmp_path / "out.png").exists() and not list(tmp_path.rglob(".*tmp*"))
+    assert _files(tmp_path) == before  # nothing written, nothing half-written (no temporary file left)
+
+
+def _files(d: Path) -> dict[str, float]:
+    return {str(p.relative_to(d)): p.stat().st_mtime for p in d.rglob("*") if p.is_file()}
 
 
 def test_the_table_covers_the_issue_list():
@@ -167,3 +259,77 @@ def test_ctrl_c_during_a_folder_run_keeps_what_was_done_and_the_run_resumes(tmp_
     assert "skipped 1 image(s) whose output exists" in capsys.readouterr().out
     assert sorted(p.name for p in dst.iterdir()) == ["0.png", "1.png", "2.png"]
     shutil.rmtree(dst)
+
+
+def _folder(d: Path, n: int = 3) -> Path:
+    d.mkdir()
+    for i in range(n):
+        _png(d / f"{i}.png")
+    return d
+
+
+def test_a_folder_run_on_a_full_disk_stops_cleanly_and_leaves_nothing_partial(tmp_path, tiny_checkpoint, capsys,
+                                                                              cleanup):
+    src = _folder(tmp_path / "in")
+    out = full_tmpfs(tmp_path / "full", cleanup)
+    code = main(["denoise", str(src), str(out), "-c", str(tiny_checkpoint), "--stages", "1"])
+    line = one_error(capsys.readouterr().err)
+    assert code == 1 and "No space left on device" in line and "stopped after 0 of 3 image(s)" in line
+    assert "run the same command again to resume" in line
+    assert sorted(p.name for p in out.iterdir()) == ["filler"]  # no image, no temporary file
+
+
+def test_a_failed_reference_writes_nothing_and_a_rerun_redoes_the_image(tmp_path, tiny_checkpoint, capsys):
+    src, refs, out = _folder(tmp_path / "in", 2), tmp_path / "refs", tmp_path / "out"
+    refs.mkdir()
+    _png(refs / "0.png")
+    _png(refs / "1.png", 10, 12)  # another size
+    args = ["denoise", str(src), str(out), "-c", str(tiny_checkpoint), "--stages", "1", "-r", str(refs)]
+    assert main(args) == 1
+    out_, err = capsys.readouterr()
+    assert "the reference is 12x10" in err and sorted(p.name for p in out.iterdir()) == ["0.png"]
+    _png(refs / "1.png")  # the reference fixed: the rerun does the image it failed, and skips the other
+    assert main(args) == 0
+    assert "skipped 1 image(s)" in capsys.readouterr().out and sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]
+
+
+@pytest.mark.parametrize("extra", [["--tile", "16", "--overlap", "4"], ["--ensemble"]], ids=["tiled", "ensemble"])
+def test_a_model_of_another_network_is_refused_when_tiled_or_ensembled_too(tmp_path, capsys, extra):
+    model = foreign_onnx(tmp_path / "late.onnx", stride=2, output_dims=("N", 3, None, None))
+    src = _folder(tmp_path / "in", 2)
+    code = main(["denoise", str(src), str(tmp_path / "out"), "-m", str(model), *extra])
+    line = one_error(capsys.readouterr().err)
+    assert code == 1 and "is not a ScaoedNet denoiser" in line and "stopped after 0 of 2 image(s)" in line
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_sigterm_ends_a_folder_run_like_ctrl_c(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    import os
+    import signal
+
+    from scaoed_deploy.cli import denoise as cli_denoise
+
+    src, dst = _folder(tmp_path / "in"), tmp_path / "out"
+    real, calls = cli_denoise.denoise_file, []
+
+    def terminated_on_the_second(*a, **k):
+        calls.append(a[1])
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # a real signal, as `kill PID` sends it
+        return real(*a, **k)
+
+    monkeypatch.setattr(cli_denoise, "denoise_file", terminated_on_the_second)
+    code = main(["denoise", str(src), str(dst), "-c", str(tiny_checkpoint), "--stages", "1"])
+    assert code == 143 and one_error(capsys.readouterr().err) == "error: terminated"
+    assert sorted(p.name for p in dst.iterdir()) == ["0.png"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after the command
+
+
+def test_a_cmyk_tiff_is_converted_like_a_cmyk_jpeg_not_read_as_rgb_and_alpha(tmp_path):
+    from scaoed_deploy.images import read_image
+
+    cmyk = np.random.default_rng(1).integers(0, 256, (6, 8, 4), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "c.tif", cmyk, photometric="separated")
+    image = read_image(tmp_path / "c.tif")
+    want = np.asarray(PILImage.fromarray(cmyk, "CMYK").convert("RGB"))
+    assert image.alpha is None and np.array_equal(np.round(image.rgb * 255).astype(np.uint8), want)

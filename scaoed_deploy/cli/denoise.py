@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import ScaoedError
+from ..contract import ContractError
+from ..errors import DiskFullError, ScaoedError
 from ..images import list_images
 from ..runtime import BACKENDS, Denoiser, denoise_file
 from ..runtime.base import busy_warning
@@ -47,8 +48,13 @@ def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, 
     src_p, dst_p = Path(src), Path(dst)
     if not src_p.is_dir():
         dst_p = dst_p / src_p.name if dst_p.is_dir() else dst_p
+        same = dst_p.exists() and dst_p.resolve() == src_p.resolve()
         if dst_p.exists() and not overwrite:  # one rule for files and folders, said before the model loads
-            raise ScaoedError(f"{dst_p} exists; --overwrite to replace it")
+            raise ScaoedError(f"{dst_p} is the input itself; --overwrite to replace it" if same else
+                              f"{dst_p} exists; --overwrite to replace it")
+    elif dst_p.exists() and dst_p.resolve() == src_p.resolve():
+        raise ScaoedError(f"{dst_p} is the input folder: a folder run never writes over its own inputs; "
+                          "name another output folder")
     if server:
         local = [name for name, value in (("--backend", backend), ("--stages", stages), ("--threads", threads),
                                           ("--device", device if device != "auto" else None)) if value]
@@ -119,10 +125,13 @@ def _run_denoise_jobs(denoiser, jobs, bit_depth, quiet: bool, single: bool):
                 log(f"[{i}/{len(jobs)}] {src}")
             try:
                 results.append(denoise_file(denoiser, src, dst, ref, bit_depth=bit_depth))
-            except ServerLostError as e:  # every later image would fail the same way: stop, keep what is written
-                done = f" after {len(results)} of {len(jobs)} image(s)" if not single else ""
-                again = "; what was written is kept: run the same command again to resume" if not single else ""
-                raise ServerLostError(f"{e}{done}{again}") from e
+            except (ServerLostError, DiskFullError, ContractError) as e:
+                # every later image would fail the same way: stop, keep what is written
+                if single:
+                    raise
+                again = "" if isinstance(e, ContractError) else \
+                    "; what was written is kept: run the same command again to resume"
+                raise type(e)(f"{e}; stopped after {len(results)} of {len(jobs)} image(s){again}") from e
             except ScaoedError as e:
                 if single:
                     raise

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 
 import click
 
@@ -19,16 +22,52 @@ def cli():
 
 
 # ---------------------------------------------------------------------------- entry point
+@contextlib.contextmanager
+def _sigterm_as_interrupt(received: list):
+    """SIGTERM ends a command the way Ctrl-C does (finished images kept, nothing half-written): the handler raises
+    KeyboardInterrupt and notes that it was SIGTERM. Only the main thread can take signals; the old handler
+    comes back afterwards (tests call main in-process)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def main(argv=None) -> int:
     """Console entry point: one 'error: ...' line and an exit code, never a traceback."""
     args = list(argv) if argv is not None else sys.argv[1:]
+    received: list[int] = []
+    try:
+        with _sigterm_as_interrupt(received):
+            return _main(args, received)
+    except KeyboardInterrupt:  # a signal that came between click's handlers and ours
+        return _interrupted(received)
+
+
+def _interrupted(received: list) -> int:
+    if received:
+        click.echo("error: terminated", err=True)
+        return 128 + signal.SIGTERM
+    click.echo("error: interrupted", err=True)
+    return 130
+
+
+def _main(args: list[str], received: list[int]) -> int:
     try:  # the arguments travel in click's context object, for the artifacts and reports that record them
         rv = cli.main(args=args, prog_name="scaoed-deploy", standalone_mode=False, obj={"argv": args})
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.Abort:  # click's name for Ctrl-C (KeyboardInterrupt) or end of input at a prompt
-        click.echo("error: interrupted", err=True)
-        return 130
+        return _interrupted(received)
     except click.ClickException as e:
         hint = " (see --help)" if isinstance(e, click.UsageError) else ""
         click.echo(f"error: {e.format_message()}{hint}", err=True)
@@ -37,8 +76,7 @@ def main(argv=None) -> int:
         click.echo(f"error: {e}", err=True)
         return e.exit_code
     except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        return 130
+        return _interrupted(received)
     except MemoryError:
         click.echo("error: out of memory (try a smaller image or --stages)", err=True)
         return EXIT_ERROR

@@ -53,7 +53,7 @@ def read_parity_record(artifact: str | Path, sha256: str) -> dict | None:
     path = parity_record_path(artifact)
     try:
         record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, not UTF-8, not JSON
         return None
     return record if isinstance(record, dict) and record.get("sha256") == sha256 else None
 

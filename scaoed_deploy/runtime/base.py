@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifact import Artifact
+from ..contract import check_outputs
 from ..errors import ScaoedError
 
 
@@ -95,8 +96,11 @@ class BaseRunner:
         raise NotImplementedError
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output, after the contract's shape check (a model of another network is refused, not written)."""
         self.activate()
-        return self.refuse_nonfinite(self._run(batch))
+        outs = self._run(batch)
+        check_outputs(self.description, batch.shape, outs)
+        return self.refuse_nonfinite(outs)
 
     def refuse_nonfinite(self, outs: list[np.ndarray]) -> list[np.ndarray]:
         """``outs``, or one clear error when ``check_finite`` is on and any holds NaN/Inf."""

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ScaoedError
+from ..errors import ImageError, UsageError
 from ..images import Image, psnr_ssim, read_image, to_uint8, write_image
 from .base import Limits, RunOptions
 from .registry import open_runner
@@ -71,11 +71,12 @@ class Denoiser:
     def __init__(self, runner, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, tile_batch: int = 4,
                  ensemble: bool = False, limits: Limits | None = None, description: str | None = None):
         if tile is not None and (tile < 16 or tile % 2):
-            raise ScaoedError(f"--tile must be even and at least 16, got {tile}")
+            raise UsageError(f"--tile must be even and at least 16, got {tile}")
         if overlap < 0 or (tile is not None and overlap * 2 >= tile):
-            raise ScaoedError(f"--overlap must be between 0 and half the tile ({tile}), got {overlap}")
+            limit = f" (at most {(tile - 1) // 2} for --tile {tile})" if tile is not None else ""
+            raise UsageError(f"--overlap must be at least 0 and less than half of --tile{limit}, got {overlap}")
         if tile_batch < 1:
-            raise ScaoedError(f"--tile-batch must be at least 1, got {tile_batch}")
+            raise UsageError(f"--tile-batch must be at least 1, got {tile_batch}")
         self.runner, self.tile, self.overlap, self.tile_batch = runner, tile, overlap, tile_batch
         self.ensemble = ensemble
         self.limits = limits or getattr(runner, "limits", None) or Limits()
@@ -179,15 +180,17 @@ def inverse_transform(chw: np.ndarray, mode: int) -> np.ndarray:
 
 def denoise_file(denoiser: Denoiser, src: str | Path, dst: str | Path, reference: str | Path | None = None,
                  bit_depth: int | None = None) -> dict:
-    """Denoise one file; with ``reference``, also PSNR/SSIM of input and output against it."""
+    """Denoise one file; with ``reference``, also PSNR/SSIM of input and output against it. Everything that can
+    fail (the input, the reference and its size, the model, the metrics) is done before the output is written,
+    so a failed image leaves no output and a rerun redoes it."""
     image = read_image(src)
+    ref_image = read_image(reference) if reference is not None else None
+    if ref_image is not None and (ref_image.height, ref_image.width) != (image.height, image.width):
+        raise ImageError(f"{reference}: the reference is {ref_image.width}x{ref_image.height}, the input {src} "
+                         f"{image.width}x{image.height}; nothing written")
     out = denoiser.denoise_image(image)
     result = {"input": str(src), "height": image.height, "width": image.width, "bit_depth_in": image.bit_depth}
-    written = write_image(dst, out, bit_depth=bit_depth)
-    result.update(output=written["path"], bit_depth_out=written["bit_depth"], channels_out=written["channels"],
-                  metadata_kept=written["metadata"])
-    if reference is not None:
-        ref_image = read_image(reference)
+    if ref_image is not None:
         # Compare what is written: grayscale images as their one gray channel.
         gray = image.gray and ref_image.gray
 
@@ -198,4 +201,7 @@ def denoise_file(denoiser: Denoiser, src: str | Path, dst: str | Path, reference
         psnr_in, ssim_in = psnr_ssim(pixels(image), ref)
         psnr_out, ssim_out = psnr_ssim(pixels(out), ref)
         result.update(reference=str(reference), psnr_in=psnr_in, ssim_in=ssim_in, psnr=psnr_out, ssim=ssim_out)
+    written = write_image(dst, out, bit_depth=bit_depth)
+    result.update(output=written["path"], bit_depth_out=written["bit_depth"], channels_out=written["channels"],
+                  metadata_kept=written["metadata"])
     return result

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifact import Artifact, load_artifact
+from ..contract import Tensor, check_signature
 from ..errors import ScaoedError, first_line
 from .base import BaseRunner, Limits, RunOptions, cpu_threads
 
@@ -57,6 +58,9 @@ class OnnxRuntimeRunner(BaseRunner):
             raise ScaoedError(f"ONNX Runtime could not use {', '.join(lost)} here (it would have fallen back to the "
                               f"CPU): onnxruntime-gpu and the CUDA/cuDNN libraries it was built for are needed")
         self.on_cpu = "CUDAExecutionProvider" not in self.session.get_providers()
+        where = "the model" if isinstance(model, bytes) else str(model)
+        check_signature(where, [_tensor(i) for i in self.session.get_inputs()],
+                        [_tensor(o) for o in self.session.get_outputs()])
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         # Reduced-precision artifacts may take float16 input; outputs always come back as float32.
@@ -66,7 +70,6 @@ class OnnxRuntimeRunner(BaseRunner):
         static = dims[2:4] if len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[2:4]) else None
         batch = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else None
         self.limits = Limits(tuple(static) if static else None, tuple(static) if static else None, batch)
-        where = "the model" if isinstance(model, bytes) else str(model)
         self.description = f"{where} on ONNX Runtime ({'CUDA' if 'CUDAExecutionProvider' in providers else 'CPU'})"
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
@@ -75,3 +78,10 @@ class OnnxRuntimeRunner(BaseRunner):
 
     def close(self) -> None:
         self.session = None
+
+
+def _tensor(arg) -> Tensor:
+    """An ONNX Runtime NodeArg as the contract reads it ('tensor(float)' is float32)."""
+    kind = arg.type[len("tensor("):-1] if arg.type.startswith("tensor(") else arg.type
+    dims = [d if isinstance(d, (int, str)) and d != "" else None for d in arg.shape] if arg.shape is not None else None
+    return Tensor(arg.name, {"float": "float32", "double": "float64"}.get(kind, kind), dims)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import Artifact, load_artifact, read_ir, require_openvino
-from ..errors import ScaoedError, first_line
+from ..artifact import Artifact, load_artifact, ov_reason, read_ir, require_openvino
+from ..contract import Tensor, check_signature
+from ..errors import ScaoedError
 from .base import BaseRunner, Limits, RunOptions, cpu_threads
 
 #: scaoed.precision -> the INFERENCE_PRECISION_HINT it is compiled with
@@ -48,12 +49,13 @@ class OpenVINORunner(BaseRunner):
             return
         ov = require_openvino(f"running {self.path}")
         model = read_ir(self.path)
+        check_signature(str(self.path), [_tensor(p) for p in model.inputs], [_tensor(p) for p in model.outputs])
         config = {"INFERENCE_PRECISION_HINT": self.inference_precision, "PERFORMANCE_HINT": "LATENCY",
                   "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(self.threads)}
         try:
             self._compiled = ov.Core().compile_model(model, "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError with a multi-line message
-            raise ScaoedError(f"OpenVINO cannot load {self.path}: {first_line(e)}") from e
+            raise ScaoedError(f"OpenVINO cannot load {self.path}: {ov_reason(e)}") from e
         self._request = self._compiled.create_infer_request()
         first = self._compiled.inputs[0]
         self.input_name = first.get_any_name()
@@ -85,3 +87,11 @@ class OpenVINORunner(BaseRunner):
     def close(self) -> None:
         self._request = None
         self._compiled = None
+
+
+def _tensor(port) -> Tensor:
+    """An OpenVINO port as the contract reads it (f32 is float32; dynamic dims are None)."""
+    shape = port.get_partial_shape()
+    dims = None if shape.rank.is_dynamic else [d.get_length() if d.is_static else None for d in shape]
+    kind = port.get_element_type().get_type_name()
+    return Tensor(port.get_any_name(), {"f32": "float32", "f16": "float16"}.get(kind, kind), dims)

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..artifact import Artifact, quiet_polygraphy
 from ..checkpoint import sha256_of
-from ..errors import ScaoedError, atomic_path
+from ..errors import ScaoedError, atomic_path, read_json_object
 from .base import BaseRunner, Limits, RunOptions
 
 DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = (256, 256), (512, 512), (1024, 1024)
@@ -212,10 +212,7 @@ def _engine_sidecar(engine_path: Path) -> dict:
     sidecar = engine_path.with_suffix(".json")
     if not sidecar.is_file():
         raise ScaoedError(f"{engine_path}: no sidecar {sidecar.name}; rebuild it with scaoed-deploy build-engine")
-    try:
-        meta = json.loads(sidecar.read_text())
-    except json.JSONDecodeError as e:
-        raise ScaoedError(f"{sidecar}: not valid JSON ({e})") from e
+    meta = read_json_object(sidecar, "engine sidecar")
     if not meta.get("built"):
         raise ScaoedError(f"{engine_path}: its sidecar is a build plan; the engine was never built ({meta.get('trtexec')})")
     if meta.get("engine_sha256") and sha256_of(engine_path) != meta["engine_sha256"]:
