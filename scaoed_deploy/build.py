@@ -51,6 +51,7 @@ from .runtime.tensorrt import (
     build_engine,
     write_sidecar,
 )
+from .seal import seal_ir, seal_onnx
 
 
 @dataclass
@@ -200,6 +201,7 @@ def _build_openvino(req: BuildRequest, out: BuildOutcome, fp32: Path, stages: in
     t = time.perf_counter()
     with atomic_ir(final) as tmp:  # renamed onto `final` only if the audit and parity pass
         save_ir(ir, tmp)
+        seal_ir(tmp)  # what parity verifies next is bound to this content
         step("reading the IR back: precision per layer, weights")
         _keep_if_verified(req, out, tmp, final, audit_ir(tmp), "OpenVINO IR", _ir_checks(ir.kept_float), stages,
                           data, step, t)
@@ -272,6 +274,7 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
     else:
         t = time.perf_counter()
         with atomic_path(final) as tmp:  # renamed onto `final` only if the audit and parity pass
+            seal_onnx(proto)  # what parity verifies next is bound to this content
             onnx.save(proto, str(tmp))
             step("reading the file back: precision per node, weights")
             kept = converted.kept_fp32

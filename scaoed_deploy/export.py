@@ -54,6 +54,7 @@ from .data import probe_inputs, real_inputs
 from .errors import ScaoedError, VerificationError, atomic_path, first_line
 from .runtime.onnxruntime_backend import OnnxRuntimeRunner
 from .runtime.torch_backend import TorchRunner
+from .seal import seal_onnx
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 17
@@ -380,6 +381,7 @@ def export_onnx(
         notes.extend(case_notes)
         meta = build_metadata(weights, spec, weights.blocks, simplified, checks, command)
         write_metadata(proto, meta)
+        seal_onnx(proto)  # the verification is bound to this graph and these weights
         step(f"writing {path}")
         import onnx
 

@@ -232,3 +232,36 @@ def foreign_onnx(path: Path, input_name: str = "noisy", output_dims=("N", 3, "H"
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def sealed_onnx(path: Path, verification: bool = True, seal: bool = True) -> Path:
+    """tiny_conv_onnx, recording a verification (as export does) and, with ``seal``, its content digest."""
+    import json
+
+    import onnx
+
+    from scaoed_deploy.artifact import write_metadata
+    from scaoed_deploy.seal import seal_onnx
+
+    proto = onnx.load(str(tiny_conv_onnx(path)))
+    if verification:
+        write_metadata(proto, {"verification": json.dumps({"max_abs": 0.0}), "precision": "fp32"})
+    if seal:
+        seal_onnx(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def edited(path: Path, scale: float = 2.0, nan: bool = False) -> Path:
+    """The file with its one weight tensor changed (metadata untouched), saved in place."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    w = numpy_helper.to_array(proto.graph.initializer[0]).copy()
+    w *= scale
+    if nan:
+        w.flat[0] = np.nan
+    proto.graph.initializer[0].CopyFrom(numpy_helper.from_array(w, proto.graph.initializer[0].name))
+    onnx.save(proto, str(path))
+    return path

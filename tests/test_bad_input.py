@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image as PILImage
-from references import foreign_onnx, one_error, tiny_conv_onnx
+from references import edited, foreign_onnx, one_error, sealed_onnx, tiny_conv_onnx
 
 import tifffile
 
@@ -73,6 +73,10 @@ def _case(name: str, d: Path, checkpoint: Path, cleanup: list) -> list[str]:
     def denoise(src: Path) -> list[str]:
         return [str(src) if a == "IN" else a for a in run]
 
+    if name == "verified ONNX with one weight edited to NaN":
+        return ["denoise", str(good), str(d / "out.png"), "-m", str(edited(sealed_onnx(d / "e.onnx"), nan=True))]
+    if name == "`triton-repo` on that file":
+        return ["triton-repo", str(edited(sealed_onnx(d / "e.onnx"), nan=True)), "-o", str(d / "repo")]
     if name == "full disk (a 200 KiB tmpfs, full)":
         return ["denoise", str(good), str(full_tmpfs(d / "full", cleanup) / "out.png"), "-c", str(checkpoint),
                 "--stages", "1"]

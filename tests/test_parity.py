@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from scaoed_deploy import checkpoint as ckpt
 from scaoed_deploy.artifact import count_nfae_epsilons, infer_onnx_precision
 from scaoed_deploy.cli import main
-from scaoed_deploy.errors import ScaoedError
+from scaoed_deploy.errors import ScaoedError, VerificationError
 from scaoed_deploy.parity import (
     load_artifact,
     run_parity,
@@ -86,7 +86,7 @@ def test_task_agreement_on_real_pairs(fp32_artifact, weights):
 @pytest.mark.slow
 def test_removed_nfae_epsilon_fails_and_is_localised(fp32_artifact, weights, tmp_path):
     broken = _without_nfae_epsilon(fp32_artifact, tmp_path / "noeps.onnx")
-    r = run_parity(load_artifact(broken), weights)
+    r = run_parity(load_artifact(broken), weights, allow_unverified=True)  # measure the sabotaged file
     assert not r.passed
     assert [o.check for o in r.failures] == ["no NaN/Inf in any output"]
     loc = r.localisation
@@ -97,7 +97,9 @@ def test_removed_nfae_epsilon_fails_and_is_localised(fp32_artifact, weights, tmp
 
 def test_perturbed_conv_weight_fails_and_is_localised(fp32_artifact, weights, tmp_path):
     broken = _with_perturbed_conv(fp32_artifact, tmp_path / "perturbed.onnx")
-    r = run_parity(load_artifact(broken), weights)
+    with pytest.raises(VerificationError, match="edited after verification"):  # its content is not what was verified
+        run_parity(load_artifact(broken), weights)
+    r = run_parity(load_artifact(broken), weights, allow_unverified=True)
     failed = {o.check: o for o in r.failures}
     assert set(failed) == {"tensor: max abs error vs eager"} and failed["tensor: max abs error vs eager"].measured > 1e-4
     assert r.localisation["module"] == "z_net.blocks.0.head.convs.1" and r.localisation["op_type"] == "Conv"
@@ -218,6 +220,9 @@ def test_cli_parity_pass_and_fail(fp32_artifact, tmp_path, capsys):
     assert "parity_passed" not in made["models"][0]["parameters"]
     broken = _with_perturbed_conv(fp32_artifact, tmp_path / "bad.onnx")
     code = main(["parity", str(broken), "--report", str(tmp_path / "bad"), "--no-localise"])
+    assert code == 3 and "edited after verification" in one_error(capsys.readouterr().err)
+    assert not (tmp_path / "bad").exists()  # refused before any work
+    code = main(["parity", str(broken), "--report", str(tmp_path / "bad"), "--no-localise", "--allow-unverified"])
     out, err = capsys.readouterr()
     assert code == 3 and "FAILED" in out and not (tmp_path / "bad.parity.json").exists()
     assert err.strip().splitlines()[-1].startswith("error: 1 of 1 artifact(s) failed parity")

@@ -40,9 +40,11 @@ from .main import cli
               "resume) and a single file whose output exists is refused.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads.")
+@click.option("--allow-unverified", is_flag=True,
+              help="Run an ONNX file or IR whose graph or weights were edited after its verification (refused otherwise).")
 @json_option
 def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, tile_batch, ensemble, bit_depth,
-            overwrite, device, threads, as_json):
+            overwrite, device, threads, allow_unverified, as_json):
     """Denoise an image file (or every image in a folder) into DST with any artifact, or on a Triton server."""
 
     src_p, dst_p = Path(src), Path(dst)
@@ -65,7 +67,8 @@ def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, 
                             ensemble=ensemble)
     else:
         denoiser = Denoiser.open(model, backend=backend, stages=stages, device=device, threads=threads, tile=tile,
-                                 overlap=overlap, tile_batch=tile_batch, ensemble=ensemble)
+                                 overlap=overlap, tile_batch=tile_batch, ensemble=ensemble,
+                                 allow_unverified=allow_unverified)
     if model is None and not server:
         notice(DEMO_NOTICE)
     busy = busy_warning(threads) if denoiser.runner.on_cpu else None

@@ -19,6 +19,7 @@ from ..parity import (
 )
 from ..parity.harness import format_measured
 from ..parity.report import localisation_line, report_dict
+from ..seal import check_seal
 from ..weights import DEMO_NOTICE, demo_weights, has_demo_weights
 from .common import (
     command_line,
@@ -46,17 +47,23 @@ from .main import cli
 @click.option("--min-psnr", type=float, default=None, help="Override: min output PSNR vs eager (dB).")
 @click.option("--max-dpsnr", type=click.FloatRange(min=0), default=None, help="Override: max |mean dPSNR| vs clean (dB).")
 @click.option("--no-localise", is_flag=True, help="Skip finding the first divergent node of a failing ONNX artifact.")
+@click.option("--allow-unverified", is_flag=True,
+              help="Measure a file whose graph or weights were edited after its verification (refused otherwise).")
 @json_option
-def parity(artifacts, stages, checkpoint, data, report_dir, precision, max_abs, min_psnr, max_dpsnr, no_localise, as_json):
+def parity(artifacts, stages, checkpoint, data, report_dir, precision, max_abs, min_psnr, max_dpsnr, no_localise,
+           allow_unverified, as_json):
     """Check ONNX files or TensorRT engines against the fp32 eager model; exit 3 if any fails."""
     data_dir = Path(data) if data else default_sidd_dir()
     loaded = [load_artifact(a, precision) for a in artifacts]  # every missing or corrupt file is named before any work
+    for art in loaded:  # and every file edited after its verification
+        check_seal(art.path, art.metadata, allow_unverified)
     results, reference = [], None
     for art in loaded:
         weights = _reference_weights(art, checkpoint)
         thresholds = thresholds_for(art.precision, max_abs=max_abs, min_psnr=min_psnr, max_dpsnr=max_dpsnr)
         with progress_steps(quiet=as_json) as step:
-            r = run_parity(art, weights, stages, data_dir, thresholds, localise=not no_localise, step=step)
+            r = run_parity(art, weights, stages, data_dir, thresholds, localise=not no_localise, step=step,
+                           allow_unverified=allow_unverified)
         results.append(r)
         reference = reference or {"weights": weights.identity, "blocks": weights.blocks, "stages": r.stages,
                                   "data": str(data_dir) if data_dir else None}

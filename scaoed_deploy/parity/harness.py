@@ -34,6 +34,7 @@ from ..runtime.base import RunOptions
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..runtime.registry import open_runner
 from ..runtime.torch_backend import TorchRunner
+from ..seal import check_seal
 from .localise import localise_failure
 
 
@@ -165,7 +166,9 @@ def _compare_outputs(case, names, eager_outs, got_outs) -> list[Agreement]:
     return checks
 
 
-_REPORTS_NAN = RunOptions(check_finite=False)  # parity reports non-finite outputs as a failed check
+# Parity reports non-finite outputs as a failed check, and measures the file it is given: run_parity refused an
+# edited one already, unless asked to measure it all the same.
+_REPORTS_NAN = RunOptions(check_finite=False, allow_unverified=True)
 
 
 def _read_back(artifact: Artifact) -> dict | None:
@@ -197,10 +200,13 @@ def run_parity(
     step: Callable[[str], None] = lambda s: None,
     read_back: dict | None = None,
     label: str | None = None,
+    allow_unverified: bool = False,
 ) -> ParityResult:
     """``read_back``: the artifact's audit (``audit.audit(...).to_dict()``) when the caller has read it already;
-    ``label``: the name progress lines give the artifact (build-engine checks a temporary file: its final name)."""
+    ``label``: the name progress lines give the artifact (build-engine checks a temporary file: its final name);
+    ``allow_unverified``: measure a file edited after its verification instead of refusing it."""
     label = label or artifact.path.name
+    check_seal(artifact.path, artifact.metadata, allow_unverified)
     k = check_consistency(artifact, weights, stages)
     thresholds = thresholds or thresholds_for(artifact.precision)
     eager = TorchRunner(weights, stages=k, device="cpu")

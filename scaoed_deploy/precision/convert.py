@@ -52,6 +52,7 @@ from ..compare import held_out_psnr
 from ..cpu import CPU, this_cpu
 from ..errors import ScaoedError, VerificationError, first_line
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
+from ..seal import SEAL_KEY
 from .calibration import CalibSample, describe
 from .islands import select_islands
 from .quiet import quiet_tools
@@ -95,6 +96,7 @@ def _modelopt(what: str):
 def _stamp(proto, source, result: PrecisionONNX, stages: int | None) -> None:
     """Carry the source's scaoed.* metadata and record what this conversion did."""
     meta = metadata_of(source)
+    meta.pop(SEAL_KEY, None)  # the source's digest: this file is sealed when it is verified, not before
     meta["precision"] = result.precision
     meta["precision_target"] = result.target
     meta["precision_detail"] = json.dumps({

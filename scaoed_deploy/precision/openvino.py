@@ -41,6 +41,7 @@ from ..cpu import this_cpu
 from ..errors import ScaoedError, VerificationError, first_line
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..runtime.openvino_backend import INFERENCE_PRECISION
+from ..seal import SEAL_KEY
 from .calibration import CalibSample, describe
 from .islands import select_islands
 from .quiet import quiet_tools
@@ -210,6 +211,7 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
         result.model, result.kept_float, result.check_psnr = quantized, islands + kept + left, check
         result.calibration = dict(describe(calib), held_out=[c.name for c in held_out])
     meta = metadata_of(source)
+    meta.pop(SEAL_KEY, None)  # the source's digest: this file is sealed when it is verified, not before
     meta.update(precision=precision, precision_target="openvino", inference_precision=INFERENCE_PRECISION[precision],
                 precision_detail=json.dumps({"tool": TOOL[precision], "calibration": result.calibration,
                                              "check_psnr_vs_fp32": result.check_psnr,

@@ -58,6 +58,7 @@ class RunOptions:
     amp: str | None = None  # torch: autocast bf16/fp16
     compile: bool = False  # torch: torch.compile
     check_finite: bool = True  # refuse NaN/Inf outputs (parity turns it off: it reports them)
+    allow_unverified: bool = False  # run a file edited after verification (its recorded content digest differs)
 
 
 @dataclass

@@ -88,9 +88,12 @@ class Denoiser:
 
     @classmethod
     def open(cls, model: str | Path | None = None, backend: str | None = None, stages: int | None = None,
-             device: str = "auto", threads: int | None = None, **options) -> Denoiser:
-        """A Denoiser over a checkpoint, an .onnx file or an engine (None: the demo weights)."""
-        runner = open_runner(model, backend, RunOptions(stages=stages, device=device, threads=threads))
+             device: str = "auto", threads: int | None = None, allow_unverified: bool = False,
+             **options) -> Denoiser:
+        """A Denoiser over a checkpoint, an .onnx file or an engine (None: the demo weights); ``allow_unverified``
+        runs a file edited after its verification (refused otherwise)."""
+        runner = open_runner(model, backend, RunOptions(stages=stages, device=device, threads=threads,
+                                                        allow_unverified=allow_unverified))
         return cls(runner, **options)
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 from ..artifact import Artifact, load_artifact
 from ..contract import Tensor, check_signature
 from ..errors import ScaoedError, first_line
+from ..seal import check_seal
 from .base import BaseRunner, Limits, RunOptions, cpu_threads
 
 CPU = ["CPUExecutionProvider"]
@@ -28,6 +29,7 @@ class OnnxRuntimeRunner(BaseRunner):
     def open(cls, path: Path, options: RunOptions, artifact: Artifact | None = None,
              providers: list[str] | None = None) -> OnnxRuntimeRunner:
         art = artifact or load_artifact(path)  # one clear line for a corrupt file, before ONNX Runtime's
+        check_seal(path, art.metadata, options.allow_unverified)  # edited after verification: refused
         runner = cls(path, providers=providers, threads=options.threads)
         runner.description = f"{path} on ONNX Runtime ({'CUDA' if providers is CUDA else 'CPU'}, {art.precision})"
         return runner

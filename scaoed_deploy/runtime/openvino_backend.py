@@ -17,6 +17,7 @@ import numpy as np
 from ..artifact import Artifact, load_artifact, ov_reason, read_ir, require_openvino
 from ..contract import Tensor, check_signature
 from ..errors import ScaoedError
+from ..seal import check_seal
 from .base import BaseRunner, Limits, RunOptions, cpu_threads
 
 #: scaoed.precision -> the INFERENCE_PRECISION_HINT it is compiled with
@@ -31,6 +32,7 @@ class OpenVINORunner(BaseRunner):
     @classmethod
     def open(cls, path: Path, options: RunOptions, artifact: Artifact | None = None) -> OpenVINORunner:
         art = artifact or load_artifact(path)
+        check_seal(path, art.metadata, options.allow_unverified)  # edited after verification: refused
         return cls(path, precision=art.precision, threads=options.threads)
 
     def __init__(self, model: str | Path, precision: str = "fp32", threads: int | None = None,

@@ -37,6 +37,7 @@ from ..errors import ScaoedError, current_umask, first_line
 from ..parity import read_parity_record
 from ..runtime.tensorrt import check_engine_sidecar
 from ..runtime.triton_client import require_tritonclient
+from ..seal import check_seal
 
 CONFIG = "config.pbtxt"
 PYTHON_MODEL = Path(__file__).with_name("triton_model.py")
@@ -180,9 +181,12 @@ def plan_model(path: str | Path, options: RepoOptions) -> ModelEntry:
     sidecar = None
     if art.kind == "engine":
         sidecar = check_engine_sidecar(art.path)  # a tampered or never-built engine: refused (no TensorRT needed)
-    elif "verification" not in art.metadata and not options.allow_unverified:
-        raise ScaoedError(f"{art.path} records no verification (it was not made by scaoed-deploy export or "
-                          "build-engine); verify it, or pass --allow-unverified to serve it as it is")
+    elif not check_seal(art.path, art.metadata, options.allow_unverified) and not options.allow_unverified:
+        if "verification" not in art.metadata:
+            raise ScaoedError(f"{art.path} records no verification (it was not made by scaoed-deploy export or "
+                              "build-engine); verify it, or pass --allow-unverified to serve it as it is")
+        raise ScaoedError(f"{art.path} records a verification but no content digest binding it to the file (made "
+                          "before artifacts were sealed): export or build it again, or pass --allow-unverified")
     if options.device == "cuda" and art.kind == "openvino":
         raise ScaoedError(f"{art.path}: an OpenVINO IR is served on CPU instances; drop --device cuda for it")
     if options.device == "cpu" and art.kind == "engine":
@@ -207,6 +211,8 @@ def plan_model(path: str | Path, options: RepoOptions) -> ModelEntry:
         entry.kind = "KIND_GPU" if gpu else "KIND_CPU"
         backend = {"engine": "tensorrt", "openvino": "openvino"}.get(art.kind, "onnxruntime-cuda" if gpu else "onnxruntime")
         params.update(artifact=art.path.name, backend=backend)
+        if options.allow_unverified:  # the model's runner would refuse a file edited after verification
+            params["allow_unverified"] = "yes"
         # The runners take and give float32 whatever the artifact computes in.
         entry.inputs = [TensorSpec(t.name, "TYPE_FP32", t.dims) for t in inputs]
         entry.outputs = [TensorSpec(t.name, "TYPE_FP32", t.dims) for t in outputs]

@@ -28,7 +28,8 @@ class TritonPythonModel:
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         path = Path(args["model_repository"]) / args["model_version"] / params["artifact"]
         threads = int(params["threads"]) if params.get("threads") else None
-        self.runner = open_runner(path, params.get("backend") or None, RunOptions(threads=threads))
+        self.runner = open_runner(path, params.get("backend") or None,
+                                  RunOptions(threads=threads, allow_unverified=params.get("allow_unverified") == "yes"))
         self.runner.activate()
         self.input_name = config["input"][0]["name"]
         self.output_names = [o["name"] for o in config["output"]]
