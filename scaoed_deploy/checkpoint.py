@@ -20,7 +20,14 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, ScaoedError, atomic_path, first_line, read_json_object, short_list
+from .errors import (
+    CheckpointError,
+    ScaoedError,
+    atomic_path,
+    first_line,
+    read_json_object,
+    short_list,
+)
 from .model import ScaoedNet
 from .model.layout import OFFICIAL_MARKER, OURS_MARKER, count_blocks, official_key_map
 

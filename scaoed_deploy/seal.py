@@ -15,7 +15,13 @@ import hashlib
 import re
 from pathlib import Path
 
-from .artifact import META_PREFIX, ONNX_SUFFIXES, OPENVINO_SUFFIXES, metadata_of, write_metadata
+from .artifact import (
+    META_PREFIX,
+    ONNX_SUFFIXES,
+    OPENVINO_SUFFIXES,
+    metadata_of,
+    write_metadata,
+)
 from .errors import VerificationError
 
 SEAL_KEY = "content_sha256"  # scaoed.content_sha256

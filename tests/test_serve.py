@@ -36,6 +36,7 @@ from scaoed_deploy.serve import (
     make_repository,
     read_config,
 )
+from scaoed_deploy.serve.repository import default_max_side
 from scaoed_deploy.serve.server import process_tree_rss, shm_regions
 
 pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")
@@ -203,7 +204,8 @@ def test_config_read_back_from_the_server(server):
     assert served["dynamic_batching"]["preferred_batch_size"] == list(mine.dynamic_batching.preferred_batch_size)
     assert {k: v["string_value"] for k, v in served["parameters"].items()} == {
         k: v.string_value for k, v in mine.parameters.items()}
-    assert runner.limits.max_batch == 8 and runner.limits.max_hw is None
+    side = int(mine.parameters["max_side"].string_value)
+    assert side == default_max_side(8) and runner.limits.max_batch == 8 and runner.limits.max_hw == (side, side)
 
 
 def test_concurrent_requests_are_batched(server, tiny):

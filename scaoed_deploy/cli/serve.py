@@ -31,13 +31,16 @@ from .main import cli
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads per instance.")
 @click.option("--allow-unverified", is_flag=True, help="Serve artifacts that record no verification (foreign ONNX).")
 @click.option("--overwrite", is_flag=True, help="Replace models of the same name already in the repository.")
+@click.option("--max-side", type=click.IntRange(16), default=None,
+              help="Largest image side a request may have (dynamic sizes; default: what a full batch of them fits in "
+                   "half this machine's memory). Larger requests are refused with HTTP 400; clients tile.")
 @json_option
 def triton_repo(artifacts, repo, python_backend, max_batch, max_queue_delay_us, instances, device, threads,
-                allow_unverified, overwrite, as_json):
+                allow_unverified, overwrite, max_side, as_json):
     """A Triton Inference Server model repository from verified artifacts, one model per artifact."""
     options = RepoOptions(python_backend=python_backend, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us,
                           instances=instances, device=device, threads=threads, allow_unverified=allow_unverified,
-                          overwrite=overwrite)
+                          overwrite=overwrite, max_side=max_side)
     with progress_steps(quiet=as_json) as step:
         result = make_repository(list(artifacts), repo, options, step)
     if instances > 1 and not threads and any(m["instance_kind"] == "KIND_CPU" for m in result["models"]):

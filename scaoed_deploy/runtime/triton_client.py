@@ -61,6 +61,8 @@ def config_limits(cfg: dict) -> Limits:
         min_hw, max_hw = tuple(lo_s[2:]), tuple(hi_s[2:])
     elif len(dims) >= 2 and all(d > 0 for d in dims[-2:]):
         min_hw = max_hw = tuple(dims[-2:])
+    elif params.get("max_side"):  # dynamic sizes up to the side the repository set: larger images are tiled
+        min_hw, max_hw = None, (int(params["max_side"]),) * 2
     else:
         min_hw = max_hw = None
     static_batch = dims[0] if max_batch == 0 and len(dims) == 4 and dims[0] > 0 else None

@@ -55,6 +55,21 @@ class RepoOptions:
     threads: int | None = None  # CPU threads per instance (ONNX Runtime, OpenVINO, the python backend's runner)
     allow_unverified: bool = False  # serve an artifact that records no verification (a foreign ONNX)
     overwrite: bool = False  # replace a model of the same name already in the repository
+    max_side: int | None = None  # the largest H or W a request may have (dynamic sizes; default: default_max_side)
+
+
+#: Resident memory per pixel of one image in a run, measured: K = 5 at 512 x 512 peaked at 1050 MB on the CPU
+#: (benchmarks/results/cpu_512.md), about 4 KB per pixel; K = 1 needs less.
+BYTES_PER_PIXEL = 4096
+
+
+def default_max_side(max_batch: int, memory_bytes: int | None = None) -> int:
+    """The largest image side such that a full batch of such images fits in half this machine's memory (a
+    multiple of 32): a request past it is refused before any buffer is made, instead of taking the server down."""
+    if memory_bytes is None:
+        memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    side = int((memory_bytes / 2 / max(1, max_batch) / BYTES_PER_PIXEL) ** 0.5)
+    return max(64, side // 32 * 32)
 
 
 @dataclass
@@ -204,6 +219,9 @@ def plan_model(path: str | Path, options: RepoOptions) -> ModelEntry:
         inputs, outputs = _ir_io(art, batched) if art.kind == "openvino" else _onnx_io(art.path, batched)
     if options.threads:
         params["threads"] = str(options.threads)
+    dynamic = [d for t in inputs for d in t.dims[-2:] if d < 0]
+    if dynamic:  # the largest side a request may have, checked before any buffer is made (serve's guard, the model)
+        params["max_side"] = str(options.max_side or default_max_side(max(1, max_batch)))
     entry = ModelEntry(model_name(art), art, "", max_batch, inputs, outputs, params)
     gpu = art.kind == "engine" or (options.device == "cuda" and art.kind == "onnx")
     if options.python_backend:

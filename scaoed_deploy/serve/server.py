@@ -19,6 +19,12 @@ What the bundled server needs, and gets here:
 A stub that fails to start leaves the server waiting, not exiting: readiness is always awaited
 under a timeout, the server's log is watched for a model that failed to load, and a server that
 is not ready in time is killed with its whole process group.
+
+The HTTP port is a request guard's (``guard.py``): Triton's own HTTP endpoint listens on a loopback
+port behind it, its inference API open only to requests that carry the guard's per-run header, so
+that no infer request reaches Triton's frontend with a shape it would allocate the server to death
+for. The server dies with the process that started it (``processes.py``), and what a killed one
+left behind is removed at the next start; the log is removed after a clean stop unless it was named.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import contextlib
 import importlib.util
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -40,12 +47,20 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import ScaoedError
+from .guard import GUARD_HEADER, ModelLimits, RequestGuard
+from .processes import (
+    OWNER_FILE,
+    WORKDIR_PREFIX,
+    clean_stale,
+    die_with_parent,
+    process_tree_rss,
+    shm_regions,
+)
 from .repository import CONFIG, check_config, read_config
 
 BUNDLED_BACKENDS = {"python"}
 READY_TIMEOUT_S = 120.0
 EXIT_TIMEOUT_S = 10
-SHM_PREFIX = "triton_python_backend_shm_region_"
 
 
 # ---------------------------------------------------------------------------- the bundled server
@@ -99,6 +114,17 @@ def server_env(root: Path | None = None) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- the repository
+def repository_limits(repo: str | Path) -> dict[str, ModelLimits]:
+    """{model name: what its input takes}, for the request guard (configs as ``repository_backends`` checked)."""
+    out = {}
+    for d in sorted(p for p in Path(repo).iterdir() if (p / CONFIG).is_file()):
+        cfg = read_config(d / CONFIG)
+        side = cfg.parameters["max_side"].string_value if "max_side" in cfg.parameters else ""
+        out[d.name] = ModelLimits(cfg.input[0].name, cfg.max_batch_size, list(cfg.input[0].dims),
+                                  int(side) if side else None)
+    return out
+
+
 def repository_backends(repo: str | Path) -> dict[str, str]:
     """{model name: its backend or platform}, every config parsed and checked (one line for a bad one)."""
     repo = Path(repo)
@@ -134,45 +160,6 @@ def free_port(address: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def process_tree(pid: int) -> set[int]:
-    """A process and its descendants (the server and its python stubs), from /proc; empty once it is gone."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents[int(stat.parent.name)] = int(fields[1])
-    if pid not in parents:
-        return set()
-    tree, frontier = {pid}, [pid]
-    while frontier:
-        children = [p for p, pp in parents.items() if pp in frontier and p not in tree]
-        tree.update(children)
-        frontier = children
-    return tree
-
-
-def process_tree_rss(pid: int) -> int:
-    """Resident memory (bytes) of a process and its descendants."""
-    total = 0
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-    return total
-
-
-def shm_regions(pid: int) -> set[str]:
-    """The shared-memory regions the python backend made for the stubs under ``pid`` (named on their command lines).
-    A server that is killed leaves them in /dev/shm; ``TritonServer.stop`` removes them."""
-    names = set()
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError):
-            names.update(a.decode() for a in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
-                         if a.startswith(SHM_PREFIX.encode()))
-    return names
-
-
 # ---------------------------------------------------------------------------- the server
 class TritonServer:
     """A ``tritonserver`` process on ``repo``: ``start()`` (waits until ready), ``stop()``; a context manager."""
@@ -180,13 +167,18 @@ class TritonServer:
     def __init__(self, repo: str | Path, http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
                  address: str = "0.0.0.0", tritonserver: str | Path | None = None,
                  backend_dir: str | Path | None = None, log_path: str | Path | None = None,
-                 ready_timeout: float = READY_TIMEOUT_S):
+                 ready_timeout: float = READY_TIMEOUT_S, guard: bool = True):
         self.repo = Path(repo)
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.address, self.ready_timeout = address, ready_timeout
         self.binary = Path(tritonserver) if tritonserver else None
         self.backend_dir = Path(backend_dir) if backend_dir else None
         self.log_path = Path(log_path) if log_path else None
+        self.log_named = log_path is not None  # a log the user named is theirs to keep
+        self.use_guard = guard
+        self.guard: RequestGuard | None = None
+        self.triton_http_port = http_port  # Triton's own HTTP port: a loopback one behind the guard
+        self._guard_token = secrets.token_hex(16)
         self.process: subprocess.Popen | None = None
         self.models: dict[str, str] = {}
         self.bundled = self.binary is None  # the tritonserver of the nvidia-pytriton wheel (python backend only)
@@ -213,9 +205,12 @@ class TritonServer:
 
     # -------------------------------------------------------------- lifecycle
     def command(self) -> list[str]:
+        http = (["--http-address=127.0.0.1", f"--http-port={self.triton_http_port}",
+                 f"--http-restricted-api=inference:{GUARD_HEADER}={self._guard_token}"] if self.use_guard
+                else [f"--http-address={self.address}", f"--http-port={self.http_port}"])
         return [str(self.binary), f"--model-repository={self.repo.resolve()}",
-                f"--backend-directory={self.backend_dir}", f"--http-address={self.address}",
-                f"--http-port={self.http_port}", f"--grpc-address={self.address}", f"--grpc-port={self.grpc_port}",
+                f"--backend-directory={self.backend_dir}", *http,
+                f"--grpc-address={self.address}", f"--grpc-port={self.grpc_port}",
                 f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
                 f"--exit-timeout-secs={EXIT_TIMEOUT_S}", "--exit-on-error=true", "--disable-auto-complete-config",
                 "--log-verbose=0"] + (["--allow-gpu-metrics=false"] if self.bundled else [])
@@ -239,8 +234,10 @@ class TritonServer:
                            ("--metrics-port", self.metrics_port)):
             if not port_free(port, self.address):
                 raise ScaoedError(f"port {port} ({name}) is in use: stop what holds it or choose another {name}")
-        self._workdir = tempfile.TemporaryDirectory(prefix="scaoed-triton-")
+        clean_stale()  # what servers killed before left: their shared memory and temporary folders
+        self._workdir = tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX)
         work = Path(self._workdir.name)
+        (work / OWNER_FILE).write_text(str(os.getpid()))
         if bundled:
             self.backend_dir = prepare_backends(root, work / "backends")
         elif self.backend_dir is None:
@@ -252,9 +249,14 @@ class TritonServer:
         except OSError as e:
             raise ScaoedError(f"cannot write the server's log {self.log_path}: {e.strerror}") from e
         step(f"starting tritonserver on {self.repo} ({len(self.models)} model(s))")
-        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=server_env(root), start_new_session=True)
         try:
+            if self.use_guard:  # the public HTTP port is the guard's; Triton's own is a loopback one behind it
+                self.triton_http_port = free_port("127.0.0.1")
+                self.guard = RequestGuard(self.address, self.http_port, self.triton_http_port,
+                                          repository_limits(self.repo), self._guard_token).start()
+            self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=server_env(root), start_new_session=True,
+                                            preexec_fn=die_with_parent)
             self.wait_ready(step)
         except BaseException:
             self.stop()
@@ -329,6 +331,9 @@ class TritonServer:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)  # stubs left behind by a server that hung
             code = self.process.wait()
+        if self.guard is not None:
+            self.guard.stop()
+            self.guard = None
         for name in self._regions:  # a server that exits cleanly removed them; a killed one did not
             with contextlib.suppress(OSError):
                 (Path("/dev/shm") / name).unlink(missing_ok=True)
@@ -336,6 +341,9 @@ class TritonServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+            if code == 0 and not self.log_named:  # a clean stop: nothing in the log to point to
+                with contextlib.suppress(OSError):
+                    self.log_path.unlink()
         return code
 
     def cleanup(self) -> None:

@@ -1,0 +1,219 @@
+"""Serving under hostile requests and killed processes, against the real bundled tritonserver: a request beyond
+what the model takes is a 400 and the server keeps serving; inputs that are not finite or not of even, positive
+size are 400s that say so; the log stays clean; a killed `serve` takes its server with it and the next start
+removes what it left."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from references import tiny_conv_onnx
+
+from scaoed_deploy.serve import RepoOptions, TritonServer, free_port, make_repository
+from scaoed_deploy.serve.guard import ModelLimits, check_infer
+from scaoed_deploy.serve.processes import (
+    OWNER_FILE,
+    SHM,
+    SHM_PREFIX,
+    STALE_AFTER_S,
+    WORKDIR_PREFIX,
+    clean_stale,
+    process_tree,
+)
+
+MAX_SIDE = 256
+
+
+def _post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=body, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _json_infer(shape, data) -> bytes:
+    return json.dumps({"inputs": [{"name": "noisy", "shape": shape, "datatype": "FP32", "data": data}]}).encode()
+
+
+def _binary_infer(x: np.ndarray) -> tuple[bytes, dict]:
+    raw = np.ascontiguousarray(x, dtype=np.float32).tobytes()
+    head = json.dumps({"inputs": [{"name": "noisy", "shape": list(x.shape), "datatype": "FP32",
+                                   "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    return head + raw, {"Inference-Header-Content-Length": str(len(head))}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from test_serve import _server_or_skip
+
+    _server_or_skip()
+    root = tmp_path_factory.mktemp("faults")
+    tiny = tiny_conv_onnx(root / "tiny.onnx")
+    make_repository([tiny], root / "repo", RepoOptions(python_backend=True, allow_unverified=True, threads=1,
+                                                       max_side=MAX_SIDE))
+    s = TritonServer(root / "repo", free_port(), free_port(), free_port(), address="127.0.0.1",
+                     log_path=root / "server.log", ready_timeout=90).start()
+    yield s, tiny
+    s.stop()
+    s.cleanup()
+
+
+def _good(served) -> None:
+    """A good request is answered, with ONNX Runtime's values."""
+    import onnxruntime as ort
+
+    server, tiny = served
+    x = np.random.default_rng(0).random((1, 3, 8, 12), dtype=np.float32)
+    code, text = _post(f"{server.http_url}/v2/models/tiny/infer", _json_infer([1, 3, 8, 12], x.ravel().tolist()))
+    assert code == 200, text
+    got = np.array(json.loads(text)["outputs"][0]["data"], np.float32).reshape(x.shape)
+    want = ort.InferenceSession(str(tiny), providers=["CPUExecutionProvider"]).run(None, {"noisy": x})[0]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_a_60000_square_request_is_refused_and_the_server_keeps_serving(served):
+    server, _ = served
+    code, text = _post(f"{server.http_url}/v2/models/tiny/infer", _json_infer([1, 3, 60000, 60000], [0.5] * 12))
+    assert code == 400 and f"at most {MAX_SIDE}" in json.loads(text)["error"]
+    code, text = _post(f"{server.http_url}/v2/models/tiny/infer", _json_infer([1, 3, 8, 8], [0.5] * 12))
+    assert code == 400 and "declares 192 values" in text and "sends 12" in text
+    assert server.running()
+    _good(served)
+
+
+@pytest.mark.parametrize("case, shape, fill, says", [
+    ("nan", (1, 3, 8, 8), np.nan, "NaN or Inf"),
+    ("inf", (1, 3, 8, 8), np.inf, "NaN or Inf"),
+    ("odd", (1, 3, 7, 9), 0.5, "even and positive, got 7x9"),
+    ("zero", (1, 3, 0, 0), 0.5, "even and positive, got 0x0"),
+    ("too large", (1, 3, MAX_SIDE + 2, 8), 0.5, f"at most {MAX_SIDE}"),
+])
+def test_bad_inputs_are_400s_that_name_the_cause(served, case, shape, fill, says):
+    server, _ = served
+    body, headers = _binary_infer(np.full(shape, fill, np.float32))
+    code, text = _post(f"{server.http_url}/v2/models/tiny/infer", body, headers)
+    assert code == 400 and says in json.loads(text)["error"], text
+
+
+def test_grpc_bad_inputs_are_refused_by_the_model_with_invalid_argument(served):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    server, _ = served
+    client = grpcclient.InferenceServerClient(server.grpc_url.removeprefix("grpc://"))
+    for x, says in ((np.full((1, 3, 8, 8), np.nan, np.float32), "NaN or Inf"),
+                    (np.zeros((1, 3, MAX_SIDE + 2, 8), np.float32), f"at most {MAX_SIDE}")):
+        inp = grpcclient.InferInput("noisy", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        with pytest.raises(InferenceServerException, match=says) as e:
+            client.infer("tiny", [inp])
+        assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+    client.close()
+    _good(served)
+
+
+def test_tritons_own_http_port_takes_no_inference_without_the_guard(served):
+    server, _ = served
+    code, text = _post(f"http://127.0.0.1:{server.triton_http_port}/v2/models/tiny/infer",
+                       _json_infer([1, 3, 8, 8], [0.5] * 192))
+    assert code == 403 and "restricted" in text
+
+
+def test_the_served_models_log_stays_clean(served):
+    server, _ = served
+    for _ in range(20):
+        _good(served)
+    log = server.log_path.read_text(errors="replace")
+    assert "PyCapsule" not in log and "Traceback" not in log
+
+
+def test_check_infer_against_brute_force_limits():
+    limits = ModelLimits("noisy", 4, [3, -1, -1], 64)
+    for n in (0, 1, 4, 5):
+        for h in (0, 2, 3, 64, 66):
+            why = check_infer({"inputs": [{"name": "noisy", "shape": [n, 3, h, 8]}]}, limits)
+            ok = 1 <= n <= 4 and 0 < h <= 64 and h % 2 == 0
+            assert (why is None) == ok, (n, h, why)
+    assert "unknown input" in check_infer({"inputs": [{"name": "x", "shape": [1, 3, 8, 8]}]}, limits)
+    assert "must be [3, -1, -1]" in check_infer({"inputs": [{"name": "noisy", "shape": [1, 1, 8, 8]}]}, limits)
+    assert "integers" in check_infer({"inputs": [{"name": "noisy", "shape": [1, 3, "8", 8]}]}, limits)
+    nested = [[[[0.0] * 8] * 8] * 3]
+    assert check_infer({"inputs": [{"name": "noisy", "shape": [1, 3, 8, 8], "data": nested}]}, limits) is None
+
+
+def test_a_killed_serve_takes_its_server_with_it_and_the_next_start_cleans_up(tmp_path):
+    from test_serve import _server_or_skip
+
+    _server_or_skip()
+    tiny = tiny_conv_onnx(tmp_path / "tiny.onnx")
+    make_repository([tiny], tmp_path / "repo", RepoOptions(python_backend=True, allow_unverified=True, threads=1))
+    ports = [str(free_port()) for _ in range(3)]
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from scaoed_deploy.cli import main; sys.exit(main())",
+                             "serve", str(tmp_path / "repo"),
+                             "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2],
+                             "--address", "127.0.0.1", "--log", str(tmp_path / "server.log")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "Ctrl-C stops it" not in (line := proc.stdout.readline()):
+            assert line or proc.poll() is None, "serve exited before it was ready"
+        tree = process_tree(proc.pid) - {proc.pid}
+        assert len(tree) >= 2  # tritonserver and its python stub
+        workdirs = [p for p in Path("/tmp").glob(WORKDIR_PREFIX + "*") if (p / OWNER_FILE).is_file()
+                    and (p / OWNER_FILE).read_text() == str(proc.pid)]
+        assert len(workdirs) == 1
+        proc.kill()  # kill -9: no clean-up of its own runs
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() and
+                                                   "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]
+                                                   for p in tree):
+            time.sleep(0.2)
+        alive = [p for p in tree if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
+        assert alive == []  # the server and its stub died with it
+        assert clean_stale()["folders"] == [str(workdirs[0])] and not workdirs[0].exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_clean_stale_removes_only_regions_no_live_process_names(tmp_path):
+    if not SHM.is_dir():
+        pytest.skip("no /dev/shm")
+    stale, young = SHM / f"{SHM_PREFIX}test-stale-{os.getpid()}", SHM / f"{SHM_PREFIX}test-young-{os.getpid()}"
+    for region in (stale, young):
+        region.write_bytes(b"\0" * 16)
+    old = time.time() - STALE_AFTER_S - 5
+    os.utime(stale, (old, old))
+    try:
+        gone = clean_stale()["shm_regions"]
+        assert stale.name in gone and not stale.exists() and young.exists()
+    finally:
+        for region in (stale, young):
+            region.unlink(missing_ok=True)
+
+
+def test_a_clean_stop_removes_the_log_it_chose_and_keeps_a_named_one(tmp_path):
+    from test_serve import _server_or_skip
+
+    _server_or_skip()
+    tiny = tiny_conv_onnx(tmp_path / "tiny.onnx")
+    make_repository([tiny], tmp_path / "repo", RepoOptions(python_backend=True, allow_unverified=True, threads=1))
+    for named in (None, tmp_path / "mine.log"):
+        s = TritonServer(tmp_path / "repo", free_port(), free_port(), free_port(), address="127.0.0.1",
+                         log_path=named, ready_timeout=90).start()
+        log = s.log_path
+        assert s.stop() == 0
+        s.cleanup()
+        assert log.exists() == (named is not None)
