@@ -217,3 +217,48 @@ def test_a_clean_stop_removes_the_log_it_chose_and_keeps_a_named_one(tmp_path):
         assert s.stop() == 0
         s.cleanup()
         assert log.exists() == (named is not None)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _request_table() -> list[tuple[str, int, str]]:
+    """(request, HTTP status, quoted error) from the README's table of requests to a served model."""
+    text = README.read_text()
+    section = text[text.index("| request to a served model |"):]
+    rows = []
+    for line in section.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows.append((cells[0], int(cells[1]), cells[2].strip("`")))
+    return rows
+
+
+def _row_request(name: str, server) -> tuple[str, bytes, dict]:
+    url = f"{server.http_url}/v2/models/tiny/infer"
+    if name.startswith("1 x 3 x 60000 x 60000"):
+        return url, _json_infer([1, 3, 60000, 60000], [0.5] * 12), {}
+    if name.startswith("a shape of 1 x 3 x 8 x 8 with 12 values"):
+        return url, _json_infer([1, 3, 8, 8], [0.5] * 12), {}
+    shape, fill = {"NaN or Inf values": ((1, 3, 8, 8), np.nan), "odd size, 1 x 3 x 7 x 9": ((1, 3, 7, 9), 0.5),
+                   "zero size, 1 x 3 x 0 x 0": ((1, 3, 0, 0), 0.5),
+                   "a side over `--max-side`": ((1, 3, MAX_SIDE + 2, 8), 0.5)}.get(name, ((1, 3, 8, 8), 0.5))
+    body, headers = _binary_infer(np.full(shape, fill, np.float32))
+    if name.startswith("Triton's own HTTP port"):
+        url = f"http://127.0.0.1:{server.triton_http_port}/v2/models/tiny/infer"
+    return url, body, headers
+
+
+@pytest.mark.parametrize("name, status, quoted", _request_table(), ids=[r[0] for r in _request_table()])
+def test_each_row_of_the_readmes_request_table(served, name, status, quoted):
+    server, _ = served
+    code, text = _post(*_row_request(name, server))
+    assert code == status and quoted in json.loads(text)["error"], text
+    assert server.running()
+
+
+def test_the_request_table_covers_the_issue_list():
+    names = " ".join(r[0] for r in _request_table())
+    for case in ("60000", "NaN", "odd", "zero", "max-side", "without the guard"):
+        assert case in names

@@ -107,12 +107,16 @@ class _Handler(BaseHTTPRequestHandler):
             if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
                 self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
     def _refuse(self, status: int, message: str) -> None:
-        self.guard.refused += 1
+        if status < 500:  # a request refused, not Triton still starting
+            self.guard.refused += 1
+        self.close_connection = True  # a body left unread must not be taken for the next request
         self._reply(status, json.dumps({"error": message}).encode(), [("Content-Type", "application/json")])
 
     def _handle(self) -> None:
@@ -136,8 +140,10 @@ class _Handler(BaseHTTPRequestHandler):
         if m and self.command == "POST":
             split = self.headers.get("Inference-Header-Content-Length")
             try:
-                head = json.loads(body[: int(split)] if split else body)
-            except (ValueError, UnicodeDecodeError) as e:
+                head = json.loads((body[: int(split)] if split else body).decode("utf-8"))
+            except UnicodeDecodeError as e:
+                return self._refuse(400, f"the request's JSON header is not UTF-8 text (byte {e.start})")
+            except ValueError as e:
                 return self._refuse(400, f"the request's JSON cannot be read ({e})")
             why = check_infer(head, limits) if isinstance(head, dict) else "the request must be a JSON object"
             if why:
