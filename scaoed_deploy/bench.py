@@ -125,7 +125,8 @@ def machine() -> dict:
     if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability(0)
         gpu = {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
-    return {"cpu": cpu.name, "cores": os.cpu_count(), "isa": cpu.isa, "isa_class": cpu.isa_class, "gpu": gpu,
+    return {"cpu": cpu.name, "cores": os.cpu_count(), "isa": cpu.isa, "isa_class": cpu.isa_class,
+            "isa_capped_by": cpu.capped_by, "gpu": gpu,
             "python": platform.python_version(), "platform": platform.platform(), "versions": versions}
 
 
@@ -546,7 +547,8 @@ def markdown(result: dict) -> str:
     m, c = result["machine"], result["config"]
     lines = [f"# ScaoedNet benchmark ({c['device']})", "",
              f"Command: `{result.get('command', '')}`", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])})"
+             f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}"
+             + (f"; torch capped by {m['isa_capped_by']}" if m.get("isa_capped_by") else "") + ")"
              + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "; no GPU") + f". {result['timing']}.",
              f"Weights: `{result['weights']['source']}` (T={result['weights']['blocks']}). "
              f"Batch {c['batch']}, {c['warmup']} warm-up + {c['iters']} timed runs per row.", "",

@@ -9,11 +9,16 @@ quantization format, and records and artifacts name the CPU and the ISA they wer
   ``reduce_range`` where VNNI is missing).
 - **bf16** (AVX-512 BF16 or AMX-BF16): without it torch emulates bf16 convolutions (about 200 x
   slower than fp32 on an AVX2-only EPYC) and OpenVINO silently runs f32.
+
+``ONEDNN_MAX_CPU_ISA`` (oneDNN's own cap, which torch's CPU kernels obey) masks the flags above it,
+so that a run capped at ``AVX2`` is planned as on an AVX2-only CPU (``capped_by`` says so). It caps
+torch alone: ONNX Runtime and OpenVINO still use every instruction the CPU has.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +27,21 @@ from pathlib import Path
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
+#: ONEDNN_MAX_CPU_ISA values and the flags of ISA_FLAGS they leave (oneDNN's names; the AMX ones leave all).
+ONEDNN_CAPS = {
+    "SSE41": set(), "AVX": set(), "AVX2": {"avx2"}, "AVX2_VNNI": {"avx2", "avx_vnni"},
+    "AVX2_VNNI_2": {"avx2", "avx_vnni"}, "AVX512_CORE": {"avx2", "avx512f"},
+    "AVX512_CORE_VNNI": {"avx2", "avx512f", "avx512_vnni"},
+    "AVX512_CORE_BF16": {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"},
+    "AVX10_1_512": {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"},
+}
+
+
 @dataclass(frozen=True)
 class CPU:
     name: str
     flags: frozenset[str]
+    capped_by: str | None = None  # "ONEDNN_MAX_CPU_ISA=AVX2" when the flags were masked to it
 
     @property
     def isa(self) -> list[str]:
@@ -55,7 +71,8 @@ class CPU:
 
     def describe(self) -> str:
         """'AMD EPYC (avx2, avx512f, avx512_vnni, avx512_bf16)'."""
-        return f"{self.name} ({', '.join(self.isa) or 'no AVX2'})"
+        capped = f", capped by {self.capped_by}" if self.capped_by else ""
+        return f"{self.name} ({', '.join(self.isa) or 'no AVX2'}{capped})"
 
     def not_native(self, precision: str) -> str | None:
         """Why this CPU has no native path for ``precision`` (bf16), or None when it has one."""
@@ -65,11 +82,13 @@ class CPU:
         return None
 
     def to_dict(self) -> dict:
-        return {"cpu": self.name, "isa": self.isa, "isa_class": self.isa_class}
+        return {"cpu": self.name, "isa": self.isa, "isa_class": self.isa_class,
+                **({"capped_by": self.capped_by} if self.capped_by else {})}
 
 
-def read_cpu(cpuinfo: str | None = None) -> CPU:
-    """The CPU described by ``cpuinfo`` (the text of /proc/cpuinfo; None: this machine's)."""
+def read_cpu(cpuinfo: str | None = None, cap: str | None = None) -> CPU:
+    """The CPU described by ``cpuinfo`` (the text of /proc/cpuinfo; None: this machine's), its flags masked to
+    ``cap`` (an ONEDNN_MAX_CPU_ISA value) when given."""
     name, flags = platform.processor() or platform.machine(), set()
     if cpuinfo is None:
         try:
@@ -78,9 +97,15 @@ def read_cpu(cpuinfo: str | None = None) -> CPU:
             cpuinfo = ""
     first = cpuinfo.split("\n\n")[0]
     info = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in first.splitlines() if ":" in ln)}
-    return CPU(info.get("model name", name), frozenset(info.get("flags", "").split()) or frozenset(flags))
+    flags = set(info.get("flags", "").split()) or flags
+    keep = ONEDNN_CAPS.get((cap or "").upper())
+    if keep is None:
+        return CPU(info.get("model name", name), frozenset(flags))
+    masked = {f for f in flags if f not in ISA_FLAGS and not f.startswith(("avx512", "amx"))} | (set(ISA_FLAGS) & flags & keep)
+    return CPU(info.get("model name", name), frozenset(masked), f"ONEDNN_MAX_CPU_ISA={cap.upper()}")
 
 
 @functools.cache
 def this_cpu() -> CPU:
-    return read_cpu()
+    """This machine's CPU, as capped by ONEDNN_MAX_CPU_ISA where it is set."""
+    return read_cpu(cap=os.environ.get("ONEDNN_MAX_CPU_ISA"))
