@@ -85,7 +85,7 @@ def test_missing_weights_and_corrupt_ir_give_one_line(irs, tmp_path):
     bad = tmp_path / "bad.xml"
     bad.write_text("<net>")
     bad.with_suffix(".bin").write_bytes(b"")
-    with pytest.raises(ScaoedError, match="not an OpenVINO IR \(truncated or not XML"):
+    with pytest.raises(ScaoedError, match=r"not an OpenVINO IR \(truncated or not XML"):
         load_artifact(bad)
 
 

@@ -64,7 +64,7 @@ def served(tmp_path_factory):
     s = TritonServer(root / "repo", free_port(), free_port(), free_port(), address="127.0.0.1",
                      log_path=root / "server.log", ready_timeout=90).start()
     yield s, tiny
-    s.stop()
+    s.stop(timeout=0)  # killed: a clean stop is test_a_clean_stop_...'s
     s.cleanup()
 
 
@@ -151,6 +151,7 @@ def test_check_infer_against_brute_force_limits():
     assert check_infer({"inputs": [{"name": "noisy", "shape": [1, 3, 8, 8], "data": nested}]}, limits) is None
 
 
+@pytest.mark.slow  # starts a server of its own
 def test_a_killed_serve_takes_its_server_with_it_and_the_next_start_cleans_up(tmp_path):
     from test_serve import _server_or_skip
 
@@ -204,6 +205,7 @@ def test_clean_stale_removes_only_regions_no_live_process_names(tmp_path):
             region.unlink(missing_ok=True)
 
 
+@pytest.mark.slow  # starts two servers of its own
 def test_a_clean_stop_removes_the_log_it_chose_and_keeps_a_named_one(tmp_path):
     from test_serve import _server_or_skip
 
