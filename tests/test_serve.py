@@ -173,6 +173,20 @@ def server(tiny, tmp_path_factory):
     s.cleanup()
 
 
+def _ready_facts(proc: subprocess.Popen, timeout: float = 120) -> dict:
+    """The JSON `serve --json` prints once the server is ready; the serve's own error if it exits first."""
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:  # end of output: serve exited before it was ready
+            proc.wait(10)
+            pytest.fail(f"serve exited ({proc.returncode}) before it was ready: {proc.stderr.read()[-2000:]}")
+        lines.append(line)
+        if line == "}\n":
+            return json.loads("".join(lines))
+    pytest.fail("serve was not ready in time")
+
+
 def _metric(server: TritonServer, name: str) -> float:
     text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -322,7 +336,7 @@ def test_server_death_mid_folder_stops_and_a_second_run_resumes(tiny, tmp_path, 
            "--log", str(tmp_path / "s2.log")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        facts = json.loads("".join(iter(proc.stdout.readline, "}\n")) + "}")  # printed once the server is ready
+        facts = _ready_facts(proc)
         assert facts["models"] == {"tiny": "python"} and facts["http"] == f"http://127.0.0.1:{port}"
         assert main(["denoise", str(src), str(out), "--server", facts["http"]]) == 0
         assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png", "2.png"]

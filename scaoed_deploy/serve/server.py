@@ -251,7 +251,8 @@ class TritonServer:
         step(f"starting tritonserver on {self.repo} ({len(self.models)} model(s))")
         try:
             if self.use_guard:  # the public HTTP port is the guard's; Triton's own is a loopback one behind it
-                self.triton_http_port = free_port("127.0.0.1")
+                ours = {self.http_port, self.grpc_port, self.metrics_port}
+                self.triton_http_port = next(p for p in iter(lambda: free_port("127.0.0.1"), None) if p not in ours)
                 self.guard = RequestGuard(self.address, self.http_port, self.triton_http_port,
                                           repository_limits(self.repo), self._guard_token).start()
             self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
