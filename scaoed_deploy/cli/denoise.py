@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
+from ..cluster import denoise_on_ray
 from ..contract import ContractError
 from ..errors import DiskFullError, ScaoedError
-from ..images import list_images
 from ..runtime import BACKENDS, Denoiser, denoise_file
 from ..runtime.base import busy_warning
+from ..runtime.jobs import plan_jobs
 from ..runtime.triton_client import ServerLostError, TritonRunner
 from ..weights import DEMO_NOTICE
 from .common import emit_json, json_option, notice, progress_bar, stages_option
@@ -18,7 +17,7 @@ from .main import cli
 
 
 @cli.command()
-@click.argument("src", type=click.Path(exists=True))
+@click.argument("src", type=click.Path(exists=True))  # an image, a folder, or a .txt list of image paths
 @click.argument("dst", type=click.Path())
 @click.option("--model", "-m", "--checkpoint", "-c", "model", type=click.Path(),
               help="A checkpoint (.pth/.safetensors), an .onnx file, a TensorRT .engine or an OpenVINO .xml (default: "
@@ -42,21 +41,24 @@ from .main import cli
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads.")
 @click.option("--allow-unverified", is_flag=True,
               help="Run an ONNX file or IR whose graph or weights were edited after its verification (refused otherwise).")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Run on a Ray cluster: local (a Ray for this run), auto (the cluster this machine joined), HOST:PORT "
+                   "or ray://HOST:PORT. Paths must be visible to every node.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="With --ray: the actor pool's size (default: the cluster's CPUs / --threads, or its GPUs).")
 @json_option
 def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, tile_batch, ensemble, bit_depth,
-            overwrite, device, threads, allow_unverified, as_json):
-    """Denoise an image file (or every image in a folder) into DST with any artifact, or on a Triton server."""
-
-    src_p, dst_p = Path(src), Path(dst)
-    if not src_p.is_dir():
-        dst_p = dst_p / src_p.name if dst_p.is_dir() else dst_p
-        same = dst_p.exists() and dst_p.resolve() == src_p.resolve()
-        if dst_p.exists() and not overwrite:  # one rule for files and folders, said before the model loads
-            raise ScaoedError(f"{dst_p} is the input itself; --overwrite to replace it" if same else
-                              f"{dst_p} exists; --overwrite to replace it")
-    elif dst_p.exists() and dst_p.resolve() == src_p.resolve():
-        raise ScaoedError(f"{dst_p} is the input folder: a folder run never writes over its own inputs; "
-                          "name another output folder")
+            overwrite, device, threads, allow_unverified, ray_address, workers, as_json):
+    """Denoise an image file (or every image in a folder, or a .txt list of paths) into DST with any artifact, on
+    a Triton server, or on a Ray cluster."""
+    if workers and not ray_address:
+        raise click.UsageError("--workers goes with --ray")
+    if ray_address and server:
+        raise click.UsageError("--ray and --server do not go together: choose where the model runs")
+    if ray_address:
+        return _denoise_on_ray(src, dst, model, ray_address, workers, threads, backend, stages, device, reference, tile,
+                               overlap, tile_batch, ensemble, bit_depth, overwrite, allow_unverified, as_json)
+    plan = plan_jobs(src, dst, reference, overwrite)  # every rule on the files, said before the model loads
     if server:
         local = [name for name, value in (("--backend", backend), ("--stages", stages), ("--threads", threads),
                                           ("--device", device if device != "auto" else None)) if value]
@@ -74,41 +76,16 @@ def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, 
     busy = busy_warning(threads) if denoiser.runner.on_cpu else None
     if busy:
         notice(busy)
-    skipped = []
-    if src_p.is_dir():
-        if dst_p.exists() and not dst_p.is_dir():
-            raise ScaoedError(f"{dst_p} is a file; a folder in needs a folder out")
-        jobs = [(p, dst_p / p.name, (Path(reference) / p.name) if reference else None) for p in list_images(src_p)]
-        if not jobs:
-            raise ScaoedError(f"no images in {src_p} (looked for .png .jpg .jpeg .tif .tiff .bmp .webp)")
-        if reference:
-            missing = [str(r) for _, _, r in jobs if not r.is_file()]
-            if missing:
-                raise ScaoedError(f"reference folder lacks {len(missing)} image(s): {', '.join(missing[:3])}")
-        if not overwrite:
-            skipped = [str(d) for _, d, _ in jobs if d.exists()]
-            jobs = [j for j in jobs if not j[1].exists()]
-    else:
-        jobs = [(src_p, dst_p, Path(reference) if reference else None)]
+    skipped, jobs = plan.skipped, [(j.src, j.dst, j.ref) for j in plan.jobs]
     with denoiser:  # the session or engine is released when the jobs are done
         results, failures = _run_denoise_jobs(denoiser, jobs, int(bit_depth) if bit_depth else None, quiet=as_json,
-                                              single=not src_p.is_dir())
+                                              single=plan.single)
     summary = {"model": denoiser.description, "tile": tile, "overlap": overlap, "ensemble": ensemble,
                "results": results, "skipped_existing": skipped, "failures": failures}
     if as_json:
         emit_json(summary)
     else:
-        for r in results:
-            line = f"{r['input']} -> {r['output']} ({r['width']}x{r['height']}, {r['bit_depth_out']}-bit)"
-            if "psnr" in r:
-                line += (f": PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} "
-                         f"(input {r['psnr_in']:.2f} dB, {r['ssim_in']:.4f})")
-            click.echo(line)
-        if len(results) > 1 and reference:
-            def mean(key):
-                return sum(r[key] for r in results) / len(results)
-
-            click.echo(f"mean over {len(results)} images: PSNR {mean('psnr'):.2f} dB, SSIM {mean('ssim'):.4f}")
+        _print_results(results, reference)
         if skipped:
             click.echo(f"skipped {len(skipped)} image(s) whose output exists (--overwrite to redo them)")
         click.echo(f"model: {denoiser.description}")
@@ -116,6 +93,43 @@ def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, 
             notice(f"failed: {f['input']}: {f['error']}")
     if failures:
         raise ScaoedError(f"{len(failures)} of {len(jobs)} image(s) failed")
+
+
+def _denoise_on_ray(src, dst, model, address, workers, threads, backend, stages, device, reference, tile, overlap,
+                    tile_batch, ensemble, bit_depth, overwrite, allow_unverified, as_json):
+    summary = denoise_on_ray(src, dst, model, address=address, workers=workers, threads=threads, backend=backend,
+                             stages=stages, device=device, reference=reference, tile=tile, overlap=overlap,
+                             tile_batch=tile_batch, ensemble=ensemble, bit_depth=int(bit_depth) if bit_depth else None,
+                             overwrite=overwrite, allow_unverified=allow_unverified, progress=not as_json)
+    if model is None:
+        notice(DEMO_NOTICE)
+    if as_json:
+        emit_json(summary)
+    else:
+        _print_results(summary["results"], reference)
+        per_worker = ", ".join(f"{w}: {n}" for w, n in sorted(summary["per_worker"].items()))
+        click.echo(f"done {summary['done']}, skipped {summary['skipped']} (output exists), failed {summary['failed']} "
+                   f"in {summary['seconds']:.1f} s ({summary['images_per_s']:.2f} img/s) on {summary['workers']} "
+                   f"worker(s) x {summary['threads_per_worker']} thread(s) at {address}" +
+                   (f"; per worker: {per_worker}" if per_worker else ""))
+        for f in summary["failures"]:
+            notice(f"failed: {f['input']}: {f['error']}")
+    if summary["failed"]:
+        raise ScaoedError(f"{summary['failed']} of {summary['done'] + summary['failed']} image(s) failed")
+
+
+def _print_results(results: list[dict], reference) -> None:
+    """A line per image written (with PSNR/SSIM against its reference), then the mean over them."""
+    for r in results:
+        line = f"{r['input']} -> {r['output']} ({r['width']}x{r['height']}, {r['bit_depth_out']}-bit)"
+        if "psnr" in r:
+            line += f": PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} (input {r['psnr_in']:.2f} dB, {r['ssim_in']:.4f})"
+        click.echo(line)
+    if len(results) > 1 and reference:
+        def mean(key):
+            return sum(r[key] for r in results) / len(results)
+
+        click.echo(f"mean over {len(results)} images: PSNR {mean('psnr'):.2f} dB, SSIM {mean('ssim'):.4f}")
 
 
 def _run_denoise_jobs(denoiser, jobs, bit_depth, quiet: bool, single: bool):

@@ -70,13 +70,7 @@ class Denoiser:
 
     def __init__(self, runner, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, tile_batch: int = 4,
                  ensemble: bool = False, limits: Limits | None = None, description: str | None = None):
-        if tile is not None and (tile < 16 or tile % 2):
-            raise UsageError(f"--tile must be even and at least 16, got {tile}")
-        if overlap < 0 or (tile is not None and overlap * 2 >= tile):
-            limit = f" (at most {(tile - 1) // 2} for --tile {tile})" if tile is not None else ""
-            raise UsageError(f"--overlap must be at least 0 and less than half of --tile{limit}, got {overlap}")
-        if tile_batch < 1:
-            raise UsageError(f"--tile-batch must be at least 1, got {tile_batch}")
+        self.check_options(tile, overlap, tile_batch)
         self.runner, self.tile, self.overlap, self.tile_batch = runner, tile, overlap, tile_batch
         self.ensemble = ensemble
         self.limits = limits or getattr(runner, "limits", None) or Limits()
@@ -85,6 +79,17 @@ class Denoiser:
             self.tile_batch = self.limits.batch
         elif self.limits.max_batch:
             self.tile_batch = min(self.tile_batch, self.limits.max_batch)
+
+    @staticmethod
+    def check_options(tile: int | None, overlap: int, tile_batch: int) -> None:
+        """Refuse tiling options that do not fit together (a usage error), before any model loads."""
+        if tile is not None and (tile < 16 or tile % 2):
+            raise UsageError(f"--tile must be even and at least 16, got {tile}")
+        if overlap < 0 or (tile is not None and overlap * 2 >= tile):
+            limit = f" (at most {(tile - 1) // 2} for --tile {tile})" if tile is not None else ""
+            raise UsageError(f"--overlap must be at least 0 and less than half of --tile{limit}, got {overlap}")
+        if tile_batch < 1:
+            raise UsageError(f"--tile-batch must be at least 1, got {tile_batch}")
 
     @classmethod
     def open(cls, model: str | Path | None = None, backend: str | None = None, stages: int | None = None,

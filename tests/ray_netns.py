@@ -1,0 +1,118 @@
+"""Run inside a private network and PID namespace (tests/test_cluster.py starts it with `unshare`): a two-node Ray
+cluster on 127.0.0.1 (a head and a second raylet), the cluster scenarios against it, then `ray stop` (in this PID
+namespace it sees only these processes; leaving the namespace ends anything left). Writes what each scenario saw
+as JSON for the tests to judge.
+
+    python3 tests/ray_netns.py CASES.json RESULT.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+PORT = 6379
+ADDRESS = f"127.0.0.1:{PORT}"
+RAY = str(Path(sys.executable).with_name("ray"))
+NODE = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=150000000", "--disable-usage-stats"]
+CLI = [sys.executable, "-c", "import sys; from scaoed_deploy.cli import main; sys.exit(main())"]
+
+
+def start_cluster() -> dict:
+    t = time.perf_counter()
+    subprocess.run([RAY, "start", "--head", f"--port={PORT}", "--include-dashboard=false", *NODE], check=True,
+                   capture_output=True)
+    subprocess.run([RAY, "start", f"--address={ADDRESS}", *NODE], check=True, capture_output=True)
+    import ray
+
+    ray.init(address=ADDRESS, logging_level="ERROR", log_to_driver=False)
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    ray.shutdown()
+    return {"nodes": len(nodes), "addresses": sorted({n["NodeManagerAddress"] for n in nodes}),
+            "seconds": round(time.perf_counter() - t, 1)}
+
+
+def run_cli(args: list[str]) -> dict:
+    from scaoed_deploy.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    return {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+
+
+def worker_pids() -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if b"DenoiseWorker" in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def kill_a_worker_mid_run(args: list[str], out: Path) -> dict:
+    """The run in a thread; once the first output is written, SIGKILL one worker process mid-run."""
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(run_cli(args)))
+    thread.start()
+    killed, deadline = None, time.monotonic() + 120
+    while thread.is_alive() and time.monotonic() < deadline and killed is None:
+        if out.is_dir() and any(out.iterdir()):
+            pids = worker_pids()
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed = pids[0]
+        time.sleep(0.05)
+    thread.join(300)
+    return dict(result, killed=killed)
+
+
+def interrupt_the_driver(args: list[str], out: Path) -> dict:
+    """The CLI as its own process, SIGINT once the first output exists; then the same command again."""
+    first = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while first.poll() is None and time.monotonic() < deadline and not (out.is_dir() and any(out.iterdir())):
+        time.sleep(0.05)
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=120)
+    after_interrupt = sorted(p.name for p in out.iterdir())
+    second = run_cli(args)
+    return {"first_code": first.returncode, "first_stderr": err[-2000:], "after_interrupt": after_interrupt, **second}
+
+
+def main() -> int:
+    # Ray 2.60 turns token authentication on for a cluster started with `ray start --head`: every process of
+    # this one (raylets, driver, workers) shares a token made for this run, and none is written to ~/.ray.
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    cases = json.loads(Path(sys.argv[1]).read_text())
+    result: dict = {}
+    try:
+        result["cluster"] = start_cluster()
+        for name, case in cases.items():
+            t = time.perf_counter()
+            if case["kind"] == "run":
+                result[name] = run_cli(case["args"])
+            elif case["kind"] == "kill":
+                result[name] = kill_a_worker_mid_run(case["args"], Path(case["out"]))
+            elif case["kind"] == "interrupt":
+                result[name] = interrupt_the_driver(case["args"], Path(case["out"]))
+            result[name]["seconds"] = round(time.perf_counter() - t, 1)
+    except Exception as e:  # noqa: BLE001 - reported to the test, which fails with it
+        result["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True)
+        Path(sys.argv[2]).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""denoise --ray on a real two-node Ray cluster (a head and a second raylet on 127.0.0.1), started by the test inside
+a private network and PID namespace, so that it talks to loopback only and nothing of it outlives the test:
+outputs pixel-identical to local denoise, a corrupt image listed as failed, a worker SIGKILLed mid-run and every
+image still right, the driver interrupted and the same command doing only the rest."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from references import tiny_conv_onnx
+
+from scaoed_deploy.cli import main
+from scaoed_deploy.images import Image, read_image, write_image
+
+HERE = Path(__file__).resolve().parent
+NAMESPACE = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--"]
+
+pytestmark = pytest.mark.slow  # starts a Ray cluster of two nodes
+
+
+def _namespace_or_skip() -> None:
+    pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'scaoed-deploy[ray]')")
+    if not (shutil.which("unshare") and shutil.which("ip")):
+        pytest.skip("unshare and ip are needed for a private network namespace")
+    probe = subprocess.run(NAMESPACE + ["sh", "-c", "ip link set lo up"], capture_output=True, text=True)
+    if probe.returncode:
+        pytest.skip(f"cannot make a private network namespace here: {probe.stderr.strip()[:200]}")
+
+
+def _mixed_folder(d: Path) -> Path:
+    """8- and 16-bit PNG, TIFF, RGBA, gray, odd sizes, and one corrupt file."""
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    write_image(d / "a8.png", Image(rgb=rng.random((40, 56, 3), dtype=np.float32)))
+    write_image(d / "b16.png", Image(rgb=rng.random((32, 48, 3), dtype=np.float32), bit_depth=16))
+    write_image(d / "c.tif", Image(rgb=rng.random((30, 44, 3), dtype=np.float32), bit_depth=16))
+    write_image(d / "d_rgba.png", Image(rgb=rng.random((36, 36, 3), dtype=np.float32),
+                                        alpha=rng.random((36, 36), dtype=np.float32)))
+    write_image(d / "e_odd.png", Image(rgb=rng.random((33, 47, 3), dtype=np.float32)))
+    PILImage.fromarray((rng.random((26, 30)) * 255).astype(np.uint8), "L").save(d / "f_gray.png")
+    (d / "g_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return d
+
+
+def _folder(d: Path, n: int, size: int) -> Path:
+    d.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(n):
+        write_image(d / f"{i:02d}.png", Image(rgb=rng.random((size, size, 3), dtype=np.float32)))
+    return d
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, tiny_checkpoint):
+    """Every scenario, run once inside one namespace against one cluster; (what each saw, the folders)."""
+    _namespace_or_skip()
+    d = tmp_path_factory.mktemp("cluster")
+    onnx = tiny_conv_onnx(d / "tiny.onnx")
+    mixed, slow = _mixed_folder(d / "mixed"), _folder(d / "slow", 16, 192)
+    ray = ["--ray", "127.0.0.1:6379", "--threads", "1", "--json"]
+    cases = {
+        "mixed": {"kind": "run", "args": ["denoise", str(mixed), str(d / "mixed_ray"), "-m", str(onnx), *ray]},
+        "kill": {"kind": "kill", "out": str(d / "kill_ray"),
+                 "args": ["denoise", str(slow), str(d / "kill_ray"), "-c", str(tiny_checkpoint), "--stages", "1", *ray]},
+        "interrupt": {"kind": "interrupt", "out": str(d / "int_ray"),
+                      "args": ["denoise", str(slow), str(d / "int_ray"), "-c", str(tiny_checkpoint), "--stages", "1",
+                               *ray]},
+    }
+    (d / "cases.json").write_text(json.dumps(cases))
+    env = dict(os.environ, RAY_TMPDIR=str(d / "ray"))  # every Ray process of the run names this folder
+    script = f"ip link set lo up && exec {sys.executable} {HERE / 'ray_netns.py'} {d / 'cases.json'} {d / 'result.json'}"
+    proc = subprocess.run(NAMESPACE + ["sh", "-c", script], capture_output=True, text=True, env=env, timeout=900)
+    assert (d / "result.json").is_file(), proc.stderr[-3000:]
+    result = json.loads((d / "result.json").read_text())
+    assert "error" not in result, result["error"]
+    return result, d, onnx
+
+
+def test_the_cluster_has_two_nodes_on_loopback_and_nothing_of_it_outlives_the_test(cluster):
+    result, d, _ = cluster
+    assert result["cluster"]["nodes"] == 2 and result["cluster"]["addresses"] == ["127.0.0.1"]
+    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if str(d / "ray").encode() in _read(p)]
+    assert left == []
+
+
+def _read(p: Path) -> bytes:
+    try:
+        return p.read_bytes()
+    except OSError:
+        return b""
+
+
+def test_a_mixed_folder_on_ray_equals_local_denoise_and_lists_the_corrupt_image(cluster, capsys):
+    result, d, onnx = cluster
+    run = result["mixed"]
+    assert run["code"] == 1, run["stderr"]  # one image failed
+    summary = json.loads(run["stdout"])
+    assert summary["done"] == 6 and summary["failed"] == 1 and summary["failures"][0]["input"].endswith("g_corrupt.png")
+    assert summary["workers"] == 2 and summary["threads_per_worker"] == 1
+    assert main(["denoise", str(d / "mixed"), str(d / "mixed_local"), "-m", str(onnx), "--threads", "1"]) == 1
+    capsys.readouterr()
+    names = sorted(p.name for p in (d / "mixed_local").iterdir())
+    assert names == sorted(p.name for p in (d / "mixed_ray").iterdir()) and len(names) == 6
+    for name in names:
+        a, b = read_image(d / "mixed_local" / name), read_image(d / "mixed_ray" / name)
+        assert a.bit_depth == b.bit_depth and a.gray == b.gray and (a.alpha is None) == (b.alpha is None)
+        assert np.array_equal(a.rgb, b.rgb), name  # pixel-identical: same model, backend and threads
+        if a.alpha is not None:
+            assert np.array_equal(a.alpha, b.alpha)
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_every_image_is_right(cluster, tiny_checkpoint, capsys):
+    result, d, _ = cluster
+    run = result["kill"]
+    assert run["killed"], "no worker was killed mid-run"
+    assert run["code"] == 0, run["stderr"]
+    summary = json.loads(run["stdout"])
+    assert summary["done"] == 16 and summary["failed"] == 0
+    assert main(["denoise", str(d / "slow"), str(d / "kill_local"), "-c", str(tiny_checkpoint), "--stages", "1",
+                 "--threads", "1"]) == 0
+    capsys.readouterr()
+    out = sorted(p.name for p in (d / "kill_ray").iterdir())
+    assert out == sorted(p.name for p in (d / "slow").iterdir())  # every image, and no temporary file
+    for name in out:
+        assert np.array_equal(read_image(d / "kill_ray" / name).rgb, read_image(d / "kill_local" / name).rgb), name
+
+
+def test_an_interrupted_driver_leaves_complete_files_and_the_same_command_does_the_rest(cluster):
+    result, d, _ = cluster
+    run = result["interrupt"]
+    assert run["first_code"] == 130, run["first_stderr"]
+    kept = run["after_interrupt"]
+    assert 1 <= len(kept) < 16 and all(not n.startswith(".") for n in kept)
+    summary = json.loads(run["stdout"])
+    assert run["code"] == 0 and summary["skipped"] == len(kept) and summary["done"] == 16 - len(kept)
+    assert sorted(p.name for p in (d / "int_ray").iterdir()) == sorted(p.name for p in (d / "slow").iterdir())
+
+
+def test_without_ray_the_option_says_how_to_install_it(monkeypatch, tmp_path, capsys):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name, *a, **k):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    write_image(tmp_path / "in.png", Image(rgb=np.zeros((8, 8, 3), np.float32)))
+    assert main(["denoise", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--ray", "local"]) == 1
+    err = capsys.readouterr().err
+    assert "--ray needs Ray: pip install 'scaoed-deploy[ray]'" in err and not (tmp_path / "out.png").exists()
