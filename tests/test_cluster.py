@@ -51,7 +51,7 @@ def _mixed_folder(d: Path) -> Path:
 
 
 def _folder(d: Path, n: int, size: int) -> Path:
-    d.mkdir()
+    d.mkdir(exist_ok=True)
     rng = np.random.default_rng(4)
     for i in range(n):
         write_image(d / f"{i:02d}.png", Image(rgb=rng.random((size, size, 3), dtype=np.float32)))
@@ -64,12 +64,13 @@ def cluster(tmp_path_factory, tiny_checkpoint):
     _namespace_or_skip()
     d = tmp_path_factory.mktemp("cluster")
     onnx = tiny_conv_onnx(d / "tiny.onnx")
-    mixed, slow = _mixed_folder(d / "mixed"), _folder(d / "slow", 16, 192)
+    mixed = _folder(_mixed_folder(d / "mixed"), 10, 160)  # the mixed files, and enough work to kill a worker in
+    slow = _folder(d / "slow", 10, 160)
     ray = ["--ray", "127.0.0.1:6379", "--threads", "1", "--json"]
+    model = ["-c", str(tiny_checkpoint), "--stages", "1"]
     cases = {
-        "mixed": {"kind": "run", "args": ["denoise", str(mixed), str(d / "mixed_ray"), "-m", str(onnx), *ray]},
-        "kill": {"kind": "kill", "out": str(d / "kill_ray"),
-                 "args": ["denoise", str(slow), str(d / "kill_ray"), "-c", str(tiny_checkpoint), "--stages", "1", *ray]},
+        "kill": {"kind": "kill", "out": str(d / "mixed_ray"),
+                 "args": ["denoise", str(mixed), str(d / "mixed_ray"), *model, *ray]},
         "interrupt": {"kind": "interrupt", "out": str(d / "int_ray"),
                       "args": ["denoise", str(slow), str(d / "int_ray"), "-c", str(tiny_checkpoint), "--stages", "1",
                                *ray]},
@@ -98,17 +99,19 @@ def _read(p: Path) -> bytes:
         return b""
 
 
-def test_a_mixed_folder_on_ray_equals_local_denoise_and_lists_the_corrupt_image(cluster, capsys):
-    result, d, onnx = cluster
-    run = result["mixed"]
+def test_a_mixed_folder_on_ray_equals_local_denoise_and_lists_the_corrupt_image(cluster, tiny_checkpoint, capsys):
+    result, d, _ = cluster
+    run = result["kill"]
     assert run["code"] == 1, run["stderr"]  # one image failed
     summary = json.loads(run["stdout"])
-    assert summary["done"] == 6 and summary["failed"] == 1 and summary["failures"][0]["input"].endswith("g_corrupt.png")
-    assert summary["workers"] == 2 and summary["threads_per_worker"] == 1
-    assert main(["denoise", str(d / "mixed"), str(d / "mixed_local"), "-m", str(onnx), "--threads", "1"]) == 1
+    assert summary["done"] == 16 and summary["failed"] == 1
+    assert summary["failures"][0]["input"].endswith("g_corrupt.png")
+    assert summary["workers"] == 2 and summary["threads_per_worker"] == 1 and len(summary["per_worker"]) >= 2
+    assert main(["denoise", str(d / "mixed"), str(d / "mixed_local"), "-c", str(tiny_checkpoint), "--stages", "1",
+                 "--threads", "1"]) == 1
     capsys.readouterr()
     names = sorted(p.name for p in (d / "mixed_local").iterdir())
-    assert names == sorted(p.name for p in (d / "mixed_ray").iterdir()) and len(names) == 6
+    assert names == sorted(p.name for p in (d / "mixed_ray").iterdir()) and len(names) == 16  # no temporary file
     for name in names:
         a, b = read_image(d / "mixed_local" / name), read_image(d / "mixed_ray" / name)
         assert a.bit_depth == b.bit_depth and a.gray == b.gray and (a.alpha is None) == (b.alpha is None)
@@ -117,20 +120,14 @@ def test_a_mixed_folder_on_ray_equals_local_denoise_and_lists_the_corrupt_image(
             assert np.array_equal(a.alpha, b.alpha)
 
 
-def test_a_worker_killed_mid_run_is_replaced_and_every_image_is_right(cluster, tiny_checkpoint, capsys):
+def test_a_worker_killed_mid_run_is_replaced_and_every_image_is_done(cluster):
+    """The run above had one of its workers SIGKILLed after its first output: its images were done again by the
+    replacement, so every image is there and equal to local (the test above), and the run was not stopped."""
     result, d, _ = cluster
     run = result["kill"]
     assert run["killed"], "no worker was killed mid-run"
-    assert run["code"] == 0, run["stderr"]
-    summary = json.loads(run["stdout"])
-    assert summary["done"] == 16 and summary["failed"] == 0
-    assert main(["denoise", str(d / "slow"), str(d / "kill_local"), "-c", str(tiny_checkpoint), "--stages", "1",
-                 "--threads", "1"]) == 0
-    capsys.readouterr()
-    out = sorted(p.name for p in (d / "kill_ray").iterdir())
-    assert out == sorted(p.name for p in (d / "slow").iterdir())  # every image, and no temporary file
-    for name in out:
-        assert np.array_equal(read_image(d / "kill_ray" / name).rgb, read_image(d / "kill_local" / name).rgb), name
+    written = {p.name for p in (d / "mixed_ray").iterdir()}
+    assert written == {p.name for p in (d / "mixed").iterdir()} - {"g_corrupt.png"}
 
 
 def test_an_interrupted_driver_leaves_complete_files_and_the_same_command_does_the_rest(cluster):
@@ -138,9 +135,9 @@ def test_an_interrupted_driver_leaves_complete_files_and_the_same_command_does_t
     run = result["interrupt"]
     assert run["first_code"] == 130, run["first_stderr"]
     kept = run["after_interrupt"]
-    assert 1 <= len(kept) < 16 and all(not n.startswith(".") for n in kept)
+    assert 1 <= len(kept) < 10 and all(not n.startswith(".") for n in kept)
     summary = json.loads(run["stdout"])
-    assert run["code"] == 0 and summary["skipped"] == len(kept) and summary["done"] == 16 - len(kept)
+    assert run["code"] == 0 and summary["skipped"] == len(kept) and summary["done"] == 10 - len(kept)
     assert sorted(p.name for p in (d / "int_ray").iterdir()) == sorted(p.name for p in (d / "slow").iterdir())
 
 

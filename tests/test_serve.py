@@ -347,6 +347,7 @@ def test_server_death_mid_folder_stops_and_a_second_run_resumes(tiny, tmp_path, 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0 and time.monotonic() - t < 30
         assert "tritonserver stopped (exit code 0)" in proc.stderr.read()
+        assert (tmp_path / "s2.log").is_file()  # a clean stop keeps the log --log named
         assert process_tree_rss(facts["pid"]) == 0  # the server and its python stubs are gone, and their memory
         assert regions and not [r for r in regions if (Path("/dev/shm") / r).exists()]
     finally:
