@@ -25,7 +25,6 @@ PORT = 6379
 ADDRESS = f"127.0.0.1:{PORT}"
 RAY = str(Path(sys.executable).with_name("ray"))
 NODE = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=150000000", "--disable-usage-stats"]
-CLI = [sys.executable, "-c", "import sys; from scaoed_deploy.cli import main; sys.exit(main())"]
 
 
 def start_cluster() -> dict:
@@ -78,16 +77,20 @@ def kill_a_worker_mid_run(args: list[str], out: Path) -> dict:
 
 
 def interrupt_the_driver(args: list[str], out: Path) -> dict:
-    """The CLI as its own process, SIGINT once the first output exists; then the same command again."""
-    first = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while first.poll() is None and time.monotonic() < deadline and not (out.is_dir() and any(out.iterdir())):
-        time.sleep(0.05)
-    first.send_signal(signal.SIGINT)
-    _, err = first.communicate(timeout=120)
+    """The run in this (main) thread; once its first output exists, a real SIGINT to this process, as Ctrl-C
+    sends it; then the same command again."""
+    def watch():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (out.is_dir() and any(out.iterdir())):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, daemon=True).start()
+    first = run_cli(args)
     after_interrupt = sorted(p.name for p in out.iterdir())
     second = run_cli(args)
-    return {"first_code": first.returncode, "first_stderr": err[-2000:], "after_interrupt": after_interrupt, **second}
+    return {"first_code": first["code"], "first_stderr": first["stderr"][-2000:], "after_interrupt": after_interrupt,
+            **second}
 
 
 def stop_everything_else() -> int:

@@ -22,16 +22,10 @@ from scaoed_deploy.runtime import OnnxRuntimeRunner
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """T = 2 weights in the authors' layout (from the key table), read back through the loader."""
-    from references import TSV, official_state_dict
-
-    if not TSV.is_file():
-        pytest.skip("../shared/reference is absent")
-    sd = official_state_dict(blocks=2, seed=4)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    torch.save(sd, path)
-    return ckpt.read_checkpoint(path), sd
+def weights(tiny_checkpoint, official_sd_t2):
+    """T = 2 weights in the authors' layout (from the key table), read back through the loader: the session's tiny
+    checkpoint, so that its K = 1 export (tiny_k1_onnx) is this module's too."""
+    return ckpt.read_checkpoint(tiny_checkpoint), official_sd_t2
 
 
 @pytest.fixture(scope="module")
