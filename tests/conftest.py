@@ -92,10 +92,10 @@ def k2_maps_onnx(exports):
 
 
 def pytest_collection_modifyitems(items):
-    """A test that needs a dynamo export (the ``exports`` cache, directly or through a fixture) is ``slow``:
-    ``pytest -m "not slow"`` is the quick loop, with no export in it."""
+    """A test that needs a dynamo export (the ``exports`` cache, directly or through a fixture) or a Ray cluster
+    (test_cluster's ``cluster``) is ``slow``: ``pytest -m "not slow"`` is the quick loop, with neither in it."""
     for item in items:
-        if "exports" in getattr(item, "fixturenames", ()):
+        if {"exports", "cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 

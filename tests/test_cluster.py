@@ -15,15 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image as PILImage
-from references import tiny_conv_onnx
+from references import one_error, tiny_conv_onnx
 
 from scaoed_deploy.cli import main
 from scaoed_deploy.images import Image, read_image, write_image
 
 HERE = Path(__file__).resolve().parent
 NAMESPACE = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--"]
-
-pytestmark = pytest.mark.slow  # starts a Ray cluster of two nodes
 
 
 def _namespace_or_skip() -> None:
@@ -156,3 +154,19 @@ def test_without_ray_the_option_says_how_to_install_it(monkeypatch, tmp_path, ca
     assert main(["denoise", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--ray", "local"]) == 1
     err = capsys.readouterr().err
     assert "--ray needs Ray: pip install 'scaoed-deploy[ray]'" in err and not (tmp_path / "out.png").exists()
+
+
+def test_a_corrupt_or_edited_model_is_one_line_before_ray_starts(tmp_path, capsys, monkeypatch):
+    from references import edited, sealed_onnx
+
+    import scaoed_deploy.cluster.ray_run as ray_run
+
+    monkeypatch.setattr(ray_run, "require_ray", lambda: pytest.fail("Ray was started for a model that cannot run"))
+    write_image(tmp_path / "in.png", Image(rgb=np.zeros((8, 8, 3), np.float32)))
+    (tmp_path / "c.onnx").write_bytes(b"\x08\x07garbage")
+    for model, says, code in ((tmp_path / "c.onnx", "not a valid ONNX model", 1),
+                              (edited(sealed_onnx(tmp_path / "e.onnx")), "edited after verification", 3)):
+        assert main(["denoise", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "-m", str(model),
+                     "--ray", "local"]) == code
+        assert says in one_error(capsys.readouterr().err)
+    assert not (tmp_path / "out.png").exists()

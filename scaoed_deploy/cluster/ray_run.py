@@ -23,9 +23,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from ..artifact import load_artifact
+from ..checkpoint import read_checkpoint
 from ..errors import ScaoedError, first_line
 from ..runtime.denoiser import DEFAULT_OVERLAP, DEFAULT_TILE, Denoiser, denoise_file
 from ..runtime.jobs import Plan, plan_jobs
+from ..runtime.registry import CHECKPOINT_SUFFIXES
+from ..seal import check_seal
 
 INSTALL = "pip install 'scaoed-deploy[ray]' (Ray Data, pinned beside this project's other dependencies)"
 
@@ -73,6 +77,20 @@ class DenoiseWorker:
         return rows
 
 
+def check_model(model: str | Path, allow_unverified: bool = False) -> None:
+    """The checks a worker's runner would make that the driver can make cheaply, so that a missing, corrupt or
+    edited model is one line before Ray starts (an actor whose constructor fails is not restarted: Ray Data counts
+    such deaths and then fails the whole job)."""
+    path = Path(model)
+    if not path.is_file():
+        raise ScaoedError(f"model not found: {model}")
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        read_checkpoint(path)
+    else:
+        art = load_artifact(path)
+        check_seal(path, art.metadata, allow_unverified)
+
+
 def _leftover_temporaries(plan: Plan) -> list[Path]:
     """Temporary files a killed write left beside this run's outputs (``atomic_path``'s names for them)."""
     found = []
@@ -103,8 +121,8 @@ def denoise_on_ray(src, dst, model: str | None = None, *, address: str = "local"
     """Denoise ``src`` (an image, a folder or a .txt list of paths) into ``dst`` on a Ray cluster; returns the
     summary (done / skipped / failed, images per second, per-worker counts, failures). See the module doc."""
     Denoiser.check_options(tile, overlap, tile_batch)
-    if model is not None and not Path(model).is_file():
-        raise ScaoedError(f"model not found: {model}")
+    if model is not None:
+        check_model(model, allow_unverified)
     plan = plan_jobs(src, dst, reference, overwrite)
     ray = require_ray()
     # Ray's driver threads print what the cluster says (a retried task, a restarted actor) on stdout: they go to
