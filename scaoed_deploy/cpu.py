@@ -77,8 +77,8 @@ class CPU:
     def not_native(self, precision: str) -> str | None:
         """Why this CPU has no native path for ``precision`` (bf16), or None when it has one."""
         if precision == "bf16" and not self.bf16:
-            return (f"this CPU ({self.isa_class}) has no native bf16 (AVX-512 BF16 or AMX): torch would emulate it "
-                    "(about 200 x slower than fp32) and OpenVINO would run f32")
+            return (f"this CPU ({self.isa_class}) has no native bf16 (AVX-512 BF16 or AMX): bf16 would be emulated "
+                    "(torch: about 200 x slower than fp32) or run as f32 (OpenVINO)")
         return None
 
     def to_dict(self) -> dict:

@@ -76,7 +76,7 @@ def cluster(tmp_path_factory, tiny_checkpoint):
     (d / "cases.json").write_text(json.dumps(cases))
     env = dict(os.environ, RAY_TMPDIR=str(d / "ray"))  # every Ray process of the run names this folder
     script = f"ip link set lo up && exec {sys.executable} {HERE / 'ray_netns.py'} {d / 'cases.json'} {d / 'result.json'}"
-    proc = subprocess.run(NAMESPACE + ["sh", "-c", script], capture_output=True, text=True, env=env, timeout=900)
+    proc = subprocess.run(NAMESPACE + ["sh", "-c", script], capture_output=True, text=True, env=env, timeout=1800)
     assert (d / "result.json").is_file(), proc.stderr[-3000:]
     result = json.loads((d / "result.json").read_text())
     assert "error" not in result, result["error"]

@@ -5,9 +5,10 @@
 
 Inputs, made once under a temporary folder from the real SIDD noisy crops: --small images of 256 x 256
 (the crops, flipped and rotated) and --large images of 2000 x 1500 (mosaics of the crops, so the noise is
-real camera noise). Each configuration denoises both sets through the K = 1 demo ONNX on ONNX Runtime:
-local `denoise` with 1 and with 2 threads, and `--ray local` with 1 worker x 1 thread and 2 workers x 1
-thread. Times are whole commands in this process (model loads, and for Ray its actors' start, included;
+real camera noise), through the K = 1 demo ONNX on ONNX Runtime: local `denoise` with 1 and with 2
+threads, and `--ray local` with 1 worker x 1 thread and 2 workers x 1 thread, each on the small set; the
+large set with the two 2-thread configurations (local 2 threads, 2 workers x 1 thread) unless --large-all
+(each 1-thread pass over the large set takes about 15 minutes on a 2-core machine). Times are whole commands in this process (model loads, and for Ray its actors' start, included;
 Ray's own start, `ray.init`, reported apart). Ray runs on loopback only: the script re-executes itself
 inside a private network and PID namespace (`unshare`, as root), which also ends every Ray process with
 it. Records ray_throughput.json and .md beside this script.
@@ -89,6 +90,8 @@ def run(args) -> dict:
         configs = [("local", 1, None), ("local", 2, None), ("ray", 1, 1), ("ray", 1, 2)]
         for kind, threads, workers in configs:
             for name, folder in inputs.items():
+                if name == "large" and threads * (workers or 1) < 2 and not args.large_all:
+                    continue
                 out = Path(tmp) / f"out_{kind}_{threads}_{workers}_{name}"
                 cmd = ["denoise", str(folder), str(out), "-m", str(onnx), "--threads", str(threads), "--json"]
                 if kind == "ray":
@@ -132,6 +135,7 @@ def main() -> int:
     ap.add_argument("--onnx", default=str(ROOT / "export" / "scaoednet_k1_t16_fp32.onnx"))
     ap.add_argument("--small", type=int, default=64)
     ap.add_argument("--large", type=int, default=8)
+    ap.add_argument("--large-all", action="store_true", help="The 1-thread configurations on the large set too.")
     args = ap.parse_args()
     if not Path(args.onnx).is_file():
         print(f"error: {args.onnx} not found: make it with `scaoed-deploy export --stages 1`", file=sys.stderr)
