@@ -59,6 +59,11 @@ def worker_pids() -> list[int]:
     return pids
 
 
+def complete_outputs(out: Path) -> list[Path]:
+    """Outputs written whole (a write in progress is a hidden temporary file beside its final name)."""
+    return [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
+
+
 def kill_a_worker_mid_run(args: list[str], out: Path) -> dict:
     """The run in a thread; once the first output is written, SIGKILL one worker process mid-run."""
     result: dict = {}
@@ -66,7 +71,7 @@ def kill_a_worker_mid_run(args: list[str], out: Path) -> dict:
     thread.start()
     killed, deadline = None, time.monotonic() + 600  # a busy machine starts actors slowly
     while thread.is_alive() and time.monotonic() < deadline and killed is None:
-        if out.is_dir() and any(out.iterdir()):
+        if complete_outputs(out):
             pids = worker_pids()
             if pids:
                 os.kill(pids[0], signal.SIGKILL)
@@ -81,7 +86,7 @@ def interrupt_the_driver(args: list[str], out: Path) -> dict:
     sends it; then the same command again."""
     def watch():
         deadline = time.monotonic() + 600  # a busy machine starts actors slowly
-        while time.monotonic() < deadline and not (out.is_dir() and any(out.iterdir())):
+        while time.monotonic() < deadline and not complete_outputs(out):
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)
 

