@@ -18,6 +18,18 @@ def held_out_psnr(references: list[np.ndarray], outputs: list[np.ndarray], what:
     return min(psnr_against(r, o) for r, o in zip(references, outputs))
 
 
+#: An INT8 model further than this from fp32 on held-out crops, after its rounds of keeping layers in float, fails
+#: its own check and is not written (both INT8 converters: ONNX and OpenVINO IR).
+INT8_FLOOR_PSNR = 30.0
+
+
+def check_int8_floor(check: float, what: str, rounds: int, floor: float = INT8_FLOOR_PSNR) -> None:
+    """Refuse an INT8 model whose held-out PSNR ``check`` (from ``held_out_psnr``) is still below ``floor``."""
+    if check < floor:
+        raise VerificationError(f"{what} gives {check:.1f} dB against fp32 on held-out crops after {rounds} round(s) "
+                                f"of keeping layers in float, below the floor of {floor:g} dB; nothing written")
+
+
 def psnr_against(reference: np.ndarray, output: np.ndarray, peak: float = 1.0) -> float:
     """PSNR (dB) of ``output`` against ``reference`` for signals of range ``peak``; inf when equal."""
     mse = float(np.mean((output.astype(np.float64) - reference.astype(np.float64)) ** 2))

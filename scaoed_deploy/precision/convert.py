@@ -27,6 +27,7 @@ the calibration set and the nodes kept in FP32 added, and keeps NFAE's 1e-16.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import tempfile
 import time
@@ -48,9 +49,9 @@ from ..artifact import (
     write_metadata,
 )
 from ..audit import dedupe_weights, exact_patterns
-from ..compare import held_out_psnr
+from ..compare import INT8_FLOOR_PSNR, check_int8_floor, held_out_psnr
 from ..cpu import CPU, this_cpu
-from ..errors import ScaoedError, VerificationError, first_line
+from ..errors import ScaoedError, first_line
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..seal import SEAL_KEY
 from .calibration import CalibSample, describe
@@ -61,7 +62,6 @@ TARGETS = INT8_TARGETS
 INT8_METHODS = ("max", "entropy")
 INT8_MIN_PSNR = 40.0  # dB against the FP32 graph on held-out calibration crops
 INT8_ROUNDS = 2  # at most this many rounds of keeping sensitive layers in FP32
-INT8_FLOOR_PSNR = 30.0  # below this after the last round the INT8 file fails its own check
 ISLAND_IMAGES = 8  # calibration images in the islands' reference run (it holds every tensor)
 AUTOCAST_IMAGES = 4  # and in AutoCast's own reference run (one batch)
 
@@ -226,7 +226,7 @@ def ort_int8_format(cpu: CPU | None = None) -> dict:
 
 
 def _quantize_onnxruntime(src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str],
-                          input_name: str):
+                          input_name: str, reduce_range: bool = False):
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -246,7 +246,7 @@ def _quantize_onnxruntime(src: Path, dst: Path, calib: list[CalibSample], method
             return next(self.it, None)
 
     quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=ort_int8_format()["reduce_range"],
+                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
                     op_types_to_quantize=["Conv"],
                     nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax if method == "max"
                     else CalibrationMethod.Entropy,
@@ -318,7 +318,8 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
                  + (f", {len(kept)} convs kept in FP32)" if kept else ")"))
             try:
                 with _quiet():
-                    quantizer = _quantize_modelopt if target == "tensorrt" else _quantize_onnxruntime
+                    quantizer = _quantize_modelopt if target == "tensorrt" else \
+                        functools.partial(_quantize_onnxruntime, reduce_range=fmt["reduce_range"])  # as recorded
                     quantizer(Path(fp32_path), dst, used, method, [k["node"] for k in kept], input_name)
             except ScaoedError:
                 raise
@@ -329,10 +330,7 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
             check = held_out_psnr(references, _ort_outputs(proto, [c.x for c in held_out]), "the INT8 model")
             step(f"INT8 check: {check:.1f} dB against FP32 on held-out calibration crops (want >= {min_psnr:g})")
             if check >= min_psnr or attempt == rounds:
-                if check < floor:
-                    raise VerificationError(
-                        f"the INT8 model ({target}) gives {check:.1f} dB against FP32 on held-out crops after {rounds} "
-                        f"round(s) of keeping layers in FP32, below the floor of {floor:g} dB; nothing written")
+                check_int8_floor(check, f"the INT8 model ({target})", rounds, floor)
                 if check < min_psnr:
                     notes.append(f"still {check:.1f} dB against FP32 after {rounds} rounds of keeping layers in FP32")
                 break

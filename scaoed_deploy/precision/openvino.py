@@ -36,9 +36,9 @@ from ..artifact import (
     write_ir_metadata,
 )
 from ..audit import audit_ov_model
-from ..compare import held_out_psnr
+from ..compare import check_int8_floor, held_out_psnr
 from ..cpu import this_cpu
-from ..errors import ScaoedError, VerificationError, first_line
+from ..errors import ScaoedError, first_line
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..runtime.openvino_backend import INFERENCE_PRECISION
 from ..seal import SEAL_KEY
@@ -48,7 +48,6 @@ from .quiet import quiet_tools
 
 INT8_MIN_PSNR = 40.0  # dB against the fp32 ONNX on held-out calibration crops (as for the ONNX INT8 paths)
 INT8_ROUNDS = 2
-INT8_FLOOR_PSNR = 30.0  # below this after the last round the INT8 IR fails its own check: nothing written
 ISLAND_IMAGES = 8
 TOOL = {"fp32": "openvino.convert_model", "bf16": "openvino.convert_model (bf16 inference precision)",
         "int8": "nncf.quantize (OpenVINO IR, FakeQuantize: asymmetric activations, S8 per-channel weights)"}
@@ -192,10 +191,7 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
             check = held_out_psnr(references, _outputs(_compile(quantized), [c.x for c in held_out]), "the INT8 IR")
             step(f"INT8 check: {check:.1f} dB against fp32 on held-out calibration crops (want >= {min_psnr:g})")
             if check >= min_psnr or attempt == rounds:
-                if check < INT8_FLOOR_PSNR:
-                    raise VerificationError(f"the INT8 IR gives {check:.1f} dB against fp32 on held-out crops after "
-                                            f"{rounds} round(s), below the floor of {INT8_FLOOR_PSNR:g} dB; nothing "
-                                            "written")
+                check_int8_floor(check, "the INT8 IR", rounds)
                 if check < min_psnr:
                     result.notes.append(f"still {check:.1f} dB against fp32 after {rounds} rounds")
                 break

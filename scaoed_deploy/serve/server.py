@@ -114,19 +114,14 @@ def server_env(root: Path | None = None) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- the repository
-def repository_limits(repo: str | Path) -> dict[str, ModelLimits]:
-    """{model name: what its input takes}, for the request guard (configs as ``repository_backends`` checked)."""
-    out = {}
-    for d in sorted(p for p in Path(repo).iterdir() if (p / CONFIG).is_file()):
-        cfg = read_config(d / CONFIG)
-        side = cfg.parameters["max_side"].string_value if "max_side" in cfg.parameters else ""
-        out[d.name] = ModelLimits(cfg.input[0].name, cfg.max_batch_size, list(cfg.input[0].dims),
-                                  int(side) if side else None)
-    return out
+def model_limits(cfg) -> ModelLimits:
+    """What a model's input takes, from its config, for the request guard."""
+    side = cfg.parameters["max_side"].string_value if "max_side" in cfg.parameters else ""
+    return ModelLimits(cfg.input[0].name, cfg.max_batch_size, list(cfg.input[0].dims), int(side) if side else None)
 
 
-def repository_backends(repo: str | Path) -> dict[str, str]:
-    """{model name: its backend or platform}, every config parsed and checked (one line for a bad one)."""
+def repository_configs(repo: str | Path) -> dict:
+    """{model name: its ModelConfig}, every config parsed and checked (one line for a bad one)."""
     repo = Path(repo)
     if not repo.is_dir():
         raise ScaoedError(f"model repository not found: {repo}")
@@ -137,7 +132,7 @@ def repository_backends(repo: str | Path) -> dict[str, str]:
                               "remove it, or make the model with scaoed-deploy triton-repo")
         cfg = read_config(d / CONFIG)
         check_config(cfg, d)
-        models[d.name] = cfg.backend or cfg.platform
+        models[d.name] = cfg
     if not models:
         raise ScaoedError(f"{repo} holds no models; make one with scaoed-deploy triton-repo ARTIFACT -o {repo}")
     return models
@@ -217,7 +212,8 @@ class TritonServer:
 
     def start(self, step=lambda s: None) -> TritonServer:
         """Check the repository and ports, start the server, and wait until it and every model are ready."""
-        self.models = repository_backends(self.repo)
+        configs = repository_configs(self.repo)
+        self.models = {name: cfg.backend or cfg.platform for name, cfg in configs.items()}
         bundled = self.bundled = self.binary is None
         root = bundled_server() if bundled else None
         if bundled:
@@ -254,7 +250,8 @@ class TritonServer:
                 ours = {self.http_port, self.grpc_port, self.metrics_port}
                 self.triton_http_port = next(p for p in iter(lambda: free_port("127.0.0.1"), None) if p not in ours)
                 self.guard = RequestGuard(self.address, self.http_port, self.triton_http_port,
-                                          repository_limits(self.repo), self._guard_token).start()
+                                          {name: model_limits(cfg) for name, cfg in configs.items()},
+                                          self._guard_token).start()
             self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, env=server_env(root), start_new_session=True,
                                             preexec_fn=die_with_parent)
