@@ -5,7 +5,7 @@
 MODEL: a checkpoint, .onnx or .engine (default: the demo weights on torch). The photo is a
 CBSD68 image upscaled to 4000 x 3000 with the training noise model on top (synthetic, so the
 run needs only ../shared/data). Peak memory is the process's resident set sampled every 5 ms
-(scaoed_deploy.bench._RssSampler), before (baseline) and during the denoise.
+(scaoed_deploy.bench.RssSampler), before (baseline) and during the denoise.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scaoed_deploy.bench import _RssSampler, machine
+from scaoed_deploy.bench import RssSampler, machine
 from scaoed_deploy.data import default_sidd_dir, load_samples, shared_data_dir
 from scaoed_deploy.images import Image, list_images, read_image, write_image
 from scaoed_deploy.noise import synthesize
@@ -51,9 +51,9 @@ def main() -> int:
         del big, noisy
         for tile, batch in ((512, 1), (512, 4)):
             d = Denoiser(whole.runner, tile=tile, overlap=32, tile_batch=batch, limits=whole.limits)
-            base = _RssSampler.rss()
+            base = RssSampler.rss()
             t0 = time.perf_counter()
-            with _RssSampler() as rss:
+            with RssSampler() as rss:
                 denoise_file(d, path, Path(tmp) / "out.png")
             out.setdefault("photo_4000x3000", []).append({
                 "model": whole.description, "tile": tile, "overlap": 32, "tile_batch": batch,

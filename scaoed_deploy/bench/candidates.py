@@ -1,0 +1,233 @@
+"""Choosing candidates: the backend names, which of them can run on this machine, and the runner for each.
+
+A backend name (``onnxruntime-int8``, ``openvino-bf16``, ...) is a runtime and a precision. ``Backends.make``
+gives the registry's runner for one at a K, making its verified artifact with build-engine's steps when none
+made from the same weights exists (the user's in ``export/``, else a cache inside it), or raises ``Skip``
+with the reason it cannot run here. Rows this CPU would only emulate are said before any artifact is made.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..artifact import precision_filename
+from ..build import BuildRequest, build, made_from
+from ..checkpoint import Weights
+from ..cpu import this_cpu
+from ..errors import ScaoedError, first_line
+from ..runtime.base import RunOptions
+from ..runtime.registry import open_runner
+from ..runtime.tensorrt import ShapeProfile
+
+BACKENDS = ("torch", "torch-bf16", "torch-fp16", "torch-compile", "onnxruntime", "onnxruntime-fp16",
+            "onnxruntime-bf16", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", "tensorrt",
+            "tensorrt-fp16", "tensorrt-int8")
+CPU_DEFAULT = ("torch", "torch-bf16", "torch-compile", "onnxruntime", "onnxruntime-fp16", "onnxruntime-bf16",
+               "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", "tensorrt-fp16", "tensorrt-int8")
+GPU_DEFAULT = ("torch", "torch-fp16", "torch-bf16", "torch-compile", "onnxruntime", "onnxruntime-fp16",
+               "tensorrt", "tensorrt-fp16", "tensorrt-int8")
+BASELINE = "torch"
+BENCH_CACHE = "bench"  # bench's and optimize's own artifacts: a folder inside the export folder, out of build-engine's sight
+
+
+class Skip(Exception):
+    """This backend cannot run here; the message says why."""
+
+
+@dataclass
+class BenchConfig:
+    resolutions: list[tuple[int, int]]
+    stages: list[int]
+    backends: list[str]
+    device: str = "cpu"
+    batch: int = 1
+    warmup: int = 2
+    iters: int = 10
+    threads: int | None = None  # CPU: pinned thread count (default: the machine's cores)
+    quality: bool = True  # PSNR on the SIDD crops per backend
+    data: Path | None = None
+    export_dir: Path = Path("export")
+    calib_count: int = 32
+    explicit: bool = False  # the user named the backends: run rows this CPU would emulate, with a warning
+
+
+def default_backends(device: str) -> list[str]:
+    return list(CPU_DEFAULT if device == "cpu" else GPU_DEFAULT)
+
+
+def check_backends(names: list[str]) -> None:
+    unknown = [b for b in names if b not in BACKENDS]
+    if unknown:
+        raise ScaoedError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+
+
+#: The precision each backend computes in.
+BACKEND_PRECISION = {"torch": "fp32", "torch-bf16": "bf16", "torch-fp16": "fp16", "torch-compile": "fp32",
+                     "onnxruntime": "fp32", "onnxruntime-fp16": "fp16", "onnxruntime-bf16": "bf16",
+                     "onnxruntime-int8": "int8", "openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8",
+                     "tensorrt": "fp32", "tensorrt-fp16": "fp16", "tensorrt-int8": "int8"}
+
+
+class Backends:
+    """Makes a callable (float32 NCHW numpy -> numpy) per backend name, or raises Skip."""
+
+    def __init__(self, weights: Weights, cfg: BenchConfig, step: Callable[[str], None]):
+        self.weights, self.cfg, self.step = weights, cfg, step
+        self._onnx: dict = {}
+
+    def artifact(self, stages: int, precision: str, target: str = "tensorrt") -> Path:
+        """The verified artifact for K: the user's in export/ when it was made from these weights, else bench's
+        own in export/bench/ (made now if needed). Bench never adds files to export/ itself, where build-engine
+        without --stages looks for the newest export."""
+        key = (stages, precision, target)
+        if key in self._onnx:
+            return self._onnx[key]
+        name = precision_filename(stages, self.weights.blocks, precision, target)
+        cache = self.cfg.export_dir / BENCH_CACHE
+        path = next((p for p in (self.cfg.export_dir / name, cache / name) if made_from(p, self.weights, stages)), None)
+        if path is None:
+            self.step(f"making {name} (in {cache})")
+            fp32 = self.cfg.export_dir / precision_filename(stages, self.weights.blocks, "fp32")
+            req = BuildRequest(precision, self.weights, stages, target=target, calib_count=self.cfg.calib_count,
+                               onnx=fp32 if fp32.name != name and made_from(fp32, self.weights, stages) else None,
+                               export_dir=cache, data=self.cfg.data, engine_step=False)
+            try:
+                out = build(req, self.step)
+            except ScaoedError as e:
+                raise Skip(f"could not make the {precision} artifact: {e}") from e
+            path = out.precision_onnx
+        self._onnx[key] = path
+        return path
+
+    def open(self, name: str, stages: int):
+        """``make``, after refusing (Skip) a row this CPU would only emulate unless the user named it."""
+        why = not_native(name, self.cfg)
+        if why and not self.cfg.explicit:
+            raise Skip(f"{why} (--backends {name} runs it anyway)")
+        return self.make(name, stages)
+
+    def make(self, name: str, stages: int):
+        """The registry's runner for this row: the code ``denoise`` runs, timed as users run it."""
+        import torch
+
+        cfg = self.cfg
+        cuda = cfg.device == "cuda"
+        if cuda and not torch.cuda.is_available():
+            raise Skip("no CUDA GPU visible to torch")
+        if name.startswith("tensorrt"):
+            return self._tensorrt(name, stages)
+        if name.startswith("onnxruntime"):
+            return self._onnxruntime(name, stages)
+        if name.startswith("openvino"):
+            return self._openvino(name, stages)
+        options = RunOptions(stages=stages, device="cuda" if cuda else "cpu", threads=cfg.threads, weights=self.weights,
+                             amp={"torch-bf16": "bf16", "torch-fp16": "fp16"}.get(name),
+                             compile=name == "torch-compile")
+        try:
+            return open_runner(None, "torch", options)
+        except ScaoedError as e:  # torch.compile refused, say
+            raise Skip(str(e)) from e
+
+    def _onnxruntime(self, name: str, stages: int):
+        import onnxruntime as ort
+
+        precision = BACKEND_PRECISION[name]
+        providers = ["CPUExecutionProvider"]
+        if self.cfg.device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise Skip("this onnxruntime has no CUDA execution provider")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        target = "onnxruntime-cpu" if precision == "int8" and self.cfg.device == "cpu" else "tensorrt"
+        missing = ort_kernel_missing(precision, tuple(providers))
+        if missing:  # said before the artifact is made: minutes of conversion for a row that cannot run
+            raise Skip(missing)
+        path = self.artifact(stages, precision, target)
+        try:  # the runner also refuses a CUDA provider that failed to load (a silent fallback to the CPU)
+            runner = open_runner(path, "onnxruntime-cuda" if self.cfg.device == "cuda" else "onnxruntime",
+                                 RunOptions(threads=self.cfg.threads))
+        except ScaoedError as e:
+            raise Skip(str(e)) from e  # names the file (so the precision) and ONNX Runtime's reason
+        runner.artifact = str(path)
+        return runner
+
+    def _openvino(self, name: str, stages: int):
+        import importlib.util
+
+        if importlib.util.find_spec("openvino") is None:
+            raise Skip("openvino is not installed (pip install openvino)")
+        if self.cfg.device == "cuda":
+            raise Skip("the OpenVINO rows run on the CPU (bench --device cpu)")
+        precision = BACKEND_PRECISION[name]
+        path = self.artifact(stages, precision, "openvino")
+        runner = open_runner(path, "openvino", RunOptions(threads=self.cfg.threads))
+        runner.artifact = str(path)
+        runner.runtime_precision = runner.precision_report()  # what the compiled model really runs
+        return runner
+
+    def _tensorrt(self, name: str, stages: int):
+        import importlib.util
+        if importlib.util.find_spec("tensorrt") is None:
+            raise Skip("tensorrt is not installed (pip install tensorrt on a machine with an NVIDIA GPU)")
+        if self.cfg.device != "cuda":
+            raise Skip("TensorRT runs on CUDA: pass --device cuda")
+
+        precision = BACKEND_PRECISION[name]
+        h, w = max(r[0] for r in self.cfg.resolutions), max(r[1] for r in self.cfg.resolutions)
+        lo = (min(r[0] for r in self.cfg.resolutions), min(r[1] for r in self.cfg.resolutions))
+        b = self.cfg.batch
+        req = BuildRequest(precision, self.weights, stages, calib_count=self.cfg.calib_count,
+                           export_dir=self.cfg.export_dir, data=self.cfg.data,
+                           profile=ShapeProfile(lo, (h, w), (h, w), (b, b, b)),
+                           engine=Path("engines") / f"bench_k{stages}_{precision}_{h}x{w}_b{b}.engine",
+                           timing_cache=Path("engines/timing.cache"))
+        try:
+            out = build(req, self.step)
+        except ScaoedError as e:
+            raise Skip(f"engine build failed: {e}") from e
+        return open_runner(out.plan.engine, "tensorrt")
+
+
+#: The precision a row computes in, where the CPU may lack a native path for it.
+ROW_PRECISION = {name: p for name, p in BACKEND_PRECISION.items() if p == "bf16" and not name.startswith("tensorrt")}
+
+
+def not_native(name: str, cfg: BenchConfig) -> str | None:
+    """Why this CPU would only emulate row ``name`` (said before any artifact is made), or None."""
+    if cfg.device != "cpu" or name not in ROW_PRECISION:
+        return None
+    return this_cpu().not_native(ROW_PRECISION[name])
+
+
+def emulated_rows(cfg: BenchConfig) -> list[str]:
+    """A warning per row the user named (``cfg.explicit``) that this CPU would only emulate."""
+    if not cfg.explicit:
+        return []
+    whys = {name: not_native(name, cfg) for name in dict.fromkeys(cfg.backends)}
+    return [f"{name} runs although {why}; expect it to be slow and its ratio to mean little"
+            for name, why in whys.items() if why]
+
+
+@functools.cache
+def ort_kernel_missing(precision: str, providers: tuple[str, ...]) -> str | None:
+    """Why ONNX Runtime with ``providers`` cannot run a ``precision`` convolution, or None: asked of ONNX Runtime
+    itself with a one-Conv model in that type (its CPU provider has no bfloat16 Conv, for one)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    elem = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}.get(precision)
+    if elem is None:
+        return None
+    x = helper.make_tensor_value_info("x", elem, [1, 1, 4, 4])
+    y = helper.make_tensor_value_info("y", elem, [1, 1, 4, 4])
+    w = helper.make_tensor("w", elem, [1, 1, 1, 1], [1.0])
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "probe", [x], [y], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    model.ir_version = 10
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=list(providers))
+    except Exception as e:  # noqa: BLE001 - whatever ORT says is the reason
+        return f"ONNX Runtime ({', '.join(providers)}) has no {precision} Conv kernel: {first_line(e, 160)}"
+    return None

@@ -1,0 +1,98 @@
+"""Writing a bench result: the Markdown table, the latency-by-K plot, and the JSON beside them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import atomic_path
+from ..jsonio import dumps
+
+
+def markdown(result: dict) -> str:
+    m, c = result["machine"], result["config"]
+    lines = [f"# ScaoedNet benchmark ({c['device']})", "",
+             f"Command: `{result.get('command', '')}`", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}"
+             + (f"; torch capped by {m['isa_capped_by']}" if m.get("isa_capped_by") else "") + ")"
+             + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "; no GPU") + f". {result['timing']}.",
+             f"Weights: `{result['weights']['source']}` (T={result['weights']['blocks']}). "
+             f"Batch {c['batch']}, {c['warmup']} warm-up + {c['iters']} timed runs per row.", "",
+             *(["**Interrupted** (Ctrl-C): the rows finished before it, no more.", ""] if result.get("interrupted") else []),
+             "| res | K | backend | median ms | p90 ms | p99 ms | std ms | x eager | img/s | MP/s | TFLOP/s | "
+             "peak MB | GMAC (paper) | paper RTX 3090 s | SIDD PSNR | dPSNR |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def f(v, fmt):
+        return format(v, fmt) if v is not None else "-"
+
+    for r in result["rows"]:
+        if r["status"] != "ok":
+            continue
+        lat = r["latency_ms"]
+        paper = f" ({r['paper_gmacs']:.0f})" if r["paper_gmacs"] else ""
+        lines.append(
+            f"| {r['height']}x{r['width']} | {r['stages']} | {r['backend']} | {lat['median']:.1f} | {lat['p90']:.1f} | "
+            f"{lat['p99']:.1f} | {lat['std']:.1f} | {f(r['ratio_to_eager'], '.2f')} | {r['images_per_s']:.2f} | "
+            f"{r['megapixels_per_s']:.3f} | {r['tflops']:.3f} | {f(r['peak_memory_mb'], '.0f')} | "
+            f"{r['gmacs']:.1f}{paper} | {f(r['paper_latency_s'], '.2f')} | {f(r['sidd_psnr'], '.2f')} | "
+            f"{f(r['dpsnr'], '+.3f')} |")
+    skipped = {}
+    for r in result["rows"]:
+        if r["status"] in ("skipped", "failed"):
+            skipped.setdefault(r["backend"], ("failed: " if r["status"] == "failed" else "") + r["reason"])
+    if skipped:
+        lines += ["", "Skipped:", ""] + [f"- `{b}`: {why}" for b, why in skipped.items()]
+    load = result.get("load")
+    if load and load.get("other_processes_cores") is not None:
+        lines += ["", f"Load: other processes took {load['other_processes_cores']:.2f} cores on average during "
+                  f"the run (load average {load['loadavg_1min_start']:.2f} at the start, "
+                  f"{load['loadavg_1min_end']:.2f} at the end)"
+                  + ("; **busy: do not quote these ratios**" if load["busy"] else ".")]
+    ran = {r["backend"]: r["runtime_precision"] for r in result["rows"] if r.get("runtime_precision")}
+    if ran:
+        lines += ["", "What OpenVINO compiled (from the compiled model): "] + [
+            f"- `{b}`: inference precision {p['inference_precision']}, {p['threads']} threads; executed layers by "
+            f"runtime precision: " + ", ".join(f"{k} {v}" for k, v in p["layers_by_runtime_precision"].items())
+            for b, p in ran.items()]
+    lines += ["", f"Threads: {c['threads']} for every CPU backend. x eager: median latency over torch eager fp32's "
+              "in the same run (same resolution and K). "
+              "The RTX 3090 column is the paper's figure at 512x512, not ours. dPSNR: mean PSNR on the SIDD crops "
+              "minus eager's.", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in result["rows"] if r["status"] == "ok"]
+    resolutions = sorted({(r["height"], r["width"]) for r in ok})
+    fig, axes = plt.subplots(1, max(1, len(resolutions)), figsize=(6 * max(1, len(resolutions)), 4.2), squeeze=False)
+    for ax, (h, w) in zip(axes[0], resolutions):
+        for backend in dict.fromkeys(r["backend"] for r in ok):
+            pts = sorted((r["stages"], r["latency_ms"]["median"]) for r in ok
+                         if r["backend"] == backend and (r["height"], r["width"]) == (h, w))
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=backend)
+        ax.set(title=f"{h}x{w}, {result['config']['device']}", xlabel="stages K", ylabel="median latency (ms)")
+        ax.set_yscale("log")
+        ax.set_xticks(sorted({r["stages"] for r in ok}))  # K is a count: no 1.5-stage ticks
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def write_results(result: dict, out_dir: str | Path, name: str) -> list[Path]:
+    out_dir = Path(out_dir)
+    paths = [out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png"]
+    with atomic_path(paths[0]) as tmp:
+        tmp.write_text(dumps(result) + "\n")
+    with atomic_path(paths[1]) as tmp:
+        tmp.write_text(markdown(result))
+    plot(result, paths[2])
+    return paths

@@ -1,0 +1,187 @@
+"""``scaoed-deploy bench``: latency, throughput, memory and quality of every backend, in one run.
+
+Per configuration (resolution x K x backend): parameters; MACs beside the paper's
+212 / 640 / 1071 G; latency median, p90, p99, min and standard deviation;
+images/s and megapixels/s; peak memory; achieved TFLOP/s (2 FLOP per MAC); the
+ratio to torch eager fp32 **measured in the same run** at the same resolution
+and K; and, where the SIDD crops are present, PSNR against the clean crops and
+the difference to eager (dPSNR), so a fast artifact that denoises worse shows.
+The paper's RTX 3090 latencies sit in their own column, labelled as the paper's.
+
+Timing: CPU runs pin the thread count (torch and ONNX Runtime) and time each
+call with ``perf_counter`` after warm-up; GPU runs use CUDA events (torch) or
+synchronise around each call (ONNX Runtime, TensorRT). Peak memory is the
+process's resident set sampled while a row runs (CPU) or torch's CUDA peak.
+
+Backends that cannot run here (no CUDA, no TensorRT, an ONNX Runtime without a
+kernel) are listed as skipped with the reason, and so are, before any artifact is made,
+the CPU rows this CPU would only emulate (bf16 without AVX-512 BF16 or AMX, ``cpu.py``);
+``--backends`` naming one runs it with a warning. Ctrl-C ends the run with the rows
+finished so far (``interrupted`` in the result), which the CLI writes before it exits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoint import Weights
+from ..cost import PAPER_LATENCY_S, model_cost
+from ..data import default_sidd_dir, load_samples
+from ..errors import ScaoedError
+from ..images import psnr_ssim, to_uint8
+from ..runtime.base import cpu_threads
+from ..runtime.cpu_memory import keep_freed_memory
+from ..runtime.torch_backend import pick_device
+from .candidates import (
+    BASELINE,
+    Backends,
+    BenchConfig,
+    Skip,
+    check_backends,
+    emulated_rows,
+)
+from .timing import LoadMeter, machine, measure
+
+
+@dataclass
+class Row:
+    backend: str
+    stages: int
+    height: int
+    width: int
+    batch: int
+    status: str  # "ok" or "skipped"
+    reason: str = ""
+    parameters: int | None = None
+    gmacs: float | None = None
+    paper_gmacs: float | None = None
+    latency_ms: dict = field(default_factory=dict)  # median, p90, p99, min, std
+    images_per_s: float | None = None
+    megapixels_per_s: float | None = None
+    peak_memory_mb: float | None = None
+    memory_kind: str = ""
+    tflops: float | None = None
+    ratio_to_eager: float | None = None
+    paper_latency_s: float | None = None
+    sidd_psnr: float | None = None
+    dpsnr: float | None = None
+    setup_s: float | None = None
+    artifact: str | None = None
+    runtime_precision: dict | None = None  # OpenVINO: the compiled model's inference precision, layers per precision
+
+
+def mean_quality(fn, stages: int, pairs: list, eager_psnr: dict) -> tuple[float | None, float | None]:
+    """Mean PSNR of ``fn`` on the real (noisy, clean) pairs, and its difference to eager's at this K."""
+    if not pairs:
+        return None, None
+    psnrs = [psnr_ssim(to_uint8(fn(noisy[None].astype(np.float32))[0].transpose(1, 2, 0)),
+                       to_uint8(clean.transpose(1, 2, 0)))[0] for noisy, clean in pairs]
+    mean = float(np.mean(psnrs))
+    base = eager_psnr.get(stages)
+    return mean, (mean - base) if base is not None else None
+
+
+def prepare(cfg: BenchConfig) -> tuple[str, list]:
+    """Settle the run's device, threads (pinned on the CPU), allocator and evaluation data before any row; returns
+    how rows are timed (for the record) and the real (noisy, clean) pairs for PSNR."""
+    import torch
+
+    check_backends(cfg.backends)
+    pick_device(cfg.device)  # cuda without a GPU: the torch runner's one-line error
+    threads = cpu_threads(cfg.threads)
+    allocator = None
+    if cfg.device == "cpu":
+        torch.set_num_threads(threads)
+        cfg.threads = threads
+        allocator = keep_freed_memory()
+    cfg.data = cfg.data if cfg.data else (default_sidd_dir() if cfg.quality else None)
+    pairs = [(p.noisy, p.clean) for p in load_samples(cfg.data) if p.clean is not None] if cfg.quality and cfg.data else []
+    timing = ("CUDA events (torch) / synchronised wall clock (ONNX Runtime, TensorRT) after warm-up, "
+              "host-to-device copies included"
+              if cfg.device == "cuda" else f"perf_counter per call after warm-up, {threads} threads pinned, {allocator}")
+    return timing, pairs
+
+
+def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = lambda s: None,
+              advance: Callable[[], None] = lambda: None) -> dict:
+    timing, pairs = prepare(cfg)
+    backends = Backends(weights, cfg, step)
+    meter = LoadMeter()
+    order = [BASELINE] + [b for b in cfg.backends if b != BASELINE]  # eager first: every ratio needs it
+    rows: list[Row] = []
+    warnings = emulated_rows(cfg)
+    try:
+        _run_rows(weights, cfg, backends, order, pairs, rows, step, advance)
+        interrupted = False
+    except KeyboardInterrupt:  # the rows finished so far are the result; the CLI writes them, then exits 130
+        interrupted = True
+    meter.finish()
+    return {
+        "interrupted": interrupted,
+        "load": meter.result,
+        "warnings": warnings + [w for w in [meter.warning()] if w],
+        "machine": machine(),
+        "config": {**asdict(cfg), "resolutions": [list(r) for r in cfg.resolutions],
+                   "data": str(cfg.data) if cfg.data else None, "export_dir": str(cfg.export_dir)},
+        "weights": {"identity": weights.identity, "blocks": weights.blocks, "source": Path(weights.source).name},
+        "timing": timing,
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+def _run_rows(weights: Weights, cfg: BenchConfig, backends: Backends, order: list[str], pairs: list,
+              rows: list[Row], step, advance) -> None:
+    """Time every (resolution, K, backend) row into ``rows``, eager first at each (resolution, K)."""
+    eager_psnr: dict[int, float] = {}
+    for (h, w) in cfg.resolutions:
+        for k in cfg.stages:
+            cost = model_cost(k, weights.blocks, h, w, cfg.batch)
+            x = np.random.default_rng(0).random((cfg.batch, 3, h, w), dtype=np.float32)  # timing input, every backend
+            eager_median = None
+            for name in order:
+                row = Row(name, k, h, w, cfg.batch, "ok", parameters=cost.parameters, gmacs=cost.total_macs / 1e9,
+                          paper_gmacs=cost.paper_gmacs,
+                          paper_latency_s=PAPER_LATENCY_S.get(k) if (h, w, cfg.batch, weights.blocks) == (512, 512, 1, 16) else None)
+                step(f"{name}, K={k}, {h}x{w}: setting up")
+                t0 = time.perf_counter()
+                try:
+                    fn = backends.open(name, k)
+                except Skip as e:
+                    row.status, row.reason = "skipped", str(e)
+                    rows.append(row)
+                    advance()
+                    continue
+                try:
+                    step(f"{name}, K={k}, {h}x{w}: warm-up and {cfg.iters} timed runs")
+                    m = measure(fn, x, cfg.warmup, cfg.iters, cfg.device == "cuda", t0, events=name.startswith("torch"))
+                    row.setup_s, row.peak_memory_mb, row.memory_kind = m.setup_s, m.peak_memory_mb, m.memory_kind
+                    row.artifact = getattr(fn, "artifact", None)
+                    row.runtime_precision = getattr(fn, "runtime_precision", None)
+                    if cfg.quality:
+                        step(f"{name}, K={k}: PSNR on the real pairs")
+                        row.sidd_psnr, row.dpsnr = mean_quality(fn, k, pairs, eager_psnr)
+                        if name == BASELINE and row.sidd_psnr is not None:
+                            eager_psnr[k] = row.sidd_psnr
+                            row.dpsnr = 0.0
+                except ScaoedError as e:  # NaN/Inf from this backend: the row fails, the run goes on
+                    row.status, row.reason = "failed", str(e)
+                    rows.append(row)
+                    advance()
+                    continue
+                finally:
+                    fn.close()  # the session, engine or model goes before the next row is timed
+                stats = row.latency_ms = m.latency_ms
+                sec = stats["median"] / 1000
+                row.images_per_s = cfg.batch / sec
+                row.megapixels_per_s = cfg.batch * h * w / 1e6 / sec
+                row.tflops = 2 * cost.total_macs / sec / 1e12
+                if name == BASELINE:
+                    eager_median = stats["median"]
+                row.ratio_to_eager = stats["median"] / eager_median if eager_median else None
+                rows.append(row)
+                advance()
