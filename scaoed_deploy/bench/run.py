@@ -31,7 +31,7 @@ import numpy as np
 
 from ..checkpoint import Weights
 from ..cost import PAPER_LATENCY_S, model_cost
-from ..data import default_sidd_dir, load_samples
+from ..data import Sample, default_sidd_dir, load_samples
 from ..errors import ScaoedError
 from ..images import psnr_ssim, to_uint8
 from ..runtime.base import cpu_threads
@@ -86,9 +86,9 @@ def mean_quality(fn, stages: int, pairs: list, eager_psnr: dict) -> tuple[float 
     return mean, (mean - base) if base is not None else None
 
 
-def prepare(cfg: BenchConfig) -> tuple[str, list]:
+def prepare(cfg: BenchConfig) -> tuple[str, list[Sample]]:
     """Settle the run's device, threads (pinned on the CPU), allocator and evaluation data before any row; returns
-    how rows are timed (for the record) and the real (noisy, clean) pairs for PSNR."""
+    how rows are timed (for the record) and the real noisy/clean samples for PSNR (those with a clean image)."""
     import torch
 
     check_backends(cfg.backends)
@@ -100,16 +100,17 @@ def prepare(cfg: BenchConfig) -> tuple[str, list]:
         cfg.threads = threads
         allocator = keep_freed_memory()
     cfg.data = cfg.data if cfg.data else (default_sidd_dir() if cfg.quality else None)
-    pairs = [(p.noisy, p.clean) for p in load_samples(cfg.data) if p.clean is not None] if cfg.quality and cfg.data else []
+    samples = [s for s in load_samples(cfg.data) if s.clean is not None] if cfg.quality and cfg.data else []
     timing = ("CUDA events (torch) / synchronised wall clock (ONNX Runtime, TensorRT) after warm-up, "
               "host-to-device copies included"
               if cfg.device == "cuda" else f"perf_counter per call after warm-up, {threads} threads pinned, {allocator}")
-    return timing, pairs
+    return timing, samples
 
 
 def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = lambda s: None,
               advance: Callable[[], None] = lambda: None) -> dict:
-    timing, pairs = prepare(cfg)
+    timing, samples = prepare(cfg)
+    pairs = [(s.noisy, s.clean) for s in samples]
     backends = Backends(weights, cfg, step)
     meter = LoadMeter()
     order = [BASELINE] + [b for b in cfg.backends if b != BASELINE]  # eager first: every ratio needs it

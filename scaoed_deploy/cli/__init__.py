@@ -9,7 +9,7 @@ stderr and a non-zero exit code:
 """
 
 
-from . import bench, build, denoise, export, info, parity, serve, train  # noqa: F401 - each registers its commands
+from . import bench, build, denoise, export, info, optimize, parity, serve, train  # noqa: F401 - each registers its commands
 from .main import cli, main
 
 __all__ = ["cli", "main"]

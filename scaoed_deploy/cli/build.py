@@ -19,6 +19,7 @@ from .common import (
     profile_hw,
     progress_steps,
     stages_option,
+    weights_options,
 )
 from .main import cli
 
@@ -32,7 +33,7 @@ from .main import cli
               "--export-dir, else the weights' default K).")
 @click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start from this fp32 export instead.")
-@click.option("--checkpoint", "-c", type=click.Path(), help="Weights (default: the demo weights).")
+@weights_options("Seeded random weights instead (for tests and timing).")
 @click.option("--target", type=click.Choice(list(TARGETS)), default="tensorrt", show_default=True,
               help="tensorrt: precision ONNX + engine; openvino: an OpenVINO IR for CPUs (--fp32, --bf16, or --int8 "
               "by NNCF); onnxruntime-cpu: INT8 U8/S8 QDQ that ONNX Runtime's CPU kernels fuse.")
@@ -53,7 +54,7 @@ from .main import cli
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Engine path (default engines/<precision onnx name>.engine).")
 @json_option
-def build_engine_cmd(precision, stages, onnx_path, checkpoint, target, calib, calib_count, calib_method, exclude, min_hw,
+def build_engine_cmd(precision, stages, onnx_path, checkpoint, random_seed, blocks, target, calib, calib_count, calib_method, exclude, min_hw,
                      opt_hw, max_hw, batch, timing_cache, workspace, data, export_dir, output, as_json):
     """Precision ONNX -> TensorRT lint -> parity -> TensorRT 11 engine (exit 4 when TensorRT is missing)."""
 
@@ -64,7 +65,7 @@ def build_engine_cmd(precision, stages, onnx_path, checkpoint, target, calib, ca
     if target == "openvino" and precision not in OPENVINO_PRECISIONS:
         raise click.BadParameter(f"openvino takes {', '.join('--' + p for p in OPENVINO_PRECISIONS)} "
                                  f"(OpenVINO's CPU plugin has no {precision} inference)", param_hint="--target")
-    weights = load_weights(checkpoint)
+    weights = load_weights(checkpoint, random_seed=random_seed, blocks=blocks)
     req = BuildRequest(
         precision=precision, weights=weights, stages=stages, onnx=Path(onnx_path) if onnx_path else None,
         target=target, calib=[c for c in calib.split(",") if c] if calib else None, calib_count=calib_count,

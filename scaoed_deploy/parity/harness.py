@@ -95,6 +95,7 @@ class ParityResult:
     localisation: dict | None = None
     preview: dict | None = None  # name, noisy, eager, artifact (H, W, 3) for the report's picture
     audit: dict | None = None  # ONNX: what the file computes, read back (scaoed_deploy/audit.py)
+    data: str | None = None  # the folder of real noisy/clean pairs the task figures come from (resolved)
 
     @property
     def passed(self) -> bool:
@@ -116,6 +117,10 @@ class ParityResult:
             "tensors": [t.to_dict() for t in self.tensors],
             "task": [dict(asdict(r), dpsnr=r.dpsnr, dssim=r.dssim) for r in self.task],
             "mean_dpsnr": _mean([r.dpsnr for r in self.task]),
+            "mean_psnr": _mean([r.artifact_psnr for r in self.task]),
+            "mean_ssim": _mean([r.artifact_ssim for r in self.task]),
+            "eager_mean_psnr": _mean([r.eager_psnr for r in self.task]),
+            "data": self.data,
             "localisation": self.localisation,
             "audit": self.audit,
             "notes": self.notes,
@@ -250,7 +255,7 @@ def run_parity(
     runner.close()  # the session or engine is not needed for the verdict or the localisation
     outcomes = evaluate(tensors, task, thresholds)
     result = ParityResult(artifact, k, thresholds, tensors, task, outcomes, notes, None, preview,
-                          read_back or _read_back(artifact))
+                          read_back or _read_back(artifact), str(Path(data_dir).resolve()) if task else None)
     if not result.passed and localise and artifact.kind == "onnx":
         step(f"{label}: localising the first divergent node")
         worst = _worst_case(tensors, result)

@@ -39,6 +39,8 @@ def write_parity_record(result: ParityResult, command: str | None = None) -> Pat
     d = result.to_dict()
     record = {"artifact": result.artifact.path.name, "sha256": sha256_of(result.artifact.path), "passed": True,
               "precision": d["precision"], "stages": d["stages"], "mean_dpsnr_db": d["mean_dpsnr"],
+              "mean_psnr_db": d["mean_psnr"], "mean_ssim": d["mean_ssim"], "eager_mean_psnr_db": d["eager_mean_psnr"],
+              "data": d["data"],  # the pairs the task figures come from
               "checks": {o["check"]: o["measured"] for o in d["outcomes"] if o["measured"] is not None},
               "command": command,
               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

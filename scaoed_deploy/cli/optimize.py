@@ -1,0 +1,148 @@
+"""``optimize``: measure every K x backend that runs here and ship the one that meets the constraint."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from ..bench import BACKENDS, default_backends, emulated_rows
+from ..errors import ScaoedError, UsageError
+from ..optimize import (
+    Constraint,
+    OptimizeConfig,
+    default_output,
+    run_optimize,
+    write_package,
+)
+from ..optimize.report import summary_line, table
+from ..optimize.search import gmacs_by_k
+from ..runtime.base import busy_warning
+from ..runtime.torch_backend import pick_device
+from .common import (
+    command_line,
+    data_option,
+    emit_json,
+    json_option,
+    load_weights,
+    notice,
+    progress_bar,
+    resolutions_option,
+    stage_list_option,
+    weights_options,
+)
+from .main import cli
+
+
+def _constraint(max_latency_ms, min_psnr, max_dpsnr) -> Constraint:
+    given = [(k, v) for k, v in (("max_latency_ms", max_latency_ms), ("min_psnr", min_psnr),
+                                 ("max_dpsnr", max_dpsnr)) if v is not None]
+    if len(given) > 1:
+        raise UsageError("give one constraint: --max-latency-ms, --min-psnr or --max-dpsnr")
+    return Constraint(*given[0]) if given else Constraint()
+
+
+def _output(output) -> Path:
+    out = Path(output) if output else default_output()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # said now, not after an hour of measuring
+        raise ScaoedError(f"{out} exists and is not an empty folder; choose another -o")
+    return out
+
+
+@cli.command()
+@resolutions_option("Resolution the candidates are timed at (one: 512 or 512x768).")
+@stage_list_option("1,2,3,4,5", "Stage counts K to consider")
+@click.option("--backends", default=None, help=f"Comma-separated, from: {', '.join(BACKENDS)} (default: bench's for "
+              "the device; torch eager fp32 always runs, for the ratios).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Ship the best PSNR whose median latency is within this.")
+@click.option("--min-psnr", type=float, default=None, help="Ship the fastest candidate with at least this mean PSNR.")
+@click.option("--max-dpsnr", type=click.FloatRange(min=0), default=None,
+              help="Ship the fastest candidate within this many dB of the best one.")
+@click.option("--batch", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option("--warmup", type=click.IntRange(0), default=1, show_default=True)
+@click.option("--iters", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads, pinned (default: all cores).")
+@weights_options("Seeded random weights instead (their PSNR means nothing).")
+@data_option("Evaluation pairs (noisy/ and clean/; default ../shared/data/sidd).")
+@click.option("--calib-count", type=click.IntRange(4, 4096), default=32, show_default=True,
+              help="Calibration crops for INT8 candidates.")
+@click.option("--export-dir", default="export", show_default=True, type=click.Path(file_okay=False),
+              help="Where artifacts are reused from (or cached in, under bench/).")
+@click.option("-o", "--output", default=None, type=click.Path(), help="Package folder (default optimize/<time>/).")
+@click.option("--triton", is_flag=True, help="Also a Triton model repository of the choice (python backend).")
+@json_option
+def optimize(resolutions, stages, backends, device, max_latency_ms, min_psnr, max_dpsnr, batch, warmup, iters, threads,
+             checkpoint, random_seed, blocks, data, calib_count, export_dir, output, triton, as_json):
+    """Choose K, precision and backend by measurement: a package with the choice, its proof and a report."""
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+
+    if len(resolutions) != 1:
+        raise UsageError("optimize times one resolution: give --res once (512 or 512x768)")
+    constraint = _constraint(max_latency_ms, min_psnr, max_dpsnr)
+    out = _output(output)
+    device = pick_device(device).type
+    chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else default_backends(device)
+    unknown = [b for b in chosen if b not in BACKENDS]
+    if unknown:
+        raise click.BadParameter(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}",
+                                 param_hint="--backends")
+    weights = load_weights(checkpoint, random_seed=random_seed, blocks=blocks)
+    busy = busy_warning(threads) if device == "cpu" else None
+    if busy:
+        notice(busy)
+    cfg = OptimizeConfig(resolutions=resolutions, stages=stages, backends=chosen, device=device, batch=batch,
+                         warmup=warmup, iters=iters, threads=threads, data=Path(data) if data else None,
+                         export_dir=Path(export_dir), calib_count=calib_count, explicit=backends is not None,
+                         constraint=constraint, command=command_line())
+    for warning in emulated_rows(cfg):
+        notice(f"warning: {warning}")
+    per_k = len(dict.fromkeys(["torch", *chosen]))
+    n = len(stages) * per_k
+    total_gmacs = sum(gmacs_by_k(cfg, weights).values()) * per_k  # progress and time left are weighted by the MACs
+    progress, log = progress_bar(TextColumn("optimize"), BarColumn(), TextColumn("{task.fields[n]}"),
+                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), quiet=as_json)
+    state = {"done": 0, "gmacs": 0.0, "t0": time.perf_counter(), "estimated": False}
+
+    with progress:
+        task = progress.add_task("optimize", total=1.0, info="", n=f"0/{n}")
+
+        def left() -> str:
+            if not state["gmacs"]:
+                return ""
+            s = (time.perf_counter() - state["t0"]) / state["gmacs"] * (total_gmacs - state["gmacs"])
+            return f", about {s / 60:.0f} min left" if s >= 60 else f", about {s:.0f} s left"
+
+        def step(message):
+            progress.update(task, info=message)
+            if log:
+                log(f"[{min(state['done'] + 1, n)}/{n}] {message}{left()}")
+
+        def advance(c, gmacs):
+            state["done"] += 1
+            state["gmacs"] += gmacs  # a pruned or skipped candidate's share is done too
+            progress.update(task, completed=state["gmacs"] / total_gmacs, n=f"{state['done']}/{n}")
+            if not state["estimated"] and c.status == "built":  # the first measured candidate: an estimate
+                state["estimated"] = True
+                notice(f"estimate: {left().lstrip(', ') or 'under a minute left'} (the first candidate's time "
+                       "scaled by the MACs of the rest; making artifacts adds to it, pruning takes from it)")
+
+        try:
+            selection, previews = run_optimize(weights, cfg, step=step, advance=advance)
+        except KeyboardInterrupt:
+            notice(f"interrupted: the artifacts made so far are kept in {cfg.export_dir}; the same command resumes")
+            raise
+    paths = write_package(selection, previews, weights, out, triton=triton)
+    for w in selection["warnings"]:
+        notice(f"warning: {w}")
+    if not selection["chosen"]:
+        raise ScaoedError(f"{selection['error']} (the measurements: {out / 'report.md'})")
+    if as_json:
+        emit_json(dict(selection, files=[str(p) for p in paths]))
+    else:
+        click.echo("\n".join(table(selection)))
+        click.echo(summary_line(selection))
+        click.echo(f"wrote {out}/ (selection.json, report.html, reproduce.sh, {', '.join(selection['shipped'])})")
+

@@ -1,0 +1,170 @@
+"""The decision: candidates, the user's constraint, the Pareto front of latency against PSNR, the choice, and
+the pruning rules that skip candidates which cannot meet the constraint. Pure functions of measured figures."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..errors import ScaoedError
+from ..parity import thresholds_for
+
+#: Two PSNRs closer than this are a tie (far below what 8-bit outputs on a few images resolve; an fp32 artifact
+#: and eager differ by about 1e-5 dB), so a tie goes to the faster candidate.
+PSNR_TIE_DB = 0.005
+#: With no constraint: the fastest point of the front within this of the best PSNR.
+NEAR_BEST_DB = 0.05
+#: The largest PSNR gain over fp32 a candidate of each precision can show and still pass parity (parity's
+#: own limit on |dPSNR|; fp32 candidates agree with eager to 1e-4, so a hundredth of a dB bounds them).
+FP32_MARGIN_DB = 0.01
+#: Latency pruning predicts a candidate at K from the same backend at a lower K scaled by the MACs; it prunes
+#: only when this fraction of the prediction is already over the budget (fixed costs make the scaling high).
+LATENCY_PRUNE_FRACTION = 0.9
+
+STATUSES = ("built", "pruned", "excluded", "skipped")
+
+
+class NothingMeets(ScaoedError):
+    """No measured candidate meets the constraint; the message names the closest one."""
+
+
+@dataclass(frozen=True)
+class Constraint:
+    kind: str | None = None  # "max_latency_ms", "min_psnr", "max_dpsnr", or None (the front)
+    value: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "value": self.value}
+
+    def describe(self) -> str:
+        return {"max_latency_ms": f"--max-latency-ms {self.value:g}", "min_psnr": f"--min-psnr {self.value:g}",
+                "max_dpsnr": f"--max-dpsnr {self.value:g}"}.get(self.kind, "no constraint")
+
+
+@dataclass
+class Candidate:
+    id: str
+    k: int
+    backend: str
+    precision: str
+    status: str = "pending"  # then one of STATUSES
+    reason: str = ""
+    artifact: str | None = None
+    latency_ms: float | None = None  # median
+    p90_ms: float | None = None
+    images_per_s: float | None = None
+    peak_memory_mb: float | None = None
+    setup_s: float | None = None
+    ratio_to_eager: float | None = None
+    gmacs: float | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    dpsnr: float | None = None  # against the best built candidate
+    parity: dict | None = None
+    runtime_precision: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def measured(self) -> bool:
+        return self.status == "built" and self.latency_ms is not None and self.psnr is not None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def candidate_id(k: int, backend: str) -> str:
+    return f"k{k}-{backend}"
+
+
+def pareto_front(cands: list[Candidate]) -> list[str]:
+    """Ids of the measured candidates no other one beats on both latency (lower) and PSNR (higher), fastest
+    first: sorted by latency, a point is on the front when its PSNR is above every faster point's."""
+    pts = sorted((c for c in cands if c.measured), key=lambda c: (c.latency_ms, -c.psnr, c.id))
+    front: list[Candidate] = []
+    for c in pts:
+        if not front or c.psnr > front[-1].psnr or (c.psnr, c.latency_ms) == (front[-1].psnr, front[-1].latency_ms):
+            front.append(c)
+    return [c.id for c in front]
+
+
+def set_dpsnr(cands: list[Candidate]) -> float | None:
+    """Each measured candidate's dPSNR against the best measured PSNR; returns that best."""
+    best = max((c.psnr for c in cands if c.measured), default=None)
+    for c in cands:
+        c.dpsnr = c.psnr - best if c.measured and best is not None else None
+    return best
+
+
+def _fastest(pool: list[Candidate]) -> Candidate:
+    return min(pool, key=lambda c: (c.latency_ms, -c.psnr, c.id))
+
+
+def choose(cands: list[Candidate], constraint: Constraint) -> Candidate:
+    """The candidate to ship under ``constraint`` (see the module doc of ``optimize``), or NothingMeets."""
+    done = [c for c in cands if c.measured]
+    if not done:
+        pruned = [c for c in cands if "fp32_psnr" in c.extra]
+        if pruned:  # pruned on fp32's quality alone: the K nearest to the floor is the closest
+            c = max(pruned, key=lambda c: (c.extra["fp32_psnr"], c.id))
+            raise NothingMeets(f"no candidate meets {constraint.describe()}: the closest is {c.id}, fp32 at K={c.k} "
+                               f"scoring {c.extra['fp32_psnr']:.2f} dB (every candidate was pruned before it was made)")
+        raise NothingMeets("no candidate could be measured: every one was skipped, pruned or excluded (see the table)")
+    best = max(c.psnr for c in done)
+    kind, v = constraint.kind, constraint.value
+    if kind == "max_latency_ms":
+        pool = [c for c in done if c.latency_ms <= v]
+        if not pool:
+            c = _fastest(done)
+            raise NothingMeets(f"no candidate meets {constraint.describe()}: the closest is {c.id} at "
+                               f"{c.latency_ms:.1f} ms ({c.psnr:.2f} dB)")
+        top = max(c.psnr for c in pool)
+        return _fastest([c for c in pool if c.psnr >= top - PSNR_TIE_DB])
+    if kind == "min_psnr":
+        pool = [c for c in done if c.psnr >= v]
+        if not pool:
+            c = max(done, key=lambda c: (c.psnr, -c.latency_ms))
+            raise NothingMeets(f"no candidate meets {constraint.describe()}: the closest is {c.id} at "
+                               f"{c.psnr:.2f} dB ({c.latency_ms:.1f} ms)")
+        return _fastest(pool)
+    if kind == "max_dpsnr":
+        return _fastest([c for c in done if c.psnr >= best - v])
+    front = set(pareto_front(done))
+    return _fastest([c for c in done if c.id in front and c.psnr >= best - NEAR_BEST_DB])
+
+
+# ---------------------------------------------------------------------------- pruning
+def margin_db(precision: str) -> float:
+    """How far above fp32 a ``precision`` candidate's PSNR can be and still pass parity."""
+    return thresholds_for(precision).max_dpsnr or FP32_MARGIN_DB
+
+
+def quality_prune(c: Candidate, fp32_psnr: dict[int, float], constraint: Constraint) -> str | None:
+    """Why ``c`` cannot meet a PSNR constraint, from fp32's quality at its K alone (measured once per K), or None."""
+    at_k, reach = fp32_psnr[c.k], fp32_psnr[c.k] + margin_db(c.precision)
+    if constraint.kind == "min_psnr" and reach < constraint.value:
+        return (f"fp32 at K={c.k} scores {at_k:.2f} dB and a {c.precision} candidate passes parity only within "
+                f"{margin_db(c.precision):g} dB of it: below {constraint.describe()}")
+    if constraint.kind == "max_dpsnr":
+        floor = max(fp32_psnr.values()) - constraint.value
+        if reach < floor:
+            return (f"fp32 at K={c.k} scores {at_k:.2f} dB, more than {constraint.value:g} dB (+{margin_db(c.precision):g} "
+                    f"parity margin) below fp32 at its best K ({max(fp32_psnr.values()):.2f} dB)")
+    return None
+
+
+def latency_prune(c: Candidate, done: list[Candidate], gmacs: dict[int, float], constraint: Constraint) -> str | None:
+    """Why ``c`` cannot meet a latency budget: the same backend at the nearest lower K, scaled by the MACs, is
+    already over it (or was pruned for it); None otherwise."""
+    if constraint.kind != "max_latency_ms":
+        return None
+    lower = [d for d in done if d.backend == c.backend and d.k < c.k and
+             (d.latency_ms is not None or d.extra.get("latency_pruned"))]
+    if not lower:
+        return None
+    d = max(lower, key=lambda d: d.k)
+    if d.extra.get("latency_pruned"):
+        return f"{c.backend} at K={d.k} was already pruned for {constraint.describe()}"
+    predicted = d.latency_ms * gmacs[c.k] / gmacs[d.k]
+    if predicted * LATENCY_PRUNE_FRACTION <= constraint.value:
+        return None
+    return (f"{c.backend} took {d.latency_ms:.1f} ms at K={d.k}; scaled by the MACs ({gmacs[c.k] / gmacs[d.k]:.2f}x) "
+            f"K={c.k} needs about {predicted:.0f} ms, over {constraint.describe()}")

@@ -1,0 +1,116 @@
+"""``report.md`` and the chart of an optimize selection: the table of every candidate and what was chosen."""
+
+from __future__ import annotations
+
+import io
+
+NUMERIC = ("latency_ms", "p90_ms", "ratio_to_eager", "images_per_s", "peak_memory_mb", "psnr", "ssim", "dpsnr")
+
+
+def fmt(v, fmt: str) -> str:
+    return format(v, fmt) if v is not None else "-"
+
+
+def summary_line(sel: dict) -> str:
+    """One line: what was chosen, under what, with its figures (or why nothing was)."""
+    if not sel["chosen"]:
+        return sel["error"] or "nothing chosen"
+    c = next(c for c in sel["candidates"] if c["id"] == sel["chosen"])
+    under = {"max_latency_ms": "the best PSNR within", "min_psnr": "the fastest within", "max_dpsnr": "the fastest within"}
+    why = (f"{under[sel['constraint']['kind']]} {constraint_text(sel)}" if sel["constraint"]["kind"]
+           else "the fastest point of the Pareto front within 0.05 dB of the best PSNR")
+    return (f"chosen: {c['id']} ({why}): {c['latency_ms']:.1f} ms median, {fmt(c['ratio_to_eager'], '.2f')} x eager, "
+            f"{c['psnr']:.2f} dB ({c['dpsnr']:+.3f} dB against the best)")
+
+
+def constraint_text(sel: dict) -> str:
+    kind, v = sel["constraint"]["kind"], sel["constraint"]["value"]
+    if kind is None:
+        return "no constraint"
+    return {"max_latency_ms": f"{v:g} ms", "min_psnr": f"PSNR >= {v:g} dB", "max_dpsnr": f"{v:g} dB of the best"}[kind]
+
+
+def table(sel: dict) -> list[str]:
+    front = set(sel["pareto"])
+    lines = ["| candidate | K | backend | precision | status | median ms | p90 ms | x eager | img/s | peak MB | "
+             "PSNR | SSIM | dPSNR | parity | front | note |",
+             "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+    for c in sel["candidates"]:
+        par = c["parity"] or {}
+        parity = ("pass" if par.get("passed") else "FAIL") + f" ({par['source']})" if par else "-"
+        mark = "**" if c["id"] == sel["chosen"] else ""
+        lines.append(
+            f"| {mark}{c['id']}{mark} | {c['k']} | {c['backend']} | {c['precision']} | {c['status']} | "
+            f"{fmt(c['latency_ms'], '.1f')} | {fmt(c['p90_ms'], '.1f')} | {fmt(c['ratio_to_eager'], '.2f')} | "
+            f"{fmt(c['images_per_s'], '.2f')} | {fmt(c['peak_memory_mb'], '.0f')} | {fmt(c['psnr'], '.3f')} | "
+            f"{fmt(c['ssim'], '.4f')} | {fmt(c['dpsnr'], '+.3f')} | {parity} | {'yes' if c['id'] in front else ''} | "
+            f"{c['reason'].replace('|', '/')} |")
+    return lines
+
+
+def markdown(sel: dict) -> str:
+    m, cfg = sel["machine"], sel["config"]
+    (h, w), = cfg["resolutions"]
+    lines = ["# ScaoedNet: what to ship", "", f"Command: `{sel.get('command', '')}`", "",
+             f"**{summary_line(sel)}**", "",
+             f"Constraint: {constraint_text(sel)}. Candidates: K = {', '.join(map(str, cfg['stages']))} x "
+             f"{', '.join(cfg['backends'])}, at {h}x{w}, batch {cfg['batch']} on {cfg['device']}.",
+             f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}; class {m['isa_class']})"
+             + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "") + f". {sel['timing']}; "
+             f"{cfg['warmup']} warm-up + {cfg['iters']} timed runs per candidate.",
+             f"Quality: mean PSNR/SSIM against clean on {sel['evaluation']['pairs']} pairs of `{sel['evaluation']['data']}`; "
+             "fp32's per K measured once, each artifact's from its parity run (dPSNR there added to fp32's). "
+             "dPSNR: against the best candidate.", "", *table(sel), "",
+             "Pareto front (latency vs PSNR, fastest first): " + (", ".join(sel["pareto"]) or "-"), "",
+             f"The command took {sel['wall_s']:.0f} s."]
+    load = sel.get("load") or {}
+    if load.get("busy"):
+        lines += ["", f"**Busy machine**: other processes took {load['other_processes_cores']:.2f} cores on average; "
+                  "do not quote these latencies."]
+    return "\n".join(lines) + "\n"
+
+
+def chart_png(sel: dict) -> bytes:
+    """Latency (log) against PSNR: a colour per backend, points labelled by K, the front and the constraint drawn,
+    the chosen point ringed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    done = [c for c in sel["candidates"] if c["status"] == "built" and c["latency_ms"] and c["psnr"] is not None]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, backend in enumerate(dict.fromkeys(c["backend"] for c in done)):
+        pts = [c for c in done if c["backend"] == backend]
+        ax.scatter([c["latency_ms"] for c in pts], [c["psnr"] for c in pts], color=colours[i % len(colours)],
+                   label=backend, zorder=3)
+        for c in pts:
+            ax.annotate(f"K{c['k']}", (c["latency_ms"], c["psnr"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    front = [c for cid in sel["pareto"] for c in done if c["id"] == cid]
+    if front:
+        ax.step([c["latency_ms"] for c in front], [c["psnr"] for c in front], where="post", color="0.3",
+                linestyle="--", linewidth=1, label="Pareto front", zorder=2)
+    kind, v = sel["constraint"]["kind"], sel["constraint"]["value"]
+    if kind == "max_latency_ms":
+        ax.axvline(v, color="crimson", linewidth=1, label=f"budget {v:g} ms")
+    elif kind == "min_psnr":
+        ax.axhline(v, color="crimson", linewidth=1, label=f"PSNR >= {v:g} dB")
+    elif kind == "max_dpsnr" and sel["best_psnr"] is not None:
+        ax.axhline(sel["best_psnr"] - v, color="crimson", linewidth=1, label=f"best - {v:g} dB")
+    chosen = [c for c in done if c["id"] == sel["chosen"]]
+    if chosen:
+        ax.scatter([chosen[0]["latency_ms"]], [chosen[0]["psnr"]], s=220, facecolors="none", edgecolors="black",
+                   linewidths=1.5, label=f"chosen: {chosen[0]['id']}", zorder=4)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set(xlabel="median latency (ms, log)", ylabel="mean PSNR (dB)", title="latency vs PSNR per candidate")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,253 @@
+"""The measurement behind ``optimize``: quality per K, then each candidate made, verified and timed in one process.
+
+1. Quality of each K, once, on the fp32 eager model: mean PSNR/SSIM on the evaluation pairs.
+2. Pruning by PSNR (``choose.quality_prune``) before anything is made.
+3. K ascending; at each K eager fp32 first (every ratio is to eager in this run), then each backend: pruned
+   when its lower-K latency scaled by the MACs is over a latency budget (``choose.latency_prune``); else
+   made by build-engine's steps through bench's ``Backends`` (reused when made from the same weights), its
+   parity record read for exactly this file and these pairs or parity run now (a failure excludes it), and
+   timed by bench's ``measure``. Torch variants (and engines) have no file for the harness: their parity is
+   task agreement with fp32 on the evaluation pairs, within the precision's parity limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..bench import (
+    BACKEND_PRECISION,
+    BASELINE,
+    Backends,
+    BenchConfig,
+    LoadMeter,
+    Skip,
+    machine,
+    measure,
+    prepare,
+)
+from ..checkpoint import Weights, sha256_of
+from ..cost import model_cost
+from ..errors import ScaoedError, VerificationError
+from ..images import psnr_ssim, to_uint8
+from ..parity import load_artifact, read_parity_record, run_parity, write_parity_record
+from ..parity.report import parity_record_path
+from ..runtime.torch_backend import TorchRunner
+from .choose import (
+    Candidate,
+    Constraint,
+    NothingMeets,
+    candidate_id,
+    choose,
+    latency_prune,
+    margin_db,
+    pareto_front,
+    quality_prune,
+    set_dpsnr,
+)
+
+
+@dataclass
+class OptimizeConfig(BenchConfig):
+    """bench's settings for one resolution, with the constraint; fewer timed runs than bench by default."""
+
+    constraint: Constraint = field(default_factory=Constraint)
+    warmup: int = 1
+    iters: int = 5
+    command: str | None = None
+
+
+def quality(fn, pairs: list) -> tuple[float, float]:
+    """Mean PSNR and SSIM of ``fn``'s outputs against the clean images."""
+    scores = [psnr_ssim(to_uint8(fn(noisy[None].astype(np.float32))[0].transpose(1, 2, 0)),
+                        to_uint8(clean.transpose(1, 2, 0))) for noisy, clean in pairs]
+    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+
+
+def artifact_parity(path: Path, weights: Weights, k: int, data: Path, step, command: str | None) -> dict:
+    """The parity verdict of exactly this file on these pairs: its record when one was written for its sha256 and
+    ``data``, else parity run now (its record written when it passes)."""
+    record = read_parity_record(path, sha256_of(path))
+    data_id = str(Path(data).resolve())
+    if record and record.get("passed") and record.get("data") == data_id and record.get("mean_dpsnr_db") is not None:
+        return {"passed": True, "source": "record", "record": str(parity_record_path(path)),
+                "mean_dpsnr_db": record["mean_dpsnr_db"], "mean_ssim": record.get("mean_ssim")}
+    step(f"parity of {path.name}")
+    result = run_parity(load_artifact(path), weights, k, data, step=step)
+    d = result.to_dict()
+    out = {"passed": result.passed, "source": "run now", "mean_dpsnr_db": d["mean_dpsnr"], "mean_ssim": d["mean_ssim"]}
+    if result.passed:
+        out["record"] = str(write_parity_record(result, command))
+    else:
+        worst = result.failures[0]
+        out["failure"] = f"{worst.check}: {worst.measured} vs {worst.limit}"
+    return out
+
+
+def _task_parity(fn, c: Candidate, pairs: list, fp32: dict) -> dict:
+    """A runner with no file for the harness: its PSNR on the pairs within the precision's limit of fp32's."""
+    psnr, ssim = quality(fn, pairs)
+    d = psnr - fp32[c.k]["psnr"]
+    limit = margin_db(c.precision)
+    out = {"passed": abs(d) <= limit, "source": "task agreement on the evaluation pairs", "mean_dpsnr_db": d,
+           "mean_ssim": ssim, "limit_db": limit}
+    if not out["passed"]:
+        out["failure"] = f"|dPSNR| against fp32 {abs(d):.3f} dB vs {limit:g} dB"
+    return out
+
+
+def gmacs_by_k(cfg: OptimizeConfig, weights: Weights) -> dict[int, float]:
+    """Multiply-accumulates (G) of one call at each K, at the run's resolution and batch."""
+    (h, w), = cfg.resolutions
+    return {k: model_cost(k, weights.blocks, h, w, cfg.batch).total_macs / 1e9 for k in cfg.stages}
+
+
+class Search:
+    def __init__(self, weights: Weights, cfg: OptimizeConfig, step: Callable[[str], None],
+                 advance: Callable[[Candidate, float], None]):
+        self.weights, self.cfg, self.step, self.advance = weights, cfg, step, advance
+        self.timing, samples = prepare(cfg)
+        self.pairs, self.names = [(s.noisy, s.clean) for s in samples], [s.name for s in samples]
+        if not self.pairs:
+            raise ScaoedError("optimize measures quality on real noisy/clean pairs and found none "
+                              f"({cfg.data or '../shared/data/sidd is absent'}): pass --data DIR with noisy/ and clean/")
+        (h, w), b = cfg.resolutions[0], cfg.batch
+        self.x = np.random.default_rng(0).random((b, 3, h, w), dtype=np.float32)
+        self.gmacs = gmacs_by_k(cfg, weights)
+        order = [BASELINE] + [n for n in cfg.backends if n != BASELINE]  # eager first: every ratio needs it
+        self.cands = [Candidate(candidate_id(k, n), k, n, BACKEND_PRECISION[n], gmacs=round(self.gmacs[k], 2))
+                      for k in sorted(cfg.stages) for n in order]
+        self.backends = Backends(weights, cfg, step)
+        self.fp32: dict[int, dict] = {}
+
+    def fp32_quality(self) -> None:
+        for k in sorted(self.cfg.stages):
+            self.step(f"K={k}: fp32 quality on {len(self.pairs)} evaluation pairs")
+            with TorchRunner(self.weights, stages=k, device=self.cfg.device) as r:
+                psnr, ssim = quality(r, self.pairs)
+            self.fp32[k] = {"psnr": psnr, "ssim": ssim}
+
+    def run(self) -> None:
+        self.fp32_quality()
+        for c in self.cands:
+            why = quality_prune(c, {k: q["psnr"] for k, q in self.fp32.items()}, self.cfg.constraint)
+            if why:
+                c.status, c.reason, c.extra["fp32_psnr"] = "pruned", why, self.fp32[c.k]["psnr"]
+        for k in sorted(self.cfg.stages):
+            at_k = [c for c in self.cands if c.k == k]
+            for c in at_k:
+                why = c.status == "pending" and latency_prune(c, self.cands, self.gmacs, self.cfg.constraint)
+                if why:
+                    c.status, c.reason, c.extra["latency_pruned"] = "pruned", why, True
+            eager = at_k[0]
+            if eager.status == "pruned" and any(c.status == "pending" for c in at_k[1:]):
+                eager.status = "pending"  # timed all the same: the ratios at this K need it
+                eager.reason = f"timed as K={k}'s baseline, though {eager.reason}"
+                eager.extra.pop("fp32_psnr", None)
+            for c in at_k:
+                if c.status == "pending":
+                    self.measure(c, eager)
+                self.advance(c, self.gmacs[k])
+
+    def measure(self, c: Candidate, eager: Candidate) -> None:
+        cfg = self.cfg
+        self.step(f"{c.id}: setting up")
+        t0 = time.perf_counter()
+        try:
+            fn = self.backends.open(c.backend, c.k)
+        except Skip as e:
+            failed = isinstance(e.__cause__, VerificationError)  # made, but failed its audit or parity
+            c.status, c.reason = ("excluded" if failed else "skipped"), str(e)
+            return
+        try:
+            c.artifact = getattr(fn, "artifact", None)
+            c.runtime_precision = getattr(fn, "runtime_precision", None)
+            if c.backend == BASELINE:
+                c.parity = {"passed": True, "source": "the reference (eager fp32)", "mean_dpsnr_db": 0.0,
+                            "mean_ssim": self.fp32[c.k]["ssim"]}
+            elif c.artifact:
+                c.parity = artifact_parity(Path(c.artifact), self.weights, c.k, cfg.data, self.step, cfg.command)
+            else:
+                self.step(f"{c.id}: PSNR on the evaluation pairs")
+                c.parity = _task_parity(fn, c, self.pairs, self.fp32)
+            if not c.parity["passed"]:
+                c.status, c.reason = "excluded", f"failed parity ({c.parity['failure']})"
+                return
+            self.step(f"{c.id}: warm-up and {cfg.iters} timed runs")
+            m = measure(fn, self.x, cfg.warmup, cfg.iters, cfg.device == "cuda", t0, events=c.backend.startswith("torch"))
+        except ScaoedError as e:  # NaN/Inf from this backend, a refused file: excluded, the search goes on
+            c.status, c.reason = "excluded", str(e)
+            return
+        finally:
+            fn.close()
+        c.status = "built"
+        c.latency_ms, c.p90_ms = m.latency_ms["median"], m.latency_ms["p90"]
+        c.images_per_s = cfg.batch / (c.latency_ms / 1000)
+        c.peak_memory_mb, c.setup_s = m.peak_memory_mb, m.setup_s
+        c.psnr = self.fp32[c.k]["psnr"] + c.parity["mean_dpsnr_db"]
+        c.ssim = c.parity.get("mean_ssim")
+        c.extra["latency"] = m.latency_ms
+        if eager.latency_ms:
+            c.ratio_to_eager = c.latency_ms / eager.latency_ms
+
+
+    def previews(self, chosen: Candidate, count: int = 2) -> list[dict]:
+        """The first ``count`` evaluation images: noisy, fp32 K = 5 (the paper's largest) and the chosen output."""
+        reference = TorchRunner(self.weights, stages=5, device=self.cfg.device)
+        fn = reference if chosen.id == candidate_id(5, BASELINE) else self.backends.make(chosen.backend, chosen.k)
+        out = []
+        try:
+            for i, (noisy, _) in enumerate(self.pairs[:count]):
+                self.step(f"report: evaluation image {i + 1} through {chosen.id} and fp32 K=5")
+                x = noisy[None].astype(np.float32)
+                out.append({"name": self.names[i], "noisy": noisy.transpose(1, 2, 0),
+                            "reference": reference(x)[0].transpose(1, 2, 0), "chosen": fn(x)[0].transpose(1, 2, 0)})
+        finally:
+            fn.close()
+            reference.close()
+        return out
+
+
+def run_optimize(weights: Weights, cfg: OptimizeConfig, step: Callable[[str], None] = lambda s: None,
+                 advance: Callable[[Candidate, float], None] = lambda c, gmacs: None) -> tuple[dict, list[dict]]:
+    """Measure every candidate and choose (``choose.choose``): the selection as a dict (``selection.json``'s
+    keys, and what the report needs), and the report's preview images of the choice. ``chosen`` is None and
+    ``error`` says why when nothing meets the constraint."""
+    t0 = time.perf_counter()
+    meter = LoadMeter()
+    search = Search(weights, cfg, step, advance)
+    search.run()
+    meter.finish()
+    cands = search.cands
+    best = set_dpsnr(cands)
+    chosen, error, previews = None, None, []
+    try:
+        pick = choose(cands, cfg.constraint)
+        chosen = pick.id
+        previews = search.previews(pick)
+    except NothingMeets as e:
+        error = str(e)
+    return {
+        "constraint": cfg.constraint.to_dict(),
+        "candidates": [c.to_dict() for c in cands],
+        "pareto": pareto_front(cands),
+        "chosen": chosen,
+        "error": error,
+        "best_psnr": best,
+        "fp32_quality": {str(k): v for k, v in search.fp32.items()},
+        "evaluation": {"data": str(cfg.data), "pairs": len(search.pairs)},
+        "machine": machine(),
+        "load": meter.result,
+        "warnings": [w for w in [meter.warning()] if w],
+        "timing": search.timing,
+        "config": {**{k: v for k, v in asdict(cfg).items() if k != "constraint"},
+                   "resolutions": [list(r) for r in cfg.resolutions], "data": str(cfg.data),
+                   "export_dir": str(cfg.export_dir)},
+        "weights": {"identity": weights.identity, "blocks": weights.blocks, "source": weights.source},
+        "command": cfg.command,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }, previews
