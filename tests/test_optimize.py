@@ -14,7 +14,7 @@ import shutil
 from html.parser import HTMLParser
 
 import pytest
-from conftest import needs_data
+from conftest import DATA, needs_data
 from references import one_error
 
 from scaoed_deploy.cli import main
@@ -115,14 +115,24 @@ def test_latency_pruning_scales_the_lower_k_by_the_macs_and_quality_pruning_keep
 
 # ---------------------------------------------------------------------------- one real run
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, random_k1_onnx):
-    """optimize with no constraint, its export folder holding the session's K = 1 export of the same weights."""
+def run(tmp_path_factory, tiny_checkpoint, tiny_k1_onnx, exports):
+    """optimize with no constraint on the session's tiny checkpoint (T = 2), its export folder holding the
+    session's K = 1 and K = 2 exports of it (test_export's: nothing is exported again), scored on two SIDD pairs."""
+    from scaoed_deploy import checkpoint as ckpt
+    from scaoed_deploy import export as ex
+
     root = tmp_path_factory.mktemp("optimize")
-    export = root / "export"
+    export, data = root / "export", root / "data"
     export.mkdir()
-    shutil.copyfile(random_k1_onnx, export / "scaoednet_k1_t1_fp32.onnx")
-    args = ["optimize", "--res", "32", "--stages", "1,2", "--backends", BACKENDS, "--random-seed", "0", "--blocks",
-            "1", "--threads", "1", "--iters", "3", "--warmup", "0", "--export-dir", str(export)]
+    k2 = exports(ckpt.read_checkpoint(tiny_checkpoint), ex.ExportSpec(stages=2)).path
+    for path in (tiny_k1_onnx, k2):
+        shutil.copyfile(path, export / path.name)
+    for sub in ("noisy", "clean"):  # two pairs: the report's two images, half the scoring time
+        (data / sub).mkdir(parents=True)
+        for name in sorted(p.name for p in (DATA / "sidd" / "noisy").iterdir())[:2]:
+            (data / sub / name).symlink_to(DATA / "sidd" / sub / name)
+    args = ["optimize", "--res", "32", "--stages", "1,2", "--backends", BACKENDS, "--checkpoint", str(tiny_checkpoint),
+            "--threads", "1", "--iters", "3", "--warmup", "0", "--export-dir", str(export), "--data", str(data)]
     code = main([*args, "-o", str(root / "pkg"), "--json"])
     assert code == 0
     return {"root": root, "export": export, "args": args, "pkg": root / "pkg",
@@ -156,7 +166,7 @@ def test_selection_json_holds_every_candidate_and_the_choice(run):
         record = json.loads(shipped.with_name(shipped.stem + ".parity.json").read_text())
         assert record["sha256"] == sha256_of(shipped) and record["passed"]
     script = (run["pkg"] / "reproduce.sh").read_text()
-    assert script.startswith("#!/bin/sh") and "scaoed-deploy optimize" in script
+    assert script.startswith("#!/bin/sh") and "scaoed-deploy optimize" in script and "--checkpoint" in script
 
 
 @needs_data
@@ -194,7 +204,7 @@ def test_report_html_is_one_page_with_every_image_embedded_and_decodable(run):
         img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
         img.load()
         sizes.append(img.size)
-    assert sizes[1] == (256, 256)  # a full SIDD crop
+    assert sizes[1] == (256, 256) and sizes[5] == (256, 256)  # full SIDD crops; the zooms are as large
     text = (run["pkg"] / "report.html").read_text()
     assert f"chosen: {run['sel']['chosen']}" in text and text.count("<tr") == 1 + len(run["sel"]["candidates"])
 

@@ -191,7 +191,8 @@ class Backends:
 
 
 #: The precision a row computes in, where the CPU may lack a native path for it.
-ROW_PRECISION = {name: p for name, p in BACKEND_PRECISION.items() if p == "bf16" and not name.startswith("tensorrt")}
+ROW_PRECISION = {name: p for name, p in BACKEND_PRECISION.items()
+                 if p in ("bf16", "fp16") and not name.startswith("tensorrt")}
 
 
 def not_native(name: str, cfg: BenchConfig) -> str | None:
