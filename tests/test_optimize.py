@@ -285,3 +285,35 @@ def test_brute_force_helpers_are_not_vacuous():
     assert brute_choice(cands, "min_psnr", 28.9) == "c0"
     assert brute_choice(cands, "max_dpsnr", 2.0) == "c1"
     assert brute_choice(cands, None, None) == "c2"
+
+
+@needs_data
+def test_triton_adds_a_model_repository_of_the_shipped_choice(run, tmp_path):
+    from scaoed_deploy.optimize.package import triton_repository
+    from scaoed_deploy.serve.repository import read_config
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(run["pkg"], pkg)
+    sel = json.loads((pkg / "selection.json").read_text())
+    chosen = next(c for c in sel["candidates"] if c["id"] == sel["chosen"])
+    out = triton_repository(sel, pkg)
+    if not chosen["artifact"]:
+        assert "torch runner" in out["skipped"]
+        return
+    (model,) = out["models"]
+    config = read_config(pkg / "triton" / model / "config.pbtxt")
+    assert config.backend == "python" and config.max_batch_size >= 1
+
+
+def test_time_left_counts_the_measured_seconds_per_gmac_and_drops_backends_that_were_skipped():
+    from scaoed_deploy.cli.optimize import TimeLeft
+
+    plan = [(k, b) for k in (1, 2) for b in ("torch", "onnxruntime", "tensorrt")]
+    eta = TimeLeft(plan, {1: 10.0, 2: 20.0})
+    assert eta.text() == ""  # nothing measured yet: no guess
+    c = Candidate("k1-torch", 1, "torch", "fp32", status="built", extra={"wall_s": 5.0})
+    assert eta.add(c) is True  # the first measured candidate: the estimate is said
+    assert eta.add(Candidate("k1-onnxruntime", 1, "onnxruntime", "fp32", status="built", extra={"wall_s": 15.0})) is False
+    eta.add(Candidate("k1-tensorrt", 1, "tensorrt", "fp32", status="skipped"))
+    # 20 s for 20 GMAC; left: K = 2's torch and onnxruntime (20 GMAC each), not its tensorrt
+    assert eta.text() == ", about 40 s left"

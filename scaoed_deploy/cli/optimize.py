@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
@@ -50,6 +49,35 @@ def _output(output) -> Path:
     return out
 
 
+class TimeLeft:
+    """The time left of a search: seconds per GMAC of the candidates measured so far (making their artifacts,
+    parity and timing) times the GMACs of the candidates left, less the backends already skipped or excluded
+    at a lower K (they will be again)."""
+
+    def __init__(self, plan: list[tuple[int, str]], gmacs: dict[int, float]):
+        self.plan, self.gmacs = plan, gmacs
+        self.done, self.seconds, self.work = 0, 0.0, 0.0
+        self.dropped: set[str] = set()
+
+    def add(self, c) -> bool:
+        """Count candidate ``c`` done; True when it is the first measured one (the first estimate)."""
+        self.done += 1
+        first = False
+        if c.status == "built" and "wall_s" in c.extra:
+            first = not self.work
+            self.seconds += c.extra["wall_s"]
+            self.work += self.gmacs[c.k]
+        elif c.status in ("skipped", "excluded"):
+            self.dropped.add(c.backend)
+        return first
+
+    def text(self) -> str:
+        if not self.work:
+            return ""
+        s = self.seconds / self.work * sum(self.gmacs[k] for k, b in self.plan[self.done:] if b not in self.dropped)
+        return f", about {s / 60:.0f} min left" if s >= 90 else f", about {s:.0f} s left"
+
+
 @cli.command()
 @resolutions_option("Resolution the candidates are timed at (one: 512 or 512x768).")
 @stage_list_option("1,2,3,4,5", "Stage counts K to consider")
@@ -77,7 +105,7 @@ def _output(output) -> Path:
 def optimize(resolutions, stages, backends, device, max_latency_ms, min_psnr, max_dpsnr, batch, warmup, iters, threads,
              checkpoint, random_seed, blocks, data, calib_count, export_dir, output, triton, as_json):
     """Choose K, precision and backend by measurement: a package with the choice, its proof and a report."""
-    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn
 
     if len(resolutions) != 1:
         raise UsageError("optimize times one resolution: give --res once (512 or 512x768)")
@@ -99,35 +127,26 @@ def optimize(resolutions, stages, backends, device, max_latency_ms, min_psnr, ma
                          constraint=constraint, command=command_line())
     for warning in emulated_rows(cfg):
         notice(f"warning: {warning}")
-    per_k = len(dict.fromkeys(["torch", *chosen]))
-    n = len(stages) * per_k
-    total_gmacs = sum(gmacs_by_k(cfg, weights).values()) * per_k  # progress and time left are weighted by the MACs
+    order = list(dict.fromkeys(["torch", *chosen]))
+    n = len(stages) * len(order)
+    eta = TimeLeft([(k, b) for k in sorted(stages) for b in order], gmacs_by_k(cfg, weights))
     progress, log = progress_bar(TextColumn("optimize"), BarColumn(), TextColumn("{task.fields[n]}"),
-                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), quiet=as_json)
-    state = {"done": 0, "gmacs": 0.0, "t0": time.perf_counter(), "estimated": False}
+                                 TextColumn("{task.fields[info]}"), quiet=as_json)
 
     with progress:
-        task = progress.add_task("optimize", total=1.0, info="", n=f"0/{n}")
-
-        def left() -> str:
-            if not state["gmacs"]:
-                return ""
-            s = (time.perf_counter() - state["t0"]) / state["gmacs"] * (total_gmacs - state["gmacs"])
-            return f", about {s / 60:.0f} min left" if s >= 60 else f", about {s:.0f} s left"
+        task = progress.add_task("optimize", total=n, info="", n=f"0/{n}")
 
         def step(message):
-            progress.update(task, info=message)
+            progress.update(task, info=message + eta.text())
             if log:
-                log(f"[{min(state['done'] + 1, n)}/{n}] {message}{left()}")
+                log(f"[{min(eta.done + 1, n)}/{n}] {message}{eta.text()}")
 
         def advance(c, gmacs):
-            state["done"] += 1
-            state["gmacs"] += gmacs  # a pruned or skipped candidate's share is done too
-            progress.update(task, completed=state["gmacs"] / total_gmacs, n=f"{state['done']}/{n}")
-            if not state["estimated"] and c.status == "built":  # the first measured candidate: an estimate
-                state["estimated"] = True
-                notice(f"estimate: {left().lstrip(', ') or 'under a minute left'} (the first candidate's time "
-                       "scaled by the MACs of the rest; making artifacts adds to it, pruning takes from it)")
+            first = eta.add(c)
+            progress.update(task, completed=eta.done, n=f"{eta.done}/{n}")
+            if first:
+                notice(f"estimate:{eta.text().lstrip(',')} (the measured candidates' seconds per GMAC times the MACs of "
+                       "those left; backends skipped at a lower K are not counted)")
 
         try:
             selection, previews = run_optimize(weights, cfg, step=step, advance=advance)

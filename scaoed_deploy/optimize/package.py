@@ -109,7 +109,7 @@ def write_package(selection: dict, previews: list[dict], weights: Weights, out_d
             script.write_text(reproduce_script(selection, weights))
             script.chmod(0o755)
             if triton:
-                selection["triton"] = _triton(selection, tmp, step)
+                selection["triton"] = triton_repository(selection, tmp, step)
         (tmp / "report.md").write_text(markdown(selection))
         (tmp / "report.html").write_text(report_html(selection, previews))
         (tmp / "selection.json").write_text(dumps(selection) + "\n")
@@ -126,7 +126,7 @@ def write_package(selection: dict, previews: list[dict], weights: Weights, out_d
     return sorted(p for p in out_dir.rglob("*") if p.is_file())
 
 
-def _triton(selection: dict, folder: Path, step) -> dict:
+def triton_repository(selection: dict, folder: Path, step=lambda s: None) -> dict:
     """A Triton model repository of the shipped artifact (triton-repo's code); torch candidates have none."""
     c = next(c for c in selection["candidates"] if c["id"] == selection["chosen"])
     if not c["artifact"]:

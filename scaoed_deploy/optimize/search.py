@@ -119,7 +119,7 @@ class Search:
         (h, w), b = cfg.resolutions[0], cfg.batch
         self.x = np.random.default_rng(0).random((b, 3, h, w), dtype=np.float32)
         self.gmacs = gmacs_by_k(cfg, weights)
-        order = [BASELINE] + [n for n in cfg.backends if n != BASELINE]  # eager first: every ratio needs it
+        order = list(dict.fromkeys([BASELINE, *cfg.backends]))  # eager first: every ratio needs it
         self.cands = [Candidate(candidate_id(k, n), k, n, BACKEND_PRECISION[n], gmacs=round(self.gmacs[k], 2))
                       for k in sorted(cfg.stages) for n in order]
         self.backends = Backends(weights, cfg, step)
@@ -151,7 +151,9 @@ class Search:
                 eager.extra.pop("fp32_psnr", None)
             for c in at_k:
                 if c.status == "pending":
+                    t = time.perf_counter()
                     self.measure(c, eager)
+                    c.extra["wall_s"] = round(time.perf_counter() - t, 1)  # making, parity and timing together
                 self.advance(c, self.gmacs[k])
 
     def measure(self, c: Candidate, eager: Candidate) -> None:
