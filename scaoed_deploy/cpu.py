@@ -92,6 +92,18 @@ class CPU:
                     "convolutions would run through float32 with conversions, slower than fp32")
         return None
 
+    def lacks_for(self, precision: str, checked_on: dict) -> str | None:
+        """One line when a ``precision`` file verified on the CPU ``checked_on`` (``to_dict()``'s form) runs here
+        without what its results depended on there (INT8: VNNI; bf16: native bf16), else None."""
+        then = read_cpu("flags\t: " + " ".join(checked_on.get("isa", [])))
+        missing = {"int8": ("VNNI", then.vnni and not self.vnni), "bf16": ("native bf16", then.bf16 and not self.bf16)}
+        what, lacks = missing.get(precision, ("", False))
+        if not lacks:
+            return None
+        return (f"this {precision} file was verified on {checked_on.get('cpu', 'another CPU')} "
+                f"({checked_on.get('isa_class', '?')}); this CPU ({self.isa_class}) has no {what}, so its results "
+                "may differ here: `scaoed-deploy parity FILE` on this CPU is the check")
+
     def to_dict(self) -> dict:
         return {"cpu": self.name, "isa": self.isa, "isa_class": self.isa_class,
                 **({"capped_by": self.capped_by} if self.capped_by else {})}

@@ -152,6 +152,29 @@ def test_onnxruntime_cpu_int8_uses_a_7_bit_range_where_the_cpu_has_no_vnni(setup
     assert psnr_against(OnnxRuntimeRunner(str(path))(x), OnnxRuntimeRunner(result.proto.SerializeToString())(x)) > 30
 
 
+def test_an_int8_file_verified_with_vnni_warns_once_where_the_cpu_has_none(setup, monkeypatch, tmp_path):
+    """Verified on a VNNI CPU (this file's U8S8 needs it): opened where VNNI is missing, the runner says so in one
+    line naming the check; opened on a CPU like the one it was checked on, it says nothing."""
+    import scaoed_deploy.precision.convert as conv
+    import scaoed_deploy.runtime.base as base
+    from scaoed_deploy.cpu import read_cpu
+    from scaoed_deploy.runtime.registry import open_runner
+
+    path, calib = setup
+    vnni = read_cpu("model name\t: Xeon (test)\nflags\t\t: avx2 avx512f avx512_vnni\n")
+    monkeypatch.setattr(conv, "this_cpu", lambda: vnni)
+    result = quantize_int8(path, calib, target="onnxruntime-cpu", method="max")
+    int8 = tmp_path / "int8.onnx"
+    onnx.save(result.proto, str(int8))
+    monkeypatch.setattr(base, "this_cpu", lambda: vnni)
+    assert open_runner(int8).warnings == []
+    monkeypatch.setattr(base, "this_cpu", lambda: read_cpu("model name\t: EPYC (test)\nflags\t\t: avx2\n"))
+    (warning,) = open_runner(int8).warnings
+    assert "verified on Xeon (test) (avx512-vnni)" in warning and "no VNNI" in warning
+    assert f"scaoed-deploy parity {int8}" in warning
+    assert open_runner(path).warnings == []  # an fp32 file depends on neither
+
+
 def test_an_int8_file_below_the_floor_fails_its_own_check_and_nothing_is_returned(setup):
     path, calib = setup
     with pytest.raises(VerificationError, match="below the floor"):

@@ -76,6 +76,8 @@ def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, 
     busy = busy_warning(threads) if denoiser.runner.on_cpu else None
     if busy:
         notice(busy)
+    for warning in getattr(denoiser.runner, "warnings", []):  # a file verified on a CPU with more than this one
+        notice(f"warning: {warning}")
     skipped, jobs = plan.skipped, [(j.src, j.dst, j.ref) for j in plan.jobs]
     with denoiser:  # the session or engine is released when the jobs are done
         results, failures = _run_denoise_jobs(denoiser, jobs, int(bit_depth) if bit_depth else None, quiet=as_json,

@@ -13,6 +13,7 @@ file: each backend's runner class says there what it needs from ``RunOptions``.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..artifact import Artifact
 from ..contract import check_outputs
+from ..cpu import this_cpu
 from ..errors import ScaoedError
 
 
@@ -71,6 +73,18 @@ class Limits:
     max_batch: int | None = None  # the largest batch accepted
 
 
+def verified_elsewhere(art: Artifact) -> list[str]:
+    """The warning for an artifact verified on a CPU with what this one lacks (``CPU.lacks_for``), if any."""
+    try:
+        detail = json.loads(art.metadata.get("precision_detail") or "{}")
+    except ValueError:
+        return []
+    # OpenVINO IRs record it in their detail, ONNX Runtime INT8 files in their int8_format
+    checked_on = detail.get("checked_on") or (detail.get("int8_format") or {}).get("checked_on")
+    why = this_cpu().lacks_for(art.precision, checked_on) if isinstance(checked_on, dict) else None
+    return [why.replace("FILE", str(art.path))] if why else []
+
+
 class BaseRunner:
     name = "base"
     input_name = "noisy"
@@ -84,6 +98,7 @@ class BaseRunner:
     def __init__(self):
         self.limits = Limits()
         self.description = self.name
+        self.warnings: list[str] = []  # said once by the command that opened it (verified_elsewhere)
 
     @classmethod
     def open(cls, path: Path | None, options: RunOptions, artifact: Artifact | None = None) -> BaseRunner:

@@ -14,7 +14,7 @@ from ..artifact import Artifact, load_artifact
 from ..contract import Tensor, check_signature
 from ..errors import ScaoedError, first_line
 from ..seal import check_seal
-from .base import BaseRunner, Limits, RunOptions, cpu_threads
+from .base import BaseRunner, Limits, RunOptions, cpu_threads, verified_elsewhere
 
 CPU = ["CPUExecutionProvider"]
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -32,6 +32,8 @@ class OnnxRuntimeRunner(BaseRunner):
         check_seal(path, art.metadata, options.allow_unverified)  # edited after verification: refused
         runner = cls(path, providers=providers, threads=options.threads)
         runner.description = f"{path} on ONNX Runtime ({'CUDA' if providers is CUDA else 'CPU'}, {art.precision})"
+        if providers is not CUDA:
+            runner.warnings += verified_elsewhere(art)
         return runner
 
     def __init__(self, model: str | Path | bytes, providers: list[str] | None = None, threads: int | None = None):

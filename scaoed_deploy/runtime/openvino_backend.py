@@ -18,7 +18,7 @@ from ..artifact import Artifact, load_artifact, ov_reason, read_ir, require_open
 from ..contract import Tensor, check_signature
 from ..errors import ScaoedError
 from ..seal import check_seal
-from .base import BaseRunner, Limits, RunOptions, cpu_threads
+from .base import BaseRunner, Limits, RunOptions, cpu_threads, verified_elsewhere
 
 #: scaoed.precision -> the INFERENCE_PRECISION_HINT it is compiled with
 INFERENCE_PRECISION = {"fp32": "f32", "int8": "f32", "bf16": "bf16"}
@@ -33,7 +33,9 @@ class OpenVINORunner(BaseRunner):
     def open(cls, path: Path, options: RunOptions, artifact: Artifact | None = None) -> OpenVINORunner:
         art = artifact or load_artifact(path)
         check_seal(path, art.metadata, options.allow_unverified)  # edited after verification: refused
-        return cls(path, precision=art.precision, threads=options.threads)
+        runner = cls(path, precision=art.precision, threads=options.threads)
+        runner.warnings += verified_elsewhere(art)
+        return runner
 
     def __init__(self, model: str | Path, precision: str = "fp32", threads: int | None = None,
                  inference_precision: str | None = None):
