@@ -46,6 +46,9 @@ class CPU:
     name: str
     flags: frozenset[str]
     capped_by: str | None = None  # "ONEDNN_MAX_CPU_ISA=AVX2" when the flags were masked to it
+    vendor: str = ""  # "GenuineIntel", "AuthenticAMD"
+    family: int | None = None
+    mhz: float | None = None  # the clock /proc/cpuinfo reports (a VM's nominal clock; boost may exceed it)
 
     @property
     def isa(self) -> list[str]:
@@ -104,6 +107,25 @@ class CPU:
                 f"({checked_on.get('isa_class', '?')}); this CPU ({self.isa_class}) has no {what}, so its results "
                 "may differ here: `scaoed-deploy parity FILE` on this CPU is the check")
 
+    def macs_per_cycle(self) -> dict[str, int]:
+        """Peak multiply-accumulates per cycle and core of the widest instruction for each precision, at two
+        vector instructions a cycle (two FMA / VNNI ports; AMD's Zen 4 runs a 512-bit one as two 256-bit halves,
+        so as one). AMX: one tile multiply a cycle (16 x 64 int8, 16 x 32 bf16 MACs per 16 cycles x 16)."""
+        w512 = "avx512f" in self.flags and not (self.vendor == "AuthenticAMD" and (self.family or 0) < 26)
+        lanes = 16 if w512 else 8  # fp32 lanes of the widest full-rate vector
+        out = {"fp32": 2 * lanes, "int8": 2 * lanes * (4 if self.vnni else 2), "bf16": 2 * lanes * (2 if self.bf16 else 1)}
+        if self.flags & {"amx_int8"}:
+            out["int8"] = 1024
+        if self.flags & {"amx_bf16"}:
+            out["bf16"] = 512
+        return out
+
+    def peak_gmacs(self, cores: int) -> dict[str, float] | None:
+        """cores x clock x macs_per_cycle, in GMAC/s per precision (None where the clock is unknown)."""
+        if not self.mhz:
+            return None
+        return {p: round(cores * self.mhz / 1000 * m, 1) for p, m in self.macs_per_cycle().items()}
+
     def to_dict(self) -> dict:
         return {"cpu": self.name, "isa": self.isa, "isa_class": self.isa_class,
                 **({"capped_by": self.capped_by} if self.capped_by else {})}
@@ -121,11 +143,19 @@ def read_cpu(cpuinfo: str | None = None, cap: str | None = None) -> CPU:
     first = cpuinfo.split("\n\n")[0]
     info = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in first.splitlines() if ":" in ln)}
     flags = set(info.get("flags", "").split()) or flags
+
+    def number(key, kind):
+        try:
+            return kind(info[key])
+        except (KeyError, ValueError):
+            return None
+
+    more = {"vendor": info.get("vendor_id", ""), "family": number("cpu family", int), "mhz": number("cpu MHz", float)}
     keep = ONEDNN_CAPS.get((cap or "").upper())
     if keep is None:
-        return CPU(info.get("model name", name), frozenset(flags))
+        return CPU(info.get("model name", name), frozenset(flags), **more)
     masked = {f for f in flags if f not in ISA_FLAGS and not f.startswith(("avx512", "amx"))} | (set(ISA_FLAGS) & flags & keep)
-    return CPU(info.get("model name", name), frozenset(masked), f"ONEDNN_MAX_CPU_ISA={cap.upper()}")
+    return CPU(info.get("model name", name), frozenset(masked), f"ONEDNN_MAX_CPU_ISA={cap.upper()}", **more)
 
 
 @functools.cache

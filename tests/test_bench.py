@@ -14,6 +14,7 @@ from references import one_error
 from scaoed_deploy import checkpoint as ckpt
 from scaoed_deploy.bench import BenchConfig, latency_stats, markdown, run_bench
 from scaoed_deploy.cli import main
+from scaoed_deploy.cpu import this_cpu
 from scaoed_deploy.errors import ScaoedError
 
 
@@ -41,6 +42,9 @@ def test_schema(result):
         assert r["images_per_s"] == pytest.approx(1000 / lat["median"])
         assert r["megapixels_per_s"] == pytest.approx(32 * 32 / 1e6 * 1000 / lat["median"])
         assert r["tflops"] == pytest.approx(2 * r["gmacs"] * 1e9 / (lat["median"] / 1000) / 1e12)
+        peak = this_cpu().peak_gmacs(1)  # 1 thread: the run's
+        if peak:  # the clock is known: the row's MACs per second over the fp32 peak (these rows compute fp32)
+            assert r["peak_fraction"] == pytest.approx(r["gmacs"] / (lat["median"] / 1000) / peak["fp32"])
         assert r["peak_memory_mb"] > 0 and r["memory_kind"] == "process RSS peak"
         assert r["paper_latency_s"] is None  # the paper's figure is for 512x512, T=16 only
     json.dumps(result)  # serialisable as written

@@ -8,6 +8,22 @@ from ..errors import atomic_path
 from ..jsonio import dumps
 
 
+def _peak_note(m: dict, c: dict) -> list[str]:
+    """What the % peak column is measured against (CPU runs)."""
+    p = m.get("peak") or {}
+    if c["device"] != "cpu" or not p.get("gmacs_per_s_per_core"):
+        return []
+    per = ", ".join(f"{k} {v}" for k, v in p["macs_per_cycle_per_core"].items())
+    peaks = ", ".join(f"{k} {v * c['threads']:.0f}" for k, v in p["gmacs_per_s_per_core"].items())
+    return [f"% peak: the model's MACs per second over this CPU's peak for the row's precision (fp16 counts as fp32): "
+            f"{c['threads']} threads x {p['clock_mhz']:.0f} MHz x MACs per cycle and core ({per}) = {peaks} GMAC/s. "
+            "Above 100 %: the kernel multiplies less than a direct convolution (Winograd) or the clock boosts."]
+
+
+def percent(fraction: float | None) -> float | None:
+    return fraction * 100 if fraction is not None else None
+
+
 def markdown(result: dict) -> str:
     m, c = result["machine"], result["config"]
     lines = [f"# ScaoedNet benchmark ({c['device']})", "",
@@ -18,9 +34,9 @@ def markdown(result: dict) -> str:
              f"Weights: `{result['weights']['source']}` (T={result['weights']['blocks']}). "
              f"Batch {c['batch']}, {c['warmup']} warm-up + {c['iters']} timed runs per row.", "",
              *(["**Interrupted** (Ctrl-C): the rows finished before it, no more.", ""] if result.get("interrupted") else []),
-             "| res | K | backend | median ms | p90 ms | p99 ms | std ms | x eager | img/s | MP/s | TFLOP/s | "
+             "| res | K | backend | median ms | p90 ms | p99 ms | std ms | x eager | img/s | MP/s | TFLOP/s | % peak | "
              "peak MB | GMAC (paper) | paper RTX 3090 s | SIDD PSNR | dPSNR |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def f(v, fmt):
         return format(v, fmt) if v is not None else "-"
@@ -33,7 +49,8 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {r['height']}x{r['width']} | {r['stages']} | {r['backend']} | {lat['median']:.1f} | {lat['p90']:.1f} | "
             f"{lat['p99']:.1f} | {lat['std']:.1f} | {f(r['ratio_to_eager'], '.2f')} | {r['images_per_s']:.2f} | "
-            f"{r['megapixels_per_s']:.3f} | {r['tflops']:.3f} | {f(r['peak_memory_mb'], '.0f')} | "
+            f"{r['megapixels_per_s']:.3f} | {r['tflops']:.3f} | "
+            f"{f(percent(r.get('peak_fraction')), '.0f')} | {f(r['peak_memory_mb'], '.0f')} | "
             f"{r['gmacs']:.1f}{paper} | {f(r['paper_latency_s'], '.2f')} | {f(r['sidd_psnr'], '.2f')} | "
             f"{f(r['dpsnr'], '+.3f')} |")
     skipped = {}
@@ -57,7 +74,7 @@ def markdown(result: dict) -> str:
     lines += ["", f"Threads: {c['threads']} for every CPU backend. x eager: median latency over torch eager fp32's "
               "in the same run (same resolution and K). "
               "The RTX 3090 column is the paper's figure at 512x512, not ours. dPSNR: mean PSNR on the SIDD crops "
-              "minus eager's.", ""]
+              "minus eager's.", *_peak_note(m, c), ""]
     return "\n".join(lines)
 
 

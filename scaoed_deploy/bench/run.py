@@ -31,6 +31,7 @@ import numpy as np
 
 from ..checkpoint import Weights
 from ..cost import PAPER_LATENCY_S, model_cost
+from ..cpu import this_cpu
 from ..data import Sample, default_sidd_dir, load_samples
 from ..errors import ScaoedError
 from ..images import psnr_ssim, to_uint8
@@ -38,6 +39,7 @@ from ..runtime.base import cpu_threads
 from ..runtime.cpu_memory import keep_freed_memory
 from ..runtime.torch_backend import pick_device
 from .candidates import (
+    BACKEND_PRECISION,
     BASELINE,
     Backends,
     BenchConfig,
@@ -66,6 +68,8 @@ class Row:
     peak_memory_mb: float | None = None
     memory_kind: str = ""
     tflops: float | None = None
+    gmacs_per_s: float | None = None  # achieved multiply-accumulates (the model's count) per second
+    peak_fraction: float | None = None  # of this CPU's peak for the row's precision (machine.peak); CPU rows only
     ratio_to_eager: float | None = None
     paper_latency_s: float | None = None
     sidd_psnr: float | None = None
@@ -105,6 +109,15 @@ def prepare(cfg: BenchConfig) -> tuple[str, list[Sample]]:
               "host-to-device copies included"
               if cfg.device == "cuda" else f"perf_counter per call after warm-up, {threads} threads pinned, {allocator}")
     return timing, samples
+
+
+def peak_fraction(name: str, gmacs_per_s: float, cfg: BenchConfig) -> float | None:
+    """Achieved over this CPU's peak GMAC/s for the precision row ``name`` computes in (fp16 runs as fp32 here)."""
+    if cfg.device != "cpu":
+        return None
+    peak = this_cpu().peak_gmacs(cfg.threads or cpu_threads())
+    precision = {"int8": "int8", "bf16": "bf16"}.get(BACKEND_PRECISION[name], "fp32")
+    return gmacs_per_s / peak[precision] if peak else None
 
 
 def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = lambda s: None,
@@ -181,6 +194,8 @@ def _run_rows(weights: Weights, cfg: BenchConfig, backends: Backends, order: lis
                 row.images_per_s = cfg.batch / sec
                 row.megapixels_per_s = cfg.batch * h * w / 1e6 / sec
                 row.tflops = 2 * cost.total_macs / sec / 1e12
+                row.gmacs_per_s = cost.total_macs / sec / 1e9
+                row.peak_fraction = peak_fraction(name, row.gmacs_per_s, cfg)
                 if name == BASELINE:
                     eager_median = stats["median"]
                 row.ratio_to_eager = stats["median"] / eager_median if eager_median else None

@@ -38,7 +38,11 @@ def machine() -> dict:
     if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability(0)
         gpu = {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
-    return {"cpu": cpu.name, "cores": os.cpu_count(), "isa": cpu.isa, "isa_class": cpu.isa_class,
+    peak = {"clock_mhz": cpu.mhz, "macs_per_cycle_per_core": cpu.macs_per_cycle(), "gmacs_per_s_per_core":
+            cpu.peak_gmacs(1), "assumes": "a run's peak: its threads x the clock /proc/cpuinfo reports x "
+            "macs_per_cycle (cpu.py); a kernel that multiplies less than a direct convolution (Winograd) or a boosted "
+            "clock can exceed it"}
+    return {"cpu": cpu.name, "cores": os.cpu_count(), "isa": cpu.isa, "isa_class": cpu.isa_class, "peak": peak,
             "isa_capped_by": cpu.capped_by, "gpu": gpu,
             "python": platform.python_version(), "platform": platform.platform(), "versions": versions}
 
