@@ -227,3 +227,36 @@ def test_a_busy_machine_is_said_in_one_line(monkeypatch):
     line = busy_warning(threads=2)
     assert line.startswith("warning: the machine is busy") and "\n" not in line and "--threads" in line
     assert cpu_threads(3) == 3 and cpu_threads() == len(os.sched_getaffinity(0))
+
+
+def test_auto_tile_takes_the_largest_tile_then_batch_that_fits_half_the_memory_left():
+    from scaoed_deploy.errors import ScaoedError
+    from scaoed_deploy.runtime.tiling import BYTES_PER_PIXEL, IMAGE_BYTES_PER_PIXEL, auto_tile
+
+    h, w, gib = 5500, 8000, 2**30  # a 44 MP photo
+    big = auto_tile(h, w, 32, 24 * gib)
+    assert (big.tile, big.tile_batch) == (1024, 2)  # (24 - 1.6) / 2 GiB holds 2 x 1024^2 x 4 KB (8 GiB), not 4
+    left = 4 * gib - h * w * IMAGE_BYTES_PER_PIXEL  # 4 GiB: the image's own buffers take 1.6 GiB of it
+    small = auto_tile(h, w, 32, 4 * gib)
+    assert small.tile_batch * small.tile ** 2 * BYTES_PER_PIXEL <= left / 2
+    bigger = [(t, b) for t in (1024, 768, 512, 384) for b in (4, 2, 1) if b * t * t * BYTES_PER_PIXEL <= left / 2]
+    assert (small.tile, small.tile_batch) == bigger[0]  # brute force: the first that fits, largest tile first
+    assert auto_tile(100, 60, 8, 4 * gib).tile_batch == 1  # a small image is one run
+    with pytest.raises(ScaoedError, match="not enough memory for a 8000x5500 image"):
+        auto_tile(h, w, 16, h * w * IMAGE_BYTES_PER_PIXEL + 10 * 2**20)  # 5 MB for tiles: not even 64 x 64
+
+
+def test_tile_auto_denoises_like_a_fixed_tile_of_the_same_size(tmp_path):
+    """The chosen tile is used as given: the output equals a Denoiser with that tile fixed."""
+    from scaoed_deploy.runtime.denoiser import Denoiser
+
+    def model(x):  # a local, shape-keeping function: tiles and blending are what is checked
+        return x * 0.5 + x[:, ::-1] * 0.25
+
+    rgb = np.random.default_rng(0).random((300, 200, 3), dtype=np.float32)
+    auto = Denoiser(model, tile="auto", overlap=8)
+    auto.choose_tile(300, 200, available=300 * 200 * 40 + 2 * 2 * 128 * 128 * 4096 + 1)  # room for 2 tiles of 128
+    assert (auto.tile, auto.tile_batch) == (128, 2)
+    auto.choose_tile = lambda h, w: None  # keep that choice for the run below
+    fixed = Denoiser(model, tile=128, overlap=8, tile_batch=2)
+    np.testing.assert_allclose(auto.denoise_array(rgb), fixed.denoise_array(rgb), atol=1e-6)

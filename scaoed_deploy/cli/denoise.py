@@ -16,6 +16,19 @@ from .common import emit_json, json_option, notice, progress_bar, stages_option
 from .main import cli
 
 
+def tile_value(ctx, param, value):
+    """--tile: an even size of at least 16, or auto."""
+    if str(value).lower() == "auto":
+        return "auto"
+    try:
+        tile = int(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a size like 512, or auto; got {value!r}") from None
+    if tile < 16:
+        raise click.BadParameter(f"{tile} is smaller than 16")
+    return tile
+
+
 @cli.command()
 @click.argument("src", type=click.Path(exists=True))  # an image, a folder, or a .txt list of image paths
 @click.argument("dst", type=click.Path())
@@ -29,8 +42,9 @@ from .main import cli
 @stages_option("Stage count K for checkpoints (default: the checkpoint's).")
 @click.option("--reference", "-r", type=click.Path(exists=True),
               help="Clean image (or folder of same-named images): print PSNR/SSIM as the paper evaluates.")
-@click.option("--tile", type=click.IntRange(16), default=512, show_default=True,
-              help="Tile size for large images (overlapping tiles, blended); 0 is not allowed: use a large value for whole images.")
+@click.option("--tile", default="512", show_default=True, callback=tile_value,
+              help="Tile size for large images (overlapping tiles, blended), or auto: the largest tile and tile batch "
+                   "that fit the memory available, per image. 0 is not allowed: use a large value for whole images.")
 @click.option("--overlap", type=click.IntRange(0), default=32, show_default=True, help="Tile overlap in pixels.")
 @click.option("--tile-batch", type=click.IntRange(1), default=4, show_default=True, help="Tiles per run.")
 @click.option("--ensemble", is_flag=True, help="Self-ensemble: average the 8 flips/rotations (8x the time).")

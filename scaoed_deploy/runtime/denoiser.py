@@ -30,6 +30,7 @@ from ..errors import ImageError, UsageError
 from ..images import Image, psnr_ssim, read_image, to_uint8, write_image
 from .base import Limits, RunOptions
 from .registry import open_runner
+from .tiling import auto_tile, available_memory
 
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
@@ -68,10 +69,16 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
 class Denoiser:
     """Denoise images of any size with a runner (see the module doc)."""
 
-    def __init__(self, runner, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, tile_batch: int = 4,
-                 ensemble: bool = False, limits: Limits | None = None, description: str | None = None):
+    def __init__(self, runner, tile: int | str | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                 tile_batch: int = 4, ensemble: bool = False, limits: Limits | None = None,
+                 description: str | None = None):
+        """``tile="auto"``: the tile and tile batch are chosen per image from the memory available
+        (``tiling.auto_tile``); ``tile_choice`` then says what was chosen for the last image."""
+        self.auto = tile == "auto"
+        tile = None if self.auto else tile
         self.check_options(tile, overlap, tile_batch)
         self.runner, self.tile, self.overlap, self.tile_batch = runner, tile, overlap, tile_batch
+        self.tile_choice = None
         self.ensemble = ensemble
         self.limits = limits or getattr(runner, "limits", None) or Limits()
         self.description = description if description is not None else getattr(runner, "description", "")
@@ -83,6 +90,7 @@ class Denoiser:
     @staticmethod
     def check_options(tile: int | None, overlap: int, tile_batch: int) -> None:
         """Refuse tiling options that do not fit together (a usage error), before any model loads."""
+        tile = None if tile == "auto" else tile  # auto: chosen per image, within the same rules
         if tile is not None and (tile < 16 or tile % 2):
             raise UsageError(f"--tile must be even and at least 16, got {tile}")
         if overlap < 0 or (tile is not None and overlap * 2 >= tile):
@@ -124,6 +132,16 @@ class Denoiser:
                 th, tw = min(th, self.limits.max_hw[0]), min(tw, self.limits.max_hw[1])
         return min(th, h), min(tw, w)
 
+    def choose_tile(self, h: int, w: int, available: int | None = None) -> None:
+        """``tile="auto"``: set the tile and tile batch for an H x W image from the memory available."""
+        available = available or available_memory()
+        if available is None:  # no /proc: the defaults
+            self.tile, self.tile_batch = DEFAULT_TILE, 4
+            return
+        max_batch = self.limits.batch or self.limits.max_batch
+        self.tile_choice = auto_tile(h, w, self.overlap, available, max_batch)
+        self.tile, self.tile_batch = self.tile_choice.tile, self.limits.batch or self.tile_choice.tile_batch
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Run, padding up to the artifact's minimum (or static) shape and batch, then cropping back."""
         n, _, h, w = batch.shape
@@ -139,6 +157,8 @@ class Denoiser:
     def _denoise_chw(self, x: np.ndarray) -> np.ndarray:
         """(3, H, W) with H, W even -> (3, H, W): whole, or tiled and blended."""
         _, h, w = x.shape
+        if self.auto:
+            self.choose_tile(h, w)
         th, tw = self._tile_hw(h, w)
         if (th, tw) == (h, w):
             return self._run(x[None])[0]
@@ -198,6 +218,8 @@ def denoise_file(denoiser: Denoiser, src: str | Path, dst: str | Path, reference
                          f"{image.width}x{image.height}; nothing written")
     out = denoiser.denoise_image(image)
     result = {"input": str(src), "height": image.height, "width": image.width, "bit_depth_in": image.bit_depth}
+    if denoiser.tile_choice is not None:  # --tile auto: what this image was run with
+        result["tile_choice"] = denoiser.tile_choice.to_dict()
     if ref_image is not None:
         # Compare what is written: grayscale images as their one gray channel.
         gray = image.gray and ref_image.gray

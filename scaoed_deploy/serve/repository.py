@@ -36,6 +36,7 @@ from ..checkpoint import sha256_of
 from ..errors import ScaoedError, current_umask, first_line
 from ..parity import read_parity_record
 from ..runtime.tensorrt import check_engine_sidecar
+from ..runtime.tiling import BYTES_PER_PIXEL
 from ..runtime.triton_client import require_tritonclient
 from ..seal import check_seal
 
@@ -58,9 +59,6 @@ class RepoOptions:
     max_side: int | None = None  # the largest H or W a request may have (dynamic sizes; default: default_max_side)
 
 
-#: Resident memory per pixel of one image in a run, measured: K = 5 at 512 x 512 peaked at 1050 MB on the CPU
-#: (benchmarks/results/cpu_512.md), about 4 KB per pixel; K = 1 needs less.
-BYTES_PER_PIXEL = 4096
 
 
 def default_max_side(max_batch: int, memory_bytes: int | None = None) -> int:

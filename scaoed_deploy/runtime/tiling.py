@@ -1,0 +1,71 @@
+"""``--tile auto``: the tile size and tile batch that fit this machine's free memory for one image.
+
+A run holds the image's own buffers (the float32 input, the float32 accumulator and its weights: about 40 bytes a
+pixel) plus, per tile pixel in flight, the model's activations: ``BYTES_PER_PIXEL``, measured (K = 5 at 512 x 512
+peaked at 1050 MB of resident memory on a CPU, ``benchmarks/results/cpu_512.md``: about 4 KB a pixel with the
+process's own baseline). The choice is the largest tile, then the largest batch, whose activations fit in half
+of what is left of the memory available (``MemAvailable``, or the cgroup's limit when lower): larger tiles
+waste less on overlaps, and batches keep every core busy between tiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import ScaoedError
+
+#: Resident memory per pixel of one image in a run (see the module doc).
+BYTES_PER_PIXEL = 4096
+#: The image's own float32 buffers per pixel: input (3 x 4), accumulator (3 x 4), weights (4), output (3 x 4).
+IMAGE_BYTES_PER_PIXEL = 40
+TILES = (1024, 768, 512, 384, 256, 128, 64)
+BATCHES = (4, 2, 1)
+
+
+@dataclass(frozen=True)
+class TileChoice:
+    tile: int
+    tile_batch: int
+    available_mb: float
+    tiles_mb: float  # what the chosen tiles' activations are expected to take
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still take: MemAvailable, or the cgroup's limit less its usage when lower."""
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def auto_tile(h: int, w: int, overlap: int, available: int, max_batch: int | None = None) -> TileChoice:
+    """The largest tile (then batch) for an H x W image whose activations fit in half the memory the image's own
+    buffers leave; one clear error when even the smallest does not fit."""
+    budget = (available - h * w * IMAGE_BYTES_PER_PIXEL) / 2
+    for tile in TILES:
+        if tile <= 2 * overlap:
+            continue
+        th, tw = min(tile, h), min(tile, w)
+        for batch in BATCHES if (th, tw) != (h, w) else (1,):  # a whole image is one run
+            if max_batch and batch > max_batch:
+                continue
+            need = batch * th * tw * BYTES_PER_PIXEL
+            if need <= budget:
+                return TileChoice(tile, batch, round(available / 2**20), round(need / 2**20))
+    raise ScaoedError(f"not enough memory for a {w}x{h} image: {available / 2**20:.0f} MB available, "
+                      f"{h * w * IMAGE_BYTES_PER_PIXEL / 2**20:.0f} MB for the image's own buffers and "
+                      f"{TILES[-1] ** 2 * BYTES_PER_PIXEL / 2**20:.0f} MB for the smallest tile")
