@@ -186,3 +186,17 @@ def test_progress_lines_in_a_log_are_never_wrapped(capsys):
         step(message)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message.strip() in err
+
+
+def test_one_large_image_shows_progress_over_its_tiles_with_the_time_left(capsys, tmp_path, tiny_checkpoint):
+    from scaoed_deploy.images import Image, write_image
+
+    src = tmp_path / "big.png"
+    write_image(src, Image(rgb=np.random.default_rng(0).random((100, 80, 3), dtype=np.float32)))
+    code = main(["denoise", str(src), str(tmp_path / "out.png"), "-m", str(tiny_checkpoint), "--stages", "1",
+                 "--tile", "32", "--overlap", "4", "--tile-batch", "4"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    # 100 rows: tiles at 0, 28, 56, 68; 80 columns: at 0, 28, 48 -> 12 tiles in batches of 4
+    lines = [ln.strip() for ln in err.splitlines() if "tiles, about" in ln]
+    assert [ln.split(" tiles")[0] for ln in lines] == ["4/12", "8/12", "12/12"] and lines[-1].endswith("0 s left")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from ..cluster import denoise_on_ray
@@ -148,28 +150,56 @@ def _print_results(results: list[dict], reference) -> None:
         click.echo(f"mean over {len(results)} images: PSNR {mean('psnr'):.2f} dB, SSIM {mean('ssim'):.4f}")
 
 
+def _tile_progress(denoiser, quiet: bool):
+    """Progress over the tiles of one large image, with the time left (tiles are equal work)."""
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+
+    progress, log = progress_bar(TextColumn("denoising"), BarColumn(), TextColumn("{task.completed}/{task.total} tiles"),
+                                 TimeRemainingColumn(), quiet=quiet, transient=True)
+    task = progress.add_task("tiles", total=None)
+    t0, said = time.perf_counter(), [0]
+
+    def on_tiles(done, total):
+        progress.update(task, completed=done, total=total)
+        if log and (done * 10 // total > said[0] or done == total):  # a line per tenth where stderr is a log
+            said[0] = done * 10 // total
+            left = (time.perf_counter() - t0) / done * (total - done)
+            log(f"{done}/{total} tiles, about {left:.0f} s left")
+
+    denoiser.on_tiles = on_tiles
+    return progress
+
+
 def _run_denoise_jobs(denoiser, jobs, bit_depth, quiet: bool, single: bool):
-    results, failures = [], []
+    if len(jobs) == 1:  # one image: progress over its tiles instead
+        with _tile_progress(denoiser, quiet):
+            return _denoise_each(denoiser, jobs, bit_depth, single, None, None)
     progress, log = progress_bar(quiet=quiet or len(jobs) < 2, transient=True)
     with progress:
         task = progress.add_task("denoising", total=len(jobs))
-        for i, (src, dst, ref) in enumerate(jobs, 1):
-            if log:
-                log(f"[{i}/{len(jobs)}] {src}")
-            try:
-                results.append(denoise_file(denoiser, src, dst, ref, bit_depth=bit_depth))
-            except (ServerLostError, DiskFullError, ContractError) as e:
-                # every later image would fail the same way: stop, keep what is written
-                if single:
-                    raise
-                again = "" if isinstance(e, ContractError) else \
-                    "; what was written is kept: run the same command again to resume"
-                raise type(e)(f"{e}; stopped after {len(results)} of {len(jobs)} image(s){again}") from e
-            except ScaoedError as e:
-                if single:
-                    raise
-                failures.append({"input": str(src), "error": str(e)})
-            progress.advance(task)
+        return _denoise_each(denoiser, jobs, bit_depth, single, log, lambda: progress.advance(task))
+
+
+def _denoise_each(denoiser, jobs, bit_depth, single: bool, log, advance):
+    results, failures = [], []
+    for i, (src, dst, ref) in enumerate(jobs, 1):
+        if log:
+            log(f"[{i}/{len(jobs)}] {src}")
+        try:
+            results.append(denoise_file(denoiser, src, dst, ref, bit_depth=bit_depth))
+        except (ServerLostError, DiskFullError, ContractError) as e:
+            # every later image would fail the same way: stop, keep what is written
+            if single:
+                raise
+            again = "" if isinstance(e, ContractError) else \
+                "; what was written is kept: run the same command again to resume"
+            raise type(e)(f"{e}; stopped after {len(results)} of {len(jobs)} image(s){again}") from e
+        except ScaoedError as e:
+            if single:
+                raise
+            failures.append({"input": str(src), "error": str(e)})
+        if advance:
+            advance()
     return results, failures
 
 

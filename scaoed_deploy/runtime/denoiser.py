@@ -79,6 +79,7 @@ class Denoiser:
         self.check_options(tile, overlap, tile_batch)
         self.runner, self.tile, self.overlap, self.tile_batch = runner, tile, overlap, tile_batch
         self.tile_choice = None
+        self.on_tiles = None  # on_tiles(done, total) after each batch of tiles: progress within one large image
         self.ensemble = ensemble
         self.limits = limits or getattr(runner, "limits", None) or Limits()
         self.description = description if description is not None else getattr(runner, "description", "")
@@ -170,6 +171,8 @@ class Denoiser:
             chunk = boxes[i : i + self.tile_batch]
             batch = np.stack([x[:, y : y + th, x0 : x0 + tw] for y, x0 in chunk])
             result = self._run(batch)
+            if self.on_tiles is not None:
+                self.on_tiles(i + len(chunk), len(boxes))
             for (y, x0), tile_out in zip(chunk, result):
                 wy = _ramp(th, self.overlap, y > 0, y + th < h)
                 wx = _ramp(tw, self.overlap, x0 > 0, x0 + tw < w)
