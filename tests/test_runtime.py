@@ -231,19 +231,19 @@ def test_a_busy_machine_is_said_in_one_line(monkeypatch):
 
 def test_auto_tile_takes_the_largest_tile_then_batch_that_fits_half_the_memory_left():
     from scaoed_deploy.errors import ScaoedError
-    from scaoed_deploy.runtime.tiling import BYTES_PER_PIXEL, IMAGE_BYTES_PER_PIXEL, auto_tile
+    from scaoed_deploy.runtime.tiling import IMAGE_BYTES_PER_PIXEL, TILE_BYTES_PER_PIXEL, auto_tile
 
     h, w, gib = 5500, 8000, 2**30  # a 44 MP photo
-    big = auto_tile(h, w, 32, 24 * gib)
-    assert (big.tile, big.tile_batch) == (1024, 2)  # (24 - 1.6) / 2 GiB holds 2 x 1024^2 x 4 KB (8 GiB), not 4
-    left = 4 * gib - h * w * IMAGE_BYTES_PER_PIXEL  # 4 GiB: the image's own buffers take 1.6 GiB of it
-    small = auto_tile(h, w, 32, 4 * gib)
-    assert small.tile_batch * small.tile ** 2 * BYTES_PER_PIXEL <= left / 2
-    bigger = [(t, b) for t in (1024, 768, 512, 384) for b in (4, 2, 1) if b * t * t * BYTES_PER_PIXEL <= left / 2]
-    assert (small.tile, small.tile_batch) == bigger[0]  # brute force: the first that fits, largest tile first
+    assert (auto_tile(h, w, 32, 24 * gib).tile, auto_tile(h, w, 32, 24 * gib).tile_batch) == (1024, 4)
+    for available in (4 * gib, 5 * gib, 8 * gib):
+        left = available - h * w * IMAGE_BYTES_PER_PIXEL  # the image's own buffers take 3.7 GB of it
+        got = auto_tile(h, w, 32, available)
+        fits = [(t, b) for t in (1024, 768, 512, 384, 256, 128, 64) for b in (4, 2, 1)
+                if b * t * t * TILE_BYTES_PER_PIXEL <= left / 2]
+        assert (got.tile, got.tile_batch) == fits[0]  # brute force: the first that fits, largest tile first
     assert auto_tile(100, 60, 8, 4 * gib).tile_batch == 1  # a small image is one run
     with pytest.raises(ScaoedError, match="not enough memory for a 8000x5500 image"):
-        auto_tile(h, w, 16, h * w * IMAGE_BYTES_PER_PIXEL + 10 * 2**20)  # 5 MB for tiles: not even 64 x 64
+        auto_tile(h, w, 16, h * w * IMAGE_BYTES_PER_PIXEL + 4 * 2**20)  # 2 MB for tiles: not even 64 x 64
 
 
 def test_tile_auto_denoises_like_a_fixed_tile_of_the_same_size(tmp_path):
@@ -255,7 +255,7 @@ def test_tile_auto_denoises_like_a_fixed_tile_of_the_same_size(tmp_path):
 
     rgb = np.random.default_rng(0).random((300, 200, 3), dtype=np.float32)
     auto = Denoiser(model, tile="auto", overlap=8)
-    auto.choose_tile(300, 200, available=300 * 200 * 40 + 2 * 2 * 128 * 128 * 4096 + 1)  # room for 2 tiles of 128
+    auto.choose_tile(300, 200, available=300 * 200 * 90 + 2 * 2 * 128 * 128 * 1024 + 1)  # room for 2 tiles of 128
     assert (auto.tile, auto.tile_batch) == (128, 2)
     auto.choose_tile = lambda h, w: None  # keep that choice for the run below
     fixed = Denoiser(model, tile=128, overlap=8, tile_batch=2)

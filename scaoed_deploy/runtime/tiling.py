@@ -1,10 +1,10 @@
 """``--tile auto``: the tile size and tile batch that fit this machine's free memory for one image.
 
-A run holds the image's own buffers (the float32 input, the float32 accumulator and its weights: about 40 bytes a
-pixel) plus, per tile pixel in flight, the model's activations: ``BYTES_PER_PIXEL``, measured (K = 5 at 512 x 512
-peaked at 1050 MB of resident memory on a CPU, ``benchmarks/results/cpu_512.md``: about 4 KB a pixel with the
-process's own baseline). The choice is the largest tile, then the largest batch, whose activations fit in half
-of what is left of the memory available (``MemAvailable``, or the cgroup's limit when lower): larger tiles
+A run holds the image's own buffers plus, per tile pixel in flight, the model's activations. Both were measured
+(``benchmarks/runtime/``: a 4000 x 3000 photo at K = 5 on the CPU took about 60 bytes a pixel plus 170 MB per
+512 x 512 tile in a batch, 650 bytes a tile pixel); the figures below round them up by half for other backends.
+The choice is the largest tile, then the largest batch, whose activations fit in half of what the image's
+buffers leave of the memory available (``MemAvailable``, or the cgroup's limit when lower): larger tiles
 waste less on overlaps, and batches keep every core busy between tiles.
 """
 
@@ -15,10 +15,12 @@ from pathlib import Path
 
 from ..errors import ScaoedError
 
-#: Resident memory per pixel of one image in a run (see the module doc).
+#: Resident memory per pixel of one image run whole, the process's baseline included: K = 5 at 512 x 512 peaked
+#: at 1050 MB on the CPU (benchmarks/results/cpu_512.md), about 4 KB a pixel (serve sizes requests with it).
 BYTES_PER_PIXEL = 4096
-#: The image's own float32 buffers per pixel: input (3 x 4), accumulator (3 x 4), weights (4), output (3 x 4).
-IMAGE_BYTES_PER_PIXEL = 40
+#: Activations per tile pixel in flight (650 measured, K = 5) and the image's own buffers per pixel (60).
+TILE_BYTES_PER_PIXEL = 1024
+IMAGE_BYTES_PER_PIXEL = 90
 TILES = (1024, 768, 512, 384, 256, 128, 64)
 BATCHES = (4, 2, 1)
 
@@ -63,9 +65,9 @@ def auto_tile(h: int, w: int, overlap: int, available: int, max_batch: int | Non
         for batch in BATCHES if (th, tw) != (h, w) else (1,):  # a whole image is one run
             if max_batch and batch > max_batch:
                 continue
-            need = batch * th * tw * BYTES_PER_PIXEL
+            need = batch * th * tw * TILE_BYTES_PER_PIXEL
             if need <= budget:
                 return TileChoice(tile, batch, round(available / 2**20), round(need / 2**20))
     raise ScaoedError(f"not enough memory for a {w}x{h} image: {available / 2**20:.0f} MB available, "
                       f"{h * w * IMAGE_BYTES_PER_PIXEL / 2**20:.0f} MB for the image's own buffers and "
-                      f"{TILES[-1] ** 2 * BYTES_PER_PIXEL / 2**20:.0f} MB for the smallest tile")
+                      f"{TILES[-1] ** 2 * TILE_BYTES_PER_PIXEL / 2**20:.0f} MB for the smallest tile")
