@@ -26,6 +26,16 @@ from scaoed_deploy.noise import synthesize
 from scaoed_deploy.runtime.denoiser import Denoiser, denoise_file
 
 
+def synthetic_photo(path: Path, height: int = 3000, width: int = 4000) -> Path:
+    """A CBSD68 image upscaled to height x width with the training noise model on top, written to ``path``."""
+    src = read_image(list_images(shared_data_dir() / "CBSD68")[0]).rgb
+    big = torch.nn.functional.interpolate(torch.from_numpy(src.transpose(2, 0, 1).copy())[None], size=(height, width),
+                                          mode="bicubic", align_corners=False).clamp(0, 1)
+    noisy = synthesize(big, torch.Generator().manual_seed(0))[0].numpy().transpose(1, 2, 0)
+    write_image(path, Image(rgb=np.ascontiguousarray(noisy)))
+    return path
+
+
 def main() -> int:
     model = sys.argv[1] if len(sys.argv) > 1 else None
     torch.set_num_threads(2)
@@ -41,14 +51,8 @@ def main() -> int:
         rows.append({"image": s.name, "max_abs": float(np.abs(a - b).max()), "mean_abs": float(np.abs(a - b).mean())})
     out["tiled_vs_whole_256px_tile128_overlap32"] = rows
 
-    src = read_image(list_images(shared_data_dir() / "CBSD68")[0]).rgb
-    big = torch.nn.functional.interpolate(torch.from_numpy(src.transpose(2, 0, 1).copy())[None], size=(3000, 4000),
-                                          mode="bicubic", align_corners=False).clamp(0, 1)
-    noisy = synthesize(big, torch.Generator().manual_seed(0))[0].numpy().transpose(1, 2, 0)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "photo_4000x3000.png"
-        write_image(path, Image(rgb=np.ascontiguousarray(noisy)))
-        del big, noisy
+        path = synthetic_photo(Path(tmp) / "photo_4000x3000.png")
         for tile, batch in ((512, 1), (512, 4)):
             d = Denoiser(whole.runner, tile=tile, overlap=32, tile_batch=batch, limits=whole.limits)
             base = RssSampler.rss()
