@@ -54,8 +54,9 @@ from .main import cli
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Engine path (default engines/<precision onnx name>.engine).")
 @json_option
-def build_engine_cmd(precision, stages, onnx_path, checkpoint, random_seed, blocks, target, calib, calib_count, calib_method, exclude, min_hw,
-                     opt_hw, max_hw, batch, timing_cache, workspace, data, export_dir, output, as_json):
+def build_engine_cmd(precision, stages, onnx_path, checkpoint, random_seed, blocks, target, calib, calib_count,
+                     calib_method, exclude, min_hw, opt_hw, max_hw, batch, timing_cache, workspace, data, export_dir,
+                     output, as_json):
     """Precision ONNX -> TensorRT lint -> parity -> TensorRT 11 engine (exit 4 when TensorRT is missing)."""
 
     if precision is None:
