@@ -1,18 +1,24 @@
 #!/bin/sh
-# Records optimize with the demo weights at 512 x 512, K = 1..5, every CPU backend that runs here:
-#   front:  no constraint, cold (an empty export folder: every artifact made and verified) then warm (all reused);
-#   budget: --max-latency-ms at half of eager K = 5's median from the warm run.
-# Writes benchmarks/optimize/{front,budget}/ (selection.json, report.md, report.html, chart.png) and times.json.
-# Usage: sh benchmarks/optimize/record.sh [WORK_DIR]   (run from the repository root on a quiet machine)
+# Records optimize with the demo weights at 512 x 512, every CPU backend that runs here:
+#   front:  K = 1..5, no constraint, cold (an empty export folder: every artifact made and verified);
+#   budget: K = 1..5, --max-latency-ms at half of eager K = 5's median in the cold run (warm: all reused);
+#   warm:   K = 1, 3, 5, no constraint, warm (set WARM=0 to leave it out).
+# Each step's wall time goes to WORK/<step>.times; summarize.py copies the selections, reports and charts
+# into benchmarks/optimize/{front,budget,warm}/ and the times into benchmarks/optimize/times.json.
+# Usage: sh benchmarks/optimize/record.sh [WORK_DIR]   (from the repository root, on a quiet machine)
 set -e
 WORK=${1:-/tmp/scaoed-optimize}
 rm -rf "$WORK" && mkdir -p "$WORK"
-HERE=benchmarks/optimize
-CMD="scaoed-deploy optimize --res 512 --stages 1,2,3,4,5 --export-dir $WORK/export"
-t() { date +%s.%N; }
-t0=$(t); $CMD -o "$WORK/cold" --json > "$WORK/cold.json" 2> "$WORK/cold.log"; t1=$(t)
-$CMD -o "$WORK/warm" --json > "$WORK/warm.json" 2> "$WORK/warm.log"; t2=$(t)
-BUDGET=$(python3 -c "import json,sys; s=json.load(open('$WORK/warm/selection.json')); \
-print(round(next(c['latency_ms'] for c in s['candidates'] if c['id']=='k5-torch') / 2))")
-$CMD --max-latency-ms "$BUDGET" -o "$WORK/budget" --json > "$WORK/budget.json" 2> "$WORK/budget.log"; t3=$(t)
-python3 "$HERE/summarize.py" "$WORK" "$t0" "$t1" "$t2" "$t3" "$BUDGET"
+CMD="scaoed-deploy optimize --res 512 --export-dir $WORK/export"
+step() {  # step NAME ARGS...: run optimize into WORK/NAME, its wall time into WORK/NAME.times
+    name=$1; shift
+    t0=$(date +%s.%N)
+    $CMD "$@" -o "$WORK/$name" --json > "$WORK/$name.json" 2> "$WORK/$name.log"
+    echo "$t0 $(date +%s.%N)" > "$WORK/$name.times"
+}
+step front --stages 1,2,3,4,5
+BUDGET=$(python3 -c "import json; s=json.load(open('$WORK/front/selection.json')); \
+print(round(next(c['latency_ms'] for c in s['candidates'] if c['id'] == 'k5-torch') / 2))")
+step budget --stages 1,2,3,4,5 --max-latency-ms "$BUDGET"
+[ "${WARM:-1}" = 0 ] || step warm --stages 1,3,5
+python3 benchmarks/optimize/summarize.py "$WORK"
