@@ -10,8 +10,6 @@ import click
 from ..bench import (
     BACKENDS,
     BASELINE,
-    CPU_DEFAULT,
-    GPU_DEFAULT,
     BenchConfig,
     emulated_rows,
     markdown,
@@ -21,6 +19,7 @@ from ..bench import (
 from ..runtime.base import busy_warning
 from ..runtime.torch_backend import pick_device
 from .common import (
+    chosen_backends,
     command_line,
     counted_progress,
     data_option,
@@ -66,12 +65,7 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
     from rich.progress import TimeElapsedColumn
 
     device = pick_device(device).type
-    chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else \
-        list(CPU_DEFAULT if device == "cpu" else GPU_DEFAULT)
-    unknown = [b for b in chosen if b not in BACKENDS]
-    if unknown:
-        raise click.BadParameter(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}",
-                                 param_hint="--backends")
+    chosen = chosen_backends(backends, device)
     weights = load_weights(checkpoint, random_seed=random_seed, blocks=blocks)
     busy = busy_warning(threads) if device == "cpu" else None
     if busy:

@@ -8,6 +8,7 @@ import sys
 import click
 
 from .. import checkpoint as ckpt
+from ..bench import BACKENDS, default_backends
 from ..jsonio import dumps
 from ..model import ScaoedNet
 from ..weights import DEMO_NOTICE, demo_weights
@@ -75,6 +76,16 @@ def load_weights(checkpoint: str | None, *, random_seed: int | None = None, bloc
     weights = demo_weights()
     notice(DEMO_NOTICE)
     return weights
+
+
+def chosen_backends(backends: str | None, device: str) -> list[str]:
+    """--backends as a list (default: bench's for the device), every name checked (a usage error)."""
+    chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else default_backends(device)
+    unknown = [b for b in chosen if b not in BACKENDS]
+    if unknown:
+        raise click.BadParameter(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}",
+                                 param_hint="--backends")
+    return chosen
 
 
 def command_line() -> str:

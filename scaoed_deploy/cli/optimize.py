@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..bench import BACKENDS, default_backends, emulated_rows
+from ..bench import BACKENDS, emulated_rows
 from ..errors import ScaoedError, UsageError
 from ..optimize import (
     Constraint,
@@ -20,6 +20,7 @@ from ..optimize.search import gmacs_by_k
 from ..runtime.base import busy_warning
 from ..runtime.torch_backend import pick_device
 from .common import (
+    chosen_backends,
     command_line,
     data_option,
     emit_json,
@@ -112,11 +113,7 @@ def optimize(resolutions, stages, backends, device, max_latency_ms, min_psnr, ma
     constraint = _constraint(max_latency_ms, min_psnr, max_dpsnr)
     out = _output(output)
     device = pick_device(device).type
-    chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else default_backends(device)
-    unknown = [b for b in chosen if b not in BACKENDS]
-    if unknown:
-        raise click.BadParameter(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}",
-                                 param_hint="--backends")
+    chosen = chosen_backends(backends, device)
     weights = load_weights(checkpoint, random_seed=random_seed, blocks=blocks)
     busy = busy_warning(threads) if device == "cpu" else None
     if busy:
