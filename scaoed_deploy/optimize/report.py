@@ -104,8 +104,10 @@ def chart_png(sel: dict) -> bytes:
         ax.scatter([chosen[0]["latency_ms"]], [chosen[0]["psnr"]], s=220, facecolors="none", edgecolors="black",
                    linewidths=1.5, label=f"chosen: {chosen[0]['id']}", zorder=4)
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    lats = [c["latency_ms"] for c in done] or [1.0]
+    ticks = [m * 10**e for e in range(-1, 7) for m in (1, 2, 5) if min(lats) / 1.5 <= m * 10**e <= max(lats) * 1.5]
+    ax.set_xticks(ticks or [min(lats)], [f"{t:g}" for t in ticks or [min(lats)]])  # 1-2-5 steps, not 10^x
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set(xlabel="median latency (ms, log)", ylabel="mean PSNR (dB)", title="latency vs PSNR per candidate")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")

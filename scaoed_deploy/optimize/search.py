@@ -149,6 +149,7 @@ class Search:
                 eager.status = "pending"  # timed all the same: the ratios at this K need it
                 eager.reason = f"timed as K={k}'s baseline, though {eager.reason}"
                 eager.extra.pop("fp32_psnr", None)
+                eager.extra.pop("latency_pruned", None)  # it is measured: a higher K scales from its latency
             for c in at_k:
                 if c.status == "pending":
                     t = time.perf_counter()
