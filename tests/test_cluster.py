@@ -63,7 +63,7 @@ def cluster(tmp_path_factory, tiny_checkpoint):
     d = tmp_path_factory.mktemp("cluster")
     onnx = tiny_conv_onnx(d / "tiny.onnx")
     mixed = _folder(_mixed_folder(d / "mixed"), 10, 160)  # the mixed files, and enough work to kill a worker in
-    slow = _folder(d / "slow", 10, 160)
+    slow = _folder(d / "slow", 10, 320)  # each image long enough that Ctrl-C lands between the first and the last
     ray = ["--ray", "127.0.0.1:6379", "--threads", "1", "--json"]
     model = ["-c", str(tiny_checkpoint), "--stages", "1"]
     cases = {

@@ -32,7 +32,7 @@ from scaoed_deploy.optimize.choose import (
     quality_prune,
 )
 
-BACKENDS = "torch,onnxruntime,openvino"
+BACKENDS = "torch,onnxruntime"
 
 
 def _cands(points) -> list[Candidate]:
