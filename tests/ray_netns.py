@@ -90,6 +90,9 @@ def interrupt_the_driver(args: list[str], out: Path) -> dict:
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)
 
+    # Ctrl-C in a terminal raises KeyboardInterrupt; a suite started in the background (nohup, &) inherits SIGINT
+    # ignored, and Python then leaves it ignored: restore what a terminal gives.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=watch, daemon=True).start()
     first = run_cli(args)
     after_interrupt = sorted(p.name for p in out.iterdir())
