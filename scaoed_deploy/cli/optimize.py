@@ -125,8 +125,8 @@ def optimize(resolutions, stages, backends, device, max_latency_ms, min_psnr, ma
     for warning in emulated_rows(cfg):
         notice(f"warning: {warning}")
     order = list(dict.fromkeys(["torch", *chosen]))
-    n = len(stages) * len(order)
-    eta = TimeLeft([(k, b) for k in sorted(stages) for b in order], gmacs_by_k(cfg, weights))
+    n = len(set(stages)) * len(order)
+    eta = TimeLeft([(k, b) for k in sorted(set(stages)) for b in order], gmacs_by_k(cfg, weights))
     progress, log = progress_bar(TextColumn("optimize"), BarColumn(), TextColumn("{task.fields[n]}"),
                                  TextColumn("{task.fields[info]}"), quiet=as_json)
 

@@ -111,6 +111,7 @@ class Search:
     def __init__(self, weights: Weights, cfg: OptimizeConfig, step: Callable[[str], None],
                  advance: Callable[[Candidate, float], None]):
         self.weights, self.cfg, self.step, self.advance = weights, cfg, step, advance
+        cfg.stages = sorted(set(cfg.stages))  # --stages 3,1,3 is K = 1 and 3, once each
         self.timing, samples = prepare(cfg)
         self.pairs, self.names = [(s.noisy, s.clean) for s in samples], [s.name for s in samples]
         if not self.pairs:
