@@ -23,7 +23,7 @@ from .candidates import (
     ort_kernel_missing,
 )
 from .report import markdown, plot, write_results
-from .run import Row, mean_quality, prepare, run_bench
+from .run import Row, mean_quality, prepare, quality, run_bench
 from .timing import (
     LoadMeter,
     Measurement,
@@ -63,6 +63,7 @@ __all__ = [
     "ort_kernel_missing",
     "plot",
     "prepare",
+    "quality",
     "run_bench",
     "time_calls",
     "write_results",

@@ -20,6 +20,11 @@ def _peak_note(m: dict, c: dict) -> list[str]:
             "Above 100 %: the kernel multiplies less than a direct convolution (Winograd) or the clock boosts."]
 
 
+def fmt(v, spec: str) -> str:
+    """``v`` formatted, or '-' where it is missing (a table cell)."""
+    return format(v, spec) if v is not None else "-"
+
+
 def percent(fraction: float | None) -> float | None:
     return fraction * 100 if fraction is not None else None
 
@@ -38,9 +43,6 @@ def markdown(result: dict) -> str:
              "peak MB | GMAC (paper) | paper RTX 3090 s | SIDD PSNR | dPSNR |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
-    def f(v, fmt):
-        return format(v, fmt) if v is not None else "-"
-
     for r in result["rows"]:
         if r["status"] != "ok":
             continue
@@ -48,11 +50,11 @@ def markdown(result: dict) -> str:
         paper = f" ({r['paper_gmacs']:.0f})" if r["paper_gmacs"] else ""
         lines.append(
             f"| {r['height']}x{r['width']} | {r['stages']} | {r['backend']} | {lat['median']:.1f} | {lat['p90']:.1f} | "
-            f"{lat['p99']:.1f} | {lat['std']:.1f} | {f(r['ratio_to_eager'], '.2f')} | {r['images_per_s']:.2f} | "
+            f"{lat['p99']:.1f} | {lat['std']:.1f} | {fmt(r['ratio_to_eager'], '.2f')} | {r['images_per_s']:.2f} | "
             f"{r['megapixels_per_s']:.3f} | {r['tflops']:.3f} | "
-            f"{f(percent(r.get('peak_fraction')), '.0f')} | {f(r['peak_memory_mb'], '.0f')} | "
-            f"{r['gmacs']:.1f}{paper} | {f(r['paper_latency_s'], '.2f')} | {f(r['sidd_psnr'], '.2f')} | "
-            f"{f(r['dpsnr'], '+.3f')} |")
+            f"{fmt(percent(r.get('peak_fraction')), '.0f')} | {fmt(r['peak_memory_mb'], '.0f')} | "
+            f"{r['gmacs']:.1f}{paper} | {fmt(r['paper_latency_s'], '.2f')} | {fmt(r['sidd_psnr'], '.2f')} | "
+            f"{fmt(r['dpsnr'], '+.3f')} |")
     skipped = {}
     for r in result["rows"]:
         if r["status"] in ("skipped", "failed"):

@@ -79,13 +79,18 @@ class Row:
     runtime_precision: dict | None = None  # OpenVINO: the compiled model's inference precision, layers per precision
 
 
+def quality(fn, pairs: list) -> tuple[float, float]:
+    """Mean PSNR and SSIM of ``fn``'s outputs against the clean images of the real (noisy, clean) pairs."""
+    scores = [psnr_ssim(to_uint8(fn(noisy[None].astype(np.float32))[0].transpose(1, 2, 0)),
+                        to_uint8(clean.transpose(1, 2, 0))) for noisy, clean in pairs]
+    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+
+
 def mean_quality(fn, stages: int, pairs: list, eager_psnr: dict) -> tuple[float | None, float | None]:
     """Mean PSNR of ``fn`` on the real (noisy, clean) pairs, and its difference to eager's at this K."""
     if not pairs:
         return None, None
-    psnrs = [psnr_ssim(to_uint8(fn(noisy[None].astype(np.float32))[0].transpose(1, 2, 0)),
-                       to_uint8(clean.transpose(1, 2, 0)))[0] for noisy, clean in pairs]
-    mean = float(np.mean(psnrs))
+    mean = quality(fn, pairs)[0]
     base = eager_psnr.get(stages)
     return mean, (mean - base) if base is not None else None
 

@@ -9,7 +9,8 @@ import io
 
 import numpy as np
 
-from .report import chart_png, constraint_text, fmt, summary_line
+from ..bench.report import fmt
+from .report import chart_png, constraint_text, summary_line
 
 DIFF_GAIN = 8  # the difference map's amplification
 ZOOM = 4  # the zoomed crop: the central 1/ZOOM of each side, enlarged ZOOM x

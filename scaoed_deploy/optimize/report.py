@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 
+from ..bench.report import fmt
+
 NUMERIC = ("latency_ms", "p90_ms", "ratio_to_eager", "images_per_s", "peak_memory_mb", "psnr", "ssim", "dpsnr")
-
-
-def fmt(v, fmt: str) -> str:
-    return format(v, fmt) if v is not None else "-"
 
 
 def summary_line(sel: dict) -> str:

@@ -29,11 +29,11 @@ from ..bench import (
     machine,
     measure,
     prepare,
+    quality,
 )
 from ..checkpoint import Weights, sha256_of
 from ..cost import model_cost
 from ..errors import ScaoedError, VerificationError
-from ..images import psnr_ssim, to_uint8
 from ..parity import load_artifact, read_parity_record, run_parity, write_parity_record
 from ..parity.report import parity_record_path
 from ..runtime.torch_backend import TorchRunner
@@ -59,13 +59,6 @@ class OptimizeConfig(BenchConfig):
     warmup: int = 1
     iters: int = 5
     command: str | None = None
-
-
-def quality(fn, pairs: list) -> tuple[float, float]:
-    """Mean PSNR and SSIM of ``fn``'s outputs against the clean images."""
-    scores = [psnr_ssim(to_uint8(fn(noisy[None].astype(np.float32))[0].transpose(1, 2, 0)),
-                        to_uint8(clean.transpose(1, 2, 0))) for noisy, clean in pairs]
-    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
 
 
 def artifact_parity(path: Path, weights: Weights, k: int, data: Path, step, command: str | None) -> dict:
