@@ -16,7 +16,6 @@ from ..bench import (
     run_bench,
     write_results,
 )
-from ..runtime.base import busy_warning
 from ..runtime.torch_backend import pick_device
 from .common import (
     chosen_backends,
@@ -27,6 +26,7 @@ from .common import (
     json_option,
     load_weights,
     notice,
+    notice_if_busy,
     resolutions_option,
     stage_list_option,
     weights_options,
@@ -67,9 +67,7 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
     device = pick_device(device).type
     chosen = chosen_backends(backends, device)
     weights = load_weights(checkpoint, random_seed=random_seed, blocks=blocks)
-    busy = busy_warning(threads) if device == "cpu" else None
-    if busy:
-        notice(busy)
+    notice_if_busy(threads, device == "cpu")
     cfg = BenchConfig(resolutions=resolutions, stages=stages, backends=chosen, device=device, batch=batch,
                       warmup=warmup, iters=iters, threads=threads, quality=not no_quality,
                       data=Path(data) if data else None, export_dir=Path(export_dir), explicit=backends is not None)

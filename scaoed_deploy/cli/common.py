@@ -11,6 +11,7 @@ from .. import checkpoint as ckpt
 from ..bench import BACKENDS, default_backends
 from ..jsonio import dumps
 from ..model import ScaoedNet
+from ..runtime.base import busy_warning
 from ..weights import DEMO_NOTICE, demo_weights
 
 
@@ -58,6 +59,13 @@ def profile_hw(ctx, param, value):
 def notice(message: str) -> None:
     """A one-line notice on stderr (stdout stays clean for --json)."""
     click.echo(message, err=True)
+
+
+def notice_if_busy(threads: int | None, on_cpu: bool) -> None:
+    """Say in one line when the machine is already busy (a CPU run's timings and speed then suffer)."""
+    busy = busy_warning(threads) if on_cpu else None
+    if busy:
+        notice(busy)
 
 
 def stdout_console():

@@ -10,11 +10,17 @@ from ..cluster import denoise_on_ray
 from ..contract import ContractError
 from ..errors import DiskFullError, ScaoedError
 from ..runtime import BACKENDS, Denoiser, denoise_file
-from ..runtime.base import busy_warning
 from ..runtime.jobs import plan_jobs
 from ..runtime.triton_client import ServerLostError, TritonRunner
 from ..weights import DEMO_NOTICE
-from .common import emit_json, json_option, notice, progress_bar, stages_option
+from .common import (
+    emit_json,
+    json_option,
+    notice,
+    notice_if_busy,
+    progress_bar,
+    stages_option,
+)
 from .main import cli
 
 
@@ -89,9 +95,7 @@ def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, 
                                  allow_unverified=allow_unverified)
     if model is None and not server:
         notice(DEMO_NOTICE)
-    busy = busy_warning(threads) if denoiser.runner.on_cpu else None
-    if busy:
-        notice(busy)
+    notice_if_busy(threads, denoiser.runner.on_cpu)
     for warning in getattr(denoiser.runner, "warnings", []):  # a file verified on a CPU with more than this one
         notice(f"warning: {warning}")
     skipped, jobs = plan.skipped, [(j.src, j.dst, j.ref) for j in plan.jobs]

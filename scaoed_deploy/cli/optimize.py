@@ -17,7 +17,6 @@ from ..optimize import (
 )
 from ..optimize.report import summary_line, table
 from ..optimize.search import gmacs_by_k
-from ..runtime.base import busy_warning
 from ..runtime.torch_backend import pick_device
 from .common import (
     chosen_backends,
@@ -27,6 +26,7 @@ from .common import (
     json_option,
     load_weights,
     notice,
+    notice_if_busy,
     progress_bar,
     resolutions_option,
     stage_list_option,
@@ -115,9 +115,7 @@ def optimize(resolutions, stages, backends, device, max_latency_ms, min_psnr, ma
     device = pick_device(device).type
     chosen = chosen_backends(backends, device)
     weights = load_weights(checkpoint, random_seed=random_seed, blocks=blocks)
-    busy = busy_warning(threads) if device == "cpu" else None
-    if busy:
-        notice(busy)
+    notice_if_busy(threads, device == "cpu")
     cfg = OptimizeConfig(resolutions=resolutions, stages=stages, backends=chosen, device=device, batch=batch,
                          warmup=warmup, iters=iters, threads=threads, data=Path(data) if data else None,
                          export_dir=Path(export_dir), calib_count=calib_count, explicit=backends is not None,
