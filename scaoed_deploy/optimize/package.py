@@ -21,7 +21,7 @@ from ..jsonio import dumps
 from ..parity.report import parity_record_path
 from ..serve.repository import RepoOptions, make_repository
 from .html import report_html
-from .report import markdown
+from .report import chosen_of, markdown
 
 #: build-engine's flags that remake each backend's artifact (torch rows ship the weights file itself).
 BUILD_FLAGS = {"onnxruntime-fp16": "--fp16", "onnxruntime-bf16": "--bf16", "onnxruntime-int8": "--int8 --target onnxruntime-cpu",
@@ -50,7 +50,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def ship_chosen(selection: dict, weights: Weights, folder: Path) -> list[str]:
     """The chosen candidate's artifact (a hard link or a copy; an OpenVINO IR with its .bin) and its parity
     record into ``folder``; a torch candidate ships its weights as a safetensors file at its K."""
-    c = next(c for c in selection["candidates"] if c["id"] == selection["chosen"])
+    c = chosen_of(selection)
     names = []
     if c["artifact"]:
         src = Path(c["artifact"])
@@ -71,7 +71,7 @@ def ship_chosen(selection: dict, weights: Weights, folder: Path) -> list[str]:
 
 def reproduce_script(selection: dict, weights: Weights) -> str:
     """Shell commands that remake the chosen artifact, then the whole selection."""
-    c = next(c for c in selection["candidates"] if c["id"] == selection["chosen"])
+    c = chosen_of(selection)
     cfg, w = selection["config"], weights_args(weights)
     lines = ["#!/bin/sh", f"# Remakes {c['id']} (K={c['k']}, {c['backend']}, {c['precision']}) from the weights "
              f"{weights.identity}, then the whole selection.", "set -e"]
@@ -128,7 +128,7 @@ def write_package(selection: dict, previews: list[dict], weights: Weights, out_d
 
 def triton_repository(selection: dict, folder: Path, step=lambda s: None) -> dict:
     """A Triton model repository of the shipped artifact (triton-repo's code); torch candidates have none."""
-    c = next(c for c in selection["candidates"] if c["id"] == selection["chosen"])
+    c = chosen_of(selection)
     if not c["artifact"]:
         return {"skipped": f"{c['id']} runs on the torch runner: Triton serves ONNX, IR or engine files"}
     shipped = folder / Path(c["artifact"]).name

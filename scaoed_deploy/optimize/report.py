@@ -9,11 +9,16 @@ from ..bench.report import fmt
 NUMERIC = ("latency_ms", "p90_ms", "ratio_to_eager", "images_per_s", "peak_memory_mb", "psnr", "ssim", "dpsnr")
 
 
+def chosen_of(sel: dict) -> dict:
+    """The chosen candidate's entry of a selection."""
+    return next(c for c in sel["candidates"] if c["id"] == sel["chosen"])
+
+
 def summary_line(sel: dict) -> str:
     """One line: what was chosen, under what, with its figures (or why nothing was)."""
     if not sel["chosen"]:
         return sel["error"] or "nothing chosen"
-    c = next(c for c in sel["candidates"] if c["id"] == sel["chosen"])
+    c = chosen_of(sel)
     under = {"max_latency_ms": "the best PSNR within", "min_psnr": "the fastest within", "max_dpsnr": "the fastest within"}
     why = (f"{under[sel['constraint']['kind']]} {constraint_text(sel)}" if sel["constraint"]["kind"]
            else "the fastest point of the Pareto front within 0.05 dB of the best PSNR")
