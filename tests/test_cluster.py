@@ -104,7 +104,10 @@ def test_a_mixed_folder_on_ray_equals_local_denoise_and_lists_the_corrupt_image(
     summary = json.loads(run["stdout"])
     assert summary["done"] == 16 and summary["failed"] == 1
     assert summary["failures"][0]["input"].endswith("g_corrupt.png")
-    assert summary["workers"] == 2 and summary["threads_per_worker"] == 1 and len(summary["per_worker"]) >= 2
+    assert summary["workers"] == 2 and summary["threads_per_worker"] == 1
+    # every image done is counted once, by the worker process (host:pid) that returned it; which worker that was
+    # is up to Ray (a killed worker's images may all go to the one left while its replacement starts)
+    assert sum(summary["per_worker"].values()) == 16 and all(":" in w for w in summary["per_worker"])
     assert main(["denoise", str(d / "mixed"), str(d / "mixed_local"), "-c", str(tiny_checkpoint), "--stages", "1",
                  "--threads", "1"]) == 1
     capsys.readouterr()
