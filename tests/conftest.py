@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 
 import pytest
@@ -16,6 +17,18 @@ needs_data = pytest.mark.skipif(not (DATA / "sidd").is_dir(), reason="../shared/
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory):
+    """Learned step times go to a folder of this run, never the user's cache (subprocesses inherit it)."""
+    old = os.environ.get("SCAOED_DEPLOY_CACHE")
+    os.environ["SCAOED_DEPLOY_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("SCAOED_DEPLOY_CACHE", None)
+    else:
+        os.environ["SCAOED_DEPLOY_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

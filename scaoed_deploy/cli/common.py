@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 
 import click
 
@@ -130,17 +131,34 @@ def counted_progress(label: str, clock, quiet: bool):
                         TextColumn("{task.fields[info]}"), clock, quiet=quiet)
 
 
+class _Steps:
+    """step(message) and step.tick(message) (the same step's progress: every tick on a spinner, one line a
+    ``tick_every`` seconds in a log)."""
+
+    def __init__(self, say, tick_every: float = 0.0):
+        self.say, self.tick_every, self._last = say, tick_every, 0.0
+
+    def __call__(self, message: str) -> None:
+        self._last = time.monotonic()
+        self.say(message)
+
+    def tick(self, message: str) -> None:
+        if time.monotonic() - self._last >= self.tick_every:
+            self(message)
+
+
 @contextlib.contextmanager
 def progress_steps(quiet: bool = False):
-    """Yields step(message): a spinner on a terminal, a line per step on stderr otherwise."""
+    """Yields step(message): a spinner on a terminal, a line per step on stderr otherwise (a long step's
+    progress, step.tick, one line in 30 s)."""
     console = stderr_console()
     if quiet and not console.is_terminal:
-        yield lambda message: None
+        yield _Steps(lambda message: None)
     elif console.is_terminal:
         with console.status("starting") as status:
-            yield status.update
-    else:
-        yield lambda message: console.print(f"  {message}", highlight=False, soft_wrap=True)  # a log line: unwrapped
+            yield _Steps(status.update)
+    else:  # a log line: unwrapped
+        yield _Steps(lambda message: console.print(f"  {message}", highlight=False, soft_wrap=True), tick_every=30.0)
 
 
 # ---------------------------------------------------------------------------- shared option groups

@@ -52,6 +52,7 @@ from ..audit import dedupe_weights, exact_patterns
 from ..compare import INT8_FLOOR_PSNR, check_int8_floor, held_out_psnr
 from ..cpu import CPU, this_cpu
 from ..errors import ScaoedError, first_line
+from ..eta import long_step
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..seal import SEAL_KEY
 from .calibration import CalibSample, describe
@@ -149,9 +150,9 @@ def mixed_precision(fp32_path: str | Path, precision: str, calib: list[CalibSamp
     with tempfile.TemporaryDirectory() as tmp:  # AutoCast's own reference run takes one batch of one shape
         npz = Path(tmp) / "calibration.npz"
         np.savez(npz, **{source.graph.input[0].name: np.concatenate([c.x for c in _common_shape(calib)[:AUTOCAST_IMAGES]])})
-        step(f"converting to {precision} with ModelOpt AutoCast ({len(islands)} nodes kept in FP32)")
         try:
-            with _quiet():
+            with long_step(step, "autocast", f"converting to {precision} with ModelOpt AutoCast ({len(islands)} "
+                           "nodes kept in FP32)", len(source.graph.node)), _quiet():
                 proto = convert_to_mixed_precision(
                     onnx_path=str(fp32_path), low_precision_type=precision, keep_io_types=True,
                     nodes_to_exclude=exact_patterns([i.node for i in islands]), calibration_data=str(npz),
@@ -314,10 +315,11 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
     with tempfile.TemporaryDirectory() as tmp:
         for attempt in range(rounds + 1):
             dst = Path(tmp) / f"int8_{attempt}.onnx"
-            step(f"INT8 ({target}, {method} calibration on {len(used)} images"
-                 + (f", {len(kept)} convs kept in FP32)" if kept else ")"))
+            message = (f"INT8 ({target}, {method} calibration on {len(used)} images"
+                       + (f", {len(kept)} convs kept in FP32)" if kept else ")"))
+            kind = "modelopt-quantize" if target == "tensorrt" else "ort-quantize"
             try:
-                with _quiet():
+                with long_step(step, kind, message, len(source.graph.node)), _quiet():
                     quantizer = _quantize_modelopt if target == "tensorrt" else \
                         functools.partial(_quantize_onnxruntime, reduce_range=fmt["reduce_range"])  # as recorded
                     quantizer(Path(fp32_path), dst, used, method, [k["node"] for k in kept], input_name)

@@ -39,6 +39,7 @@ from ..audit import audit_ov_model
 from ..compare import check_int8_floor, held_out_psnr
 from ..cpu import this_cpu
 from ..errors import ScaoedError, first_line
+from ..eta import long_step
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..runtime.openvino_backend import INFERENCE_PRECISION
 from ..seal import SEAL_KEY
@@ -181,11 +182,12 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
         references = [runner(c.x) for c in held_out]
         kept: list[dict] = []
         for attempt in range(rounds + 1):
-            step(f"INT8 (NNCF on {len(used)} images, {len(islands)} NFAE nodes"
-                 + (f" and {len(kept)} convs" if kept else "") + " left in float)")
+            message = (f"INT8 (NNCF on {len(used)} images, {len(islands)} NFAE nodes"
+                       + (f" and {len(kept)} convs" if kept else "") + " left in float)")
             fresh = ov.convert_model(str(fp32_path)) if attempt else model
             try:
-                quantized = _quantize(fresh, used, [k["node"] for k in islands + kept])
+                with long_step(step, "nncf", message, len(source.graph.node)):
+                    quantized = _quantize(fresh, used, [k["node"] for k in islands + kept])
             except Exception as e:
                 raise ScaoedError(f"NNCF quantization failed on {fp32_path}: {first_line(e)}") from e
             check = held_out_psnr(references, _outputs(_compile(quantized), [c.x for c in held_out]), "the INT8 IR")
