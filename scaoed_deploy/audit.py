@@ -197,7 +197,11 @@ def _count_weights(a: Audit, tensors, stored_at: Callable[[str], object] = lambd
                             and len({stored_at(n) for n in g}) > 1]
 
 
-_IR_MOVES = frozenset("Reshape Transpose Squeeze Unsqueeze DepthToSpace SpaceToDepth StridedSlice Slice Pad".split())
+# Ops whose outputs are some of their input values (moved, reshaped, or the largest/smallest of them): a
+# quantized input stays on its 8-bit grid, and OpenVINO runs the consumer in int8 (a spatial attention conv reads
+# concat(FakeQuantize(mean), ReduceMax(...)) and runs u8 x i8).
+_IR_MOVES = frozenset("Reshape Transpose Squeeze Unsqueeze DepthToSpace SpaceToDepth StridedSlice Slice Pad "
+                      "ReduceMax ReduceMin MaxPool".split())
 _IR_DECOMPRESS = frozenset({"Convert", "Multiply", "Subtract"})  # an 8-bit weight widened and scaled
 
 

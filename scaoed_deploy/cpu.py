@@ -12,9 +12,12 @@ quantization format, and records and artifacts name the CPU and the ISA they wer
 - **fp16** (AVX-512 FP16 or AMX-FP16): without it an fp16 convolution runs through float32 with
   conversions around it (ONNX Runtime: 1.06 to 1.3 x eager fp32 at 512 x 512 on an AVX-512 EPYC).
 
-``ONEDNN_MAX_CPU_ISA`` (oneDNN's own cap, which torch's CPU kernels obey) masks the flags above it,
-so that a run capped at ``AVX2`` is planned as on an AVX2-only CPU (``capped_by`` says so). It caps
-torch alone: ONNX Runtime and OpenVINO still use every instruction the CPU has.
+``ONEDNN_MAX_CPU_ISA`` (oneDNN's own cap) masks the flags above it, so that a run capped at ``AVX2``
+is planned as on an AVX2-only CPU (``capped_by`` says so). torch's CPU kernels obey it, and so do
+OpenVINO's convolutions (its CPU plugin builds them with oneDNN: ``brgconv_avx512_I8`` becomes
+``jit_avx2_I8``, measured), but not OpenVINO's own kernels of other ops (ReduceMean stays AVX-512) nor
+ONNX Runtime (its MLAS picks kernels from the CPU itself, VNNI included): a capped run is an AVX2-only
+CPU for torch and OpenVINO's convolutions, not for the whole of either runtime.
 """
 
 from __future__ import annotations

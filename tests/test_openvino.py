@@ -132,6 +132,12 @@ def test_int8_build_keeps_nfae_in_float_and_runs_everywhere(tmp_path, tiny_check
     assert nfae and not nfae & {n for n, _, p in a.nodes if p == "int8"}
     float_convs = {n for n, op, p in a.nodes if op == "Convolution" and p == "float32"}
     assert float_convs == {k["node"] for k in kept if k["op_type"] == "Convolution"}
+    # the audit's int8 convolutions are the ones OpenVINO's CPU plugin runs on 8-bit data and weights
+    runtime = ov.Core().compile_model(str(xml), "CPU").get_runtime_model()
+    executed = [tuple(op.input(i).get_element_type().get_type_name() for i in range(2))
+                for op in runtime.get_ordered_ops() if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+    assert len(executed) == len(float_convs) + a.compute["int8"]["Convolution"]
+    assert sum(e in {("u8", "i8"), ("i8", "i8")} for e in executed) == a.compute["int8"]["Convolution"]
 
     noisy = tmp_path / "in.png"
     write_image(noisy, Image(rgb=np.random.default_rng(3).random((37, 50, 3), dtype=np.float32)))
