@@ -10,6 +10,11 @@
   compared with the fp32 ONNX on held-out calibration crops; while it is below
   ``INT8_MIN_PSNR`` dB, the convolutions that add the most error, measured tensor by
   tensor against ONNX Runtime's fp32 run, are ignored too and the IR is quantized again.
+  The weights' range follows the CPU the IR is built for (``int8_format``): without VNNI, OpenVINO's
+  int8 convolutions (``jit_avx2_I8``) sum pairs of u8 x s8 products in 16 bits, which saturate at
+  full-range weights (K = 1, demo weights: 45.1 dB against fp32 with VNNI, 41.1 dB with the same IR
+  under ``ONEDNN_MAX_CPU_ISA=AVX2``); NNCF's overflow fix on every layer (7-bit weights) gives the same
+  output with and without VNNI (44.5 dB both). Build under that cap to make an IR for AVX2-only CPUs.
 
 The IR keeps the source's ``scaoed.*`` metadata in its rt_info, with the precision, the
 tool, the calibration set and the nodes kept in float added.
@@ -37,7 +42,7 @@ from ..artifact import (
 )
 from ..audit import audit_ov_model
 from ..compare import check_int8_floor, held_out_psnr
-from ..cpu import this_cpu
+from ..cpu import CPU, this_cpu
 from ..errors import ScaoedError, first_line
 from ..eta import long_step
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
@@ -133,7 +138,14 @@ def sensitive_convs(quantized, source, x: np.ndarray, count: int, skip: set[str]
              "reason": f"INT8 adds {r['added']:.3g} relative error here (largest in the graph)"} for r in ranked[:count]]
 
 
-def _quantize(ov_model, samples: list[CalibSample], ignored: list[str]):
+def int8_format(cpu: CPU | None = None) -> dict:
+    """NNCF's overflow fix for ``cpu`` (this one, as ONEDNN_MAX_CPU_ISA caps it): NNCF's default (7-bit weights in
+    the first layer only) where VNNI sums u8 x s8 products in 32 bits, 7-bit weights everywhere where it does not."""
+    cpu = cpu or this_cpu()
+    return {"overflow_fix": "first_layer_only" if cpu.vnni else "enable"}
+
+
+def _quantize(ov_model, samples: list[CalibSample], ignored: list[str], overflow_fix: str):
     """NNCF PTQ. Activation ranges are the min/max over all calibration crops, not NNCF's default mean of
     per-crop extremes: that clips bright content (a bright SIDD crop lost 1.7 dB at K = 5); the MIXED preset
     (asymmetric activations) halves the loss elsewhere (SIDD, K = 1, demo weights: -0.09 dB against -0.12)."""
@@ -146,6 +158,7 @@ def _quantize(ov_model, samples: list[CalibSample], ignored: list[str]):
                              preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True,
                              ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
                              advanced_parameters=AdvancedQuantizationParameters(
+                                 overflow_fix=nncf.OverflowFix(overflow_fix),
                                  activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX))
 
 
@@ -177,6 +190,9 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
         names = {o.get_friendly_name() for o in model.get_ordered_ops()}
         islands = [{"node": i.node, "op_type": i.op_type, "module": i.module, "reason": i.reason}
                    for i in select_islands(source, [c.x for c in calib[:ISLAND_IMAGES]], "fp16") if i.node in names]
+        fmt = int8_format()
+        if fmt["overflow_fix"] == "enable":
+            result.notes.append("7-bit weights (NNCF overflow fix on every layer): this CPU has no VNNI")
         held_out, used = calib[:2], calib[2:]  # judged on crops the calibration did not see
         runner = OnnxRuntimeRunner(str(fp32_path))
         references = [runner(c.x) for c in held_out]
@@ -187,7 +203,7 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
             fresh = ov.convert_model(str(fp32_path)) if attempt else model
             try:
                 with long_step(step, "nncf", message, len(source.graph.node)):
-                    quantized = _quantize(fresh, used, [k["node"] for k in islands + kept])
+                    quantized = _quantize(fresh, used, [k["node"] for k in islands + kept], fmt["overflow_fix"])
             except Exception as e:
                 raise ScaoedError(f"NNCF quantization failed on {fp32_path}: {first_line(e)}") from e
             check = held_out_psnr(references, _outputs(_compile(quantized), [c.x for c in held_out]), "the INT8 IR")
@@ -214,6 +230,7 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
                 precision_detail=json.dumps({"tool": TOOL[precision], "calibration": result.calibration,
                                              "check_psnr_vs_fp32": result.check_psnr,
                                              "checked_on": this_cpu().to_dict(),
+                                             **({"int8_format": fmt} if precision == "int8" else {}),
                                              "kept_float": [k["node"] for k in result.kept_float]}))
     write_ir_metadata(result.model, meta)
     result.seconds = time.perf_counter() - t0
