@@ -55,6 +55,12 @@ def test_ratios_are_against_the_same_runs_eager_row(result):
     eager = rows["torch"]["latency_ms"]["median"]
     assert rows["torch"]["ratio_to_eager"] == 1.0
     assert rows["onnxruntime"]["ratio_to_eager"] == pytest.approx(rows["onnxruntime"]["latency_ms"]["median"] / eager)
+    peak = this_cpu().peak_gmacs(1)
+    if peak:  # at the fp32 peak a row would take eager's time x eager's share of that peak
+        for r in rows.values():
+            if r["status"] == "ok":
+                assert r["ratio_at_peak"] == pytest.approx(rows["torch"]["peak_fraction"])
+        assert "At peak: " in markdown(dict(result, command="x"))
 
 
 def test_unavailable_backends_are_listed_as_skipped(result):

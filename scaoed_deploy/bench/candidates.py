@@ -71,6 +71,13 @@ BACKEND_PRECISION = {"torch": "fp32", "torch-bf16": "bf16", "torch-fp16": "fp16"
                      "tensorrt": "fp32", "tensorrt-fp16": "fp16", "tensorrt-int8": "int8"}
 
 
+def peak_precision(backend: str) -> str:
+    """The precision whose CPU peak a backend's row is measured against: int8, bf16, else fp32 (fp16 runs as fp32
+    on a CPU without native fp16)."""
+    precision = BACKEND_PRECISION[backend]
+    return precision if precision in ("int8", "bf16") else "fp32"
+
+
 class Backends:
     """Makes a callable (float32 NCHW numpy -> numpy) per backend name, or raises Skip."""
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import atomic_path
 from ..jsonio import dumps
+from .candidates import peak_precision
 
 
 def _peak_note(m: dict, c: dict) -> list[str]:
@@ -18,6 +19,21 @@ def _peak_note(m: dict, c: dict) -> list[str]:
     return [f"% peak: the model's MACs per second over this CPU's peak for the row's precision (fp16 counts as fp32): "
             f"{c['threads']} threads x {p['clock_mhz']:.0f} MHz x MACs per cycle and core ({per}) = {peaks} GMAC/s. "
             "Above 100 %: the kernel multiplies less than a direct convolution (Winograd) or the clock boosts."]
+
+
+def _floor_note(result: dict) -> list[str]:
+    """Per K, the x eager a row of each precision would reach at this CPU's peak for it (CPU runs)."""
+    floors: dict = {}
+    for r in result["rows"]:
+        if r["status"] == "ok" and r.get("ratio_at_peak") is not None:
+            key = (f"{r['height']}x{r['width']}", r["stages"])
+            floors.setdefault(key, {})[peak_precision(r["backend"])] = r["ratio_at_peak"]
+    if not floors:
+        return []
+    return ["At peak: the x eager a row would reach running at this CPU's peak for its precision (eager fp32's "
+            "achieved MACs/s over that peak at the reported clock): " + "; ".join(
+                f"{res}, K = {k}: " + ", ".join(f"{p} {v:.2f} x" for p, v in sorted(f.items()))
+                for (res, k), f in floors.items()) + "."]
 
 
 def fmt(v, spec: str) -> str:
@@ -76,7 +92,7 @@ def markdown(result: dict) -> str:
     lines += ["", f"Threads: {c['threads']} for every CPU backend. x eager: median latency over torch eager fp32's "
               "in the same run (same resolution and K). "
               "The RTX 3090 column is the paper's figure at 512x512, not ours. dPSNR: mean PSNR on the SIDD crops "
-              "minus eager's.", *_peak_note(m, c), ""]
+              "minus eager's.", *_peak_note(m, c), *_floor_note(result), ""]
     return "\n".join(lines)
 
 

@@ -39,13 +39,13 @@ from ..runtime.base import cpu_threads
 from ..runtime.cpu_memory import keep_freed_memory
 from ..runtime.torch_backend import pick_device
 from .candidates import (
-    BACKEND_PRECISION,
     BASELINE,
     Backends,
     BenchConfig,
     Skip,
     check_backends,
     emulated_rows,
+    peak_precision,
 )
 from .timing import LoadMeter, machine, measure
 
@@ -71,6 +71,9 @@ class Row:
     gmacs_per_s: float | None = None  # achieved multiply-accumulates (the model's count) per second
     peak_fraction: float | None = None  # of this CPU's peak for the row's precision (machine.peak); CPU rows only
     ratio_to_eager: float | None = None
+    # eager fp32's achieved MACs/s over this CPU's peak for the row's precision: the x eager this row would reach
+    # at that peak (at the reported clock: a boosting CPU lets a row go a little below it); CPU rows only
+    ratio_at_peak: float | None = None
     paper_latency_s: float | None = None
     sidd_psnr: float | None = None
     dpsnr: float | None = None
@@ -116,13 +119,12 @@ def prepare(cfg: BenchConfig) -> tuple[str, list[Sample]]:
     return timing, samples
 
 
-def peak_fraction(name: str, gmacs_per_s: float, cfg: BenchConfig) -> float | None:
+def peak_fraction(name: str, gmacs_per_s: float | None, cfg: BenchConfig) -> float | None:
     """Achieved over this CPU's peak GMAC/s for the precision row ``name`` computes in (fp16 runs as fp32 here)."""
-    if cfg.device != "cpu":
+    if cfg.device != "cpu" or gmacs_per_s is None:
         return None
     peak = this_cpu().peak_gmacs(cfg.threads or cpu_threads())
-    precision = {"int8": "int8", "bf16": "bf16"}.get(BACKEND_PRECISION[name], "fp32")
-    return gmacs_per_s / peak[precision] if peak else None
+    return gmacs_per_s / peak[peak_precision(name)] if peak else None
 
 
 def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = lambda s: None,
@@ -161,7 +163,7 @@ def _run_rows(weights: Weights, cfg: BenchConfig, backends: Backends, order: lis
         for k in cfg.stages:
             cost = model_cost(k, weights.blocks, h, w, cfg.batch)
             x = np.random.default_rng(0).random((cfg.batch, 3, h, w), dtype=np.float32)  # timing input, every backend
-            eager_median = None
+            eager_median = eager_rate = None
             for name in order:
                 row = Row(name, k, h, w, cfg.batch, "ok", parameters=cost.parameters, gmacs=cost.total_macs / 1e9,
                           paper_gmacs=cost.paper_gmacs,
@@ -202,7 +204,8 @@ def _run_rows(weights: Weights, cfg: BenchConfig, backends: Backends, order: lis
                 row.gmacs_per_s = cost.total_macs / sec / 1e9
                 row.peak_fraction = peak_fraction(name, row.gmacs_per_s, cfg)
                 if name == BASELINE:
-                    eager_median = stats["median"]
+                    eager_median, eager_rate = stats["median"], row.gmacs_per_s
                 row.ratio_to_eager = stats["median"] / eager_median if eager_median else None
+                row.ratio_at_peak = peak_fraction(name, eager_rate, cfg) if eager_median else None
                 rows.append(row)
                 advance()
