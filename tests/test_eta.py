@@ -31,10 +31,10 @@ def test_a_long_step_ticks_with_the_time_left_then_learns_this_machines_rate(tmp
         def tick(self, message):
             ticks.append(message)
 
-    units = 1000
-    default = eta.DEFAULT_SECONDS_PER_UNIT["autocast"] * units  # 80 s: far more than this body takes
+    nodes = 1000
+    default = eta.DEFAULT_SECONDS_PER_UNIT["autocast"] * nodes**2  # 18 s (quadratic): far more than this body takes
     t0 = time.monotonic()
-    with eta.long_step(Step(), "autocast", "converting", units, every=0.02):
+    with eta.long_step(Step(), "autocast", "converting", nodes, every=0.02):
         _until(lambda: len(ticks) >= 2)
         time.sleep(0.05)
     wall = time.monotonic() - t0
@@ -43,8 +43,9 @@ def test_a_long_step_ticks_with_the_time_left_then_learns_this_machines_rate(tmp
     spent = int(ticks[-1].split(": ")[1].split(" s spent")[0])
     assert spent <= wall + 1 and ticks[-1].endswith(f"about {eta.clock(default - spent)} left")
     kept = json.loads((tmp_path / "step_times.json").read_text())
-    assert kept["autocast"] == pytest.approx(wall / units, rel=0.5)  # the body's own wall time, per unit
-    assert eta.expected_seconds("autocast", 2 * units) == pytest.approx(2 * wall, rel=0.5)
+    assert kept["autocast"] == pytest.approx(wall / nodes**2, rel=0.5)  # the body's own wall time, per unit
+    assert eta.expected_seconds("autocast", 2 * nodes) == pytest.approx(4 * wall, rel=0.5)  # AutoCast: quadratic
+    assert eta.expected_seconds("nncf", 2 * nodes) == pytest.approx(2 * nodes * eta.DEFAULT_SECONDS_PER_UNIT["nncf"])
 
 
 def test_past_its_estimate_a_step_says_so_and_a_failed_step_teaches_nothing(tmp_path, monkeypatch):
