@@ -98,6 +98,18 @@ class CPU:
                     "convolutions would run through float32 with conversions, slower than fp32")
         return None
 
+    def capabilities(self, cores: int) -> dict:
+        """Per precision: whether this CPU runs it natively (else why not), how (int8: VNNI or 16-bit sums), and its
+        peak GMAC/s on ``cores`` cores at the reported clock (None where the clock is unknown)."""
+        peak = self.peak_gmacs(cores) or {}
+        out = {}
+        for precision in ("fp32", "int8", "bf16", "fp16"):
+            why = self.not_native(precision)
+            out[precision] = {"native": why is None, "peak_gmacs": peak.get("fp32" if precision == "fp16" else precision),
+                              **({"why_not": why} if why else {})}
+        out["int8"]["dot_product"] = "VNNI (32-bit sums)" if self.vnni else "vpmaddubsw (16-bit sums of pairs)"
+        return out
+
     def lacks_for(self, precision: str, checked_on: dict) -> str | None:
         """One line when a ``precision`` file verified on the CPU ``checked_on`` (``to_dict()``'s form) runs here
         without what its results depended on there (INT8: VNNI; bf16: native bf16), else None."""

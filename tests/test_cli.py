@@ -50,6 +50,40 @@ def test_info_json_matches_the_paper_within_3_percent(capsys):
 def test_info_table(capsys):
     code, out, _ = run(capsys, "info", "--stages", "1")
     assert code == 0 and "3,371,750" in out and "212" in out
+    assert "This CPU: " in out and "ship on this CPU kind: openvino-int8" in out
+
+
+def _flags() -> set[str]:
+    """This machine's CPU flags, read here from /proc/cpuinfo (not through scaoed_deploy.cpu)."""
+    from pathlib import Path
+
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "flags :")
+    return set(line.split(":", 1)[1].split())
+
+
+@pytest.mark.parametrize("cap", [None, "AVX2"])
+def test_info_says_what_this_cpu_runs_natively_and_which_int8_format_a_build_here_picks(capsys, monkeypatch, cap):
+    from scaoed_deploy.cpu import this_cpu
+
+    flags = _flags() & ({"avx2"} if cap else _flags())  # the cap leaves AVX2 and nothing above it
+    if cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    this_cpu.cache_clear()
+    try:
+        code, out, _ = run(capsys, "info", "--stages", "1", "--json")
+    finally:
+        this_cpu.cache_clear()
+    assert code == 0
+    c = json.loads(out)["cpu"]
+    vnni = bool(flags & {"avx512_vnni", "avx_vnni"})
+    bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert c["precisions"]["int8"]["dot_product"].startswith("VNNI" if vnni else "vpmaddubsw")
+    assert c["int8_formats"]["onnxruntime"]["reduce_range"] is (not vnni)  # 16-bit sums: 7-bit weights
+    assert c["int8_formats"]["openvino"]["overflow_fix"] == ("first_layer_only" if vnni else "enable")
+    assert c["precisions"]["bf16"]["native"] is bf16 and ("why_not" in c["precisions"]["bf16"]) is (not bf16)
+    assert c["ship"] == ["openvino-int8"] + (["openvino-bf16"] if bf16 else [])
+    assert (c.get("capped_by") == "ONEDNN_MAX_CPU_ISA=AVX2") is bool(cap)
 
 
 @pytest.mark.parametrize(

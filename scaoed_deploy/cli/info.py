@@ -6,6 +6,10 @@ import click
 
 from ..checkpoint import convert as do_convert
 from ..cost import model_cost
+from ..cpu import this_cpu
+from ..precision.convert import ort_int8_format
+from ..precision.openvino import int8_format as openvino_int8_format
+from ..runtime.base import cpu_threads
 from .common import (
     emit_json,
     json_option,
@@ -23,10 +27,12 @@ from .main import cli
 @click.option("--blocks", default=16, show_default=True, type=click.IntRange(1, 64), help="FM2ARB blocks T.")
 @json_option
 def info(resolutions, stages, blocks, as_json):
-    """Parameters and multiply-accumulates per stage count, beside the paper's figures."""
+    """Parameters and multiply-accumulates per stage count, beside the paper's figures, and what this CPU runs
+    natively (its ISA, peak per precision, the INT8 formats built here and the artifact to ship on it)."""
     rows = [model_cost(k, blocks, h, w).to_dict() for (h, w) in resolutions for k in stages]
+    cpu = cpu_info()
     if as_json:
-        emit_json({"parameters": rows[0]["parameters"], "rows": rows})
+        emit_json({"parameters": rows[0]["parameters"], "rows": rows, "cpu": cpu})
         return
     from rich.table import Table
 
@@ -42,7 +48,38 @@ def info(resolutions, stages, blocks, as_json):
             f"{r['conv_macs'] / 1e9:.1f}", f"{r['other_macs'] / 1e9:.1f}", f"{r['total_macs'] / 1e9:.1f}",
             paper, diff,
         )
-    stdout_console().print(table)
+    console = stdout_console()
+    console.print(table)
+    console.print(cpu_lines(cpu), highlight=False, soft_wrap=True)
+
+
+def cpu_info() -> dict:
+    """This CPU as ``info`` reports it: ISA, per-precision capabilities, INT8 formats a build here picks, what to ship."""
+    cpu, cores = this_cpu(), cpu_threads()
+    caps = cpu.capabilities(cores)
+    ship = ["openvino-int8"] + (["openvino-bf16"] if caps["bf16"]["native"] else [])
+    return {**cpu.to_dict(), "cores": cores, "clock_mhz": cpu.mhz, "precisions": caps,
+            "int8_formats": {"onnxruntime": {"reduce_range": ort_int8_format(cpu)["reduce_range"]},
+                             "openvino": openvino_int8_format(cpu)},
+            "ship": ship}
+
+
+def cpu_lines(c: dict) -> str:
+    def peak(p):
+        return f" ({c['precisions'][p]['peak_gmacs']:.0f} GMAC/s peak)" if c["precisions"][p]["peak_gmacs"] else ""
+
+    native = [p + (f" with {c['precisions'][p]['dot_product'].split(' (')[0]}" if p == "int8" else "") + peak(p)
+              for p, v in c["precisions"].items() if v["native"]]
+    missing = [p for p, v in c["precisions"].items() if not v["native"]]
+    ort, ov = c["int8_formats"]["onnxruntime"], c["int8_formats"]["openvino"]
+    return "\n".join([
+        f"This CPU: {c['cpu']} ({', '.join(c['isa']) or 'no AVX2'}"
+        + (f", capped by {c['capped_by']}" if c.get("capped_by") else "") + f"), class {c['isa_class']}, "
+        f"{c['cores']} cores" + (f" at {c['clock_mhz']:.0f} MHz" if c["clock_mhz"] else ""),
+        f"  native: {', '.join(native)}" + (f"; not native: {', '.join(missing)} (bench skips them)" if missing else ""),
+        f"  INT8 built here: ONNX Runtime with {'7-bit' if ort['reduce_range'] else 'full-range'} weights, OpenVINO "
+        f"with NNCF's overflow fix '{ov['overflow_fix']}'",
+        f"  ship on this CPU kind: {' or '.join(c['ship'])} (README: Which artifact for which CPU)"])
 
 
 @cli.command()
