@@ -202,3 +202,39 @@ def test_ctrl_c_writes_the_rows_already_finished_and_changes_no_record(tmp_path,
     assert not (tmp_path / "records").exists()  # a record is never replaced by a run cut short
     written = json.loads(next((tmp_path / "runs").rglob("rec.json")).read_text())
     assert written["interrupted"] is True and [r["backend"] for r in written["rows"]] == ["torch"]
+
+
+def test_an_int8_file_verified_with_vnni_is_remade_not_reused_on_a_cpu_without_it(random_k1_onnx, tmp_path,
+                                                                                   monkeypatch):
+    """A shared export folder: bench made its INT8 file on a VNNI CPU. On an AVX2-only CPU bench (and optimize, which
+    gets its artifacts the same way) makes one for that CPU (7-bit weights) instead of timing the other silently;
+    back on a VNNI CPU the AVX2 file is reused (it needs nothing that CPU lacks)."""
+    import scaoed_deploy.precision.convert as conv
+    import scaoed_deploy.runtime.base as base
+    from scaoed_deploy.artifact import read_metadata
+    from scaoed_deploy.bench import Backends
+    from scaoed_deploy.cpu import read_cpu
+
+    def on(cpuinfo):
+        for module in (conv, base):  # the format a build picks; the CPU a reuse is judged on
+            monkeypatch.setattr(module, "this_cpu", lambda: read_cpu(cpuinfo))
+
+    shutil.copyfile(random_k1_onnx, tmp_path / "scaoednet_k1_t1_fp32.onnx")
+    weights = ckpt.random_weights(blocks=1, seed=0)
+    cfg = BenchConfig([(16, 16)], [1], ["onnxruntime-int8"], device="cpu", threads=1, quality=False,
+                      export_dir=tmp_path, calib_count=4)
+
+    def artifact():
+        steps: list[str] = []
+        path = Backends(weights, cfg, steps.append).artifact(1, "int8", "onnxruntime-cpu")
+        detail = json.loads(read_metadata(path)["precision_detail"])
+        return path, detail["int8_format"], any(s.startswith("making ") for s in steps)
+
+    on("model name\t: Xeon (test)\nflags\t\t: avx2 avx512f avx512_vnni\n")
+    path, fmt, made = artifact()
+    assert made and fmt["reduce_range"] is False and fmt["checked_on"]["isa_class"] == "avx512-vnni"
+    on(AVX2_ONLY)
+    again, fmt, made = artifact()
+    assert made and again == path and fmt["reduce_range"] is True and fmt["checked_on"]["isa_class"] == "avx2"
+    on("model name\t: Xeon (test)\nflags\t\t: avx2 avx512f avx512_vnni\n")
+    assert artifact()[1:] == (fmt, False)  # 7-bit weights hold with VNNI too: reused

@@ -2,8 +2,8 @@
 
 A backend name (``onnxruntime-int8``, ``openvino-bf16``, ...) is a runtime and a precision. ``Backends.make``
 gives the registry's runner for one at a K, making its verified artifact with build-engine's steps when none
-made from the same weights exists (the user's in ``export/``, else a cache inside it), or raises ``Skip``
-with the reason it cannot run here. Rows this CPU would only emulate are said before any artifact is made.
+made from the same weights and verified on a CPU like this one exists (the user's in ``export/``, else a cache
+inside it), or raises ``Skip`` with the reason it cannot run here. Rows this CPU would only emulate are said before any artifact is made.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifact import precision_filename
+from ..artifact import load_artifact, precision_filename
 from ..build import BuildRequest, build, made_from
 from ..checkpoint import Weights
 from ..cpu import this_cpu
 from ..errors import ScaoedError, first_line
-from ..runtime.base import RunOptions
+from ..runtime.base import RunOptions, verified_elsewhere
 from ..runtime.registry import open_runner
 from ..runtime.tensorrt import ShapeProfile
 
@@ -94,7 +94,7 @@ class Backends:
             return self._onnx[key]
         name = precision_filename(stages, self.weights.blocks, precision, target)
         cache = self.cfg.export_dir / BENCH_CACHE
-        path = next((p for p in (self.cfg.export_dir / name, cache / name) if made_from(p, self.weights, stages)), None)
+        path = next((p for p in (self.cfg.export_dir / name, cache / name) if self._fits(p, stages)), None)
         if path is None:
             self.step(f"making {name} (in {cache})")
             fp32 = self.cfg.export_dir / precision_filename(stages, self.weights.blocks, "fp32")
@@ -108,6 +108,17 @@ class Backends:
             path = out.precision_onnx
         self._onnx[key] = path
         return path
+
+    def _fits(self, path: Path, stages: int) -> bool:
+        """Reusable here: made from these weights at this K, and verified on a CPU with nothing this one lacks for
+        its precision (an INT8 file checked with VNNI is remade on a CPU without it, never reused silently; a
+        user's file in export/ is left as it is, bench's own copy is remade)."""
+        if not made_from(path, self.weights, stages):
+            return False
+        if verified_elsewhere(load_artifact(path)):
+            self.step(f"{path.name} was verified on a CPU with what this one lacks: not reused")
+            return False
+        return True
 
     def open(self, name: str, stages: int):
         """``make``, after refusing (Skip) a row this CPU would only emulate unless the user named it."""
