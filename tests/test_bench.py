@@ -7,6 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from references import one_error
@@ -16,6 +17,7 @@ from scaoed_deploy.bench import BenchConfig, latency_stats, markdown, run_bench
 from scaoed_deploy.cli import main
 from scaoed_deploy.cpu import this_cpu
 from scaoed_deploy.errors import ScaoedError
+from scaoed_deploy.images import Image, write_image
 
 
 @pytest.fixture(scope="module")
@@ -221,8 +223,13 @@ def test_an_int8_file_verified_with_vnni_is_remade_not_reused_on_a_cpu_without_i
 
     shutil.copyfile(random_k1_onnx, tmp_path / "scaoednet_k1_t1_fp32.onnx")
     weights = ckpt.random_weights(blocks=1, seed=0)
+    pairs = tmp_path / "pairs"  # one small real-looking pair for the builds' parity (not the four SIDD crops)
+    rng = np.random.default_rng(0)
+    clean = rng.random((32, 32, 3), dtype=np.float32)
+    write_image(pairs / "clean" / "a.png", Image(rgb=clean))
+    write_image(pairs / "noisy" / "a.png", Image(rgb=np.clip(clean + rng.normal(0, 0.05, clean.shape), 0, 1)))
     cfg = BenchConfig([(16, 16)], [1], ["onnxruntime-int8"], device="cpu", threads=1, quality=False,
-                      export_dir=tmp_path, calib_count=4)
+                      export_dir=tmp_path, calib_count=4, data=pairs)
 
     def artifact():
         steps: list[str] = []

@@ -116,25 +116,31 @@ def test_fp16_is_refused_for_openvino(capsys):
     assert "no fp16 inference" in one_error(capsys.readouterr().err)
 
 
-def _cli_capped_at_avx2(*args: str) -> subprocess.CompletedProcess:
-    """The CLI in a process whose oneDNN (torch's and OpenVINO's convolutions) stops at AVX2: no VNNI."""
+def _cli_capped_at_avx2(*commands: list[str]) -> subprocess.CompletedProcess:
+    """CLI commands, one after the other, in one process whose oneDNN (torch's and OpenVINO's convolutions) stops
+    at AVX2: no VNNI. Stops at the first that fails."""
+    script = ("import sys; from scaoed_deploy.cli import main; "
+              "sys.exit(next((c for c in map(main, __import__('json').loads(sys.argv[1])) if c), 0))")
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
-    return subprocess.run([sys.executable, "-m", "scaoed_deploy.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", script, json.dumps(commands)], capture_output=True, text=True,
                           env=env, timeout=600, check=False)
 
 
 def test_int8_build_keeps_nfae_in_float_and_runs_everywhere(tmp_path, tiny_checkpoint, tiny_k1_onnx, calib_dir, capsys):
-    """Built as for an AVX2-only CPU (oneDNN capped at AVX2: parity ran on AVX2's int8 kernels, which sum u8 x s8
-    pairs in 16 bits): 7-bit weights everywhere, and then the same pixels with and without VNNI."""
+    """Built and run as on an AVX2-only CPU (oneDNN capped at AVX2: parity ran on AVX2's int8 kernels, which sum
+    u8 x s8 pairs in 16 bits): 7-bit weights everywhere, and then the same pixels with and without VNNI."""
     export = tmp_path / "export"
     export.mkdir()
     shutil.copyfile(tiny_k1_onnx, export / tiny_k1_onnx.name)
-    build = _cli_capped_at_avx2("build-engine", "--int8", "--target", "openvino", "-c", str(tiny_checkpoint),
-                                "--stages", "1", "--calib", str(calib_dir), "--calib-count", "4",
-                                "--export-dir", str(export), "--json")
-    assert build.returncode == 0, build.stderr[-2000:]
-    result = json.loads(build.stdout)
     xml = export / "scaoednet_k1_t2_int8_openvino.xml"
+    noisy = tmp_path / "in.png"
+    write_image(noisy, Image(rgb=np.random.default_rng(3).random((37, 50, 3), dtype=np.float32)))
+    capped = _cli_capped_at_avx2(
+        ["build-engine", "--int8", "--target", "openvino", "-c", str(tiny_checkpoint), "--stages", "1",
+         "--calib", str(calib_dir), "--calib-count", "4", "--export-dir", str(export), "--json"],
+        ["denoise", str(noisy), str(tmp_path / "avx2.png"), "-m", str(xml), "--bit-depth", "16"])
+    assert capped.returncode == 0, capped.stderr[-2000:]
+    result, _ = json.JSONDecoder().raw_decode(capped.stdout)  # the build's JSON, then denoise's line
     assert result["target"] == "openvino" and result["precision_onnx"] == str(xml) and result["parity"]["passed"]
     assert xml.is_file() and xml.with_suffix(".bin").is_file() and not list(export.glob(".*tmp*"))
     a = audit_ir(xml)
@@ -155,14 +161,10 @@ def test_int8_build_keeps_nfae_in_float_and_runs_everywhere(tmp_path, tiny_check
     assert detail["int8_format"]["overflow_fix"] == "enable"
     assert detail["checked_on"]["isa_class"] == "avx2" and "avx512_vnni" not in detail["checked_on"]["isa"]
 
-    noisy = tmp_path / "in.png"
-    write_image(noisy, Image(rgb=np.random.default_rng(3).random((37, 50, 3), dtype=np.float32)))
     assert main(["denoise", str(noisy), str(tmp_path / "out16.png"), "-m", str(xml), "--bit-depth", "16"]) == 0
     capsys.readouterr()
     here = read_image(tmp_path / "out16.png")
     assert here.rgb.shape == (37, 50, 3)  # odd size: padded and cropped back
-    capped = _cli_capped_at_avx2("denoise", str(noisy), str(tmp_path / "avx2.png"), "-m", str(xml), "--bit-depth", "16")
-    assert capped.returncode == 0, capped.stderr[-2000:]
     # integer sums agree exactly; only the float epilogue's order may differ (a 16-bit step or two, not the 6e-2
     # that sums saturating in 16 bits gave with full-range weights)
     assert np.abs(read_image(tmp_path / "avx2.png").rgb - here.rgb).max() < 2e-4
