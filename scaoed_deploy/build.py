@@ -65,6 +65,7 @@ class BuildRequest:
     calib_count: int = 32
     calib_method: str = "entropy"
     exclude: list[str] = field(default_factory=list)  # INT8: nodes kept in FP32 on request
+    int8_rounds: int = 2  # INT8: rounds of keeping the most sensitive convolutions in float below the held-out target
     profile: ShapeProfile = field(default_factory=ShapeProfile)
     timing_cache: Path | None = None
     workspace_mib: int | None = None
@@ -193,7 +194,7 @@ def _build_openvino(req: BuildRequest, out: BuildOutcome, fp32: Path, stages: in
     if req.precision == "int8":
         step(f"collecting {req.calib_count} calibration images")
         calib = calibration_set(req.calib, count=req.calib_count)
-    ir = make_openvino_ir(fp32, req.precision, calib, step)
+    ir = make_openvino_ir(fp32, req.precision, calib, step, rounds=req.int8_rounds)
     out.conversion = ir.summary()
     out.conversion["kept_fp32_nodes"] = ir.kept_float
     out.seconds["precision_ir"] = round(time.perf_counter() - t, 1)
@@ -256,7 +257,8 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
         t = time.perf_counter()
         step(f"collecting {req.calib_count} calibration images")
         calib = calibration_set(req.calib, count=req.calib_count)
-        converted = make_precision_onnx(fp32, req.precision, calib, req.target, req.calib_method, req.exclude, step)
+        converted = make_precision_onnx(fp32, req.precision, calib, req.target, req.calib_method, req.exclude, step,
+                                        rounds=req.int8_rounds)
         out.conversion = converted.summary()
         out.conversion["kept_fp32_nodes"] = converted.kept_fp32
         proto = converted.proto

@@ -137,19 +137,22 @@ def test_int8_build_keeps_nfae_in_float_and_runs_everywhere(tmp_path, tiny_check
     write_image(noisy, Image(rgb=np.random.default_rng(3).random((37, 50, 3), dtype=np.float32)))
     capped = _cli_capped_at_avx2(
         ["build-engine", "--int8", "--target", "openvino", "-c", str(tiny_checkpoint), "--stages", "1",
-         "--calib", str(calib_dir), "--calib-count", "4", "--export-dir", str(export), "--json"],
+         "--calib", str(calib_dir), "--calib-count", "4", "--int8-rounds", "1", "--export-dir", str(export), "--json"],
         ["denoise", str(noisy), str(tmp_path / "avx2.png"), "-m", str(xml), "--bit-depth", "16"])
     assert capped.returncode == 0, capped.stderr[-2000:]
     result, _ = json.JSONDecoder().raw_decode(capped.stdout)  # the build's JSON, then denoise's line
     assert result["target"] == "openvino" and result["precision_onnx"] == str(xml) and result["parity"]["passed"]
     assert xml.is_file() and xml.with_suffix(".bin").is_file() and not list(export.glob(".*tmp*"))
+    rounds = [n for n in result["conversion"]["notes"] if n.startswith("round ")]
+    assert len(rounds) <= 1  # --int8-rounds 1 (this tiny model stays below 40 dB: it takes its one round)
     a = audit_ir(xml)
     assert a.compute["int8"]["Convolution"] > 0 and a.quantize > 0
     kept = result["conversion"]["kept_fp32_nodes"]
     nfae = {k["node"] for k in kept if k["module"].endswith("nfae")}
     assert nfae and not nfae & {n for n, _, p in a.nodes if p == "int8"}
     float_convs = {n for n, op, p in a.nodes if op == "Convolution" and p == "float32"}
-    assert float_convs == {k["node"] for k in kept if k["op_type"] == "Convolution"}
+    assert float_convs == {k["node"] for k in kept if k["op_type"] == "Convolution"}  # the round's, no other
+    assert len(float_convs) == (1 if rounds else 0)
     # the audit's int8 convolutions are the ones OpenVINO's CPU plugin runs on 8-bit data and weights
     runtime = ov.Core().compile_model(str(xml), "CPU").get_runtime_model()
     executed = [tuple(op.input(i).get_element_type().get_type_name() for i in range(2))

@@ -42,6 +42,9 @@ from .main import cli
 @click.option("--calib-count", type=click.IntRange(4, 4096), default=32, show_default=True, help="Calibration crops.")
 @click.option("--calib-method", type=click.Choice(["entropy", "max"]), default="entropy", show_default=True)
 @click.option("--exclude", default=None, help="INT8: node names to keep in FP32, comma-separated.")
+@click.option("--int8-rounds", type=click.IntRange(0, 5), default=2, show_default=True,
+              help="INT8: rounds of keeping the convolutions that add the most error in float while the held-out "
+              "check is below its target (0: quantize once).")
 @click.option("--min", "min_hw", default="256", show_default=True, callback=profile_hw, help="Profile minimum HxW.")
 @click.option("--opt", "opt_hw", default="512", show_default=True, callback=profile_hw, help="Profile optimum HxW.")
 @click.option("--max", "max_hw", default="1024", show_default=True, callback=profile_hw, help="Profile maximum HxW.")
@@ -55,8 +58,8 @@ from .main import cli
               help="Engine path (default engines/<precision onnx name>.engine).")
 @json_option
 def build_engine_cmd(precision, stages, onnx_path, checkpoint, random_seed, blocks, target, calib, calib_count,
-                     calib_method, exclude, min_hw, opt_hw, max_hw, batch, timing_cache, workspace, data, export_dir,
-                     output, as_json):
+                     calib_method, exclude, int8_rounds, min_hw, opt_hw, max_hw, batch, timing_cache, workspace, data,
+                     export_dir, output, as_json):
     """Precision ONNX -> TensorRT lint -> parity -> TensorRT 11 engine (exit 4 when TensorRT is missing)."""
 
     if precision is None:
@@ -70,7 +73,7 @@ def build_engine_cmd(precision, stages, onnx_path, checkpoint, random_seed, bloc
     req = BuildRequest(
         precision=precision, weights=weights, stages=stages, onnx=Path(onnx_path) if onnx_path else None,
         target=target, calib=[c for c in calib.split(",") if c] if calib else None, calib_count=calib_count,
-        calib_method=calib_method, exclude=[n for n in (exclude or "").split(",") if n],
+        calib_method=calib_method, exclude=[n for n in (exclude or "").split(",") if n], int8_rounds=int8_rounds,
         profile=ShapeProfile(min_hw, opt_hw, max_hw, parse_batch(batch)),
         timing_cache=Path(timing_cache) if timing_cache else None, workspace_mib=workspace,
         export_dir=Path(export_dir), engine=Path(output) if output else None, data=Path(data) if data else None,

@@ -353,9 +353,9 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
 
 def make_precision_onnx(fp32_path: str | Path, precision: str, calib: list[CalibSample], target: str = "tensorrt",
                         method: str = "entropy", exclude: list[str] | None = None,
-                        step: Callable[[str], None] = lambda s: None) -> PrecisionONNX:
+                        step: Callable[[str], None] = lambda s: None, rounds: int = INT8_ROUNDS) -> PrecisionONNX:
     if precision in ("fp16", "bf16"):
         return mixed_precision(fp32_path, precision, calib, step)
     if precision == "int8":
-        return quantize_int8(fp32_path, calib, target, method, exclude, step)
+        return quantize_int8(fp32_path, calib, target, method, exclude, step, rounds=rounds)
     raise ScaoedError(f"unknown precision {precision!r}; use fp16, bf16 or int8")
