@@ -3,7 +3,8 @@
 A backend name (``onnxruntime-int8``, ``openvino-bf16``, ...) is a runtime and a precision. ``Backends.make``
 gives the registry's runner for one at a K, making its verified artifact with build-engine's steps when none
 made from the same weights and verified on a CPU like this one exists (the user's in ``export/``, else a cache
-inside it), or raises ``Skip`` with the reason it cannot run here. Rows this CPU would only emulate are said before any artifact is made.
+inside it), or raises ``Skip`` with the reason it cannot run here. Rows this CPU would only emulate are said
+before any artifact is made.
 """
 
 from __future__ import annotations
