@@ -105,7 +105,8 @@ class CPU:
         out = {}
         for precision in ("fp32", "int8", "bf16", "fp16"):
             why = self.not_native(precision)
-            out[precision] = {"native": why is None, "peak_gmacs": peak.get("fp32" if precision == "fp16" else precision),
+            out[precision] = {"native": why is None,
+                              "peak_gmacs": peak.get("fp32" if precision == "fp16" else precision),
                               **({"why_not": why} if why else {})}
         out["int8"]["dot_product"] = "VNNI (32-bit sums)" if self.vnni else "vpmaddubsw (16-bit sums of pairs)"
         return out

@@ -54,7 +54,8 @@ def info(resolutions, stages, blocks, as_json):
 
 
 def cpu_info() -> dict:
-    """This CPU as ``info`` reports it: ISA, per-precision capabilities, INT8 formats a build here picks, what to ship."""
+    """This CPU as ``info`` reports it: ISA, per-precision capabilities, the INT8 formats a build here picks, and
+    what to ship on it."""
     cpu, cores = this_cpu(), cpu_threads()
     caps = cpu.capabilities(cores)
     ship = ["openvino-int8"] + (["openvino-bf16"] if caps["bf16"]["native"] else [])
@@ -76,7 +77,8 @@ def cpu_lines(c: dict) -> str:
         f"This CPU: {c['cpu']} ({', '.join(c['isa']) or 'no AVX2'}"
         + (f", capped by {c['capped_by']}" if c.get("capped_by") else "") + f"), class {c['isa_class']}, "
         f"{c['cores']} cores" + (f" at {c['clock_mhz']:.0f} MHz" if c["clock_mhz"] else ""),
-        f"  native: {', '.join(native)}" + (f"; not native: {', '.join(missing)} (bench skips them)" if missing else ""),
+        f"  native: {', '.join(native)}"
+        + (f"; not native: {', '.join(missing)} (bench skips them)" if missing else ""),
         f"  INT8 built here: ONNX Runtime with {'7-bit' if ort['reduce_range'] else 'full-range'} weights, OpenVINO "
         f"with NNCF's overflow fix '{ov['overflow_fix']}'",
         f"  ship on this CPU kind: {' or '.join(c['ship'])} (README: Which artifact for which CPU)"])
