@@ -3,8 +3,8 @@ AutoCast, NNCF's quantization, ONNX Runtime's static quantization take minutes a
 
 ``long_step(step, kind, message, nodes)`` re-says ``message`` every few seconds with the time spent and the
 time left, from an expected duration: units (the graph's node count, squared for AutoCast) x seconds per unit,
-as this machine last measured it for ``kind`` (kept in ``step_times.json`` of the user's cache folder), else the rate in
-``DEFAULT_SECONDS_PER_UNIT``. When the step is done, its measured rate replaces the kept one, so the second
+as this machine last measured it for ``kind`` (kept in ``step_times.json`` of the user's cache folder), else
+the rate in ``DEFAULT_SECONDS_PER_UNIT``. When the step is done, its measured rate replaces the kept one, so the second
 estimate on a machine is that machine's own. A step that runs past its estimate says so instead of a
 negative time left.
 """
