@@ -9,7 +9,8 @@ import time
 import click
 
 from .. import checkpoint as ckpt
-from ..bench import BACKENDS, default_backends
+from ..bench import check_backends, default_backends
+from ..errors import ScaoedError
 from ..jsonio import dumps
 from ..model import ScaoedNet
 from ..runtime.base import busy_warning
@@ -90,10 +91,10 @@ def load_weights(checkpoint: str | None, *, random_seed: int | None = None, bloc
 def chosen_backends(backends: str | None, device: str) -> list[str]:
     """--backends as a list (default: bench's for the device), every name checked (a usage error)."""
     chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else default_backends(device)
-    unknown = [b for b in chosen if b not in BACKENDS]
-    if unknown:
-        raise click.BadParameter(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}",
-                                 param_hint="--backends")
+    try:
+        check_backends(chosen)
+    except ScaoedError as e:
+        raise click.BadParameter(str(e), param_hint="--backends") from e
     return chosen
 
 
