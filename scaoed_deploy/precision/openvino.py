@@ -68,6 +68,7 @@ class OpenVINOIR:
     check_psnr: float | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    int8_format: dict = field(default_factory=dict)  # INT8: NNCF's overflow fix for the CPU it was built on
 
     def summary(self) -> dict:
         return {"precision": self.precision, "target": "openvino", "tool": TOOL[self.precision],
@@ -190,7 +191,7 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
         names = {o.get_friendly_name() for o in model.get_ordered_ops()}
         islands = [{"node": i.node, "op_type": i.op_type, "module": i.module, "reason": i.reason}
                    for i in select_islands(source, [c.x for c in calib[:ISLAND_IMAGES]], "fp16") if i.node in names]
-        fmt = int8_format()
+        fmt = result.int8_format = int8_format()
         if fmt["overflow_fix"] == "enable":
             result.notes.append("7-bit weights (NNCF overflow fix on every layer): this CPU has no VNNI")
         held_out, used = calib[:2], calib[2:]  # judged on crops the calibration did not see
@@ -230,7 +231,7 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
                 precision_detail=json.dumps({"tool": TOOL[precision], "calibration": result.calibration,
                                              "check_psnr_vs_fp32": result.check_psnr,
                                              "checked_on": this_cpu().to_dict(),
-                                             **({"int8_format": fmt} if precision == "int8" else {}),
+                                             **({"int8_format": result.int8_format} if result.int8_format else {}),
                                              "kept_float": [k["node"] for k in result.kept_float]}))
     write_ir_metadata(result.model, meta)
     result.seconds = time.perf_counter() - t0
