@@ -149,10 +149,13 @@ def test_selection_json_holds_every_candidate_and_the_choice(run):
     for c in sel["candidates"]:
         assert {"id", "k", "backend", "precision", "artifact", "latency_ms", "psnr", "dpsnr", "parity", "status",
                 "reason"} <= set(c)
+        if c["status"] == "pruned":  # the tiny weights score lower at K = 2 than at K = 1: dominated from K = 1
+            assert c["k"] == 2 and c["backend"] != "torch" and "off the front, never chosen" in c["reason"], c
+            continue
         assert c["status"] == "built" and c["parity"]["passed"], c
         assert (c["artifact"] is None) == (c["backend"] == "torch")
     # the same figures give the same choice and front by brute force
-    cands = [Candidate(**{k: v for k, v in c.items()}) for c in sel["candidates"]]
+    cands = [Candidate(**c) for c in sel["candidates"] if c["status"] == "built"]
     assert set(sel["pareto"]) == brute_front(cands)
     assert sel["chosen"] == brute_choice(cands, None, None)
     # the chosen artifact and its parity record are in the package, and the record is of exactly that file
@@ -171,7 +174,7 @@ def test_selection_json_holds_every_candidate_and_the_choice(run):
 
 @needs_data
 def test_the_measured_figures_choose_as_brute_force_does_under_every_constraint(run):
-    cands = [Candidate(**c) for c in run["sel"]["candidates"]]
+    cands = [Candidate(**c) for c in run["sel"]["candidates"] if c["status"] == "built"]
     lats = sorted(c.latency_ms for c in cands)
     psnrs = sorted(c.psnr for c in cands)
     for kind, values in (("max_latency_ms", lats), ("min_psnr", psnrs), ("max_dpsnr", [0.0, 0.001, 0.05, 1.0])):
@@ -317,3 +320,114 @@ def test_time_left_counts_the_measured_seconds_per_gmac_and_drops_backends_that_
     eta.add(Candidate("k1-tensorrt", 1, "tensorrt", "fp32", status="skipped"))
     # 20 s for 20 GMAC; left: K = 2's torch and onnxruntime (20 GMAC each), not its tensorrt
     assert eta.text() == ", about 40 s left"
+
+
+# ---------------------------------------------------------------------------- racing, against brute force
+class _Simulated:
+    """A search whose candidates are synthetic: true latencies at least 1.25 x apart (a backend's rate times a
+    K's MACs, powers of 1.25), each timed call 0-10 % slower than true (noise only slows), PSNRs within each
+    precision's parity margin of fp32's at that K."""
+
+    def __init__(self, rng: random.Random, constraint, iters: int = 5):
+        from scaoed_deploy.optimize.choose import margin_db
+        from scaoed_deploy.optimize.search import OptimizeConfig, Search
+
+        ks, precisions = [1, 2, 3], {"torch": "fp32", "a-fp32": "fp32", "b-bf16": "bf16", "c-int8": "int8"}
+        rate = dict(zip(precisions, rng.sample(range(5), 4)))
+        self.gmacs = {k: 1.25 ** (5 * i) for i, k in enumerate(ks)}
+        fp32 = {k: rng.uniform(27, 30) for k in ks}
+        self.truth, self.calls = {}, 0
+        cands = []
+        for k in ks:
+            for b, p in precisions.items():
+                c = Candidate(f"k{k}-{b}", k, b, p)
+                true_ms = 1.25 ** rate[b] * self.gmacs[k]
+                d = 0.0 if b == "torch" else rng.uniform(-margin_db(p), margin_db(p))
+                self.truth[c.id] = {"latency_ms": true_ms, "psnr": fp32[k] + d, "dpsnr": d,
+                                    "times_s": [true_ms * (1 + rng.uniform(0, 0.1)) / 1000 for _ in range(iters)]}
+                cands.append(c)
+        sim = self
+
+        class Search_(Search):
+            def __init__(self):  # the real run(), measure() and racing; opening, parity and the clock simulated
+                self.cfg = OptimizeConfig(resolutions=[(64, 64)], backends=list(precisions), stages=ks,
+                                          constraint=constraint, iters=iters)
+                self.step, self.advance, self.cands, self.gmacs = (lambda s: None), (lambda c, g: None), cands, sim.gmacs
+                self.fp32 = {k: {"psnr": v, "ssim": None} for k, v in fp32.items()}
+                self.backends = type("B", (), {"open": lambda _, b, k: type("F", (), {"close": lambda _: None})()})()
+
+            def fp32_quality(self):
+                pass
+
+            def verify(self, c, fn):
+                return {"passed": True, "source": "simulated", "mean_dpsnr_db": sim.truth[c.id]["dpsnr"]}
+
+            def time(self, c, fn, t0, until):
+                from scaoed_deploy.bench import Measurement, latency_stats
+
+                times, stopped = [], None
+                for t in sim.truth[c.id]["times_s"]:
+                    times.append(t)
+                    sim.calls += 1
+                    stopped = until(times) if len(times) < iters else None
+                    if stopped:
+                        break
+                return Measurement(latency_stats(times), 0.0, "simulated", 0.0, stopped)
+
+        self.search = Search_()
+
+    def truth_cands(self) -> list[Candidate]:
+        return [Candidate(c.id, c.k, c.backend, c.precision, status="built", latency_ms=self.truth[c.id]["latency_ms"],
+                          psnr=self.truth[c.id]["psnr"]) for c in self.search.cands]
+
+
+@pytest.mark.parametrize("kind", ["max_latency_ms", "min_psnr", "max_dpsnr", None])
+def test_racing_and_dominance_pruning_choose_what_brute_force_chooses_on_every_candidate_fully_timed(kind):
+    rng = random.Random(7)
+    calls = full = pruned = raced = 0
+    for _ in range(150):
+        seed = rng.random()
+        probe = _Simulated(random.Random(seed), Constraint())
+        lats = sorted(t["latency_ms"] for t in probe.truth.values())
+        psnrs = sorted(t["psnr"] for t in probe.truth.values())
+        value = {"max_latency_ms": rng.choice(lats) * 1.12, "min_psnr": rng.choice(psnrs) - 1e-9,
+                 "max_dpsnr": rng.uniform(0, 0.5), None: None}[kind]  # budgets between measured and the next true
+        sim = _Simulated(random.Random(seed), Constraint(kind, value))
+        sim.search.run()
+        cands = sim.search.cands
+        want = brute_choice(sim.truth_cands(), kind, value)
+        try:
+            got = choose(cands, Constraint(kind, value)).id
+        except NothingMeets:
+            got = None
+        assert got == want, [(c.id, c.status, c.latency_ms, c.psnr, c.reason) for c in cands]
+        for c in (c for c in cands if c.backend == "torch"):  # eager is every ratio's baseline: never raced
+            assert "off the front" not in c.reason and c.extra.get("timing_stopped", "stable").startswith("stable"), c
+        calls += sim.calls
+        full += 5 * sum(c.status == "built" or "off the front" in c.reason for c in cands)
+        pruned += sum("off the front" in c.reason for c in cands)
+        raced += sum(c.extra.get("timing_stopped", "").startswith(("dominated", "over the budget")) for c in cands)
+    assert pruned > 50 and raced > 50 and calls < 0.8 * full  # both rules did work: the test is not vacuous
+
+
+def test_racing_stops_only_past_its_margins():
+    from scaoed_deploy.optimize.choose import dominance_prune, stop_timing
+
+    d = Candidate("k1-d", 1, "d", "int8", status="built", latency_ms=100.0, psnr=29.0)
+    none = Constraint()
+    assert stop_timing(29.0, [114.0], [d], none) is None  # within RACE_FACTOR (1.15) of an as-good candidate
+    assert stop_timing(29.0, [116.0, 90.0], [d], none) is None  # its fastest call counts
+    assert stop_timing(29.0, [116.0], [d], none).startswith("dominated: 116.0 ms at best against k1-d's")
+    assert stop_timing(29.01, [200.0], [d], none) is None  # scores higher: may be on the front
+    assert stop_timing(29.0, [200.0], [d], none, race=False) is None  # eager: never raced
+    assert stop_timing(29.5, [116.0], [d], Constraint("max_latency_ms", 100)).startswith("over the budget")
+    assert stop_timing(29.5, [114.0], [d], Constraint("max_latency_ms", 100)) is None
+    assert stop_timing(29.5, [300.0, 100.0, 104.0, 102.0], [d], none, race=False).startswith("stable")  # 4 % apart
+    assert stop_timing(29.5, [100.0, 106.0, 103.0], [d], none, race=False) is None  # 6 % apart
+    low = Candidate("k1-x", 1, "x", "fp32", status="built", latency_ms=50.0, psnr=28.0)
+    gmacs = {1: 1.0, 2: 2.0}  # x at K = 2: about 100 ms
+    fast = Candidate("k2-y", 2, "y", "int8", status="built", latency_ms=89.0, psnr=29.0)
+    assert "off the front, never chosen" in dominance_prune(Candidate("k2-x", 2, "x", "fp32"), [low, fast], gmacs, 29.0)
+    assert dominance_prune(Candidate("k2-x", 2, "x", "fp32"), [low, fast], gmacs, 29.001) is None  # may score more
+    fast.latency_ms = 91.0  # not faster than 0.9 of the prediction
+    assert dominance_prune(Candidate("k2-x", 2, "x", "fp32"), [low, fast], gmacs, 29.0) is None

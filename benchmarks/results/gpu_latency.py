@@ -122,7 +122,7 @@ def measure(variant, k, model, x, flop, peak, samples, eager_psnr, args, t_start
             fn = make(variant, model, x)
             torch.cuda.synchronize()
             setup = time.perf_counter() - t0
-            times = [t * 1000 for t in cuda_event_times(fn, x, args.warmup, args.iters)]  # ms
+            times = [t * 1000 for t in cuda_event_times(fn, x, args.warmup, args.iters)[0]]  # ms
             # eager numerics only: a captured graph holds the 512 input, a compile would recompile at 256
             psnr = sidd_psnr(fn, samples) if variant.startswith("eager") else None
     except Exception as e:  # noqa: BLE001 - a failed variant is recorded with its reason

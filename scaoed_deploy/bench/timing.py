@@ -11,6 +11,7 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,12 @@ class RssSampler:
 
 
 # ---------------------------------------------------------------------------- timing
-def time_calls(fn, x: np.ndarray, warmup: int, iters: int, cuda: bool) -> list[float]:
+#: ``until(times)`` is asked after each timed call (seconds so far) and ends the timing early with its reason.
+Until = Callable[[list[float]], "str | None"]
+
+
+def time_calls(fn, x: np.ndarray, warmup: int, iters: int, cuda: bool, until: Until | None = None) -> tuple[list, str | None]:
+    """Seconds per call after ``warmup`` calls, and why timing stopped before ``iters`` calls (None: it did not)."""
     import torch
 
     for _ in range(warmup):
@@ -100,12 +106,15 @@ def time_calls(fn, x: np.ndarray, warmup: int, iters: int, cuda: bool) -> list[f
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return times
+        stop = until(times) if until and len(times) < iters else None
+        if stop:
+            return times, stop
+    return times, None
 
 
-def cuda_event_times(fn, x, warmup: int, iters: int) -> list[float]:
+def cuda_event_times(fn, x, warmup: int, iters: int, until: Until | None = None) -> tuple[list, str | None]:
     """Seconds per call by CUDA events around each call, after ``warmup`` calls (whatever ``fn`` does with ``x``:
-    bench's rows copy it to the device and back, the GPU latency script keeps it there)."""
+    bench's rows copy it to the device and back, the GPU latency script keeps it there); as ``time_calls``."""
     import torch
 
     for _ in range(warmup):
@@ -118,7 +127,10 @@ def cuda_event_times(fn, x, warmup: int, iters: int) -> list[float]:
         end.record()
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end) / 1000)
-    return times
+        stop = until(times) if until and len(times) < iters else None
+        if stop:
+            return times, stop
+    return times, None
 
 
 def latency_stats(times: list[float]) -> dict:
@@ -182,11 +194,14 @@ class Measurement:
     peak_memory_mb: float
     memory_kind: str
     setup_s: float  # from t0 (the caller's start of setting up) to the end of the first call
+    stopped: str | None = None  # why fewer than the timed calls asked were made (``until``'s reason)
 
 
-def measure(fn, x: np.ndarray, warmup: int, iters: int, cuda: bool, t0: float, events: bool = False) -> Measurement:
+def measure(fn, x: np.ndarray, warmup: int, iters: int, cuda: bool, t0: float, events: bool = False,
+            until: Until | None = None) -> Measurement:
     """Time ``fn(x)``: its first call (compilation, allocation) ends the setup begun at ``t0``, then ``warmup``
-    untimed and ``iters`` timed calls; by CUDA events when ``events`` (torch on CUDA), else by the wall clock."""
+    untimed and up to ``iters`` timed calls (fewer when ``until`` says why); by CUDA events when ``events``
+    (torch on CUDA), else by the wall clock."""
     import torch
 
     if cuda:
@@ -195,10 +210,10 @@ def measure(fn, x: np.ndarray, warmup: int, iters: int, cuda: bool, t0: float, e
         fn(x)
         setup_s = round(time.perf_counter() - t0, 2)
         if cuda and events:
-            times = cuda_event_times(fn, x, warmup, iters)
+            times, stopped = cuda_event_times(fn, x, warmup, iters, until)
         else:
-            times = time_calls(fn, x, warmup, iters, cuda)
+            times, stopped = time_calls(fn, x, warmup, iters, cuda, until)
     if cuda:
         return Measurement(latency_stats(times), torch.cuda.max_memory_allocated() / 2**20,
-                           "CUDA peak (torch allocator)", setup_s)
-    return Measurement(latency_stats(times), rss.peak / 2**20, "process RSS peak", setup_s)
+                           "CUDA peak (torch allocator)", setup_s, stopped)
+    return Measurement(latency_stats(times), rss.peak / 2**20, "process RSS peak", setup_s, stopped)

@@ -92,7 +92,9 @@ class TimeLeft:
               help="Ship the fastest candidate within this many dB of the best one.")
 @click.option("--batch", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--warmup", type=click.IntRange(0), default=1, show_default=True)
-@click.option("--iters", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--iters", type=click.IntRange(1), default=5, show_default=True,
+              help="Timed runs per candidate at most: fewer once its last 3 agree within 5 %, or once it is slower "
+              "than a measured candidate that scores at least as high (or over --max-latency-ms).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads, pinned (default: all cores).")
 @weights_options("Seeded random weights instead (their PSNR means nothing).")
 @data_option("Evaluation pairs (noisy/ and clean/; default ../shared/data/sidd).")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 from ..bench.report import fmt
+from .choose import STABLE_RUNS, STABLE_SPREAD
 
 NUMERIC = ("latency_ms", "p90_ms", "ratio_to_eager", "images_per_s", "peak_memory_mb", "psnr", "ssim", "dpsnr")
 
@@ -35,19 +36,21 @@ def constraint_text(sel: dict) -> str:
 
 def table(sel: dict) -> list[str]:
     front = set(sel["pareto"])
-    lines = ["| candidate | K | backend | precision | status | median ms | p90 ms | x eager | img/s | peak MB | "
+    lines = ["| candidate | K | backend | precision | status | median ms | p90 ms | runs | x eager | img/s | peak MB | "
              "PSNR | SSIM | dPSNR | parity | front | note |",
-             "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+             "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for c in sel["candidates"]:
         par = c["parity"] or {}
         parity = ("pass" if par.get("passed") else "FAIL") + f" ({par['source']})" if par else "-"
         mark = "**" if c["id"] == sel["chosen"] else ""
+        runs = (c["extra"].get("latency") or {}).get("iters")
+        note = "; ".join(n for n in (c["reason"], c["extra"].get("timing_stopped")) if n)
         lines.append(
             f"| {mark}{c['id']}{mark} | {c['k']} | {c['backend']} | {c['precision']} | {c['status']} | "
-            f"{fmt(c['latency_ms'], '.1f')} | {fmt(c['p90_ms'], '.1f')} | {fmt(c['ratio_to_eager'], '.2f')} | "
+            f"{fmt(c['latency_ms'], '.1f')} | {fmt(c['p90_ms'], '.1f')} | {fmt(runs, 'd')} | {fmt(c['ratio_to_eager'], '.2f')} | "
             f"{fmt(c['images_per_s'], '.2f')} | {fmt(c['peak_memory_mb'], '.0f')} | {fmt(c['psnr'], '.3f')} | "
             f"{fmt(c['ssim'], '.4f')} | {fmt(c['dpsnr'], '+.3f')} | {parity} | {'yes' if c['id'] in front else ''} | "
-            f"{c['reason'].replace('|', '/')} |")
+            f"{note.replace('|', '/')} |")
     return lines
 
 
@@ -60,7 +63,9 @@ def markdown(sel: dict) -> str:
              f"{', '.join(cfg['backends'])}, at {h}x{w}, batch {cfg['batch']} on {cfg['device']}.",
              f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}; class {m['isa_class']})"
              + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "") + f". {sel['timing']}; "
-             f"{cfg['warmup']} warm-up + {cfg['iters']} timed runs per candidate.",
+             f"{cfg['warmup']} warm-up + up to {cfg['iters']} timed runs per candidate (runs: how many; a candidate "
+             "stops once it is slower than one that scores at least as high, or over the budget, and any once its "
+             f"last {STABLE_RUNS} agree within {STABLE_SPREAD:.0%}: the note says which).",
              f"Quality: mean PSNR/SSIM against clean on {sel['evaluation']['pairs']} pairs of `{sel['evaluation']['data']}`; "
              "fp32's per K measured once, each artifact's from its parity run (dPSNR there added to fp32's). "
              "dPSNR: against the best candidate.", "", *table(sel), "",

@@ -2,12 +2,17 @@
 
 1. Quality of each K, once, on the fp32 eager model: mean PSNR/SSIM on the evaluation pairs.
 2. Pruning by PSNR (``choose.quality_prune``) before anything is made.
-3. K ascending; at each K eager fp32 first (every ratio is to eager in this run), then each backend: pruned
-   when its lower-K latency scaled by the MACs is over a latency budget (``choose.latency_prune``); else
-   made by build-engine's steps through bench's ``Backends`` (reused when made from the same weights), its
-   parity record read for exactly this file and these pairs or parity run now (a failure excludes it), and
-   timed by bench's ``measure``. Torch variants (and engines) have no file for the harness: their parity is
-   task agreement with fp32 on the evaluation pairs, within the precision's parity limit.
+3. K ascending; at each K eager fp32 first (every ratio is to eager in this run), then each backend, fastest
+   predicted first: pruned when its lower-K latency scaled by the MACs is over a latency budget
+   (``choose.latency_prune``) or slower than a measured candidate that scores at least the most it can
+   (``choose.dominance_prune``); else made by build-engine's steps through bench's ``Backends`` (reused when
+   made from the same weights), its parity record read for exactly this file and these pairs or parity run now
+   (a failure excludes it), and timed by bench's ``measure``. Torch variants (and engines) have no file for the
+   harness: their parity is task agreement with fp32 on the evaluation pairs, within the precision's parity
+   limit.
+4. Timing races (``choose.stop_timing``): a candidate stops after the timed call that shows it slower than a
+   measured one scoring at least as high, or over the budget (neither can be chosen), and any candidate once its
+   last calls agree; eager does not race.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ..bench import (
     Backends,
     BenchConfig,
     LoadMeter,
+    Measurement,
     Skip,
     machine,
     measure,
@@ -44,10 +50,13 @@ from .choose import (
     candidate_id,
     choose,
     latency_prune,
+    dominance_prune,
     margin_db,
     pareto_front,
+    predicted_order,
     quality_prune,
     set_dpsnr,
+    stop_timing,
 )
 
 
@@ -144,12 +153,20 @@ class Search:
                 eager.reason = f"timed as K={k}'s baseline, though {eager.reason}"
                 eager.extra.pop("fp32_psnr", None)
                 eager.extra.pop("latency_pruned", None)  # it is measured: a higher K scales from its latency
-            for c in at_k:
+            for c in [eager, *predicted_order(at_k[1:], self.measured(), self.gmacs)]:
+                if c.status == "pending" and c is not eager:
+                    bound = self.fp32[k]["psnr"] + margin_db(c.precision)  # the most c can score and pass parity
+                    why = dominance_prune(c, self.measured(), self.gmacs, bound)
+                    if why:
+                        c.status, c.reason = "pruned", why
                 if c.status == "pending":
                     t = time.perf_counter()
                     self.measure(c, eager)
                     c.extra["wall_s"] = round(time.perf_counter() - t, 1)  # making, parity and timing together
                 self.advance(c, self.gmacs[k])
+
+    def measured(self) -> list[Candidate]:
+        return [c for c in self.cands if c.measured]
 
     def measure(self, c: Candidate, eager: Candidate) -> None:
         cfg = self.cfg
@@ -164,19 +181,18 @@ class Search:
         try:
             c.artifact = getattr(fn, "artifact", None)
             c.runtime_precision = getattr(fn, "runtime_precision", None)
-            if c.backend == BASELINE:
-                c.parity = {"passed": True, "source": "the reference (eager fp32)", "mean_dpsnr_db": 0.0,
-                            "mean_ssim": self.fp32[c.k]["ssim"]}
-            elif c.artifact:
-                c.parity = artifact_parity(Path(c.artifact), self.weights, c.k, cfg.data, self.step, cfg.command)
-            else:
-                self.step(f"{c.id}: PSNR on the evaluation pairs")
-                c.parity = _task_parity(fn, c, self.pairs, self.fp32)
+            c.parity = self.verify(c, fn)
             if not c.parity["passed"]:
                 c.status, c.reason = "excluded", f"failed parity ({c.parity['failure']})"
                 return
-            self.step(f"{c.id}: warm-up and {cfg.iters} timed runs")
-            m = measure(fn, self.x, cfg.warmup, cfg.iters, cfg.device == "cuda", t0, events=c.backend.startswith("torch"))
+            psnr = self.fp32[c.k]["psnr"] + c.parity["mean_dpsnr_db"]
+            others, race = self.measured(), c is not eager
+
+            def until(times: list[float]) -> str | None:
+                return stop_timing(psnr, [t * 1000 for t in times], others, cfg.constraint, race)
+
+            self.step(f"{c.id}: warm-up and up to {cfg.iters} timed runs")
+            m = self.time(c, fn, t0, until)
         except ScaoedError as e:  # NaN/Inf from this backend, a refused file: excluded, the search goes on
             c.status, c.reason = "excluded", str(e)
             return
@@ -186,12 +202,28 @@ class Search:
         c.latency_ms, c.p90_ms = m.latency_ms["median"], m.latency_ms["p90"]
         c.images_per_s = cfg.batch / (c.latency_ms / 1000)
         c.peak_memory_mb, c.setup_s = m.peak_memory_mb, m.setup_s
-        c.psnr = self.fp32[c.k]["psnr"] + c.parity["mean_dpsnr_db"]
-        c.ssim = c.parity.get("mean_ssim")
+        c.psnr, c.ssim = psnr, c.parity.get("mean_ssim")
         c.extra["latency"] = m.latency_ms
+        if m.stopped:
+            c.extra["timing_stopped"] = m.stopped
         if eager.latency_ms:
             c.ratio_to_eager = c.latency_ms / eager.latency_ms
 
+    def verify(self, c: Candidate, fn) -> dict:
+        """The parity gate of an opened candidate (see ``measure``)."""
+        if c.backend == BASELINE:
+            return {"passed": True, "source": "the reference (eager fp32)", "mean_dpsnr_db": 0.0,
+                    "mean_ssim": self.fp32[c.k]["ssim"]}
+        if c.artifact:
+            return artifact_parity(Path(c.artifact), self.weights, c.k, self.cfg.data, self.step, self.cfg.command)
+        self.step(f"{c.id}: PSNR on the evaluation pairs")
+        return _task_parity(fn, c, self.pairs, self.fp32)
+
+    def time(self, c: Candidate, fn, t0: float, until) -> Measurement:
+        """bench's timing of ``fn``, ended early when ``until`` says why (racing, see the module doc)."""
+        cfg = self.cfg
+        return measure(fn, self.x, cfg.warmup, cfg.iters, cfg.device == "cuda", t0,
+                       events=c.backend.startswith("torch"), until=until)
 
     def previews(self, chosen: Candidate, count: int = 2) -> list[dict]:
         """The first ``count`` evaluation images: noisy, fp32 K = 5 (the paper's largest) and the chosen output."""
