@@ -1,24 +1,34 @@
 #!/bin/sh
 # Records optimize with the demo weights at 512 x 512, every CPU backend that runs here:
 #   front:  K = 1..5, no constraint, cold (an empty export folder: every artifact made and verified);
-#   budget: K = 1..5, --max-latency-ms at half of eager K = 5's median in the cold run (warm: all reused);
-#   warm:   K = 1, 3, 5, no constraint, warm (set WARM=0 to leave it out).
+#   budget: K = 1..5, --max-latency-ms at half of eager K = 5's median in the front run (warm: all reused);
+#   warm:   K = 1, 3, 5, no constraint, warm.
+# STEPS picks the steps (default "front budget warm"); without front, WORK's export folder is kept (warm runs
+# reuse it) and the budget comes from the recorded front (benchmarks/optimize/front/selection.json).
 # Each step's wall time goes to WORK/<step>.times; summarize.py copies the selections, reports and charts
-# into benchmarks/optimize/{front,budget,warm}/ and the times into benchmarks/optimize/times.json.
-# Usage: sh benchmarks/optimize/record.sh [WORK_DIR]   (from the repository root, on a quiet machine)
+# into benchmarks/optimize/{front,budget,warm}/ and the times into benchmarks/optimize/times.json (steps not
+# run keep their entry).
+# Usage: [STEPS="budget warm"] sh benchmarks/optimize/record.sh [WORK_DIR]   (repository root, quiet machine)
 set -e
 WORK=${1:-/tmp/scaoed-optimize}
-rm -rf "$WORK" && mkdir -p "$WORK"
+STEPS=${STEPS:-front budget warm}
+case " $STEPS " in
+    *" front "*) rm -rf "$WORK" && mkdir -p "$WORK" ;;
+    *) for s in $STEPS; do rm -rf "$WORK/$s" "$WORK/$s.times" "$WORK/$s.json" "$WORK/$s.log"; done ;;
+esac
 CMD="scaoed-deploy optimize --res 512 --export-dir $WORK/export"
 step() {  # step NAME ARGS...: run optimize into WORK/NAME, its wall time into WORK/NAME.times
     name=$1; shift
+    case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
     t0=$(date +%s.%N)
     $CMD "$@" -o "$WORK/$name" --json > "$WORK/$name.json" 2> "$WORK/$name.log"
     echo "$t0 $(date +%s.%N)" > "$WORK/$name.times"
 }
 step front --stages 1,2,3,4,5
-BUDGET=$(python3 -c "import json; s=json.load(open('$WORK/front/selection.json')); \
+FRONT=$WORK/front/selection.json
+[ -f "$FRONT" ] || FRONT=benchmarks/optimize/front/selection.json
+BUDGET=$(python3 -c "import json; s=json.load(open('$FRONT')); \
 print(round(next(c['latency_ms'] for c in s['candidates'] if c['id'] == 'k5-torch') / 2))")
 step budget --stages 1,2,3,4,5 --max-latency-ms "$BUDGET"
-[ "${WARM:-1}" = 0 ] || step warm --stages 1,3,5
-python3 benchmarks/optimize/summarize.py "$WORK"
+step warm --stages 1,3,5
+python3 benchmarks/optimize/summarize.py "$WORK" $STEPS

@@ -1,16 +1,24 @@
 """Copies an optimize recording (record.sh) into benchmarks/optimize/: each step's selection, reports and chart,
-and the command's own wall time per step (times.json)."""
+and the command's own wall time per step (times.json; a step not in this recording keeps its entry), with the
+commit that ran it."""
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 from scaoed_deploy.optimize.report import chart_png
 
-work, here = Path(sys.argv[1]), Path(__file__).parent
-times = {}
-for name in ("front", "budget", "warm"):
+work, here = Path(sys.argv[1]), Path(__file__).parent  # summarize.py WORK [STEP ...]
+times_json = here / "times.json"
+times = json.loads(times_json.read_text()) if times_json.is_file() else {}
+for entry in times.values():  # older recordings kept one machine for every step at the top
+    if isinstance(entry, dict) and "command_s" in entry:
+        entry.setdefault("machine", times.get("machine"))
+times.pop("machine", None)
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+for name in sys.argv[2:] or ("front", "budget", "warm"):  # record.sh passes the steps it ran
     if not (work / name / "selection.json").is_file():
         continue
     out = here / name
@@ -22,7 +30,7 @@ for name in ("front", "budget", "warm"):
     t0, t1 = map(float, (work / f"{name}.times").read_text().split())
     times[name] = {"command_s": round(t1 - t0, 1), "search_s": sel["wall_s"], "chosen": sel["chosen"],
                    "command": sel["command"], "built": sum(c["status"] == "built" for c in sel["candidates"]),
-                   "pruned": sum(c["status"] == "pruned" for c in sel["candidates"])}
-    times["machine"] = sel["machine"]
+                   "pruned": sum(c["status"] == "pruned" for c in sel["candidates"]), "commit": commit,
+                   "machine": sel["machine"]}
 (here / "times.json").write_text(json.dumps(times, indent=2) + "\n")
-print(json.dumps({k: v for k, v in times.items() if k != "machine"}, indent=2))
+print(json.dumps({k: {f: x for f, x in v.items() if f != "machine"} for k, v in times.items()}, indent=2))
