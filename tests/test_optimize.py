@@ -352,7 +352,8 @@ class _Simulated:
             def __init__(self):  # the real run(), measure() and racing; opening, parity and the clock simulated
                 self.cfg = OptimizeConfig(resolutions=[(64, 64)], backends=list(precisions), stages=ks,
                                           constraint=constraint, iters=iters)
-                self.step, self.advance, self.cands, self.gmacs = (lambda s: None), (lambda c, g: None), cands, sim.gmacs
+                self.step, self.advance = (lambda s: None), (lambda c, g: None)
+                self.cands, self.gmacs = cands, sim.gmacs
                 self.fp32 = {k: {"psnr": v, "ssim": None} for k, v in fp32.items()}
                 self.backends = type("B", (), {"open": lambda _, b, k: type("F", (), {"close": lambda _: None})()})()
 

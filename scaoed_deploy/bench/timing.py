@@ -91,7 +91,8 @@ class RssSampler:
 Until = Callable[[list[float]], "str | None"]
 
 
-def time_calls(fn, x: np.ndarray, warmup: int, iters: int, cuda: bool, until: Until | None = None) -> tuple[list, str | None]:
+def time_calls(fn, x: np.ndarray, warmup: int, iters: int, cuda: bool,
+               until: Until | None = None) -> tuple[list, str | None]:
     """Seconds per call after ``warmup`` calls, and why timing stopped before ``iters`` calls (None: it did not)."""
     import torch
 

@@ -47,7 +47,8 @@ def table(sel: dict) -> list[str]:
         note = "; ".join(n for n in (c["reason"], c["extra"].get("timing_stopped")) if n)
         lines.append(
             f"| {mark}{c['id']}{mark} | {c['k']} | {c['backend']} | {c['precision']} | {c['status']} | "
-            f"{fmt(c['latency_ms'], '.1f')} | {fmt(c['p90_ms'], '.1f')} | {fmt(runs, 'd')} | {fmt(c['ratio_to_eager'], '.2f')} | "
+            f"{fmt(c['latency_ms'], '.1f')} | {fmt(c['p90_ms'], '.1f')} | {fmt(runs, 'd')} | "
+            f"{fmt(c['ratio_to_eager'], '.2f')} | "
             f"{fmt(c['images_per_s'], '.2f')} | {fmt(c['peak_memory_mb'], '.0f')} | {fmt(c['psnr'], '.3f')} | "
             f"{fmt(c['ssim'], '.4f')} | {fmt(c['dpsnr'], '+.3f')} | {parity} | {'yes' if c['id'] in front else ''} | "
             f"{note.replace('|', '/')} |")
