@@ -143,7 +143,8 @@ def optimize(resolutions, stages, backends, device, max_latency_ms, min_psnr, ma
             progress.update(task, completed=eta.done, n=f"{eta.done}/{n}")
             if first:
                 notice(f"estimate:{eta.text().lstrip(',')} (the measured candidates' seconds per GMAC times the MACs of "
-                       "those left; backends skipped at a lower K are not counted)")
+                       "those left; backends skipped at a lower K are not counted; candidates that racing leaves out "
+                       "later make it shorter)")
 
         try:
             selection, previews = run_optimize(weights, cfg, step=step, advance=advance)
