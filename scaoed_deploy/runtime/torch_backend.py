@@ -80,5 +80,11 @@ class TorchRunner(BaseRunner):
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         with self._autocast():
-            y = self._forward(x)
+            if self._forward is self.model:
+                y = self._forward(x)
+            else:
+                try:  # torch.compile compiles at the first call (and at a new shape): a C++ compiler may fail there
+                    y = self._forward(x)
+                except Exception as e:  # noqa: BLE001 - its failures have many types
+                    raise ScaoedError(f"torch.compile failed: {first_line(e)}") from e
         return self.refuse_nonfinite([y.float().cpu().numpy()])[0]
