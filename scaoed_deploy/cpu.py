@@ -18,10 +18,15 @@ OpenVINO's convolutions (its CPU plugin builds them with oneDNN: ``brgconv_avx51
 ``jit_avx2_I8``, measured), but not OpenVINO's own kernels of other ops (ReduceMean stays AVX-512) nor
 ONNX Runtime (its MLAS picks kernels from the CPU itself, VNNI included): a capped run is an AVX2-only
 CPU for torch and OpenVINO's convolutions, not for the whole of either runtime.
+
+``scaoed-deploy --as-cpu avx2`` (``cpumask``) runs a command whose every library sees an AVX2-only CPU (its
+CPUID masked); the child carries ``SCAOED_DEPLOY_AS_CPU`` beside the preloaded mask, and ``this_cpu`` then
+plans for AVX2 as well (``capped_by`` names the mask).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import platform
@@ -32,6 +37,11 @@ from pathlib import Path
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_fp16",
              "amx_fp16")
 
+
+#: Set by ``--as-cpu`` in the child it runs, beside the preloaded CPUID mask (a library of this name).
+AS_CPU_ENV, AS_CPU_LIBRARY = "SCAOED_DEPLOY_AS_CPU", "scaoed-cpumask"
+#: ``--as-cpu`` targets and the ONEDNN_MAX_CPU_ISA value whose flags they leave.
+AS_CPU_CAPS = {"avx2": "AVX2"}
 
 #: ONEDNN_MAX_CPU_ISA values and the flags of ISA_FLAGS they leave (oneDNN's names; the AMX ones leave all).
 ONEDNN_CAPS = {
@@ -48,7 +58,7 @@ ONEDNN_CAPS = {
 class CPU:
     name: str
     flags: frozenset[str]
-    capped_by: str | None = None  # "ONEDNN_MAX_CPU_ISA=AVX2" when the flags were masked to it
+    capped_by: str | None = None  # "ONEDNN_MAX_CPU_ISA=AVX2" (or the CPUID mask) when the flags were masked to it
     vendor: str = ""  # "GenuineIntel", "AuthenticAMD"
     family: int | None = None
     mhz: float | None = None  # the clock /proc/cpuinfo reports (a VM's nominal clock; boost may exceed it)
@@ -174,7 +184,18 @@ def read_cpu(cpuinfo: str | None = None, cap: str | None = None) -> CPU:
     return CPU(info.get("model name", name), frozenset(masked), f"ONEDNN_MAX_CPU_ISA={cap.upper()}", **more)
 
 
+def masked_as() -> str | None:
+    """The ``--as-cpu`` target this process runs as: its marker set and the CPUID mask preloaded, else None."""
+    target = os.environ.get(AS_CPU_ENV)
+    return target if target in AS_CPU_CAPS and AS_CPU_LIBRARY in os.environ.get("LD_PRELOAD", "") else None
+
+
 @functools.cache
 def this_cpu() -> CPU:
-    """This machine's CPU, as capped by ONEDNN_MAX_CPU_ISA where it is set."""
+    """This machine's CPU, as every library sees it under ``--as-cpu``, else as capped by ONEDNN_MAX_CPU_ISA
+    where it is set."""
+    target = masked_as()
+    if target:
+        cpu = read_cpu(cap=AS_CPU_CAPS[target])
+        return dataclasses.replace(cpu, capped_by=f"--as-cpu {target} (CPUID masked for every library)")
     return read_cpu(cap=os.environ.get("ONEDNN_MAX_CPU_ISA"))

@@ -51,7 +51,8 @@ def markdown(result: dict) -> str:
              f"Command: `{result.get('command', '')}`", "",
              f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}"
              + (f"; torch and OpenVINO's convolutions capped by {m['isa_capped_by']}"
-                if m.get("isa_capped_by") else "") + ")"
+                if (m.get("isa_capped_by") or "").startswith("ONEDNN") else
+                f"; run {m['isa_capped_by']}" if m.get("isa_capped_by") else "") + ")"
              + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "; no GPU") + f". {result['timing']}.",
              f"Weights: `{result['weights']['source']}` (T={result['weights']['blocks']}). "
              f"Batch {c['batch']}, {c['warmup']} warm-up + {c['iters']} timed runs per row.", "",

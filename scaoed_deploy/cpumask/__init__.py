@@ -1,0 +1,96 @@
+"""Run a command as on a CPU with less than this one: ``scaoed-deploy --as-cpu avx2 COMMAND ...``.
+
+An artifact verified on the CPU it was built on can lose quality on another (ONNX Runtime's U8S8 INT8 sums
+u8 x s8 pairs in 16 bits without VNNI; OpenVINO's AVX2 int8 convolutions do the same), and the libraries pick
+their kernels from the CPU itself: ``ONEDNN_MAX_CPU_ISA`` caps torch and OpenVINO's convolutions, not ONNX
+Runtime's MLAS nor OpenVINO's other kernels. This subpackage makes every library of a child process see an
+AVX2-only x86-64 CPU: ``cpumask.c``, compiled here on first use and preloaded, uses Linux's CPUID faulting to
+clear the AVX-512, VNNI, BF16, FP16 and AMX bits of every CPUID the process runs. The child's commands then
+build, verify (``parity``) and time artifacts on the kernels an AVX2-only CPU runs: the same instructions
+and integer arithmetic, on this CPU's cores (its speed is this CPU's, not an AVX2 machine's).
+
+``cpu.this_cpu()`` reads the marker the child carries and plans for AVX2 (skips, INT8 format, records name
+the mask). Needs Linux on x86-64 with CPUID faulting (``cpuid_fault`` in /proc/cpuinfo) and a C compiler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ..cpu import AS_CPU_ENV, AS_CPU_LIBRARY
+from ..errors import ScaoedError
+
+#: The CPUs a command can run as.
+TARGETS = ("avx2",)
+SOURCE = Path(__file__).with_name("cpumask.c")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SCAOED_DEPLOY_CACHE") or Path.home() / ".cache" / "scaoed-deploy")
+
+
+def unsupported() -> str | None:
+    """Why the mask cannot work on this machine, or None."""
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return f"--as-cpu needs Linux on x86-64 (this is {platform.system()} on {platform.machine()})"
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        flags = ""
+    if "cpuid_fault" not in flags.split():
+        return "--as-cpu needs CPUID faulting, which this CPU or its hypervisor does not offer (no cpuid_fault flag)"
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        return "--as-cpu builds its CPUID mask with a C compiler, and none was found (cc or gcc)"
+    return None
+
+
+def library() -> Path:
+    """The compiled mask: built once per source into the user cache (atomically), then reused."""
+    why = unsupported()
+    if why:
+        raise ScaoedError(why)
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    path = cache_dir() / f"{AS_CPU_LIBRARY}-{digest}.so"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    cc = shutil.which("cc") or shutil.which("gcc")
+    built = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", tmp, str(SOURCE)], capture_output=True, text=True)
+    if built.returncode:
+        Path(tmp).unlink(missing_ok=True)
+        last = (built.stderr.strip().splitlines() or ["no message"])[-1]
+        raise ScaoedError(f"could not compile the CPUID mask ({cc}): {last}")
+    os.replace(tmp, path)
+    return path
+
+
+def environment(target: str, base: dict | None = None) -> dict:
+    """``base`` (default: this process's environment) with the mask for ``target`` preloaded and marked."""
+    if target not in TARGETS:
+        raise ScaoedError(f"--as-cpu takes one of {', '.join(TARGETS)}, not {target!r}")
+    env = dict(os.environ if base is None else base)
+    preload = [p for p in env.get("LD_PRELOAD", "").split(":") if p and AS_CPU_LIBRARY not in p]
+    env["LD_PRELOAD"] = ":".join([str(library()), *preload])
+    env[AS_CPU_ENV] = target
+    return env
+
+
+def run_as(target: str, argv: list[str]) -> int:
+    """``scaoed-deploy ARGV`` in a child process that sees a ``target`` CPU; its exit code. Standard streams are
+    the child's; Ctrl-C reaches the child too (same process group), and this waits for it to finish."""
+    env = environment(target)
+    child = subprocess.Popen([sys.executable, "-m", "scaoed_deploy.cli", *argv], env=env)
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:  # the child got it too and ends the way Ctrl-C ends a command
+            continue
