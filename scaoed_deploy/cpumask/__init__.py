@@ -81,6 +81,10 @@ def environment(target: str, base: dict | None = None) -> dict:
     preload = [p for p in env.get("LD_PRELOAD", "").split(":") if p and AS_CPU_LIBRARY not in p]
     env["LD_PRELOAD"] = ":".join([str(library()), *preload])
     env[AS_CPU_ENV] = target
+    # torch.compile's Inductor reused kernels cached by runs on this CPU's full ISA and gave NaN (measured at
+    # 512 x 512 K = 1): the masked child keeps its own cache
+    own = Path(tempfile.gettempdir()) / f"torchinductor_as_{target}_{os.getuid()}"
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(own))
     return env
 
 

@@ -118,11 +118,14 @@ class BaseRunner:
         check_outputs(self.description, batch.shape, outs)
         return self.refuse_nonfinite(outs)
 
+    #: What a NaN/Inf output from a finite input says about this runner (its error line names it).
+    nonfinite_cause = "the model or its weights are broken"
+
     def refuse_nonfinite(self, outs: list[np.ndarray]) -> list[np.ndarray]:
         """``outs``, or one clear error when ``check_finite`` is on and any holds NaN/Inf."""
         if self.check_finite and not all(np.isfinite(o).all() for o in outs):
-            raise ScaoedError(f"{self.description} gave NaN/Inf for a finite input: the model or its weights are "
-                              "broken (nothing written)")
+            raise ScaoedError(f"{self.description} gave NaN/Inf for a finite input: {self.nonfinite_cause} "
+                              "(nothing written)")
         return outs
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -61,9 +61,12 @@ class TorchRunner(BaseRunner):
                 self._forward = torch.compile(self.model)
             except Exception as e:  # noqa: BLE001 - torch.compile's failures have many types
                 raise ScaoedError(f"torch.compile failed: {first_line(e)}") from e
+            self.nonfinite_cause = ("torch.compile's kernels are wrong where eager's are not (a stale Inductor "
+                                    "cache, TORCHINDUCTOR_CACHE_DIR, can cause it)")
         self.output_names = ["denoised"] + [f"noise_map_{i + 1}" for i in range(self.stages)]
         source = Path(weights.source).name if weights is not None else "the model"
-        self.description = f"{source} on torch ({self.device}, K={self.stages}{', ' + amp if self.dtype else ''})"
+        self.description = (f"{source} on torch{'.compile' if compile else ''} ({self.device}, K={self.stages}"
+                            f"{', ' + amp if self.dtype else ''})")
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
