@@ -260,3 +260,20 @@ def test_tile_auto_denoises_like_a_fixed_tile_of_the_same_size(tmp_path):
     auto.choose_tile = lambda h, w: None  # keep that choice for the run below
     fixed = Denoiser(model, tile=128, overlap=8, tile_batch=2)
     np.testing.assert_allclose(auto.denoise_array(rgb), fixed.denoise_array(rgb), atol=1e-6)
+
+
+def test_torch_compile_failing_or_giving_nan_at_its_first_call_is_one_error_naming_it():
+    from scaoed_deploy.runtime.torch_backend import TorchRunner
+
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    r = TorchRunner(ckpt.random_weights(blocks=1, seed=0), stages=1, compile=True)  # compiles lazily, at a call
+
+    def broken(_):
+        raise RuntimeError("C++ compile error\ncc1plus: internal compiler error")
+
+    r._forward = broken
+    with pytest.raises(ScaoedError, match=r"^torch\.compile failed: C\+\+ compile error$"):
+        r(x)
+    r._forward, r.check_finite = (lambda t: torch.full_like(t, float("nan"))), True  # as open_runner sets it
+    with pytest.raises(ScaoedError, match=r"on torch\.compile \(cpu, K=1\) gave NaN/Inf .*torch\.compile's kernels"):
+        r(x)

@@ -10,6 +10,7 @@ import click
 
 from .. import checkpoint as ckpt
 from ..bench import check_backends, default_backends
+from ..cpu import masked_as
 from ..errors import ScaoedError
 from ..jsonio import dumps
 from ..model import ScaoedNet
@@ -102,7 +103,9 @@ def command_line() -> str:
     """The command as the user typed it (recorded in artifacts and reports), from click's context object."""
     ctx = click.get_current_context(silent=True)
     obj = ctx.find_object(dict) if ctx else None
-    return " ".join(["scaoed-deploy", *(obj or {}).get("argv", sys.argv[1:])])
+    masked = masked_as()  # run by --as-cpu in this child: the user typed it before the command
+    typed = (obj or {}).get("argv", sys.argv[1:])
+    return " ".join(["scaoed-deploy", *(["--as-cpu", masked] if masked else []), *typed])
 
 
 def stderr_console():

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..audit import audit_line
 from ..checkpoint import sha256_of
+from ..cpu import this_cpu
 from ..errors import atomic_path
 from ..jsonio import dumps, json_safe
 from .harness import ParityResult, format_measured
@@ -23,6 +24,7 @@ def report_dict(results: list[ParityResult], reference: dict, command: str | Non
         "command": command,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "reference": reference,
+        "checked_on": this_cpu().to_dict(),  # the CPU (and ISA) whose kernels ran the artifact
         "passed": all(r.passed for r in results),
         "artifacts": [r.to_dict() for r in results],
     })
@@ -42,7 +44,7 @@ def write_parity_record(result: ParityResult, command: str | None = None) -> Pat
               "mean_psnr_db": d["mean_psnr"], "mean_ssim": d["mean_ssim"], "eager_mean_psnr_db": d["eager_mean_psnr"],
               "data": d["data"],  # the pairs the task figures come from
               "checks": {o["check"]: o["measured"] for o in d["outcomes"] if o["measured"] is not None},
-              "command": command,
+              "command": command, "checked_on": this_cpu().to_dict(),
               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     path = parity_record_path(result.artifact.path)
     with atomic_path(path) as tmp:
@@ -69,6 +71,9 @@ def markdown(results: list[ParityResult], reference: dict, command: str | None) 
     if command:
         lines += [f"Command: `{command}`", ""]
     lines += [f"Reference: eager PyTorch fp32, K={reference['stages']}, T={reference['blocks']}, weights `{reference['weights']}`", ""]
+    cpu = this_cpu()
+    lines += [f"Checked on: {cpu.name} ({', '.join(cpu.isa) or 'no AVX2'}; class {cpu.isa_class}"
+              + (f"; {cpu.capped_by}" if cpu.capped_by else "") + ")", ""]
     for r in results:
         lines += [f"## `{r.artifact.path.name}` ({r.artifact.kind}, {r.artifact.precision}): "
                   f"{'passed' if r.passed else 'FAILED'}", ""]
