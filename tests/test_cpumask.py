@@ -72,11 +72,11 @@ print(json.dumps({"torch": torch.backends.cpu.get_cpu_capability(), "class": c.i
 @pytest.mark.slow
 @needs_mask
 def test_the_cli_runs_the_command_in_a_masked_child_and_passes_its_exit_code(capfd):
+    assert main(["--as-cpu=avx2", "denoise", "missing.png", "out.png"]) == 2  # the child's usage error and code
+    assert "missing.png" in one_error(capfd.readouterr().err)
     assert main(["--as-cpu", "avx2", "info", "--json"]) == 0
     out = json.loads(capfd.readouterr().out)
     assert out["cpu"]["isa_class"] == "avx2" and out["cpu"]["capped_by"].startswith("--as-cpu avx2")
-    assert main(["--as-cpu=avx2", "denoise", "missing.png", "out.png"]) == 2  # the child's usage error and code
-    assert "missing.png" in one_error(capfd.readouterr().err)
 
 
 def test_where_the_mask_cannot_work_it_is_one_line(monkeypatch, capsys):
