@@ -24,11 +24,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..cpu import AS_CPU_ENV, AS_CPU_LIBRARY
+from ..cpu import AS_CPU_CAPS, AS_CPU_ENV, AS_CPU_LIBRARY
 from ..errors import ScaoedError
 
-#: The CPUs a command can run as.
-TARGETS = ("avx2",)
+#: The CPUs a command can run as (cpu.py plans for each).
+TARGETS = tuple(AS_CPU_CAPS)
 SOURCE = Path(__file__).with_name("cpumask.c")
 
 
