@@ -37,7 +37,7 @@ def cache_dir() -> Path:
 
 
 def unsupported() -> str | None:
-    """Why the mask cannot work on this machine, or None."""
+    """Why the mask cannot work on this machine, or None (the mask built, and a program run under it)."""
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return f"--as-cpu needs Linux on x86-64 (this is {platform.system()} on {platform.machine()})"
     try:
@@ -48,14 +48,26 @@ def unsupported() -> str | None:
         return "--as-cpu needs CPUID faulting, which this CPU or its hypervisor does not offer (no cpuid_fault flag)"
     if not (shutil.which("cc") or shutil.which("gcc")):
         return "--as-cpu builds its CPUID mask with a C compiler, and none was found (cc or gcc)"
+    try:
+        lib = _build()
+    except ScaoedError as e:
+        return str(e)
+    probe = subprocess.run([sys.executable, "-c", ""], env=dict(os.environ, LD_PRELOAD=str(lib)), capture_output=True)
+    if probe.returncode:  # the kernel refused CPUID faulting (a sandbox's seccomp filter, say)
+        return "--as-cpu: this system refuses CPUID faulting to a process (arch_prctl ARCH_SET_CPUID)"
     return None
 
 
 def library() -> Path:
-    """The compiled mask: built once per source into the user cache (atomically), then reused."""
+    """The compiled mask, where it can work here (else one error naming why)."""
     why = unsupported()
     if why:
         raise ScaoedError(why)
+    return _build()
+
+
+def _build() -> Path:
+    """The mask built once per source into the user cache (atomically), then reused."""
     digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
     path = cache_dir() / f"{AS_CPU_LIBRARY}-{digest}.so"
     if path.is_file():
