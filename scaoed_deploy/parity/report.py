@@ -71,9 +71,7 @@ def markdown(results: list[ParityResult], reference: dict, command: str | None) 
     if command:
         lines += [f"Command: `{command}`", ""]
     lines += [f"Reference: eager PyTorch fp32, K={reference['stages']}, T={reference['blocks']}, weights `{reference['weights']}`", ""]
-    cpu = this_cpu()
-    lines += [f"Checked on: {cpu.name} ({', '.join(cpu.isa) or 'no AVX2'}; class {cpu.isa_class}"
-              + (f"; {cpu.capped_by}" if cpu.capped_by else "") + ")", ""]
+    lines += [f"Checked on: {this_cpu().describe()}, class {this_cpu().isa_class}", ""]
     for r in results:
         lines += [f"## `{r.artifact.path.name}` ({r.artifact.kind}, {r.artifact.precision}): "
                   f"{'passed' if r.passed else 'FAILED'}", ""]
