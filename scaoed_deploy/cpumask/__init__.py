@@ -26,14 +26,15 @@ from pathlib import Path
 
 from ..cpu import AS_CPU_CAPS, AS_CPU_ENV, AS_CPU_LIBRARY
 from ..errors import ScaoedError
+from ..eta import cache_dir
 
 #: The CPUs a command can run as (cpu.py plans for each).
 TARGETS = tuple(AS_CPU_CAPS)
 SOURCE = Path(__file__).with_name("cpumask.c")
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("SCAOED_DEPLOY_CACHE") or Path.home() / ".cache" / "scaoed-deploy")
+def _compiler() -> str | None:
+    return shutil.which("cc") or shutil.which("gcc")
 
 
 def unsupported() -> str | None:
@@ -46,7 +47,7 @@ def unsupported() -> str | None:
         flags = ""
     if "cpuid_fault" not in flags.split():
         return "--as-cpu needs CPUID faulting, which this CPU or its hypervisor does not offer (no cpuid_fault flag)"
-    if not (shutil.which("cc") or shutil.which("gcc")):
+    if not _compiler():
         return "--as-cpu builds its CPUID mask with a C compiler, and none was found (cc or gcc)"
     try:
         lib = _build()
@@ -75,7 +76,7 @@ def _build() -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
-    cc = shutil.which("cc") or shutil.which("gcc")
+    cc = _compiler()
     built = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", tmp, str(SOURCE)], capture_output=True, text=True)
     if built.returncode:
         Path(tmp).unlink(missing_ok=True)
