@@ -142,15 +142,20 @@ def margin_db(precision: str) -> float:
     return thresholds_for(precision).max_dpsnr or FP32_MARGIN_DB
 
 
+def reach(c: Candidate, fp32_psnr: dict[int, float]) -> float:
+    """The most ``c`` can score and still pass parity: fp32's PSNR at its K plus its precision's margin."""
+    return fp32_psnr[c.k] + margin_db(c.precision)
+
+
 def quality_prune(c: Candidate, fp32_psnr: dict[int, float], constraint: Constraint) -> str | None:
     """Why ``c`` cannot meet a PSNR constraint, from fp32's quality at its K alone (measured once per K), or None."""
-    at_k, reach = fp32_psnr[c.k], fp32_psnr[c.k] + margin_db(c.precision)
-    if constraint.kind == "min_psnr" and reach < constraint.value:
+    at_k, most = fp32_psnr[c.k], reach(c, fp32_psnr)
+    if constraint.kind == "min_psnr" and most < constraint.value:
         return (f"fp32 at K={c.k} scores {at_k:.2f} dB and a {c.precision} candidate passes parity only within "
                 f"{margin_db(c.precision):g} dB of it: below {constraint.describe()}")
     if constraint.kind == "max_dpsnr":
         floor = max(fp32_psnr.values()) - constraint.value
-        if reach < floor:
+        if most < floor:
             return (f"fp32 at K={c.k} scores {at_k:.2f} dB, more than {constraint.value:g} dB (+{margin_db(c.precision):g} "
                     f"parity margin) below fp32 at its best K ({max(fp32_psnr.values()):.2f} dB)")
     return None

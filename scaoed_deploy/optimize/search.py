@@ -55,6 +55,7 @@ from .choose import (
     pareto_front,
     predicted_order,
     quality_prune,
+    reach,
     set_dpsnr,
     stop_timing,
 )
@@ -137,8 +138,9 @@ class Search:
 
     def run(self) -> None:
         self.fp32_quality()
+        fp32_psnr = {k: q["psnr"] for k, q in self.fp32.items()}
         for c in self.cands:
-            why = quality_prune(c, {k: q["psnr"] for k, q in self.fp32.items()}, self.cfg.constraint)
+            why = quality_prune(c, fp32_psnr, self.cfg.constraint)
             if why:
                 c.status, c.reason, c.extra["fp32_psnr"] = "pruned", why, self.fp32[c.k]["psnr"]
         for k in sorted(self.cfg.stages):
@@ -155,8 +157,7 @@ class Search:
                 eager.extra.pop("latency_pruned", None)  # it is measured: a higher K scales from its latency
             for c in [eager, *predicted_order(at_k[1:], self.measured(), self.gmacs)]:
                 if c.status == "pending" and c is not eager:
-                    bound = self.fp32[k]["psnr"] + margin_db(c.precision)  # the most c can score and pass parity
-                    why = dominance_prune(c, self.measured(), self.gmacs, bound)
+                    why = dominance_prune(c, self.measured(), self.gmacs, reach(c, fp32_psnr))
                     if why:
                         c.status, c.reason = "pruned", why
                 if c.status == "pending":
