@@ -83,11 +83,10 @@ class TorchRunner(BaseRunner):
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         with self._autocast():
-            if self._forward is self.model:
+            try:
                 y = self._forward(x)
-            else:
-                try:  # torch.compile compiles at the first call (and at a new shape): a C++ compiler may fail there
-                    y = self._forward(x)
-                except Exception as e:  # noqa: BLE001 - its failures have many types
-                    raise ScaoedError(f"torch.compile failed: {first_line(e)}") from e
+            except Exception as e:  # torch.compile compiles at the first call (and at a new shape): a C++ compiler
+                if self._forward is self.model:  # may fail there, with failures of many types; eager's go as they are
+                    raise
+                raise ScaoedError(f"torch.compile failed: {first_line(e)}") from e
         return self.refuse_nonfinite([y.float().cpu().numpy()])[0]
