@@ -141,14 +141,25 @@ def test_check_infer_against_brute_force_limits():
     limits = ModelLimits("noisy", 4, [3, -1, -1], 64)
     for n in (0, 1, 4, 5):
         for h in (0, 2, 3, 64, 66):
-            why = check_infer({"inputs": [{"name": "noisy", "shape": [n, 3, h, 8]}]}, limits)
+            size = {"binary_data_size": n * 3 * h * 8 * 4}
+            why = check_infer({"inputs": [{"name": "noisy", "shape": [n, 3, h, 8], "datatype": "FP32",
+                                           "parameters": size}]}, limits)
             ok = 1 <= n <= 4 and 0 < h <= 64 and h % 2 == 0
             assert (why is None) == ok, (n, h, why)
     assert "unknown input" in check_infer({"inputs": [{"name": "x", "shape": [1, 3, 8, 8]}]}, limits)
-    assert "must be [3, -1, -1]" in check_infer({"inputs": [{"name": "noisy", "shape": [1, 1, 8, 8]}]}, limits)
-    assert "integers" in check_infer({"inputs": [{"name": "noisy", "shape": [1, 3, "8", 8]}]}, limits)
+    fp32 = {"name": "noisy", "datatype": "FP32"}
+    assert "must be [3, -1, -1]" in check_infer({"inputs": [{**fp32, "shape": [1, 1, 8, 8]}]}, limits)
+    assert "integers" in check_infer({"inputs": [{**fp32, "shape": [1, 3, "8", 8]}]}, limits)
     nested = [[[[0.0] * 8] * 8] * 3]
-    assert check_infer({"inputs": [{"name": "noisy", "shape": [1, 3, 8, 8], "data": nested}]}, limits) is None
+    assert check_infer({"inputs": [{**fp32, "shape": [1, 3, 8, 8], "data": nested}]}, limits) is None
+    assert "must be FP32" in check_infer({"inputs": [{**fp32, "datatype": "BYTES", "shape": [1, 3, 8, 8],
+                                                      "data": nested}]}, limits)
+    assert "binary_data_size is 4" in check_infer({"inputs": [{**fp32, "shape": [1, 3, 8, 8],
+                                                                "parameters": {"binary_data_size": 4}}]}, limits)
+    assert "sends no data" in check_infer({"inputs": [{**fp32, "shape": [1, 3, 8, 8]}]}, limits)
+    shm = {"shared_memory_region": "r", "shared_memory_byte_size": 768}
+    assert "only the parameter binary_data_size" in check_infer(
+        {"inputs": [{**fp32, "shape": [1, 3, 8, 8], "parameters": shm}]}, limits)
 
 
 @pytest.mark.slow  # starts a server of its own
@@ -263,3 +274,130 @@ def test_the_request_table_covers_the_issue_list():
     names = " ".join(r[0] for r in _request_table())
     for case in ("60000", "NaN", "odd", "zero", "max-side", "without the guard"):
         assert case in names
+
+
+# ------------------------------------------------------------------ the guard is a closed door
+def _raw(port: int, request: bytes) -> tuple[int, str]:
+    """Send bytes as they are (no client library normalising them); the status and body of the answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(1 << 16):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body.decode(errors="replace")
+
+
+def _http(method: str, target: str, body: bytes = b"", headers: tuple = ()) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", *headers]
+    if not any(h.lower().startswith(("content-length", "transfer-encoding")) for h in headers):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+HUGE = [1, 3, 60000, 60000]  # what Triton would size a 43 GB buffer for, were it forwarded
+SMALL = [1, 3, 2, 2]
+
+
+def _dup_key_body(first, second) -> bytes:
+    return (b'{"inputs":[{"name":"noisy","shape":%s,"datatype":"FP32","data":%s,"shape":%s}]}'
+            % (json.dumps(first).encode(), json.dumps([0.5] * 12).encode(), json.dumps(second).encode()))
+
+
+BYPASSES = {  # name: (request bytes for the guard's port, status, what the error says)
+    "duplicate shape key": (lambda: _http("POST", "/v2/models/tiny/infer", _dup_key_body(HUGE, SMALL)), 400,
+                            "appears twice"),
+    "duplicate inputs key": (lambda: _http("POST", "/v2/models/tiny/infer", b'{"inputs":' + json.dumps(
+        [{"name": "noisy", "shape": HUGE, "datatype": "FP32", "data": [0.5] * 12}]).encode() + b',"inputs":' +
+        json.dumps([{"name": "noisy", "shape": SMALL, "datatype": "FP32", "data": [0.5] * 12}]).encode() + b"}"),
+        400, "appears twice"),
+    "absolute-form target": (lambda: _http("POST", "http://127.0.0.1:1/v2/models/tiny/infer",
+                                           _json_infer(HUGE, [0.5] * 12)), 400, "origin form"),
+    "100,000-deep nesting": (lambda: _http("POST", "/v2/models/tiny/infer", b"[" * 100_000 + b"]" * 100_000), 400,
+                             "nested too deeply"),
+    "percent-encoded path": (lambda: _http("POST", "/v2/models/tiny/%69nfer", _json_infer(HUGE, [0.5] * 12)), 400,
+                             "percent-encoding"),
+    "double slash": (lambda: _http("POST", "/v2//models/tiny/infer", _json_infer(HUGE, [0.5] * 12)), 400,
+                     "empty"),
+    "leading double slash": (lambda: _http("POST", "//v2/models/tiny/infer", _json_infer(HUGE, [0.5] * 12)), 400,
+                             "at most"),
+    "dot segment": (lambda: _http("POST", "/v2/models/tiny/./infer", _json_infer(HUGE, [0.5] * 12)), 400, "'.'"),
+    "dot-dot segment": (lambda: _http("POST", "/v2/models/x/../tiny/infer", _json_infer(HUGE, [0.5] * 12)), 400,
+                        "'..'"),
+    "query string": (lambda: _http("POST", "/v2/models/tiny/infer?x=1", _json_infer(HUGE, [0.5] * 12)), 400,
+                     "no query"),
+    "Transfer-Encoding and Content-Length": (lambda: _http(
+        "POST", "/v2/models/tiny/infer", b"0\r\n\r\n",
+        ("Content-Length: 5", "Transfer-Encoding: chunked")), 411, "Transfer-Encoding"),
+    "Transfer-Encoding in odd case": (lambda: _http(
+        "POST", "/v2/models/tiny/infer", b"0\r\n\r\n", ("tRANSFER-eNCODING: Chunked", "content-length: 5")), 411,
+        "Transfer-Encoding"),
+    "two Content-Lengths in two cases": (lambda: _http(
+        "POST", "/v2/models/tiny/infer", _json_infer(SMALL, [0.5] * 12),
+        (f"Content-Length: {len(_json_infer(SMALL, [0.5] * 12))}", "CONTENT-LENGTH: 4")), 400, "more than once"),
+    "two Inference-Header-Content-Lengths": (lambda: _http(
+        "POST", "/v2/models/tiny/infer", _json_infer(SMALL, [0.5] * 12),
+        ("Inference-Header-Content-Length: 10", "inference-header-content-length: 20")), 400, "more than once"),
+    "compressed body": (lambda: _http("POST", "/v2/models/tiny/infer", b"\x1f\x8b", ("Content-Encoding: gzip",)),
+                        400, "Content-Encoding"),
+    "model load API": (lambda: _http("POST", "/v2/repository/models/tiny/load", b"{}"), 404, "not served"),
+    "GET on infer": (lambda: _http("GET", "/v2/models/tiny/infer"), 404, "not served"),
+    "unknown model": (lambda: _http("POST", "/v2/models/other/infer", _json_infer(SMALL, [0.5] * 12)), 404,
+                      "unknown model"),
+    "NaN literal": (lambda: _http("POST", "/v2/models/tiny/infer",
+                                  _json_infer([1, 3, 2, 2], [0.5] * 11).replace(b"]}]", b", NaN]}]")), 400,
+                    "not JSON"),
+    "binary size that lies": (lambda: _http("POST", "/v2/models/tiny/infer", *_lying_binary()), 400,
+                              "binary_data_size"),
+    "BYTES datatype": (lambda: _http("POST", "/v2/models/tiny/infer", json.dumps(
+        {"inputs": [{"name": "noisy", "shape": SMALL, "datatype": "BYTES", "data": ["a"] * 12}]}).encode()), 400,
+        "must be FP32"),
+}
+
+
+def _lying_binary() -> tuple[bytes, tuple]:
+    head = json.dumps({"inputs": [{"name": "noisy", "shape": SMALL, "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 8}}]}).encode()
+    return head + b"\0" * 8, (f"Inference-Header-Content-Length: {len(head)}",)
+
+
+@pytest.mark.parametrize("name", list(BYPASSES))
+def test_each_bypass_family_is_refused_before_triton(served, name):
+    server, _ = served
+    make, status, says = BYPASSES[name]
+    refused = server.guard.refused
+    code, text = _raw(server.http_port, make())
+    assert code == status and says in json.loads(text)["error"], (code, text)
+    assert server.guard.refused == refused + 1  # the guard answered, Triton never saw it
+    assert server.running()
+
+
+def test_a_mixed_run_after_the_bypasses_answers_every_good_request_as_local_denoise(served):
+    """200 requests, bypasses and good ones interleaved: the server lives and every good answer is exactly the
+    denoise runner's output for the same image (binary in and out, so no JSON rounding)."""
+    import tritonclient.http as httpclient
+
+    from scaoed_deploy.runtime.base import RunOptions
+    from scaoed_deploy.runtime.registry import open_runner
+
+    server, tiny = served
+    client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"), network_timeout=60)
+    rng, names, good = np.random.default_rng(7), list(BYPASSES), 0
+    with open_runner(tiny, "onnxruntime", RunOptions(threads=1, allow_unverified=True)) as local:
+        for i in range(200):
+            if i % 4:
+                make, status, _ = BYPASSES[names[i % len(names)]]
+                assert _raw(server.http_port, make())[0] == status
+                continue
+            h, w = 2 * int(rng.integers(1, 20)), 2 * int(rng.integers(1, 20))
+            x = rng.random((1, 3, h, w), dtype=np.float32)
+            inp = httpclient.InferInput("noisy", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x, binary_data=True)
+            out = client.infer("tiny", [inp], outputs=[httpclient.InferRequestedOutput("denoised", binary_data=True)])
+            assert np.array_equal(out.as_numpy("denoised"), local.run(x)[0]), (h, w)
+            good += 1
+    client.close()
+    assert good == 50 and server.running()

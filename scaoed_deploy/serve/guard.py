@@ -11,6 +11,23 @@ JSON header and refuses with HTTP 400, before anything is forwarded, a request w
 not N x 3 x H x W within the model's limits (max batch, static dims, ``max_side``) or whose JSON
 ``data`` does not hold as many values as its shape declares. Everything else is passed through as
 it is. gRPC goes to Triton directly: its frontend sizes buffers from the data actually sent.
+
+The guard is a closed door: it forwards only what it has classified and checked, and refuses
+everything else before reading further. What it forwards (``route``):
+
+- ``GET``/``HEAD`` of ``/v2``, ``/v2/health/live``, ``/v2/health/ready``, and of a served model's
+  ``/v2/models/NAME[/versions/N]``, ``.../ready``, ``.../config``, ``.../stats``;
+- ``POST /v2/repository/index`` (the list of models) with a small JSON object body;
+- ``POST /v2/models/NAME[/versions/N]/infer``, its JSON header checked by ``check_infer``.
+
+The request target must be in origin form and canonical, exactly as the route names it: no
+absolute form (``http://host/...``), no query, no percent-encoding, no empty, ``.`` or ``..``
+segments. The body is read by ``Content-Length`` alone: a ``Transfer-Encoding`` or
+``Content-Encoding``, or a repeated ``Content-Length`` or ``Inference-Header-Content-Length``, is
+refused. JSON is parsed as strictly as the server does, never more loosely: an object with a
+repeated key (which parsers resolve differently: Python keeps the last, Triton the first) is refused,
+and so is nesting too deep to parse. What is forwarded is rebuilt from what was checked: the same
+path, the bytes read, and only the headers Triton needs, with the guard's token.
 """
 
 from __future__ import annotations
@@ -23,9 +40,15 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/(infer|generate|generate_stream)$")
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+MODEL_ROUTE = re.compile(rf"^/v2/models/({SEGMENT})(?:/versions/([0-9]+))?(?:/(ready|config|stats|infer))?$")
+SERVER_ROUTES = {"/v2", "/v2/health/live", "/v2/health/ready"}
+INDEX_ROUTE = "/v2/repository/index"
+FORWARDED_HEADERS = {"content-type", "accept", "accept-encoding", "inference-header-content-length", "user-agent"}
+SINGLE_HEADERS = ("content-length", "inference-header-content-length", "content-type", "host")
 GUARD_HEADER = "scaoed-guard"
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+MAX_SMALL_BODY = 64 << 10  # the repository index request: an empty or tiny JSON object
 MAX_HEADER_BYTES = 1 << 20  # an infer request's JSON header (without binary data): 1 MiB is plenty
 
 
@@ -37,6 +60,7 @@ class ModelLimits:
     max_batch: int
     dims: list[int]  # -1 where dynamic
     max_side: int | None
+    datatype: str = "FP32"
 
     def max_body(self) -> int:
         """The largest request body worth reading: a full batch of the largest images, as JSON text."""
@@ -69,6 +93,8 @@ def check_infer(header: dict, limits: ModelLimits) -> str | None:
             return f"input {inp.get('name')!r}: shape must be a list of integers"
         if inp.get("name") != limits.input_name:
             return f"unknown input {inp.get('name')!r}; this model takes {limits.input_name!r}"
+        if inp.get("datatype") != limits.datatype:
+            return f"input {limits.input_name!r} must be {limits.datatype}, got {inp.get('datatype')!r}"
         batched = limits.max_batch > 0
         want = len(limits.dims) + (1 if batched else 0)
         if len(shape) != want or any(d < 0 for d in shape):
@@ -84,14 +110,83 @@ def check_infer(header: dict, limits: ModelLimits) -> str | None:
             return f"height and width must be even and positive, got {h}x{w} (pad the image, as local denoise does)"
         if limits.max_side and max(h, w) > limits.max_side:
             return f"height and width must be at most {limits.max_side} on this model, got {h}x{w} (send tiles)"
+        count = 1
+        for d in shape:
+            count *= d
+        params = inp.get("parameters", {})
+        if not isinstance(params, dict) or set(params) - {"binary_data_size"}:
+            return f"input {limits.input_name!r}: only the parameter binary_data_size is taken"
         if "data" in inp:
-            count = 1
-            for d in shape:
-                count *= d
+            if "binary_data_size" in params:
+                return f"input {limits.input_name!r} sends both JSON data and binary data"
             sent = _count_values(inp["data"])
             if sent != count:
                 return f"input {limits.input_name!r} declares {count} values (shape {shape}) but sends {sent}"
+        elif "binary_data_size" in params:
+            size = params["binary_data_size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size != count * ITEM_BYTES[limits.datatype]:
+                return (f"input {limits.input_name!r} declares {count} values (shape {shape}) but binary_data_size "
+                        f"is {size!r}")
+        else:
+            return f"input {limits.input_name!r} sends no data"
     return None
+
+
+class DuplicateKeyError(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple]) -> dict:
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKeyError(f"the key {key!r} appears twice in one object")
+        seen[key] = value
+    return seen
+
+
+def parse_json(raw: bytes):
+    """JSON as strictly as Triton reads it: UTF-8, one value, no repeated key in an object, no NaN literals.
+    Raises ValueError with the reason (a nesting too deep to parse included)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"is not UTF-8 text (byte {e.start})") from e
+
+    def no_constant(name):
+        raise ValueError(f"holds {name}, which is not JSON")
+
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=no_constant)
+    except DuplicateKeyError as e:
+        raise ValueError(f"is ambiguous: {e}") from e
+    except RecursionError as e:
+        raise ValueError("is nested too deeply") from e
+    except ValueError as e:
+        raise ValueError(f"cannot be read ({e})") from e
+
+
+ITEM_BYTES = {"FP32": 4, "FP16": 2, "BF16": 2}
+
+
+def route(method: str, target: str, models: dict) -> tuple[str, str | None] | str:
+    """What a request is: ("server" | "index" | "model" | "infer", model name or None), or why it is not forwarded."""
+    if not target.startswith("/"):
+        return "the request target must be a path (origin form), not an absolute URL"
+    if any(c in target for c in "?#%\\") or "//" in target or any(seg in (".", "..") for seg in target.split("/")):
+        return "the request path must be plain: no query, percent-encoding, empty, '.' or '..' segments"
+    if target in SERVER_ROUTES:
+        return ("server", None) if method in ("GET", "HEAD") else f"{method} {target} is not served"
+    if target == INDEX_ROUTE:
+        return ("index", None) if method == "POST" else f"{method} {target} is not served"
+    m = MODEL_ROUTE.match(target)
+    if not m:
+        return f"{target} is not served through this port"
+    if m.group(1) not in models:
+        return f"unknown model {m.group(1)!r}"
+    if m.group(3) == "infer":
+        return ("infer", m.group(1)) if method == "POST" else f"{method} {target} is not served; POST an infer request"
+    return ("model", m.group(1)) if method in ("GET", "HEAD") else f"{method} {target} is not served"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -119,41 +214,53 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True  # a body left unread must not be taken for the next request
         self._reply(status, json.dumps({"error": message}).encode(), [("Content-Type", "application/json")])
 
+    def _header_problem(self) -> tuple[int, str] | None:
+        for name in SINGLE_HEADERS:
+            if len(self.headers.get_all(name, [])) > 1:
+                return 400, f"the {name} header appears more than once"
+        if self.headers.get_all("transfer-encoding"):
+            return 411, "send a Content-Length alone (Transfer-Encoding, chunked or not, is not taken)"
+        encoding = self.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            return 400, f"Content-Encoding {encoding!r} is not taken: send the body as it is"
+        return None
+
     def _handle(self) -> None:
+        what = route(self.command, self.path, self.guard.models)
+        if isinstance(what, str):
+            return self._refuse(404 if "not served" in what or "unknown model" in what else 400, what)
+        kind, model = what
+        problem = self._header_problem()
+        if problem:
+            return self._refuse(*problem)
         length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            return self._refuse(411, "send a Content-Length (chunked request bodies are not taken)")
-        try:
-            size = int(length) if length else 0
-        except ValueError:
+        if length is not None and not length.strip().isdigit():
             return self._refuse(400, f"bad Content-Length {length!r}")
-        m = INFER_PATH.match(self.path.split("?", 1)[0])
-        if m and self.command == "POST":
-            limits = self.guard.models.get(m.group(1))
-            if limits is None:
-                return self._refuse(404, f"unknown model {m.group(1)!r}")
-            if m.group(2) != "infer":
-                return self._refuse(400, f"the {m.group(2)} extension is not served; use /infer")
-            if size > limits.max_body():
-                return self._refuse(413, f"request body of {size} bytes is larger than this model takes")
+        size = int(length) if length is not None else 0
+        if kind in ("server", "model") and size:
+            return self._refuse(400, f"{self.command} {self.path} takes no body")
+        limit = self.guard.models[model].max_body() if kind == "infer" else MAX_SMALL_BODY
+        if size > limit:
+            return self._refuse(413, f"request body of {size} bytes is larger than this model takes")
         body = self.rfile.read(size) if size else b""
-        if m and self.command == "POST":
-            split = self.headers.get("Inference-Header-Content-Length")
-            try:
-                head = json.loads((body[: int(split)] if split else body).decode("utf-8"))
-            except UnicodeDecodeError as e:
-                return self._refuse(400, f"the request's JSON header is not UTF-8 text (byte {e.start})")
-            except ValueError as e:
-                return self._refuse(400, f"the request's JSON cannot be read ({e})")
-            why = check_infer(head, limits) if isinstance(head, dict) else "the request must be a JSON object"
+        if len(body) != size:
+            return self._refuse(400, "the request body is shorter than its Content-Length")
+        if kind == "infer":
+            why = self._check_infer(body, self.guard.models[model])
             if why:
                 return self._refuse(400, why)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        elif kind == "index" and body:
+            try:
+                index = parse_json(body)
+            except ValueError as e:
+                return self._refuse(400, f"the request's JSON {e}")
+            if not isinstance(index, dict):
+                return self._refuse(400, "the request must be a JSON object")
+        headers = {k.lower(): v for k, v in self.headers.items() if k.lower() in FORWARDED_HEADERS}
         headers[GUARD_HEADER] = self.guard.token
         conn = http.client.HTTPConnection("127.0.0.1", self.guard.upstream_port, timeout=self.guard.timeout)
         try:
-            conn.request(self.command, self.path, body=body if self.command in ("POST", "PUT") else None,
-                         headers=headers)
+            conn.request(self.command, self.path, body=body if self.command == "POST" else None, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
         except OSError as e:
@@ -161,6 +268,29 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             conn.close()
         self._reply(resp.status, data, resp.getheaders())
+
+    def _check_infer(self, body: bytes, limits: ModelLimits) -> str | None:
+        split = self.headers.get("Inference-Header-Content-Length")
+        if split is not None:
+            if not split.strip().isdigit() or not 0 < int(split) <= len(body):
+                return f"bad Inference-Header-Content-Length {split!r} for a body of {len(body)} bytes"
+            head_bytes = body[: int(split)]
+        else:
+            head_bytes = body
+        try:
+            head = parse_json(head_bytes)
+        except ValueError as e:
+            return f"the request's JSON {e}"
+        if not isinstance(head, dict):
+            return "the request must be a JSON object"
+        why = check_infer(head, limits)
+        if why:
+            return why
+        binary = sum(i.get("parameters", {}).get("binary_data_size", 0) for i in head["inputs"])
+        if binary != len(body) - len(head_bytes):
+            return (f"the request's binary data is {len(body) - len(head_bytes)} bytes but its inputs declare "
+                    f"{binary}")
+        return None
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
