@@ -8,25 +8,36 @@ Behaviour (also in the README):
   back as grayscale (the mean of the three outputs).
 - Alpha (RGBA, grayscale + alpha) is carried through untouched; only colour is denoised.
 - Palette and other modes are converted to RGB (or RGBA when they carry transparency);
-  CMYK (JPEG, and 8-bit TIFF) by Pillow's conversion, without colour management.
+  CMYK (JPEG, and 8-bit TIFF) by Pillow's conversion, without colour management. An ICC profile
+  of another colour space than the output's (a CMYK profile on the RGB output) is dropped, with a
+  warning. TIFF: MinIsWhite is inverted, Palette looked up in its colour map, planar (separate)
+  samples interleaved from the file's own layout; other photometrics (YCbCr, CIELab, ...) are refused.
+- Every reader checks the size the header declares against one pixel limit (Pillow's
+  ``MAX_IMAGE_PIXELS``) before decoding anything: no decompression bomb is decoded.
+- 16-bit PNG samples are taken as stored (an ``sBIT`` chunk only says how many bits are significant);
+  float TIFF samples outside [0, 1] are clipped with a warning, NaN/Inf ones refused.
 - Animated or multi-page images (APNG, animated WebP, multi-page TIFF) are refused:
   only still images are denoised, never their first frame alone.
-- Output keeps the input's bit depth where the format allows (JPEG is 8-bit only)
-  and the input's channels (JPEG drops alpha).
+- Output keeps the input's bit depth where the format allows (JPEG, WebP and BMP are 8-bit only)
+  and the input's channels (JPEG drops alpha). Every format read is written (WebP losslessly). A
+  TIFF written from an image whose EXIF says it is rotated keeps that orientation as its TIFF tag.
 - Writes are atomic: a temporary file beside the target, renamed on success.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError, atomic_path, first_line
+from .errors import ImageError, atomic_path, first_line, is_temporary
 
 READ_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
-WRITE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+WRITE_SUFFIXES = set(READ_SUFFIXES)  # a folder of any readable format can be written back
+EIGHT_BIT_ONLY = {".jpg", ".jpeg", ".bmp", ".webp"}
+PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP"}
 
 
 @dataclass
@@ -39,6 +50,7 @@ class Image:
     bit_depth: int = 8
     icc_profile: bytes | None = None  # colour profile, written back where the format allows
     exif: bytes | None = None  # raw EXIF (orientation included), written back where the format allows
+    warnings: list[str] = field(default_factory=list)  # what reading changed that the user should know
 
     @property
     def height(self) -> int:
@@ -50,10 +62,21 @@ class Image:
 
     def with_rgb(self, rgb: np.ndarray) -> Image:
         return Image(rgb=rgb, alpha=self.alpha, gray=self.gray, bit_depth=self.bit_depth,
-                     icc_profile=self.icc_profile, exif=self.exif)
+                     icc_profile=self.icc_profile, exif=self.exif, warnings=list(self.warnings))
 
 
 def _from_integer_array(arr: np.ndarray, path: Path) -> Image:
+    warnings = []
+    if arr.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        if bad:
+            raise ImageError(f"{path}: the input image holds {bad} NaN/Inf sample(s) of {arr.size}; it cannot be "
+                             "denoised")
+        out = np.count_nonzero((arr < 0) | (arr > 1))
+        if out:
+            warnings.append(f"{path}: {100 * out / arr.size:.1f} % of its float samples are outside [0, 1] (an HDR "
+                            "image?) and were clipped to it")
+            arr = np.clip(arr, 0, 1)
     if arr.dtype == np.uint8:
         depth, scale = 8, 255.0
     elif arr.dtype == np.uint16:
@@ -71,7 +94,22 @@ def _from_integer_array(arr: np.ndarray, path: Path) -> Image:
     gray = c in (1, 2)
     colour = np.repeat(x[:, :, :1], 3, axis=2) if gray else x[:, :, :3]
     alpha = x[:, :, c - 1] if c in (2, 4) else None
-    return Image(rgb=np.ascontiguousarray(colour), alpha=alpha, gray=gray, bit_depth=depth)
+    return Image(rgb=np.ascontiguousarray(colour), alpha=alpha, gray=gray, bit_depth=depth, warnings=warnings)
+
+
+def pixel_limit() -> int:
+    """The most pixels an image may declare: Pillow's decompression-bomb limit, for every format and reader."""
+    from PIL import Image as PILImage
+
+    return int(PILImage.MAX_IMAGE_PIXELS or 0) or (1 << 62)
+
+
+def check_declared_size(path: Path, width: int, height: int) -> None:
+    """Refuse, from the header alone, an image declaring more pixels than the limit (before any decoding)."""
+    limit = pixel_limit()
+    if width * height > limit:
+        raise ImageError(f"{path}: cannot read image (it declares {width}x{height} = {width * height} pixels, which "
+                         f"exceeds limit of {limit} pixels: a decompression bomb?)")
 
 
 def _png_bit_depth(path: Path) -> int:
@@ -85,7 +123,11 @@ def _png_bit_depth(path: Path) -> int:
 def _read_png16(path: Path) -> np.ndarray:
     import png
 
-    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    reader = png.Reader(filename=str(path))
+    reader.preamble()  # the header chunks only
+    check_declared_size(path, reader.width, reader.height)
+    reader.sbit = None  # samples as stored: sBIT says which bits are significant, not how to scale them
+    width, height, rows, info = reader.asDirect()
     arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows])
     return arr.reshape(height, width, info["planes"])
 
@@ -93,7 +135,11 @@ def _read_png16(path: Path) -> np.ndarray:
 def _read_pillow(path: Path) -> np.ndarray:
     from PIL import Image as PILImage
 
-    with PILImage.open(path) as im:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # the size is checked below
+        im = PILImage.open(path)
+    with im:
+        check_declared_size(path, *im.size)
         frames = getattr(im, "n_frames", 1)
         if frames > 1:
             raise ImageError(f"{path}: holds {frames} frames (an animation): only still images are denoised")
@@ -136,23 +182,72 @@ def read_image(path: str | Path) -> Image:
         raise ImageError(f"{path}: cannot read image ({first})") from e
     image = _from_integer_array(arr, path)
     image.icc_profile, image.exif = _read_metadata(path)
+    space = icc_colour_space(image.icc_profile)
+    if space is not None and space != ("GRAY" if image.gray else "RGB"):
+        image.warnings.append(f"{path}: its {space} ICC profile was dropped: the output is "
+                              f"{'grayscale' if image.gray else 'RGB'} (converted without colour management)")
+        image.icc_profile = None
     return image
 
 
+def icc_colour_space(icc: bytes | None) -> str | None:
+    """The data colour space an ICC profile's header names ('RGB', 'CMYK', 'GRAY', ...), or None."""
+    if not icc or len(icc) < 20:
+        return None
+    return icc[16:20].decode("ascii", "replace").strip()
+
+
+def exif_orientation(exif: bytes | None) -> int | None:
+    """The EXIF Orientation (1-8) of raw EXIF bytes, or None where there is none."""
+    if not exif:
+        return None
+    from PIL import Image as PILImage
+
+    data = PILImage.Exif()
+    try:
+        data.load(exif)
+    except Exception:  # noqa: BLE001 - unreadable EXIF: no orientation to keep
+        return None
+    value = data.get(274)
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else None
+
+
 def _read_tiff(path: Path) -> np.ndarray:
-    """A single-page TIFF's samples, interleaved; CMYK converted to RGB (8-bit), multi-page refused."""
+    """A single-page TIFF's samples, interleaved (H, W, C) by the file's own planar configuration; MinIsWhite
+    inverted, Palette looked up, CMYK converted to RGB (8-bit); other photometrics and multi-page refused."""
     import tifffile
     from PIL import Image as PILImage
 
+    ph = tifffile.PHOTOMETRIC
     with tifffile.TiffFile(path) as tif:
         if len(tif.pages) > 1:
             raise ImageError(f"{path}: holds {len(tif.pages)} pages: only single-page (still) images are denoised")
         page = tif.pages[0]
+        check_declared_size(path, page.imagewidth, page.imagelength)
+        photometric = page.photometric
+        if photometric not in (ph.MINISBLACK, ph.MINISWHITE, ph.RGB, ph.PALETTE, ph.SEPARATED):
+            raise ImageError(f"{path}: a {ph(photometric).name} TIFF is not supported (RGB, grayscale, palette and "
+                             "8-bit CMYK are); convert it to RGB first")
         arr = page.asarray()
-        separated = page.photometric == tifffile.PHOTOMETRIC.SEPARATED
-    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (1, 2, 3, 4):
-        arr = np.moveaxis(arr, 0, 2)  # planar (C, H, W) TIFF
-    if separated:  # C, M, Y, K inks, not R, G, B and alpha
+        planar = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and page.samplesperpixel > 1
+        bits = page.bitspersample
+        colormap = page.colormap if photometric == ph.PALETTE else None
+    if arr.dtype == np.bool_:  # bilevel
+        arr, bits = arr.astype(np.uint8), 1
+    if planar:
+        arr = np.moveaxis(arr, 0, -1)  # (C, H, W) as stored to (H, W, C)
+    if arr.dtype.kind in "ui" and bits not in (8, 16, 32) and arr.dtype.itemsize <= 2:
+        full = 255 if arr.dtype.itemsize == 1 else 65535  # e.g. 1-, 4- or 12-bit samples: to the full range
+        arr = np.round(arr.astype(np.float64) * (full / (2 ** bits - 1))).astype(arr.dtype)
+        bits = 8 * arr.dtype.itemsize
+    if photometric == ph.MINISWHITE:
+        arr = (1.0 - arr) if arr.dtype.kind == "f" else (np.iinfo(arr.dtype).max - arr)
+    elif photometric == ph.PALETTE:
+        if colormap is None or arr.ndim != 2:
+            raise ImageError(f"{path}: a palette TIFF without a usable colour map")
+        rgb = np.moveaxis(np.asarray(colormap, dtype=np.uint16), 0, -1)[arr]  # TIFF colour maps are 16-bit
+        arr = (rgb // 257).astype(np.uint8) if not np.any(rgb % 257) else rgb
+    elif photometric == ph.SEPARATED:  # C, M, Y, K inks, not R, G, B and alpha
         if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 4:
             raise ImageError(f"{path}: a {arr.dtype} CMYK TIFF with {arr.shape[-1]} channels is not supported "
                              "(8-bit CMYK is converted to RGB); convert it to RGB first")
@@ -215,23 +310,26 @@ def _output_array(image: Image, bit_depth: int, keep_alpha: bool) -> np.ndarray:
 
 
 def write_image(path: str | Path, image: Image, bit_depth: int | None = None) -> dict:
-    """Write ``image`` atomically; returns what was written (format, bit depth, channels)."""
+    """Write ``image`` atomically; returns what was written (format, bit depth, channels, metadata kept)."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in WRITE_SUFFIXES:
-        raise ImageError(f"{path}: cannot write {suffix or 'files without an extension'}; use .png, .jpg or .tif")
-    jpeg = suffix in (".jpg", ".jpeg")
-    depth = 8 if jpeg else (bit_depth or image.bit_depth)
-    arr = _output_array(image, depth, keep_alpha=not jpeg)
+    check_writable_suffix(path)
+    depth = 8 if suffix in EIGHT_BIT_ONLY else (bit_depth or image.bit_depth)
+    arr = _output_array(image, depth, keep_alpha=suffix not in (".jpg", ".jpeg"))
+    if suffix in (".bmp", ".webp") and arr.ndim == 3 and arr.shape[2] == 2:  # neither writes gray + alpha
+        arr = np.concatenate([np.repeat(arr[:, :, :1], 3, axis=2), arr[:, :, 1:]], axis=2)
     icc, exif = image.icc_profile, image.exif
     kept = [name for name, value in (("icc_profile", icc), ("exif", exif)) if value]
     with atomic_path(path) as tmp:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            tifffile.imwrite(tmp, arr, photometric="minisblack" if arr.ndim == 2 else "rgb",
+            orientation = exif_orientation(exif)
+            tags = [(274, "H", 1, orientation, True)] if orientation else []
+            tifffile.imwrite(tmp, arr, photometric="minisblack" if arr.ndim == 2 else "rgb", extratags=tags,
                              **({"iccprofile": icc} if icc else {}))
-            kept = ["icc_profile"] if icc else []  # tifffile writes no EXIF
+            # tifffile writes no EXIF block: the orientation is kept as the TIFF's own tag
+            kept = (["icc_profile"] if icc else []) + (["orientation"] if orientation else [])
         elif suffix == ".png" and depth == 16:
             import png
 
@@ -243,14 +341,26 @@ def write_image(path: str | Path, image: Image, bit_depth: int | None = None) ->
         else:
             from PIL import Image as PILImage
 
-            options = {"quality": 95} if jpeg else {}
-            if icc:
-                options["icc_profile"] = icc
-            if exif:
-                options["exif"] = (b"Exif\x00\x00" + exif) if jpeg else exif
-            PILImage.fromarray(arr).save(tmp, format="JPEG" if jpeg else "PNG", **options)
+            fmt = PIL_FORMATS[suffix]
+            options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(fmt, {})
+            if fmt == "BMP":
+                kept = []  # BMP holds neither
+            else:
+                if icc:
+                    options["icc_profile"] = icc
+                if exif:
+                    options["exif"] = (b"Exif\x00\x00" + exif) if fmt in ("JPEG", "WEBP") else exif
+            PILImage.fromarray(arr).save(tmp, format=fmt, **options)
     channels = 1 if arr.ndim == 2 else arr.shape[2]
     return {"path": str(path), "bit_depth": depth, "channels": channels, "metadata": kept}
+
+
+def check_writable_suffix(path: str | Path) -> None:
+    """One line, before any work, for an output whose format cannot be written."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in WRITE_SUFFIXES:
+        raise ImageError(f"{path}: cannot write {suffix or 'files without an extension'}; use one of "
+                         f"{' '.join(sorted(WRITE_SUFFIXES))}")
 
 
 def psnr_ssim(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
@@ -277,5 +387,7 @@ def psnr_ssim(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
 
 
 def list_images(folder: str | Path) -> list[Path]:
+    """The images of a folder (not recursively), never a temporary file an interrupted write left."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in READ_SUFFIXES)
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in READ_SUFFIXES and not is_temporary(p))

@@ -237,4 +237,6 @@ def denoise_file(denoiser: Denoiser, src: str | Path, dst: str | Path, reference
     written = write_image(dst, out, bit_depth=bit_depth)
     result.update(output=written["path"], bit_depth_out=written["bit_depth"], channels_out=written["channels"],
                   metadata_kept=written["metadata"])
+    if image.warnings:  # what reading changed (a dropped profile, clipped samples): said, never silent
+        result["warnings"] = list(image.warnings)
     return result
