@@ -80,6 +80,48 @@ def short_list(items, limit: int = 5) -> str:
     return head + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
+TEMP_MARK = ".tmp-"  # in every temporary name atomic_path makes: ".STEM.tmp-HOST-PID-RANDOM.SUFFIX"
+
+
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """A temporary file of atomic_path's naming (a write in progress, or one a killed writer left): never an input."""
+    name = Path(path).name
+    return name.startswith(".") and TEMP_MARK in name
+
+
+def sweep_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files atomic_path left in ``folder`` whose writer is gone (a process of this host that
+    no longer runs; a writer on another host is left alone). Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    host, removed = _host_tag(), []
+    for p in folder.iterdir():
+        if not is_temporary(p):
+            continue
+        parts = p.name.split(TEMP_MARK, 1)[1].split("-")
+        if len(parts) < 3 or parts[0] != host or not parts[1].isdigit():
+            continue  # another host's, or of an older naming: its writer cannot be told apart
+        try:
+            os.kill(int(parts[1]), 0)
+            continue  # the writer still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # a live process of another user
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -93,7 +135,8 @@ def atomic_path(path: str | os.PathLike):
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}{TEMP_MARK}{_host_tag()}-{os.getpid()}-", suffix=path.suffix,
+                                   dir=parent)
     except OSError as e:
         raise write_error(path, e) from e
     os.close(fd)

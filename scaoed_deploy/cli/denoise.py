@@ -80,13 +80,14 @@ def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, 
     if ray_address:
         return _denoise_on_ray(src, dst, model, ray_address, workers, threads, backend, stages, device, reference, tile,
                                overlap, tile_batch, ensemble, bit_depth, overwrite, allow_unverified, as_json)
-    plan = plan_jobs(src, dst, reference, overwrite)  # every rule on the files, said before the model loads
     if server:
         local = [name for name, value in (("--backend", backend), ("--stages", stages), ("--threads", threads),
                                           ("--device", device if device != "auto" else None)) if value]
         if local:
-            raise ScaoedError(f"{', '.join(local)} {'does' if len(local) == 1 else 'do'} not apply with --server: "
-                              "the server's model decides")
+            raise click.UsageError(f"{', '.join(local)} {'does' if len(local) == 1 else 'do'} not apply with "
+                                   "--server: the server's model decides")
+    plan = plan_jobs(src, dst, reference, overwrite)  # every rule on the files, said before the model loads
+    if server:
         denoiser = Denoiser(TritonRunner(server, model), tile=tile, overlap=overlap, tile_batch=tile_batch,
                             ensemble=ensemble)
     else:
@@ -103,7 +104,8 @@ def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, 
         results, failures = _run_denoise_jobs(denoiser, jobs, int(bit_depth) if bit_depth else None, quiet=as_json,
                                               single=plan.single)
     summary = {"model": denoiser.description, "tile": tile, "overlap": overlap, "ensemble": ensemble,
-               "results": results, "skipped_existing": skipped, "failures": failures}
+               "results": results, "skipped_existing": skipped, "failures": failures,
+               "removed_temporaries": plan.swept}
     if as_json:
         emit_json(summary)
     else:
@@ -111,6 +113,9 @@ def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, 
         if skipped:
             click.echo(f"skipped {len(skipped)} image(s) whose output exists (--overwrite to redo them)")
         click.echo(f"model: {denoiser.description}")
+        if plan.swept:
+            notice(f"removed {len(plan.swept)} temporary file(s) that an interrupted run left: "
+                   f"{', '.join(plan.swept[:3])}")
         for f in failures:
             notice(f"failed: {f['input']}: {f['error']}")
     if failures:
@@ -141,8 +146,11 @@ def _denoise_on_ray(src, dst, model, address, workers, threads, backend, stages,
 
 
 def _print_results(results: list[dict], reference) -> None:
-    """A line per image written (with PSNR/SSIM against its reference), then the mean over them."""
+    """A line per image written (with PSNR/SSIM against its reference), then the mean over them; what reading an
+    image changed (a dropped colour profile, clipped samples) as a warning line on stderr."""
     for r in results:
+        for warning in r.get("warnings", []):
+            notice(f"warning: {warning}")
         line = f"{r['input']} -> {r['output']} ({r['width']}x{r['height']}, {r['bit_depth_out']}-bit)"
         if "psnr" in r:
             line += f": PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} (input {r['psnr_in']:.2f} dB, {r['ssim_in']:.4f})"

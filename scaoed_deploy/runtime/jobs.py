@@ -5,7 +5,9 @@ a single file, a folder (its images, not recursively) or a text file of paths (`
 path a line, relative to the list's folder, ``#`` comments); outputs that exist are skipped unless
 ``overwrite`` (so a run resumes), and every rule that would make a run write a wrong file is
 checked here: an output that is its own input, a folder written over itself, two inputs of one
-name into one output folder, a reference folder that lacks an image. Local ``denoise`` and the
+name into one output folder, a reference folder that lacks an image, an output format that
+cannot be written. Temporary files that a killed write left in the output folder (``atomic_path``'s
+naming, their writer gone) are removed, and are never taken as inputs. Local ``denoise`` and the
 cluster run (``cluster/``) plan with this one function.
 """
 
@@ -14,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ScaoedError
-from ..images import READ_SUFFIXES, list_images
+from ..errors import ScaoedError, sweep_stale_temporaries
+from ..images import READ_SUFFIXES, check_writable_suffix, list_images
 
 LIST_SUFFIXES = {".txt", ".lst"}
 
@@ -32,6 +34,7 @@ class Plan:
     jobs: list[Job]
     single: bool  # one file in, one file out: its errors end the run as they are
     skipped: list[str] = field(default_factory=list)  # outputs that exist (not redone without overwrite)
+    swept: list[str] = field(default_factory=list)  # stale temporary files removed from the output folder
 
 
 def _listed(path: Path) -> list[Path]:
@@ -54,11 +57,13 @@ def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = N
     src_p, dst_p = Path(src), Path(dst)
     if src_p.is_file() and src_p.suffix.lower() not in LIST_SUFFIXES:
         dst_p = dst_p / src_p.name if dst_p.is_dir() else dst_p
+        check_writable_suffix(dst_p)
         if dst_p.exists() and not overwrite:
             same = dst_p.resolve() == src_p.resolve()
             raise ScaoedError(f"{dst_p} is the input itself; --overwrite to replace it" if same else
                               f"{dst_p} exists; --overwrite to replace it")
-        return Plan([Job(src_p, dst_p, Path(reference) if reference else None)], single=True)
+        swept = [str(t) for t in sweep_stale_temporaries(dst_p.parent)]
+        return Plan([Job(src_p, dst_p, Path(reference) if reference else None)], single=True, swept=swept)
     if dst_p.exists() and not dst_p.is_dir():
         raise ScaoedError(f"{dst_p} is a file; a folder or list in needs a folder out")
     if src_p.is_dir():
@@ -91,4 +96,5 @@ def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = N
         if missing:
             raise ScaoedError(f"reference folder lacks {len(missing)} image(s): {', '.join(missing[:3])}")
     skipped = [] if overwrite else [str(j.dst) for j in jobs if j.dst.exists()]
-    return Plan([j for j in jobs if overwrite or not j.dst.exists()], single=False, skipped=skipped)
+    swept = [str(t) for t in sweep_stale_temporaries(dst_p)]
+    return Plan([j for j in jobs if overwrite or not j.dst.exists()], single=False, skipped=skipped, swept=swept)
