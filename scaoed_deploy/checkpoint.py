@@ -6,7 +6,8 @@ files are read with ``torch.load(weights_only=True)``, which never unpickles cod
 
 The project's format is ``NAME.safetensors`` (tensors in our key names, the
 config also kept in the safetensors metadata) plus ``NAME.json`` beside it:
-``{"format": "scaoed-deploy", "stages": K, "blocks": T, "provenance": {...}}``.
+``{"format": "scaoed-deploy", "stages": K, "blocks": T, "provenance": {...}}``. The config is
+checked against ``CONFIG_SCHEMA`` (types and ranges) when read: a wrong value is one line naming the key.
 """
 
 from __future__ import annotations
@@ -36,6 +37,29 @@ FORMAT = "scaoed-deploy"
 DEFAULT_STAGES = 5
 DEFAULT_BLOCKS = 16
 _WRAPPERS = ("state_dict", "model")
+STORAGE_DTYPES = ("float32", "float16", "bfloat16")
+#: What a checkpoint's config may hold (JSON Schema): unknown keys are kept, known ones must be right.
+CONFIG_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "format": {"type": "string"},
+        "stages": {"type": "integer", "minimum": 1, "maximum": ScaoedNet.MAX_STAGES},
+        "blocks": {"type": "integer", "minimum": 1},
+        "storage": {"enum": list(STORAGE_DTYPES)},
+        "provenance": {"type": "object"},
+    },
+}
+
+
+def check_config(config: dict, path: Path) -> dict:
+    """``config`` if it fits CONFIG_SCHEMA, else one CheckpointError naming the key and what is wrong with it."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(CONFIG_SCHEMA).iter_errors(config))
+    if error is not None:
+        key = "/".join(str(k) for k in error.absolute_path) or "(the config)"
+        raise CheckpointError(f"{path}: its config's {key!r} is wrong: {error.message}")
+    return {**config, **{k: int(config[k]) for k in ("stages", "blocks") if config.get(k) is not None}}
 LAYOUT_NAMES = {"ours": "scaoed-deploy's", "official": "the authors'", "random": "random"}
 
 
@@ -255,6 +279,7 @@ def read_checkpoint(path: str | Path) -> Weights:
         first = next(iter(bad))
         raise CheckpointError(f"{path}: {sum(bad.values())} NaN/Inf value(s) in {len(bad)} tensor(s) "
                               f"(first: {first}); the weights are damaged")
+    config = check_config(config, path)
     blocks = count_blocks(sd)
     if config.get("blocks") not in (None, blocks):
         raise CheckpointError(f"{path}: config says T={config['blocks']} but the tensors hold T={blocks}")

@@ -278,7 +278,7 @@ def test_denoise_against_the_server_equals_local(server, tiny, tmp_path, capsys)
             assert np.abs(got - want).max() <= 1 / 255 + 1e-6
     assert json.loads(capsys.readouterr().out)["model"].startswith("model 'tiny' on the Triton server")
     assert main(["denoise", str(src / "a.png"), str(tmp_path / "x.png"), "--server", server.http_url,
-                 "--backend", "onnxruntime"]) == 1
+                 "--backend", "onnxruntime"]) == 2  # a usage error
     assert "--backend does not apply with --server" in capsys.readouterr().err
 
 

@@ -91,7 +91,13 @@ def load_weights(checkpoint: str | None, *, random_seed: int | None = None, bloc
 
 def chosen_backends(backends: str | None, device: str) -> list[str]:
     """--backends as a list (default: bench's for the device), every name checked (a usage error)."""
-    chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else default_backends(device)
+    if backends is None:
+        chosen = default_backends(device)
+    else:
+        chosen = [b.strip() for b in backends.split(",") if b.strip()]
+        if not chosen:  # '' or ',,': no backend named is a mistake, not "the defaults"
+            raise click.BadParameter(f"names no backend ({backends!r}); leave it out for the defaults",
+                                     param_hint="--backends")
     try:
         check_backends(chosen)
     except ScaoedError as e:
