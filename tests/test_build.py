@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
+import time
 
 import pytest
 from references import one_error
@@ -55,6 +57,7 @@ def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, tiny_k1_onnx, ca
     assert code == 0
     result = json.loads(out)
     assert result["fp32_reused"] and result["engine"] is None and result["parity"]["passed"]
+    assert result["conversion"]["peak_rss_mb"]["int8 round 1"] > 50  # the quantizing child's own peak, in MB
     assert (tmp_path / "export" / "scaoednet_k1_t2_int8_ortcpu.onnx").is_file()
 
 
@@ -129,3 +132,78 @@ def test_without_stages_or_an_export_the_weights_default_k_is_exported(tmp_path,
     assert f"exporting their default K={DEFAULT_STAGES}" in " ".join((out + err).split())  # the authors' layout has no K
     path = tmp_path / "export" / f"scaoednet_k{DEFAULT_STAGES}_t2_fp32.onnx"
     assert read_metadata(path)["stages"] == str(DEFAULT_STAGES)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (from /proc's parent links)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            found.add(c)
+            todo.append(c)
+    return found
+
+
+def test_sigterm_inside_an_int8_calibration_ends_it_within_10_s_and_leaves_nothing(tmp_path, k2_maps_onnx, calib_dir):
+    """A real SIGTERM while ONNX Runtime calibrates a K = 2 model in the step's child process: exit 143 within 10 s,
+    one error line, no process of the command left, no INT8 file, no temporary file."""
+    import signal
+    import subprocess
+    import sys
+
+    work, tmp = tmp_path / "export", tmp_path / "tmp"
+    tmp.mkdir()
+    cmd = [sys.executable, "-m", "scaoed_deploy.cli", "build-engine", "--int8", "--target", "onnxruntime-cpu",
+           "--onnx", str(k2_maps_onnx), "--calib", str(calib_dir), "--calib-count", "400", "--export-dir", str(work),
+           "-o", str(tmp_path / "m.engine")]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp)})
+    deadline, step_pids = time.monotonic() + 120, set()
+    while time.monotonic() < deadline and proc.poll() is None:
+        below = _descendants(proc.pid)
+        grandchildren = below - {p for p in below if _parent(p) == proc.pid}
+        if grandchildren:  # the forkserver's child: the quantization step is running
+            step_pids = grandchildren
+            break
+        time.sleep(0.05)
+    assert step_pids, "the calibration step never started in a child process"
+    time.sleep(1.0)
+    assert all(os.path.exists(f"/proc/{p}") for p in step_pids)  # still calibrating when the signal comes
+    tree = _descendants(proc.pid)  # the forkserver and the step's child
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10 and proc.returncode == 143, err
+    assert one_error(err) == "error: terminated"
+    time.sleep(0.5)
+    assert not [p for p in step_pids | tree if _running(p)], [_state(p) for p in step_pids | tree]
+    assert not list(work.glob("*int8*")) and not list(tmp.iterdir())
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (R, S, D, Z: a zombie has ended), or '' where it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def _running(pid: int) -> bool:
+    return _state(pid) not in ("", "Z", "X")
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None

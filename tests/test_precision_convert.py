@@ -179,3 +179,65 @@ def test_an_int8_file_below_the_floor_fails_its_own_check_and_nothing_is_returne
     path, calib = setup
     with pytest.raises(VerificationError, match="below the floor"):
         quantize_int8(path, calib, target="onnxruntime-cpu", method="max", min_psnr=1000.0, rounds=0, floor=999.0)
+
+
+@pytest.mark.parametrize("method, rtol", [("entropy", 0.1), ("max", 1e-6)])
+def test_calibration_holds_one_image_at_a_time_and_matches_all_at_once(tmp_path, method, rtol):
+    """ONNX Runtime's calibrators, fed one image a pass, against the same calibrator holding every image at once
+    (its own behaviour): MinMax's ranges exactly, the entropy histograms' to within their re-binning, and the
+    quantized models' outputs to within a quantization step."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import calibrate
+    from references import tiny_conv_onnx
+
+    from scaoed_deploy.precision import ort_int8
+    from scaoed_deploy.precision.calibration import CalibSample
+
+    src = tiny_conv_onnx(tmp_path / "tiny.onnx")
+    rng = np.random.default_rng(3)
+    calib = [CalibSample(f"c{i}", rng.random((1, 3, 24, 24), dtype=np.float32)) for i in range(6)]
+    ort_int8.quantize_onnxruntime(src, tmp_path / "chunked.onnx", calib, method, [], "noisy")
+    assert ort_int8.HELD_AT_ONCE == [1] * 6
+    owner = calibrate.HistogramCalibrater if method == "entropy" else calibrate.MinMaxCalibrater
+    original = owner.collect_data
+    assert original.__name__ == "collect_data"  # ORT's own again after the run
+    held = []
+
+    def all_at_once(self, reader):  # ORT's own, recording how many images it held
+        original(self, reader)
+        held.append("all")
+
+    owner.collect_data = all_at_once
+    try:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        class Reader(calibrate.CalibrationDataReader):
+            def __init__(self):
+                self.it = iter([{"noisy": c.x} for c in calib])
+
+            def get_next(self):
+                return next(self.it, None)
+
+        quantize_static(str(src), str(tmp_path / "whole.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        op_types_to_quantize=["Conv"],
+                        calibrate_method=CalibrationMethod.Entropy if method == "entropy" else CalibrationMethod.MinMax,
+                        extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False})
+    finally:
+        owner.collect_data = original
+    assert held == ["all"]
+
+    def scales(path):
+        return {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer
+                if i.name.endswith("_scale")}
+
+    chunked, whole = scales(tmp_path / "chunked.onnx"), scales(tmp_path / "whole.onnx")
+    assert chunked.keys() == whole.keys() and chunked
+    for name in chunked:
+        np.testing.assert_allclose(chunked[name], whole[name], rtol=rtol, err_msg=name)
+    x = calib[0].x
+    run = [ort.InferenceSession(str(tmp_path / f"{n}.onnx"), providers=["CPUExecutionProvider"]).run(None, {"noisy": x})[0]
+           for n in ("chunked", "whole")]
+    step = max(float(v.max()) for k, v in whole.items() if "denoised" in k or "noisy" in k)
+    assert np.abs(run[0] - run[1]).max() <= 2 * step

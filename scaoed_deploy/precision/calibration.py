@@ -114,3 +114,10 @@ def describe(samples: list[CalibSample]) -> dict:
     sizes = sorted({s.x.shape[2] for s in samples})
     sources = sorted({s.name.split("/")[0] + (" (synthetic noise)" if s.name.endswith("+noise") else "") for s in samples})
     return {"count": len(samples), "sizes": sizes, "sources": sources}
+
+
+def common_shape(calib: list[CalibSample]) -> list[CalibSample]:
+    """The samples of the most common size (tools that batch calibration data need one shape)."""
+    sizes = [c.x.shape[2:] for c in calib]
+    common = max(set(sizes), key=sizes.count)
+    return [c for c in calib if c.x.shape[2:] == common]

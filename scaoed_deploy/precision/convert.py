@@ -27,7 +27,6 @@ the calibration set and the nodes kept in FP32 added, and keeps NFAE's 1e-16.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import tempfile
 import time
@@ -53,10 +52,12 @@ from ..compare import INT8_FLOOR_PSNR, check_int8_floor, held_out_psnr
 from ..cpu import CPU, this_cpu
 from ..errors import ScaoedError, first_line
 from ..eta import long_step
+from ..isolate import run_step
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..seal import SEAL_KEY
-from .calibration import CalibSample, describe
+from .calibration import CalibSample, common_shape, describe
 from .islands import select_islands
+from .ort_int8 import quantize_onnxruntime
 from .quiet import quiet_tools
 
 TARGETS = INT8_TARGETS
@@ -79,12 +80,14 @@ class PrecisionONNX:
     int8_format: dict = field(default_factory=dict)  # INT8: the format and the CPU it was checked on
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    peak_rss_mb: dict[str, int] = field(default_factory=dict)  # step: peak resident memory of its own process
 
     def summary(self) -> dict:
         return {"precision": self.precision, "target": self.target, "tool": self.tool,
                 "kept_fp32": len(self.kept_fp32), "calibration": self.calibration,
                 "check_psnr_vs_fp32": self.check_psnr, **({"int8_format": self.int8_format} if self.int8_format else {}),
-                "seconds": round(self.seconds, 1), "notes": self.notes}
+                "seconds": round(self.seconds, 1), "notes": self.notes,
+                **({"peak_rss_mb": self.peak_rss_mb} if self.peak_rss_mb else {})}
 
 
 def _modelopt(what: str):
@@ -119,13 +122,6 @@ def _tidy(proto, source) -> int:
     return deduped
 
 
-def _common_shape(calib: list[CalibSample]) -> list[CalibSample]:
-    """The samples of the most common size (tools that batch calibration data need one shape)."""
-    sizes = [c.x.shape[2:] for c in calib]
-    common = max(set(sizes), key=sizes.count)
-    return [c for c in calib if c.x.shape[2:] == common]
-
-
 def _quiet():
     return quiet_tools("", "modelopt", "modelopt.onnx", "modelopt.onnx.autocast", "modelopt.onnx.quantization")
 
@@ -149,7 +145,7 @@ def mixed_precision(fp32_path: str | Path, precision: str, calib: list[CalibSamp
     islands = select_islands(source, [c.x for c in sample], precision=precision)
     with tempfile.TemporaryDirectory() as tmp:  # AutoCast's own reference run takes one batch of one shape
         npz = Path(tmp) / "calibration.npz"
-        np.savez(npz, **{source.graph.input[0].name: np.concatenate([c.x for c in _common_shape(calib)[:AUTOCAST_IMAGES]])})
+        np.savez(npz, **{source.graph.input[0].name: np.concatenate([c.x for c in common_shape(calib)[:AUTOCAST_IMAGES]])})
         try:
             with long_step(step, "autocast", f"converting to {precision} with ModelOpt AutoCast ({len(islands)} "
                            "nodes kept in FP32)", len(source.graph.node)), _quiet():
@@ -190,6 +186,18 @@ def _restoring_onnxruntime_quantization():
                     setattr(owner, name, value)
 
 
+def _quantize_quietly(target: str, src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str],
+                      input_name: str, reduce_range: bool) -> None:
+    """One INT8 quantization, as a step's child process runs it (module level, so that it pickles). The tools'
+    own temporary files go beside ``dst``, in the folder the parent removes, also when the child is killed."""
+    tempfile.tempdir = str(dst.parent)
+    with _quiet():
+        if target == "tensorrt":
+            _quantize_modelopt(src, dst, calib, method, exclude, input_name)
+        else:
+            quantize_onnxruntime(src, dst, calib, method, exclude, input_name, reduce_range=reduce_range)
+
+
 def _quantize_modelopt(src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str], input_name: str):
     with _restoring_onnxruntime_quantization():
         _modelopt_ptq(src, dst, calib, method, exclude, input_name)
@@ -198,7 +206,7 @@ def _quantize_modelopt(src: Path, dst: Path, calib: list[CalibSample], method: s
 def _modelopt_ptq(src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str], input_name: str):
     from modelopt.onnx.quantization import quantize
 
-    data = np.concatenate([c.x for c in _common_shape(calib)])  # one batch, so one shape
+    data = np.concatenate([c.x for c in common_shape(calib)])  # one batch, so one shape
     quantize(str(src), quantize_mode="int8", calibration_data={input_name: data}, calibration_method=method,
              calibration_eps=["cpu"], high_precision_dtype="fp32", nodes_to_exclude=exact_patterns(exclude) or None,
              output_path=str(dst), log_level="ERROR")
@@ -224,34 +232,6 @@ def ort_int8_format(cpu: CPU | None = None) -> dict:
     cpu = cpu or this_cpu()
     return {"activations": "uint8", "weights": "int8 per channel", "reduce_range": not cpu.vnni,
             "checked_on": cpu.to_dict()}
-
-
-def _quantize_onnxruntime(src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str],
-                          input_name: str, reduce_range: bool = False):
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    if method == "entropy":  # ORT's histogram calibrators stack activations: one shape only
-        calib = _common_shape(calib)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{input_name: c.x} for c in calib])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
-                    op_types_to_quantize=["Conv"],
-                    nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax if method == "max"
-                    else CalibrationMethod.Entropy,
-                    extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False})
 
 
 def _ort_outputs(model, xs: list[np.ndarray]) -> list[np.ndarray]:
@@ -312,6 +292,7 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
         "onnxruntime.quantization.quantize_static (QDQ, U8 activations, S8 per-channel weights" + \
         (", 7-bit range: this CPU has no VNNI)" if fmt["reduce_range"] else ")")
     notes: list[str] = []
+    peaks: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for attempt in range(rounds + 1):
             dst = Path(tmp) / f"int8_{attempt}.onnx"
@@ -319,10 +300,12 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
                        + (f", {len(kept)} convs kept in FP32)" if kept else ")"))
             kind = "modelopt-quantize" if target == "tensorrt" else "ort-quantize"
             try:
-                with long_step(step, kind, message, len(source.graph.node)), _quiet():
-                    quantizer = _quantize_modelopt if target == "tensorrt" else \
-                        functools.partial(_quantize_onnxruntime, reduce_range=fmt["reduce_range"])  # as recorded
-                    quantizer(Path(fp32_path), dst, used, method, [k["node"] for k in kept], input_name)
+                with long_step(step, kind, message, len(source.graph.node)):
+                    # in a child process: stoppable at once, its peak memory its own (see isolate)
+                    ran = run_step(_quantize_quietly, target, Path(fp32_path), dst, used, method,
+                                   [k["node"] for k in kept], input_name, fmt.get("reduce_range", False),
+                                   name=message)
+                peaks[f"int8 round {attempt + 1}"] = round(ran.peak_rss_mb)
             except ScaoedError:
                 raise
             except Exception as e:
@@ -345,7 +328,7 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
     asked = {k["node"] for k in kept}
     result = PrecisionONNX(proto, "int8", target, tool, kept + [t for t in left_by_tool if t["node"] not in asked],
                            dict(describe(calib), method=method,
-                           held_out=[c.name for c in held_out]), check, fmt, notes=notes)
+                           held_out=[c.name for c in held_out]), check, fmt, notes=notes, peak_rss_mb=peaks)
     _stamp(proto, source, result, stages_of(source))
     result.seconds = time.perf_counter() - t0
     return result
