@@ -39,6 +39,7 @@ from .checkpoint import DEFAULT_STAGES, Weights
 from .data import default_sidd_dir
 from .errors import ScaoedError, VerificationError, atomic_path
 from .export import ExportSpec, default_filename, export_onnx
+from .isolate.memory import peak_of
 from .parity import run_parity, write_parity_record
 from .precision.calibration import calibration_set, check_sources
 from .precision.convert import make_precision_onnx
@@ -89,6 +90,7 @@ class BuildOutcome:
     audit: dict | None = None  # the precision ONNX read back from its file (audit.py)
     tensorrt_missing: str | None = None
     seconds: dict = field(default_factory=dict)
+    peak_rss_mb: dict = field(default_factory=dict)  # per step, as `seconds`: its own peak (a child's included)
     target: str = "tensorrt"
 
     def to_dict(self) -> dict:
@@ -107,6 +109,7 @@ class BuildOutcome:
             "trtexec": self.plan.trtexec() if self.plan else None,
             "tensorrt_missing": self.tensorrt_missing,
             "seconds": self.seconds,
+            "peak_rss_mb": self.peak_rss_mb,
         }
 
 
@@ -194,13 +197,14 @@ def _build_openvino(req: BuildRequest, out: BuildOutcome, fp32: Path, stages: in
     if req.precision == "int8":
         step(f"collecting {req.calib_count} calibration images")
         calib = calibration_set(req.calib, count=req.calib_count)
-    ir = make_openvino_ir(fp32, req.precision, calib, step, rounds=req.int8_rounds)
+    with peak_of("precision_ir", out.peak_rss_mb):
+        ir = make_openvino_ir(fp32, req.precision, calib, step, rounds=req.int8_rounds)
     out.conversion = ir.summary()
     out.conversion["kept_fp32_nodes"] = ir.kept_float
     out.seconds["precision_ir"] = round(time.perf_counter() - t, 1)
     final = req.export_dir / precision_filename(stages, req.weights.blocks, req.precision, "openvino")
     t = time.perf_counter()
-    with atomic_ir(final) as tmp:  # renamed onto `final` only if the audit and parity pass
+    with atomic_ir(final) as tmp, peak_of("parity", out.peak_rss_mb):  # kept only if audit and parity pass
         save_ir(ir, tmp)
         seal_ir(tmp)  # what parity verifies next is bound to this content
         step("reading the IR back: precision per layer, weights")
@@ -243,8 +247,11 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
     if req.precision == "int8":
         check_sources(req.calib)  # a refused calibration folder fails before the export, not after it
     t0 = time.perf_counter()
-    fp32, reused, stages = _fp32_onnx(req, step)
-    out = BuildOutcome(fp32, reused, seconds={"fp32_onnx": round(time.perf_counter() - t0, 1)}, target=req.target)
+    peaks: dict = {}
+    with peak_of("fp32_onnx", peaks):
+        fp32, reused, stages = _fp32_onnx(req, step)
+    out = BuildOutcome(fp32, reused, seconds={"fp32_onnx": round(time.perf_counter() - t0, 1)}, target=req.target,
+                       peak_rss_mb=peaks)
     if req.target == "openvino":
         _build_openvino(req, out, fp32, stages, data, step)
         out.seconds["total"] = round(time.perf_counter() - t0, 1)
@@ -257,8 +264,9 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
         t = time.perf_counter()
         step(f"collecting {req.calib_count} calibration images")
         calib = calibration_set(req.calib, count=req.calib_count)
-        converted = make_precision_onnx(fp32, req.precision, calib, req.target, req.calib_method, req.exclude, step,
-                                        rounds=req.int8_rounds)
+        with peak_of("precision_onnx", out.peak_rss_mb):
+            converted = make_precision_onnx(fp32, req.precision, calib, req.target, req.calib_method, req.exclude,
+                                            step, rounds=req.int8_rounds)
         out.conversion = converted.summary()
         out.conversion["kept_fp32_nodes"] = converted.kept_fp32
         proto = converted.proto
@@ -266,7 +274,8 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
         out.seconds["precision_onnx"] = round(time.perf_counter() - t, 1)
 
     step("TensorRT lint")
-    out.lint = lint(proto, req.profile.lint_profile(proto.graph.input[0].name))
+    with peak_of("lint", out.peak_rss_mb):
+        out.lint = lint(proto, req.profile.lint_profile(proto.graph.input[0].name))
     if req.target == "tensorrt" and errors(out.lint):
         bad = errors(out.lint)
         raise VerificationError(f"TensorRT lint: {len(bad)} violation(s), first: {bad[0]}; nothing written")
@@ -275,7 +284,7 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
         out.audit = audit(final).to_dict()
     else:
         t = time.perf_counter()
-        with atomic_path(final) as tmp:  # renamed onto `final` only if the audit and parity pass
+        with atomic_path(final) as tmp, peak_of("parity", out.peak_rss_mb):  # kept only if audit and parity pass
             seal_onnx(proto)  # what parity verifies next is bound to this content
             onnx.save(proto, str(tmp))
             step("reading the file back: precision per node, weights")
@@ -294,7 +303,8 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
                          proto.graph.input[0].name, req.timing_cache, req.workspace_mib)
     t = time.perf_counter()
     try:
-        out.engine = build_engine(out.plan, step)
+        with peak_of("engine", out.peak_rss_mb):
+            out.engine = build_engine(out.plan, step)
     except TensorRTMissing as e:
         write_sidecar(out.plan)
         out.tensorrt_missing = str(e)

@@ -118,3 +118,44 @@ def model_cost(stages: int, blocks: int = 16, height: int = 512, width: int = 51
         other_macs=rest.ops,
         paper_gmacs=paper,
     )
+
+
+class _TensorBytes(TorchDispatchMode):
+    """The bytes of every tensor the ops of a forward pass make, and the largest of them."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                n = t.numel() * t.element_size()
+                self.total += n
+                self.largest = max(self.largest, n)
+        return out
+
+
+@dataclass
+class Footprint:
+    """Activation memory of one fp32 forward pass, in MB: every tensor it makes (what a step that keeps them all
+    holds: a calibration pass, a reference run), and the largest one (an inference keeps a few alive at once)."""
+
+    all_tensors_mb: float
+    largest_mb: float
+
+    def inference_mb(self) -> float:
+        """What running it takes beyond the weights: a residual block's inputs, outputs and gates alive at once."""
+        return 12 * self.largest_mb
+
+
+def model_footprint(stages: int, blocks: int = 16, height: int = 512, width: int = 512, batch: int = 1) -> Footprint:
+    """The activation memory of one forward pass at (batch, 3, height, width), on the ``meta`` device (instant)."""
+    with torch.device("meta"):
+        model = ScaoedNet(stages=stages, blocks=blocks).eval()
+        x = torch.empty(batch, 3, height + height % 2, width + width % 2)
+    counter = _TensorBytes()
+    with torch.no_grad(), counter:
+        model(x)
+    return Footprint(counter.total / 2**20, counter.largest / 2**20)

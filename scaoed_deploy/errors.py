@@ -81,6 +81,35 @@ def short_list(items, limit: int = 5) -> str:
 
 
 TEMP_MARK = ".tmp-"  # in every temporary name atomic_path makes: ".STEM.tmp-HOST-PID-RANDOM.SUFFIX"
+_LIVE_TEMPORARIES: set[Path] = set()  # temporary files being written now, removed by a forced stop
+_FORCED_EXIT_HOOKS: list = []  # what a forced stop still does (keep finished work) before the process ends
+
+
+def track_temporary(path: str | os.PathLike) -> None:
+    _LIVE_TEMPORARIES.add(Path(path))
+
+
+def untrack_temporary(path: str | os.PathLike) -> None:
+    _LIVE_TEMPORARIES.discard(Path(path))
+
+
+def live_temporaries() -> list[Path]:
+    """The temporary files being written now (a stop that cannot wait for their writers removes them)."""
+    return list(_LIVE_TEMPORARIES)
+
+
+@contextlib.contextmanager
+def on_forced_exit(hook):
+    """Run ``hook()`` if the command is ended by force (a signal it could not take in time) inside this block."""
+    _FORCED_EXIT_HOOKS.append(hook)
+    try:
+        yield
+    finally:
+        _FORCED_EXIT_HOOKS.remove(hook)
+
+
+def forced_exit_hooks() -> list:
+    return list(_FORCED_EXIT_HOOKS)
 
 
 def _host_tag() -> str:
@@ -141,6 +170,7 @@ def atomic_path(path: str | os.PathLike):
         raise write_error(path, e) from e
     os.close(fd)
     tmp_path = Path(tmp)
+    track_temporary(tmp_path)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file the usual permissions
@@ -151,6 +181,8 @@ def atomic_path(path: str | os.PathLike):
         if isinstance(e, OSError) and not isinstance(e, ScaoedError):
             raise write_error(path, e) from e
         raise
+    finally:
+        untrack_temporary(tmp_path)
 
 
 def write_error(path: str | os.PathLike, e: OSError) -> ScaoedError:

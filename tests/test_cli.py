@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,3 +235,68 @@ def test_one_large_image_shows_progress_over_its_tiles_with_the_time_left(capsys
     # 100 rows: tiles at 0, 28, 56, 68; 80 columns: at 0, 28, 48 -> 12 tiles in batches of 4
     lines = [ln.strip() for ln in err.splitlines() if "tiles, about" in ln]
     assert [ln.split(" tiles")[0] for ln in lines] == ["4/12", "8/12", "12/12"] and lines[-1].endswith("0 s left")
+
+
+def _slow_onnx(path, iterations: int):
+    """A model of the denoiser contract (denoised = noisy + 0 x max(loop)) whose one ONNX Runtime call runs a Loop
+    of ``iterations`` 256 x 256 MatMuls: a long native call, as a large model's forward pass is."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.eye(256, dtype=np.float32), "w")
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("MatMul", ["acc_in", "w"], ["acc_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [256, 256])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [256, 256])], [w])
+    consts = [numpy_helper.from_array(np.array(iterations, np.int64), "trip"),
+              numpy_helper.from_array(np.array(True), "cond"),
+              numpy_helper.from_array(np.ones((256, 256), np.float32), "acc0"),
+              numpy_helper.from_array(np.array(0.0, np.float32), "zero")]
+    nodes = [helper.make_node("Loop", ["trip", "cond", "acc0"], ["acc"], body=body),
+             helper.make_node("ReduceMax", ["acc"], ["m"], keepdims=0), helper.make_node("Mul", ["m", "zero"], ["z"]),
+             helper.make_node("Add", ["noisy", "z"], ["denoised"])]
+    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("noisy", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                              [helper.make_tensor_value_info("denoised", TensorProto.FLOAT, ["N", 3, "H", "W"])], consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.slow  # a process of its own, ended by a signal
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_signal_inside_a_long_native_call_ends_the_command_within_10_s(tmp_path, signame):
+    """SIGTERM or SIGINT while ONNX Runtime is inside one call of a minute: Python cannot take the signal until
+    the call returns, so the watchdog ends the command: its one line, its exit code, no output, no temporary."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    from references import one_error
+    from scaoed_deploy.images import Image, write_image
+
+    model = _slow_onnx(tmp_path / "slow.onnx", 200_000)
+    write_image(tmp_path / "in.png", Image(rgb=np.zeros((8, 8, 3), np.float32)))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "scaoed_deploy.cli", "denoise", str(tmp_path / "in.png"),
+                             str(out / "o.png"), "-m", str(model)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and "onnxruntime_pybind" not in Path(f"/proc/{proc.pid}/maps").read_text():
+        time.sleep(0.2)  # until ONNX Runtime is loaded: the model's first call (of minutes) follows at once
+    time.sleep(2)
+    assert proc.poll() is None
+    t0 = time.monotonic()
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == (143 if signame == "SIGTERM" else 130), err
+    assert one_error(err) == ("error: terminated" if signame == "SIGTERM" else "error: interrupted")
+    assert list(out.iterdir()) == []

@@ -85,6 +85,7 @@ class Backends:
     def __init__(self, weights: Weights, cfg: BenchConfig, step: Callable[[str], None]):
         self.weights, self.cfg, self.step = weights, cfg, step
         self._onnx: dict = {}
+        self.build_peaks: dict = {}  # build step: its own peak memory (MB), for the artifacts made here
 
     def artifact(self, stages: int, precision: str, target: str = "tensorrt") -> Path:
         """The verified artifact for K: the user's in export/ when it was made from these weights, else bench's
@@ -106,6 +107,7 @@ class Backends:
                 out = build(req, self.step)
             except ScaoedError as e:
                 raise Skip(f"could not make the {precision} artifact: {e}") from e
+            self.build_peaks.update(out.peak_rss_mb)
             path = out.precision_onnx
         self._onnx[key] = path
         return path

@@ -11,7 +11,9 @@ The paper's RTX 3090 latencies sit in their own column, labelled as the paper's.
 Timing: CPU runs pin the thread count (torch and ONNX Runtime) and time each
 call with ``perf_counter`` after warm-up; GPU runs use CUDA events (torch) or
 synchronise around each call (ONNX Runtime, TensorRT). Peak memory is the
-process's resident set sampled while a row runs (CPU) or torch's CUDA peak.
+process's resident set sampled while a row runs (CPU) or torch's CUDA peak; beside it, the row's own
+peak resident memory from making its artifact to closing its runner (``row_peak_rss_mb``, a build
+step's child process counted) and each build step's (``build_peak_rss_mb``, where the row made one).
 
 Backends that cannot run here (no CUDA, no TensorRT, an ONNX Runtime without a
 kernel) are listed as skipped with the reason, and so are, before any artifact is made,
@@ -35,6 +37,7 @@ from ..cpu import this_cpu
 from ..data import Sample, default_sidd_dir, load_samples
 from ..errors import ScaoedError
 from ..images import psnr_ssim, to_uint8
+from ..isolate.memory import peak_of
 from ..runtime.base import cpu_threads
 from ..runtime.cpu_memory import keep_freed_memory
 from ..runtime.torch_backend import pick_device
@@ -80,6 +83,8 @@ class Row:
     setup_s: float | None = None
     artifact: str | None = None
     runtime_precision: dict | None = None  # OpenVINO: the compiled model's inference precision, layers per precision
+    row_peak_rss_mb: float | None = None  # the process's own peak during the row: its artifact made, opened, timed
+    build_peak_rss_mb: dict | None = None  # each build step's own peak (a child's included), where the row made its artifact
 
 
 def quality(fn, pairs: list) -> tuple[float, float]:
@@ -128,13 +133,15 @@ def peak_fraction(name: str, gmacs_per_s: float | None, cfg: BenchConfig) -> flo
 
 
 def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = lambda s: None,
-              advance: Callable[[], None] = lambda: None) -> dict:
+              advance: Callable[[], None] = lambda: None, rows: list | None = None) -> dict:
+    """The rows of ``cfg`` (see the module doc); ``rows``: a list the finished rows are added to as they finish
+    (the CLI keeps them on a forced stop)."""
     timing, samples = prepare(cfg)
     pairs = [(s.noisy, s.clean) for s in samples]
     backends = Backends(weights, cfg, step)
     meter = LoadMeter()
     order = [BASELINE] + [b for b in cfg.backends if b != BASELINE]  # eager first: every ratio needs it
-    rows: list[Row] = []
+    rows = [] if rows is None else rows
     warnings = emulated_rows(cfg)
     try:
         _run_rows(weights, cfg, backends, order, pairs, rows, step, advance)
@@ -165,47 +172,58 @@ def _run_rows(weights: Weights, cfg: BenchConfig, backends: Backends, order: lis
             x = np.random.default_rng(0).random((cfg.batch, 3, h, w), dtype=np.float32)  # timing input, every backend
             eager_median = eager_rate = None
             for name in order:
-                row = Row(name, k, h, w, cfg.batch, "ok", parameters=cost.parameters, gmacs=cost.total_macs / 1e9,
-                          paper_gmacs=cost.paper_gmacs,
-                          paper_latency_s=PAPER_LATENCY_S.get(k) if (h, w, cfg.batch, weights.blocks) == (512, 512, 1, 16) else None)
-                step(f"{name}, K={k}, {h}x{w}: setting up")
-                t0 = time.perf_counter()
-                try:
-                    fn = backends.open(name, k)
-                except Skip as e:
-                    row.status, row.reason = "skipped", str(e)
-                    rows.append(row)
-                    advance()
-                    continue
-                try:
-                    step(f"{name}, K={k}, {h}x{w}: warm-up and {cfg.iters} timed runs")
-                    m = measure(fn, x, cfg.warmup, cfg.iters, cfg.device == "cuda", t0, events=name.startswith("torch"))
-                    row.setup_s, row.peak_memory_mb, row.memory_kind = m.setup_s, m.peak_memory_mb, m.memory_kind
-                    row.artifact = getattr(fn, "artifact", None)
-                    row.runtime_precision = getattr(fn, "runtime_precision", None)
-                    if cfg.quality:
-                        step(f"{name}, K={k}: PSNR on the real pairs")
-                        row.sidd_psnr, row.dpsnr = mean_quality(fn, k, pairs, eager_psnr)
-                        if name == BASELINE and row.sidd_psnr is not None:
-                            eager_psnr[k] = row.sidd_psnr
-                            row.dpsnr = 0.0
-                except ScaoedError as e:  # NaN/Inf from this backend: the row fails, the run goes on
-                    row.status, row.reason = "failed", str(e)
-                    rows.append(row)
-                    advance()
-                    continue
-                finally:
-                    fn.close()  # the session, engine or model goes before the next row is timed
-                stats = row.latency_ms = m.latency_ms
-                sec = stats["median"] / 1000
-                row.images_per_s = cfg.batch / sec
-                row.megapixels_per_s = cfg.batch * h * w / 1e6 / sec
-                row.tflops = 2 * cost.total_macs / sec / 1e12
-                row.gmacs_per_s = cost.total_macs / sec / 1e9
-                row.peak_fraction = peak_fraction(name, row.gmacs_per_s, cfg)
-                if name == BASELINE:
-                    eager_median, eager_rate = stats["median"], row.gmacs_per_s
-                row.ratio_to_eager = stats["median"] / eager_median if eager_median else None
-                row.ratio_at_peak = peak_fraction(name, eager_rate, cfg) if eager_median else None
+                peaks: dict = {}
+                with peak_of("row", peaks):
+                    row = _run_row(weights, cfg, backends, name, k, h, w, cost, x, pairs, eager_psnr, eager_median,
+                                   eager_rate, step)
+                row.row_peak_rss_mb = peaks["row"]
+                row.build_peak_rss_mb = dict(backends.build_peaks) or None
+                backends.build_peaks.clear()
+                if name == BASELINE and row.status == "ok":
+                    eager_median, eager_rate = row.latency_ms["median"], row.gmacs_per_s
                 rows.append(row)
                 advance()
+
+
+def _run_row(weights: Weights, cfg: BenchConfig, backends: Backends, name: str, k: int, h: int, w: int, cost, x,
+             pairs: list, eager_psnr: dict, eager_median: float | None, eager_rate: float | None, step) -> Row:
+    """One (resolution, K, backend) row: its runner made (Skip: a skipped row), timed, scored on the pairs."""
+    row = Row(name, k, h, w, cfg.batch, "ok", parameters=cost.parameters, gmacs=cost.total_macs / 1e9,
+              paper_gmacs=cost.paper_gmacs,
+              paper_latency_s=PAPER_LATENCY_S.get(k) if (h, w, cfg.batch, weights.blocks) == (512, 512, 1, 16) else None)
+    step(f"{name}, K={k}, {h}x{w}: setting up")
+    t0 = time.perf_counter()
+    try:
+        fn = backends.open(name, k)
+    except Skip as e:
+        row.status, row.reason = "skipped", str(e)
+        return row
+    try:
+        step(f"{name}, K={k}, {h}x{w}: warm-up and {cfg.iters} timed runs")
+        m = measure(fn, x, cfg.warmup, cfg.iters, cfg.device == "cuda", t0, events=name.startswith("torch"))
+        row.setup_s, row.peak_memory_mb, row.memory_kind = m.setup_s, m.peak_memory_mb, m.memory_kind
+        row.artifact = getattr(fn, "artifact", None)
+        row.runtime_precision = getattr(fn, "runtime_precision", None)
+        if cfg.quality:
+            step(f"{name}, K={k}: PSNR on the real pairs")
+            row.sidd_psnr, row.dpsnr = mean_quality(fn, k, pairs, eager_psnr)
+            if name == BASELINE and row.sidd_psnr is not None:
+                eager_psnr[k] = row.sidd_psnr
+                row.dpsnr = 0.0
+    except ScaoedError as e:  # NaN/Inf from this backend: the row fails, the run goes on
+        row.status, row.reason = "failed", str(e)
+        return row
+    finally:
+        fn.close()  # the session, engine or model goes before the next row is timed
+    stats = row.latency_ms = m.latency_ms
+    sec = stats["median"] / 1000
+    row.images_per_s = cfg.batch / sec
+    row.megapixels_per_s = cfg.batch * h * w / 1e6 / sec
+    row.tflops = 2 * cost.total_macs / sec / 1e12
+    row.gmacs_per_s = cost.total_macs / sec / 1e9
+    row.peak_fraction = peak_fraction(name, row.gmacs_per_s, cfg)
+    if name == BASELINE:
+        eager_median, eager_rate = stats["median"], row.gmacs_per_s
+    row.ratio_to_eager = stats["median"] / eager_median if eager_median else None
+    row.ratio_at_peak = peak_fraction(name, eager_rate, cfg) if eager_median else None
+    return row

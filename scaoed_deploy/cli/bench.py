@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 
 import click
@@ -16,6 +17,7 @@ from ..bench import (
     run_bench,
     write_results,
 )
+from ..errors import atomic_path, on_forced_exit
 from ..runtime.torch_backend import pick_device
 from .common import (
     chosen_backends,
@@ -83,7 +85,9 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
             if log:
                 log(f"[{int(progress.tasks[0].completed) + 1}/{total}] {message}")
 
-        result = run_bench(weights, cfg, step=step, advance=lambda: progress.advance(task))
+        rows: list = []
+        with on_forced_exit(lambda: _keep_finished_rows(rows, cfg)):  # a stop that could not wait for the row
+            result = run_bench(weights, cfg, step=step, advance=lambda: progress.advance(task), rows=rows)
     result["command"] = command_line()
     result["created"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     tag = name or f"{device}_{'_'.join(f'{h}x{w}' if h != w else str(h) for h, w in resolutions)}"
@@ -104,3 +108,12 @@ def bench(resolutions, stages, backends, device, batch, warmup, iters, threads, 
         click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
+def _keep_finished_rows(rows: list, cfg) -> None:
+    """On a forced stop: the rows finished so far, as JSON in a new runs/ folder (no record changes)."""
+    from dataclasses import asdict
+
+    folder = RUNS / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    with atomic_path(folder / "interrupted.json") as tmp:
+        tmp.write_text(json.dumps({"interrupted": True, "command": command_line(),
+                                   "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
+    notice(f"interrupted: wrote the {sum(r.status == 'ok' for r in rows)} row(s) finished so far to {folder}")

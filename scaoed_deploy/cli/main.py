@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -34,11 +35,22 @@ def cli(ctx, as_cpu):
 
 
 # ---------------------------------------------------------------------------- entry point
+#: Seconds a command has to end by itself after SIGINT or SIGTERM before it is ended by force.
+FORCE_AFTER_S = 6.0
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt(received: list):
     """SIGTERM ends a command the way Ctrl-C does (finished images kept, nothing half-written): the handler raises
     KeyboardInterrupt and notes that it was SIGTERM. Only the main thread can take signals; the old handler
-    comes back afterwards (tests call main in-process)."""
+    comes back afterwards (tests call main in-process).
+
+    Python runs a signal handler only between bytecodes, so a command inside one long native call (an ONNX
+    Runtime or torch forward pass of a minute, OpenVINO compiling) would not take the signal until the call
+    returns. The C-level handler also writes the signal to a wakeup pipe, which a watchdog thread reads: if the
+    command has not ended ``FORCE_AFTER_S`` seconds later, the watchdog runs the forced-exit hooks (a bench
+    writes its finished rows), removes the temporary files being written, ends the step processes, says the
+    same one line and ends the process with the same exit code."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -48,10 +60,56 @@ def _sigterm_as_interrupt(received: list):
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, handler)
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    old_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    done = threading.Event()
+    watchdog = threading.Thread(target=_watch, args=(read_end, done), name="scaoed-stop-watchdog", daemon=True)
+    watchdog.start()
     try:
         yield
     finally:
+        done.set()
+        signal.set_wakeup_fd(old_fd)
+        os.close(write_end)  # the watchdog reads the end of the pipe and returns
+        watchdog.join(1)
+        os.close(read_end)
         signal.signal(signal.SIGTERM, old)
+
+
+def _watch(read_end: int, done: threading.Event) -> None:
+    while True:
+        try:
+            data = os.read(read_end, 1)
+        except OSError:
+            return
+        if not data or done.is_set():
+            return
+        if data[0] in (signal.SIGINT, signal.SIGTERM) and not done.wait(FORCE_AFTER_S):
+            _force_exit(data[0])
+
+
+def _force_exit(signum: int) -> None:
+    """End the process now, as a command that took the signal would have ended (see _sigterm_as_interrupt)."""
+    import multiprocessing
+    import shutil
+
+    from ..errors import forced_exit_hooks, live_temporaries
+
+    for hook in forced_exit_hooks():
+        with contextlib.suppress(Exception):
+            hook()
+    for path in live_temporaries():
+        with contextlib.suppress(OSError):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for child in multiprocessing.active_children():
+        with contextlib.suppress(Exception):
+            child.kill()
+    terminated = signum == signal.SIGTERM
+    with contextlib.suppress(Exception):
+        sys.stderr.write("error: terminated\n" if terminated else "error: interrupted\n")
+        sys.stderr.flush()
+    os._exit(128 + signal.SIGTERM if terminated else 130)
 
 
 def main(argv=None) -> int:

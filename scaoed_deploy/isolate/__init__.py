@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import ScaoedError, first_line
+from .memory import add_child_peak
 
 GRACE_S = 3.0  # from SIGTERM to SIGKILL for a child being stopped
 POLL_S = 0.1
@@ -53,21 +54,47 @@ def _portable(e: BaseException) -> BaseException:
         return ScaoedError(f"{type(e).__name__}: {first_line(e)}")
 
 
+class _Progress:
+    """The child's ``step`` callable: each message goes to the parent's (``tick`` too, for ``long_step``)."""
+
+    def __init__(self, conn):
+        import threading
+
+        self.conn, self.lock = conn, threading.Lock()
+
+    def __call__(self, message: str) -> None:
+        self._send("step", message)
+
+    def tick(self, message: str) -> None:
+        self._send("tick", message)
+
+    def _send(self, kind: str, message: str) -> None:
+        with self.lock, contextlib.suppress(OSError):
+            self.conn.send((kind, message))
+
+
 def _child(conn) -> None:
-    """The step's process: takes (fn, args, kwargs) from the parent, sends back ("ok" | "error", value, peak).
-    The work comes over the pipe, not as the process's own arguments, so a parent interrupted while sending
-    leaves a child that sees the pipe end and exits quietly (no unpickling traceback)."""
+    """The step's process: takes (fn, args, kwargs, progress) from the parent, sends back ("ok" | "error", value,
+    peak), and ("step" | "tick", message) as it goes when the parent wants progress. The work comes over the
+    pipe, not as the process's own arguments, so a parent interrupted while sending leaves a child that sees
+    the pipe end and exits quietly (no unpickling traceback)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the whole group: the parent decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        fn, args, kwargs = conn.recv()
+        fn, args, kwargs, progress = conn.recv()
     except (EOFError, OSError, pickle.UnpicklingError):
         return
+    lock = None
     try:
+        if progress:
+            kwargs = {**kwargs, "step": _Progress(conn)}
+            lock = kwargs["step"].lock
         value = fn(*args, **kwargs)
-        conn.send(("ok", value, _peak_rss_mb()))
+        with lock or contextlib.nullcontext():
+            conn.send(("ok", value, _peak_rss_mb()))
     except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent
-        conn.send(("error", _portable(e), _peak_rss_mb()))
+        with lock or contextlib.nullcontext():
+            conn.send(("error", _portable(e), _peak_rss_mb()))
     finally:
         conn.close()
 
@@ -90,10 +117,11 @@ def stop(process) -> None:
         process.join()
 
 
-def run_step(fn: Callable, *args, name: str, **kwargs) -> StepResult:
+def run_step(fn: Callable, *args, name: str, progress: Callable[[str], None] | None = None, **kwargs) -> StepResult:
     """``fn(*args, **kwargs)`` in a child process (``fn`` and its arguments must pickle); its value, or its
-    exception re-raised here. KeyboardInterrupt (Ctrl-C, or SIGTERM through the CLI's handler) ends the child
-    within ``GRACE_S`` seconds and propagates."""
+    exception re-raised here. With ``progress``, ``fn`` is also given ``step=``, a callable whose messages (and
+    ``step.tick``'s) reach ``progress`` (and ``progress.tick``) here as they are said. KeyboardInterrupt (Ctrl-C,
+    or SIGTERM through the CLI's handler) ends the child within ``GRACE_S`` seconds and propagates."""
     ctx = _context()
     conn, child_end = ctx.Pipe(duplex=True)
     process = ctx.Process(target=_child, args=(child_end,), name=f"scaoed-step:{name}", daemon=True)
@@ -101,12 +129,20 @@ def run_step(fn: Callable, *args, name: str, **kwargs) -> StepResult:
     try:
         process.start()
         child_end.close()
-        conn.send((fn, args, kwargs))
-        while not conn.poll(POLL_S):
-            if not process.is_alive() and not conn.poll(0):
-                break
+        conn.send((fn, args, kwargs, progress is not None))
         try:
-            status, value, peak = conn.recv()
+            while True:
+                while not conn.poll(POLL_S):
+                    if not process.is_alive() and not conn.poll(0):
+                        raise EOFError
+                message = conn.recv()
+                if message[0] == "step":
+                    progress(message[1])
+                elif message[0] == "tick":
+                    getattr(progress, "tick", progress)(message[1])
+                else:
+                    status, value, peak = message
+                    break
         except EOFError:
             process.join()
             code = process.exitcode
@@ -118,6 +154,7 @@ def run_step(fn: Callable, *args, name: str, **kwargs) -> StepResult:
     finally:
         conn.close()
     process.join()
+    add_child_peak(peak)  # the blocks being measured (memory.peak_of) count the child's memory as theirs
     if status == "error":
         raise value
     return StepResult(value, peak, time.perf_counter() - t0)

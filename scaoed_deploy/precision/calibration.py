@@ -121,3 +121,38 @@ def common_shape(calib: list[CalibSample]) -> list[CalibSample]:
     sizes = [c.x.shape[2:] for c in calib]
     common = max(set(sizes), key=sizes.count)
     return [c for c in calib if c.x.shape[2:] == common]
+
+
+#: The crop the per-tensor sensitivity runs on (INT8 rounds): it holds every tensor of two graphs at once.
+SENSITIVITY_SIDE = 96
+#: What a calibration step's process holds besides the tensors (the runtime, the graph, the crops).
+STEP_BASE_MB = 400
+
+
+def sensitivity_input(x: np.ndarray, side: int = SENSITIVITY_SIDE) -> np.ndarray:
+    """The centre of a (1, 3, H, W) crop, at most ``side`` square (even): enough to rank the convolutions."""
+    h, w = x.shape[2:]
+    sh, sw = min(h, side) // 2 * 2, min(w, side) // 2 * 2
+    top, left = (h - sh) // 2, (w - sw) // 2
+    return np.ascontiguousarray(x[:, :, top:top + sh, left:left + sw])
+
+
+def check_calibration_memory(step: str, model_path, calib: list[CalibSample], per_crop: float,
+                             common_batch: int = 1) -> float:
+    """Refuse, before it starts, a calibration step that would not fit in the memory this machine has free: it
+    holds ``per_crop`` times every tensor of the model on its largest crop (or ``common_batch`` crops of the
+    most common size at once), and two graphs' tensors on the sensitivity crop. Returns the need in MB."""
+    from ..artifact import read_metadata
+    from ..cost import model_footprint
+    from ..isolate.memory import check_fits
+
+    meta = read_metadata(model_path)
+    k, t = int(meta.get("stages", 5)), int(meta.get("blocks", 16))
+    h, w = max((c.x.shape[2], c.x.shape[3]) for c in calib)
+    common = common_shape(calib)[0].x.shape[2:]
+    per = model_footprint(k, t, h, w).all_tensors_mb
+    need = STEP_BASE_MB + max(per_crop * per, common_batch * model_footprint(k, t, *common).all_tensors_mb,
+                              2 * model_footprint(k, t, SENSITIVITY_SIDE, SENSITIVITY_SIDE).all_tensors_mb)
+    check_fits(step, need, f"it holds every tensor of a {h}x{w} crop at once (about {per:.0f} MB at K={k}, T={t}); "
+                           "free memory, or use fewer --stages")
+    return need

@@ -55,7 +55,7 @@ from ..eta import long_step
 from ..isolate import run_step
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..seal import SEAL_KEY
-from .calibration import CalibSample, common_shape, describe
+from .calibration import CalibSample, check_calibration_memory, common_shape, describe, sensitivity_input
 from .islands import select_islands
 from .ort_int8 import quantize_onnxruntime
 from .quiet import quiet_tools
@@ -138,6 +138,8 @@ def mixed_precision(fp32_path: str | Path, precision: str, calib: list[CalibSamp
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
     t0 = time.perf_counter()
+    check_calibration_memory(f"{precision} conversion (AutoCast)", fp32_path, calib, per_crop=1.0,
+                             common_batch=2 * AUTOCAST_IMAGES)  # its reference run: a batch, every tensor, copied
     source = onnx.load(str(fp32_path))
     # A reference run keeps every tensor of the graph: a few images bound its memory (K=5 at 160 px is ~2 GB each).
     sample = calib[:ISLAND_IMAGES]
@@ -281,6 +283,7 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
     if target == "tensorrt":
         _modelopt("INT8 quantization for TensorRT")
     t0 = time.perf_counter()
+    check_calibration_memory(f"INT8 calibration ({target})", fp32_path, calib, per_crop=1.5)
     source = onnx.load(str(fp32_path))
     input_name = source.graph.input[0].name
     held_out, used = calib[:2], calib[2:]  # judged on crops the calibration did not see
@@ -320,7 +323,7 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
                     notes.append(f"still {check:.1f} dB against FP32 after {rounds} rounds of keeping layers in FP32")
                 break
             convs = sum(1 for n in proto.graph.node if n.op_type == "Conv")
-            worst = sensitive_convs(proto, source, held_out[0].x, max(1, convs // 50))
+            worst = sensitive_convs(proto, source, sensitivity_input(held_out[0].x), max(1, convs // 50))
             kept += worst
             notes.append(f"round {attempt + 1}: {check:.1f} dB < {min_psnr:g} dB; kept {len(worst)} sensitive convs in FP32")
     if deduped:

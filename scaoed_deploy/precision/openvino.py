@@ -43,12 +43,12 @@ from ..artifact import (
 from ..audit import audit_ov_model
 from ..compare import check_int8_floor, held_out_psnr
 from ..cpu import CPU, this_cpu
-from ..errors import ScaoedError, first_line
+from ..errors import ScaoedError, first_line, track_temporary, untrack_temporary
 from ..eta import long_step
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..runtime.openvino_backend import INFERENCE_PRECISION
 from ..seal import SEAL_KEY
-from .calibration import CalibSample, describe
+from .calibration import CalibSample, check_calibration_memory, describe, sensitivity_input
 from .islands import select_islands
 from .quiet import quiet_tools
 
@@ -194,6 +194,7 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
         fmt = result.int8_format = int8_format()
         if fmt["overflow_fix"] == "enable":
             result.notes.append("7-bit weights (NNCF overflow fix on every layer): this CPU has no VNNI")
+        check_calibration_memory("INT8 calibration (NNCF)", fp32_path, calib, per_crop=1.0)
         held_out, used = calib[:2], calib[2:]  # judged on crops the calibration did not see
         runner = OnnxRuntimeRunner(str(fp32_path))
         references = [runner(c.x) for c in held_out]
@@ -215,7 +216,8 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
                     result.notes.append(f"still {check:.1f} dB against fp32 after {rounds} rounds")
                 break
             convs = sum(1 for o in quantized.get_ordered_ops() if o.get_type_name() == "Convolution")
-            worst = sensitive_convs(quantized, source, held_out[0].x, max(1, convs // 50), {k["node"] for k in kept})
+            worst = sensitive_convs(quantized, source, sensitivity_input(held_out[0].x), max(1, convs // 50),
+                                    {k["node"] for k in kept})
             kept += worst
             result.notes.append(f"round {attempt + 1}: {check:.1f} dB < {min_psnr:g} dB; kept {len(worst)} "
                                 "sensitive convs in float")
@@ -245,6 +247,8 @@ def atomic_ir(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.stem}.tmp-{os.getpid()}.xml")
+    for p in (tmp, tmp.with_suffix(".bin")):
+        track_temporary(p)
     try:
         yield tmp
         os.replace(tmp.with_suffix(".bin"), final.with_suffix(".bin"))
@@ -252,6 +256,7 @@ def atomic_ir(final: Path) -> Iterator[Path]:
     finally:
         for p in (tmp, tmp.with_suffix(".bin")):
             p.unlink(missing_ok=True)
+            untrack_temporary(p)
 
 
 def save_ir(ir: OpenVINOIR, path: Path) -> None:
