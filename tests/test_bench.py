@@ -48,6 +48,7 @@ def test_schema(result):
         if peak:  # the clock is known: the row's MACs per second over the fp32 peak (these rows compute fp32)
             assert r["peak_fraction"] == pytest.approx(r["gmacs"] / (lat["median"] / 1000) / peak["fp32"])
         assert r["peak_memory_mb"] > 0 and r["memory_kind"] == "process RSS peak"
+        assert r["row_peak_rss_mb"] >= r["peak_memory_mb"] - 1  # the row's own peak covers its timing's samples
         assert r["paper_latency_s"] is None  # the paper's figure is for 512x512, T=16 only
     json.dumps(result)  # serialisable as written
 

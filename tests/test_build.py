@@ -58,6 +58,9 @@ def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, tiny_k1_onnx, ca
     result = json.loads(out)
     assert result["fp32_reused"] and result["engine"] is None and result["parity"]["passed"]
     assert result["conversion"]["peak_rss_mb"]["int8 round 1"] > 50  # the quantizing child's own peak, in MB
+    peaks = result["peak_rss_mb"]  # each step's own: the conversion's counts its quantizing child on top
+    assert {"fp32_onnx", "precision_onnx", "lint", "parity"} <= set(peaks)
+    assert peaks["precision_onnx"] > result["conversion"]["peak_rss_mb"]["int8 round 1"]
     assert (tmp_path / "export" / "scaoednet_k1_t2_int8_ortcpu.onnx").is_file()
 
 

@@ -85,6 +85,7 @@ def markdown(result: dict) -> str:
                   f"the run (load average {load['loadavg_1min_start']:.2f} at the start, "
                   f"{load['loadavg_1min_end']:.2f} at the end)"
                   + ("; **busy: do not quote these ratios**" if load["busy"] else ".")]
+    lines += _memory_section(result["rows"])
     ran = {r["backend"]: r["runtime_precision"] for r in result["rows"] if r.get("runtime_precision")}
     if ran:
         lines += ["", "What OpenVINO compiled (from the compiled model): "] + [
@@ -96,6 +97,21 @@ def markdown(result: dict) -> str:
               "The RTX 3090 column is the paper's figure at 512x512, not ours. dPSNR: mean PSNR on the SIDD crops "
               "minus eager's.", *_peak_note(m, c), *_floor_note(result), ""]
     return "\n".join(lines)
+
+
+def _memory_section(rows: list[dict]) -> list[str]:
+    """Each row's own peak (artifact made, opened, timed) and its build steps' peaks, where the record has them."""
+    measured = [r for r in rows if r.get("row_peak_rss_mb")]
+    if not measured:
+        return []
+    lines = ["", "Memory: each row's own peak resident memory (MB; from making its artifact to closing its runner; a "
+             "build step's child process counted), and each build step's where the row made its artifact:", "",
+             "| res | K | backend | row peak MB | build steps (peak MB) |", "|---|---:|---|---:|---|"]
+    for r in measured:
+        steps = ", ".join(f"{k} {v}" for k, v in (r.get("build_peak_rss_mb") or {}).items()) or "-"
+        lines.append(f"| {r['height']}x{r['width']} | {r['stages']} | {r['backend']} | {r['row_peak_rss_mb']:.0f} | "
+                     f"{steps} |")
+    return lines
 
 
 def plot(result: dict, path: Path) -> None:
