@@ -154,6 +154,7 @@ def test_selection_json_holds_every_candidate_and_the_choice(run):
             continue
         assert c["status"] == "built" and c["parity"]["passed"], c
         assert (c["artifact"] is None) == (c["backend"] == "torch")
+        assert c["peak_rss_mb"]["candidate"] >= c["peak_memory_mb"] - 1  # its own peak covers its timing's
     # the same figures give the same choice and front by brute force
     cands = [Candidate(**c) for c in sel["candidates"] if c["status"] == "built"]
     assert set(sel["pareto"]) == brute_front(cands)
@@ -355,7 +356,8 @@ class _Simulated:
                 self.step, self.advance = (lambda s: None), (lambda c, g: None)
                 self.cands, self.gmacs = cands, sim.gmacs
                 self.fp32 = {k: {"psnr": v, "ssim": None} for k, v in fp32.items()}
-                self.backends = type("B", (), {"open": lambda _, b, k: type("F", (), {"close": lambda _: None})()})()
+                self.backends = type("B", (), {"open": lambda _, b, k: type("F", (), {"close": lambda _: None})(),
+                                              "build_peaks": {}})()
 
             def fp32_quality(self):
                 pass

@@ -58,6 +58,7 @@ class Candidate:
     p90_ms: float | None = None
     images_per_s: float | None = None
     peak_memory_mb: float | None = None
+    peak_rss_mb: dict | None = None  # its own peak per step: "candidate" (made, verified, timed), build steps
     setup_s: float | None = None
     ratio_to_eager: float | None = None
     gmacs: float | None = None

@@ -55,6 +55,21 @@ def table(sel: dict) -> list[str]:
     return lines
 
 
+def memory_lines(sel: dict) -> list[str]:
+    """Each measured candidate's own peak resident memory, and its build steps' where it made its artifact."""
+    parts = []
+    for c in sel["candidates"]:
+        peaks = dict(c.get("peak_rss_mb") or {})
+        own = peaks.pop("candidate", None)
+        if own is not None:
+            steps = ", ".join(f"{k} {v}" for k, v in peaks.items())
+            parts.append(f"{c['id']} {own:.0f}" + (f" ({steps})" if steps else ""))
+    if not parts:
+        return []
+    return ["Peak memory (MB) of each candidate made, verified and timed, with its build steps': " + "; ".join(parts)
+            + ".", ""]
+
+
 def markdown(sel: dict) -> str:
     m, cfg = sel["machine"], sel["config"]
     (h, w), = cfg["resolutions"]
@@ -71,7 +86,7 @@ def markdown(sel: dict) -> str:
              "fp32's per K measured once, each artifact's from its parity run (dPSNR there added to fp32's). "
              "dPSNR: against the best candidate.", "", *table(sel), "",
              "Pareto front (latency vs PSNR, fastest first): " + (", ".join(sel["pareto"]) or "-"), "",
-             f"The command took {sel['wall_s']:.0f} s."]
+             *memory_lines(sel), f"The command took {sel['wall_s']:.0f} s."]
     load = sel.get("load") or {}
     if load.get("busy"):
         lines += ["", f"**Busy machine**: other processes took {load['other_processes_cores']:.2f} cores on average; "

@@ -40,6 +40,7 @@ from ..bench import (
 from ..checkpoint import Weights, sha256_of
 from ..cost import model_cost
 from ..errors import ScaoedError, VerificationError
+from ..isolate.memory import peak_of
 from ..parity import load_artifact, read_parity_record, run_parity, write_parity_record
 from ..parity.report import parity_record_path
 from ..runtime.torch_backend import TorchRunner
@@ -162,7 +163,11 @@ class Search:
                         c.status, c.reason = "pruned", why
                 if c.status == "pending":
                     t = time.perf_counter()
-                    self.measure(c, eager)
+                    peaks: dict = {}
+                    with peak_of("candidate", peaks):
+                        self.measure(c, eager)
+                    c.peak_rss_mb = {**peaks, **self.backends.build_peaks}  # made, verified, timed; build steps
+                    self.backends.build_peaks.clear()
                     c.extra["wall_s"] = round(time.perf_counter() - t, 1)  # making, parity and timing together
                 self.advance(c, self.gmacs[k])
 
