@@ -163,6 +163,9 @@ def _case(name: str, d: Path, checkpoint: Path, cleanup: list) -> list[str]:
         return ["bench", "--backends", "", "--res", "16", "--stages", "1"]
     if name == "`optimize --backends ,,`":
         return ["optimize", "--backends", ",,", "--res", "16", "--stages", "1", "-o", str(d / "opt")]
+    if name == "`bench --res 8192` (a forward pass larger than the memory free)":
+        return ["bench", "--res", "8192", "--stages", "1", "--backends", "torch", "--random-seed", "0", "--blocks", "1",
+                "--no-quality", "-o", str(d / "runs")]
     if name == "`denoise --server URL --stages 1`":
         return ["denoise", str(good), str(d / "out.png"), "--server", f"http://127.0.0.1:{free_port()}",
                 "--stages", "1"]

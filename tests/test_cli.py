@@ -159,6 +159,9 @@ def test_denoise_reference_prints_the_papers_metrics(capsys, noisy, tmp_path, ti
     psnr, ssim = psnr_ssim(np.asarray(PILImage.open(tmp_path / "o.png")), np.asarray(PILImage.open(clean)))
     assert r["psnr"] == pytest.approx(psnr) and r["ssim"] == pytest.approx(ssim)
     assert r["psnr_in"] == pytest.approx(psnr_ssim(np.asarray(PILImage.open(noisy)), np.asarray(PILImage.open(clean)))[0])
+    import resource
+
+    assert 0 < r["peak_rss_mb"] <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + 1  # this image's own
 
 
 @pytest.mark.parametrize("mode,shape,dtype,out_mode", [

@@ -23,7 +23,7 @@ from .candidates import (
     ort_kernel_missing,
 )
 from .report import markdown, plot, write_results
-from .run import Row, mean_quality, prepare, quality, run_bench
+from .run import Row, check_inference_memory, mean_quality, prepare, quality, run_bench
 from .timing import (
     LoadMeter,
     Measurement,
@@ -51,6 +51,7 @@ __all__ = [
     "RssSampler",
     "Skip",
     "check_backends",
+    "check_inference_memory",
     "cuda_event_times",
     "default_backends",
     "emulated_rows",

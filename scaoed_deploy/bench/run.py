@@ -124,6 +124,18 @@ def prepare(cfg: BenchConfig) -> tuple[str, list[Sample]]:
     return timing, samples
 
 
+def check_inference_memory(cfg: BenchConfig, blocks: int) -> None:
+    """Refuse, before any row, a run whose largest forward pass would not fit in the memory free now (from the
+    model's footprint at each resolution and K); the calibration steps check their own when they start."""
+    from ..cost import model_footprint
+    from ..isolate.memory import check_fits
+
+    (h, w), k = max(cfg.resolutions, key=lambda r: r[0] * r[1]), max(cfg.stages)
+    need = model_footprint(k, blocks, h, w, cfg.batch).inference_mb()
+    check_fits(f"a forward pass at K={k}, {h}x{w}, batch {cfg.batch}", need,
+               "a smaller --res or --batch, or free memory")
+
+
 def peak_fraction(name: str, gmacs_per_s: float | None, cfg: BenchConfig) -> float | None:
     """Achieved over this CPU's peak GMAC/s for the precision row ``name`` computes in (fp16 runs as fp32 here)."""
     if cfg.device != "cpu" or gmacs_per_s is None:
@@ -137,6 +149,7 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
     """The rows of ``cfg`` (see the module doc); ``rows``: a list the finished rows are added to as they finish
     (the CLI keeps them on a forced stop)."""
     timing, samples = prepare(cfg)
+    check_inference_memory(cfg, weights.blocks)
     pairs = [(s.noisy, s.clean) for s in samples]
     backends = Backends(weights, cfg, step)
     meter = LoadMeter()

@@ -32,6 +32,7 @@ from ..bench import (
     LoadMeter,
     Measurement,
     Skip,
+    check_inference_memory,
     machine,
     measure,
     prepare,
@@ -117,6 +118,7 @@ class Search:
         self.weights, self.cfg, self.step, self.advance = weights, cfg, step, advance
         cfg.stages = sorted(set(cfg.stages))  # --stages 3,1,3 is K = 1 and 3, once each
         self.timing, samples = prepare(cfg)
+        check_inference_memory(cfg, weights.blocks)
         self.pairs, self.names = [(s.noisy, s.clean) for s in samples], [s.name for s in samples]
         if not self.pairs:
             raise ScaoedError("optimize measures quality on real noisy/clean pairs and found none "

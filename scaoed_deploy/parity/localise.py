@@ -87,8 +87,19 @@ def first_divergence(artifact_proto, reference_proto, x: np.ndarray, rtol: float
 
 
 def localise_failure(artifact: Artifact, weights: Weights, stages: int, x: np.ndarray, rtol: float) -> dict:
+    """The first divergent node on ``x`` (see the module doc). It holds every tensor of two graphs on ``x`` at once:
+    where that would not fit in the memory free now, it is not tried, and the result says why."""
     import onnx
 
+    from ..cost import model_footprint
+    from ..errors import ScaoedError
+    from ..isolate.memory import check_fits
+
+    need = 2 * model_footprint(stages, weights.blocks, x.shape[2], x.shape[3], x.shape[0]).all_tensors_mb
+    try:
+        check_fits("localising the first divergent node", need, "the verdict stands without it")
+    except ScaoedError as e:
+        return {"skipped": str(e)}
     proto = onnx.load(str(artifact.path))
     if artifact.precision in ("fp16", "bf16"):  # as the harness ran it (see precision/emulate.py)
         proto = emulate(proto)

@@ -101,6 +101,8 @@ def markdown(results: list[ParityResult], reference: dict, command: str | None) 
 
 
 def localisation_line(loc: dict) -> str:
+    if loc.get("skipped"):
+        return f"not looked for: {loc['skipped']}"
     if not loc.get("found"):
         return f"not found ({loc.get('detail', '')}; {loc.get('compared_tensors', 0)} tensors compared)"
     what = "NaN/Inf where the reference is finite" if loc["nonfinite"] else f"max abs error {loc['max_abs']:.3g}"

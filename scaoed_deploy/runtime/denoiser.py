@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ..errors import ImageError, UsageError
 from ..images import Image, psnr_ssim, read_image, to_uint8, write_image
+from ..isolate.memory import peak_of
 from .base import Limits, RunOptions
 from .registry import open_runner
 from .tiling import auto_tile, available_memory
@@ -214,6 +215,14 @@ def denoise_file(denoiser: Denoiser, src: str | Path, dst: str | Path, reference
     """Denoise one file; with ``reference``, also PSNR/SSIM of input and output against it. Everything that can
     fail (the input, the reference and its size, the model, the metrics) is done before the output is written,
     so a failed image leaves no output and a rerun redoes it."""
+    peaks: dict = {}
+    with peak_of("image", peaks):
+        result = _denoise_file(denoiser, src, dst, reference, bit_depth)
+    result["peak_rss_mb"] = peaks["image"]  # this image's own peak: read, denoised, scored, written
+    return result
+
+
+def _denoise_file(denoiser: Denoiser, src, dst, reference, bit_depth: int | None) -> dict:
     image = read_image(src)
     ref_image = read_image(reference) if reference is not None else None
     if ref_image is not None and (ref_image.height, ref_image.width) != (image.height, image.width):

@@ -11,7 +11,6 @@ waste less on overlaps, and batches keep every core busy between tiles.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from ..errors import ScaoedError
 
@@ -37,21 +36,11 @@ class TileChoice:
 
 
 def available_memory() -> int | None:
-    """Bytes this process can still take: MemAvailable, or the cgroup's limit less its usage when lower."""
-    found = []
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError):
-        pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
-    except (OSError, ValueError):
-        pass
-    return min(found) if found else None
+    """Bytes this process can still take: MemAvailable, or the room under its cgroup or RLIMIT_AS when lower."""
+    from ..isolate.memory import available_mb
+
+    mb, _ = available_mb()
+    return None if mb == float("inf") else int(mb * 2**20)
 
 
 def auto_tile(h: int, w: int, overlap: int, available: int, max_batch: int | None = None) -> TileChoice:
