@@ -236,7 +236,7 @@ def _read_tiff(path: Path) -> np.ndarray:
         arr, bits = arr.astype(np.uint8), 1
     if planar:
         arr = np.moveaxis(arr, 0, -1)  # (C, H, W) as stored to (H, W, C)
-    if arr.dtype.kind in "ui" and bits not in (8, 16, 32) and arr.dtype.itemsize <= 2:
+    if arr.dtype.kind in "ui" and bits not in (8, 16, 32) and arr.dtype.itemsize <= 2 and photometric != ph.PALETTE:
         full = 255 if arr.dtype.itemsize == 1 else 65535  # e.g. 1-, 4- or 12-bit samples: to the full range
         arr = np.round(arr.astype(np.float64) * (full / (2 ** bits - 1))).astype(arr.dtype)
         bits = 8 * arr.dtype.itemsize

@@ -336,3 +336,10 @@ def test_a_killed_writers_temporary_file_is_never_an_input_and_is_swept(tmp_path
     plan = plan_jobs(src, out)
     assert plan.swept == [str(left[0])] and sorted(p.name for p in out.iterdir()) == [other_host.name]
     assert [j.src.name for j in plan.jobs] == ["a.png"]
+
+
+def test_a_bilevel_miniswhite_tiff_reads_black_on_white(tmp_path, rng):
+    """Its 1-bit samples fill the range, then MinIsWhite inverts them (a fax)."""
+    bits = rng.integers(0, 2, (5, 8)).astype(bool)
+    tifffile.imwrite(tmp_path / "fax.tif", bits, photometric="miniswhite")
+    np.testing.assert_array_equal(read_image(tmp_path / "fax.tif").rgb[..., 0], np.where(bits, 0.0, 1.0))
