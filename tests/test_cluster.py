@@ -173,3 +173,20 @@ def test_a_corrupt_or_edited_model_is_one_line_before_ray_starts(tmp_path, capsy
                      "--ray", "local"]) == code
         assert says in one_error(capsys.readouterr().err)
     assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
+def test_an_address_where_nothing_listens_is_one_line_within_15_s(tmp_path, capsys, address):
+    import time
+
+    from references import one_error
+    from scaoed_deploy.serve import free_port
+
+    write_image(tmp_path / "in.png", Image(rgb=np.zeros((8, 8, 3), np.float32)))
+    address = address.format(port=free_port())
+    t0 = time.monotonic()
+    code = main(["denoise", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--ray", address])
+    line = one_error(capsys.readouterr().err)
+    assert time.monotonic() - t0 < 15 and code == 1
+    assert f"cannot reach a Ray cluster at '{address}'" in line and "Connection refused" in line
+    assert not (tmp_path / "out.png").exists()

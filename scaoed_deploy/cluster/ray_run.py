@@ -99,16 +99,44 @@ def _leftover_temporaries(plan: Plan) -> list[Path]:
     return found
 
 
+#: Seconds to wait for a TCP answer from a cluster's address before Ray is asked to connect (Ray itself retries a
+#: GCS that does not answer for minutes, and ignores Ctrl-C while it does).
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """One line, within ``timeout``, for a HOST:PORT or ray://HOST:PORT address where nothing answers."""
+    if address in ("local", "auto"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not port.isdigit():
+        raise ScaoedError(f"--ray {address}: use local, auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or first_line(e))
+        raise ScaoedError(f"cannot reach a Ray cluster at {address!r}: {why} (start one with `ray start --head`, "
+                          "or use --ray local)") from e
+
+
 def _init(ray, address: str) -> bool:
     """Connect (or start a local Ray for ``local``); True when this call started Ray in this process."""
     if ray.is_initialized():
         return False
+    check_reachable(address)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # what this project starts reports nothing home
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         ray.init(address=None if address == "local" else address, **kwargs)
     except Exception as e:  # ConnectionError, RuntimeError, ValueError: the address is the user's to fix
         raise ScaoedError(f"cannot reach a Ray cluster at {address!r}: {first_line(e)} (start one with `ray start "
                           "--head`, or use --ray local)") from e
+    token = Path.home() / ".ray" / "auth_token"
+    if address == "local" and token.is_file():  # a token Ray wrote for the cluster it started: private
+        with contextlib.suppress(OSError):
+            token.chmod(0o600)
     return True
 
 
