@@ -109,8 +109,11 @@ def test_a_mixed_folder_on_ray_equals_local_denoise_and_lists_the_corrupt_image(
     # is up to Ray (a killed worker's images may all go to the one left while its replacement starts)
     assert sum(summary["per_worker"].values()) == 16 and all(":" in w for w in summary["per_worker"])
     assert main(["denoise", str(d / "mixed"), str(d / "mixed_local"), "-c", str(tiny_checkpoint), "--stages", "1",
-                 "--threads", "1"]) == 1
-    capsys.readouterr()
+                 "--threads", "1", "--json"]) == 1
+    local = {r["input"]: r for r in json.loads(capsys.readouterr().out)["results"]}
+    for r in summary["results"]:  # --json says the same of each image either way (the run's own facts aside)
+        same = {k: v for k, v in local[r["input"]].items() if k not in ("output", "peak_rss_mb")}
+        assert {k: r[k] for k in same} == same, r["input"]
     names = sorted(p.name for p in (d / "mixed_local").iterdir())
     assert names == sorted(p.name for p in (d / "mixed_ray").iterdir()) and len(names) == 16  # no temporary file
     for name in names:

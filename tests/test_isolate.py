@@ -15,10 +15,15 @@ from scaoed_deploy.isolate import GRACE_S, run_step
 
 
 def _allocate(mb: int) -> int:
-    block = bytearray(mb << 20)
+    """``mb`` MB made resident, then given back to the system (an anonymous mapping: no allocator keeps it)."""
+    import mmap
+
+    block = mmap.mmap(-1, mb << 20)
     for i in range(0, len(block), 4096):  # touch every page: resident, not just reserved
         block[i] = 1
-    return len(block)
+    size = len(block)
+    block.close()
+    return size
 
 
 def _fail() -> None:

@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import Weights
-from ..cost import PAPER_LATENCY_S, model_cost
+from ..cost import PAPER_LATENCY_S, model_cost, model_footprint
 from ..cpu import this_cpu
 from ..data import Sample, default_sidd_dir, load_samples
 from ..errors import ScaoedError
 from ..images import psnr_ssim, to_uint8
-from ..isolate.memory import peak_of
+from ..isolate.memory import check_fits, peak_of
 from ..runtime.base import cpu_threads
 from ..runtime.cpu_memory import keep_freed_memory
 from ..runtime.torch_backend import pick_device
@@ -127,9 +127,6 @@ def prepare(cfg: BenchConfig) -> tuple[str, list[Sample]]:
 def check_inference_memory(cfg: BenchConfig, blocks: int) -> None:
     """Refuse, before any row, a run whose largest forward pass would not fit in the memory free now (from the
     model's footprint at each resolution and K); the calibration steps check their own when they start."""
-    from ..cost import model_footprint
-    from ..isolate.memory import check_fits
-
     (h, w), k = max(cfg.resolutions, key=lambda r: r[0] * r[1]), max(cfg.stages)
     need = model_footprint(k, blocks, h, w, cfg.batch).inference_mb()
     check_fits(f"a forward pass at K={k}, {h}x{w}, batch {cfg.batch}", need,

@@ -11,7 +11,7 @@ import threading
 import click
 
 from ..cpumask import TARGETS, run_as
-from ..errors import ScaoedError
+from ..errors import ScaoedError, forced_exit_hooks, live_temporaries
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
 
@@ -93,8 +93,6 @@ def _force_exit(signum: int) -> None:
     """End the process now, as a command that took the signal would have ended (see _sigterm_as_interrupt)."""
     import multiprocessing
     import shutil
-
-    from ..errors import forced_exit_hooks, live_temporaries
 
     for hook in forced_exit_hooks():
         with contextlib.suppress(Exception):

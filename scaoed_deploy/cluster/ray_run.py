@@ -44,6 +44,11 @@ def require_ray():
     return ray
 
 
+#: A local result's keys beyond the fixed ones, carried through the worker's rows (so --json is the same either way).
+INT_KEYS = ("bit_depth_in", "channels_out", "peak_rss_mb")
+TEXT_KEYS = ("metadata_kept", "warnings")
+
+
 class DenoiseWorker:
     """One actor of the pool: a Denoiser opened once, then one image per row (see the module doc)."""
 
@@ -58,7 +63,8 @@ class DenoiseWorker:
 
     def __call__(self, batch: dict) -> dict:
         rows: dict[str, list] = {k: [] for k in ("src", "dst", "status", "error", "worker", "seconds", "width",
-                                                 "height", "bit_depth_out", "psnr", "ssim", "psnr_in", "ssim_in")}
+                                                 "height", "bit_depth_out", *INT_KEYS, *TEXT_KEYS, "psnr", "ssim",
+                                                 "psnr_in", "ssim_in")}
         for src, dst, ref in zip(batch["src"], batch["dst"], batch["ref"]):
             t = time.perf_counter()
             r: dict = {}
@@ -72,6 +78,10 @@ class DenoiseWorker:
                                ("width", r.get("width", 0)), ("height", r.get("height", 0)),
                                ("bit_depth_out", r.get("bit_depth_out", 0))):
                 rows[key].append(value)
+            for key in INT_KEYS:
+                rows[key].append(int(r.get(key, 0)))
+            for key in TEXT_KEYS:  # lists as one text column: Ray Data's blocks hold flat columns
+                rows[key].append("\n".join(r.get(key, [])))
             for key in ("psnr", "ssim", "psnr_in", "ssim_in"):
                 rows[key].append(float(r.get(key, float("nan"))))
         return rows
@@ -225,6 +235,11 @@ def _as_local(row: dict) -> dict:
     out = {"input": row["src"], "output": row["dst"], "worker": row["worker"], "seconds": round(row["seconds"], 3),
            "width": int(row["width"]), "height": int(row["height"]), "bit_depth_out": int(row["bit_depth_out"])}
     out.update({k: float(row[k]) for k in ("psnr", "ssim", "psnr_in", "ssim_in") if row[k] == row[k]})
+    out.update({k: int(row[k]) for k in INT_KEYS})
+    out["metadata_kept"] = [m for m in row["metadata_kept"].split("\n") if m]
+    warnings = [w for w in row["warnings"].split("\n") if w]
+    if warnings:
+        out["warnings"] = warnings
     return out
 
 

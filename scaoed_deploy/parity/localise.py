@@ -17,7 +17,10 @@ import numpy as np
 
 from ..artifact import Artifact, all_tensors, module_paths
 from ..checkpoint import Weights, build_model
+from ..cost import model_footprint
+from ..errors import ScaoedError
 from ..export import ExportSpec, simplify, torch_export
+from ..isolate.memory import check_fits
 from ..precision.emulate import ROUND_SUFFIX, emulate, original_node
 
 # The last few reference exports, serialized, by (weights, T, spec, simplified): a dynamo export takes
@@ -90,10 +93,6 @@ def localise_failure(artifact: Artifact, weights: Weights, stages: int, x: np.nd
     """The first divergent node on ``x`` (see the module doc). It holds every tensor of two graphs on ``x`` at once:
     where that would not fit in the memory free now, it is not tried, and the result says why."""
     import onnx
-
-    from ..cost import model_footprint
-    from ..errors import ScaoedError
-    from ..isolate.memory import check_fits
 
     need = 2 * model_footprint(stages, weights.blocks, x.shape[2], x.shape[3], x.shape[0]).all_tensors_mb
     try:

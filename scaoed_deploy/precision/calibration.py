@@ -17,9 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifact import read_metadata
+from ..cost import model_footprint
 from ..data import is_evaluation_data, shared_data_dir
 from ..errors import ScaoedError
 from ..images import list_images, read_image
+from ..isolate.memory import check_fits
 from ..noise import synthesize
 
 DEFAULT_SIZES = (96, 128, 160)
@@ -142,10 +145,6 @@ def check_calibration_memory(step: str, model_path, calib: list[CalibSample], pe
     """Refuse, before it starts, a calibration step that would not fit in the memory this machine has free: it
     holds ``per_crop`` times every tensor of the model on its largest crop (or ``common_batch`` crops of the
     most common size at once), and two graphs' tensors on the sensitivity crop. Returns the need in MB."""
-    from ..artifact import read_metadata
-    from ..cost import model_footprint
-    from ..isolate.memory import check_fits
-
     meta = read_metadata(model_path)
     k, t = int(meta.get("stages", 5)), int(meta.get("blocks", 16))
     h, w = max((c.x.shape[2], c.x.shape[3]) for c in calib)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..errors import ScaoedError
+from ..isolate.memory import available_mb
 
 #: Resident memory per pixel of one image run whole, the process's baseline included: K = 5 at 512 x 512 peaked
 #: at 1050 MB on the CPU (benchmarks/results/cpu_512.md), about 4 KB a pixel (serve sizes requests with it).
@@ -37,8 +38,6 @@ class TileChoice:
 
 def available_memory() -> int | None:
     """Bytes this process can still take: MemAvailable, or the room under its cgroup or RLIMIT_AS when lower."""
-    from ..isolate.memory import available_mb
-
     mb, _ = available_mb()
     return None if mb == float("inf") else int(mb * 2**20)
 
