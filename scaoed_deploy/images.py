@@ -26,8 +26,8 @@ Behaviour (also in the README):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +66,7 @@ class Image:
 
 
 def _from_integer_array(arr: np.ndarray, path: Path) -> Image:
-    warnings = []
+    notes = []
     if arr.dtype.kind == "f":
         bad = int(np.count_nonzero(~np.isfinite(arr)))
         if bad:
@@ -74,7 +74,7 @@ def _from_integer_array(arr: np.ndarray, path: Path) -> Image:
                              "denoised")
         out = np.count_nonzero((arr < 0) | (arr > 1))
         if out:
-            warnings.append(f"{path}: {100 * out / arr.size:.1f} % of its float samples are outside [0, 1] (an HDR "
+            notes.append(f"{path}: {100 * out / arr.size:.1f} % of its float samples are outside [0, 1] (an HDR "
                             "image?) and were clipped to it")
             arr = np.clip(arr, 0, 1)
     if arr.dtype == np.uint8:
@@ -94,7 +94,7 @@ def _from_integer_array(arr: np.ndarray, path: Path) -> Image:
     gray = c in (1, 2)
     colour = np.repeat(x[:, :, :1], 3, axis=2) if gray else x[:, :, :3]
     alpha = x[:, :, c - 1] if c in (2, 4) else None
-    return Image(rgb=np.ascontiguousarray(colour), alpha=alpha, gray=gray, bit_depth=depth, warnings=warnings)
+    return Image(rgb=np.ascontiguousarray(colour), alpha=alpha, gray=gray, bit_depth=depth, warnings=notes)
 
 
 def pixel_limit() -> int:

@@ -55,7 +55,13 @@ from ..eta import long_step
 from ..isolate import run_step
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..seal import SEAL_KEY
-from .calibration import CalibSample, check_calibration_memory, common_shape, describe, sensitivity_input
+from .calibration import (
+    CalibSample,
+    check_calibration_memory,
+    common_shape,
+    describe,
+    sensitivity_input,
+)
 from .islands import select_islands
 from .ort_int8 import quantize_onnxruntime
 from .quiet import quiet_tools

@@ -48,7 +48,12 @@ from ..eta import long_step
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..runtime.openvino_backend import INFERENCE_PRECISION
 from ..seal import SEAL_KEY
-from .calibration import CalibSample, check_calibration_memory, describe, sensitivity_input
+from .calibration import (
+    CalibSample,
+    check_calibration_memory,
+    describe,
+    sensitivity_input,
+)
 from .islands import select_islands
 from .quiet import quiet_tools
 

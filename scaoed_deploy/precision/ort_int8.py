@@ -59,7 +59,11 @@ def _bounded_histogram_calibration():
     """Each ONNX Runtime calibrator reads the whole calibration set into memory before it takes ranges or
     histograms from it; fed ``CALIB_CHUNK`` images a call instead, it merges each call into what it has.
     Restored afterwards."""
-    from onnxruntime.quantization.calibrate import CalibrationDataReader, HistogramCalibrater, MinMaxCalibrater
+    from onnxruntime.quantization.calibrate import (
+        CalibrationDataReader,
+        HistogramCalibrater,
+        MinMaxCalibrater,
+    )
 
     originals = {cls: cls.collect_data for cls in (HistogramCalibrater, MinMaxCalibrater)}
     HELD_AT_ONCE.clear()
