@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TICK = re.compile(r": \S+ spent, (about \S+ left|longer than the \S+ expected)$")
+TICK = re.compile(r": [^:]* spent, (about .* left|longer than the .* expected)$")  # eta.progress_text's tail
 
 
 def tree(pid: int) -> list[int]:
@@ -72,8 +72,25 @@ def hold(gb: float) -> subprocess.Popen | None:
     return helper
 
 
+def regroup(steps: list[dict]) -> list[dict]:
+    """Steps as the command announced them, with its progress ticks ("N s spent, about M left") folded in."""
+    merged: dict[str, dict] = {}
+    for entry in steps:
+        name = TICK.sub("", entry["step"])
+        seen = merged.setdefault(name, {"step": name, "peak_rss_mb": 0, "seconds": 0.0})
+        seen["peak_rss_mb"] = max(seen["peak_rss_mb"], entry["peak_rss_mb"])
+        seen["seconds"] = round(seen["seconds"] + entry["seconds"], 1)
+    return list(merged.values())
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(usage="memory_steps.py NAME [--hold-gb GB] -- COMMAND ...")
+    if sys.argv[1:2] == ["--rewrite"]:  # a record made before ticks were folded in: the same figures, regrouped
+        name = sys.argv[2]
+        record = json.loads((HERE / f"{name}.json").read_text())
+        record["steps"] = regroup(record["steps"])
+        write(name, record)
+        return 0
+    ap = argparse.ArgumentParser(usage="memory_steps.py NAME [--hold-gb GB] -- COMMAND ...  |  --rewrite NAME")
     ap.add_argument("name")
     ap.add_argument("--hold-gb", type=float, default=8.0)
     argv = sys.argv[1:]
@@ -144,19 +161,26 @@ def measure(args, command: list[str], helper) -> int:
                    "seconds": round(v["last_s"] - v["first_s"], 1)} for name, v in steps.items()],
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    (HERE / f"{args.name}.json").write_text(json.dumps(record, indent=1) + "\n")
-    lines = [f"# Peak memory per step: `{record['command']}`", "",
-             f"Made by `python3 benchmarks/results/memory_steps.py {args.name} --hold-gb {args.hold_gb:g} -- "
-             f"{record['command']}` on {record['created']}.", "",
-             f"Exit code {proc.returncode} after {wall / 60:.1f} min, with a helper process holding "
-             f"{args.hold_gb:g} GB beside it. Peak resident memory of the command's process tree: "
-             f"**{peak / 1024:.2f} GB**; the least memory available on the machine meanwhile: "
-             f"{least_available / 1024:.2f} GB of {record['machine']['memory_total_mb'] / 1024:.1f} GB.", "",
-             "| step (as the command announced it) | peak tree RSS MB | seconds |", "|---|---:|---:|"]
-    lines += [f"| {s['step'].replace('|', '/')} | {s['peak_rss_mb']} | {s['seconds']} |" for s in record["steps"]]
-    (HERE / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    record["steps"] = regroup(record["steps"])
+    write(args.name, record)
     log_path.unlink(missing_ok=True)
     return 0 if proc.returncode == 0 else 1
+
+
+def write(name: str, record: dict) -> None:
+    (HERE / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    worst = max(record["steps"], key=lambda s: s["peak_rss_mb"])
+    lines = [f"# Peak memory per step: `{record['command']}`", "",
+             f"Made by `python3 benchmarks/results/memory_steps.py {name} --hold-gb {record['held_by_helper_gb']:g} -- "
+             f"{record['command']}` on {record['created']}.", "",
+             f"Exit code {record['exit_code']} after {record['wall_s'] / 60:.1f} min, with a helper process holding "
+             f"{record['held_by_helper_gb']:g} GB beside it. Peak resident memory of the command's process tree: "
+             f"**{record['peak_tree_rss_mb'] / 1024:.2f} GB**, in the step `{worst['step']}`; the least memory "
+             f"available on the machine meanwhile: {record['least_available_mb'] / 1024:.2f} GB of "
+             f"{record['machine']['memory_total_mb'] / 1024:.1f} GB.", "",
+             "| step (as the command announced it) | peak tree RSS MB | seconds |", "|---|---:|---:|"]
+    lines += [f"| {s['step'].replace('|', '/')} | {s['peak_rss_mb']} | {s['seconds']} |" for s in record["steps"]]
+    (HERE / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from ..errors import ScaoedError
 from ..images import psnr_ssim, to_uint8
 from ..isolate.memory import check_fits, peak_of
 from ..runtime.base import cpu_threads
-from ..runtime.cpu_memory import keep_freed_memory
+from ..runtime.cpu_memory import keep_freed_memory, release_free_memory
 from ..runtime.torch_backend import pick_device
 from .candidates import (
     BASELINE,
@@ -182,6 +182,7 @@ def _run_rows(weights: Weights, cfg: BenchConfig, backends: Backends, order: lis
             x = np.random.default_rng(0).random((cfg.batch, 3, h, w), dtype=np.float32)  # timing input, every backend
             eager_median = eager_rate = None
             for name in order:
+                release_free_memory()  # the last row's freed heap goes back first: the next row's peak is its own
                 peaks: dict = {}
                 with peak_of("row", peaks):
                     row = _run_row(weights, cfg, backends, name, k, h, w, cost, x, pairs, eager_psnr, eager_median,

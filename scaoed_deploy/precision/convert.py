@@ -150,7 +150,7 @@ def mixed_precision(fp32_path: str | Path, precision: str, calib: list[CalibSamp
     # A reference run keeps every tensor of the graph: a few images bound its memory (K=5 at 160 px is ~2 GB each).
     sample = calib[:ISLAND_IMAGES]
     step(f"choosing FP32 islands from a reference run on {len(sample)} calibration images")
-    islands = select_islands(source, [c.x for c in sample], precision=precision)
+    islands = select_islands(source, [sensitivity_input(c.x) for c in sample], precision=precision)
     with tempfile.TemporaryDirectory() as tmp:  # AutoCast's own reference run takes one batch of one shape
         npz = Path(tmp) / "calibration.npz"
         np.savez(npz, **{source.graph.input[0].name: np.concatenate([c.x for c in common_shape(calib)[:AUTOCAST_IMAGES]])})

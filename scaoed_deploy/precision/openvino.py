@@ -195,7 +195,8 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
         step("choosing the layers NNCF leaves in float (NFAE)")
         names = {o.get_friendly_name() for o in model.get_ordered_ops()}
         islands = [{"node": i.node, "op_type": i.op_type, "module": i.module, "reason": i.reason}
-                   for i in select_islands(source, [c.x for c in calib[:ISLAND_IMAGES]], "fp16") if i.node in names]
+                   for i in select_islands(source, [sensitivity_input(c.x) for c in calib[:ISLAND_IMAGES]], "fp16")
+                   if i.node in names]
         fmt = result.int8_format = int8_format()
         if fmt["overflow_fix"] == "enable":
             result.notes.append("7-bit weights (NNCF overflow fix on every layer): this CPU has no VNNI")
