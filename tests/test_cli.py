@@ -270,6 +270,14 @@ def _slow_onnx(path, iterations: int):
     return path
 
 
+def _default_sigint():
+    """A command started from a background job inherits SIGINT ignored (and Python then keeps it so): as from a
+    terminal, the command gets the default disposition."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow  # a process of its own, ended by a signal
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
 def test_a_signal_inside_a_long_native_call_ends_the_command_within_10_s(tmp_path, signame):
@@ -290,7 +298,8 @@ def test_a_signal_inside_a_long_native_call_ends_the_command_within_10_s(tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "scaoed_deploy.cli", "denoise", str(tmp_path / "in.png"),
-                             str(out / "o.png"), "-m", str(model)], stderr=subprocess.PIPE, text=True)
+                             str(out / "o.png"), "-m", str(model)], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and "onnxruntime_pybind" not in Path(f"/proc/{proc.pid}/maps").read_text():
         time.sleep(0.2)  # until ONNX Runtime is loaded: the model's first call (of minutes) follows at once
