@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import tempfile
@@ -112,6 +113,7 @@ def forced_exit_hooks() -> list:
     return list(_FORCED_EXIT_HOOKS)
 
 
+@functools.cache
 def _host_tag() -> str:
     import hashlib
     import socket

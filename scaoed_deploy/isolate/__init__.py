@@ -160,9 +160,4 @@ def run_step(fn: Callable, *args, name: str, progress: Callable[[str], None] | N
     return StepResult(value, peak, time.perf_counter() - t0)
 
 
-def in_child() -> bool:
-    """True inside a step's child process."""
-    return multiprocessing.current_process().name.startswith("scaoed-step:")
-
-
-__all__ = ["StepResult", "run_step", "stop", "in_child", "GRACE_S"]
+__all__ = ["StepResult", "run_step", "stop", "GRACE_S"]

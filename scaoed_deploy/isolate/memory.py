@@ -23,6 +23,8 @@ from pathlib import Path
 from ..errors import ScaoedError
 
 NO_LIMIT = 1 << 60
+
+
 class _Frame:
     __slots__ = ("peak",)
 
@@ -97,10 +99,11 @@ def _read_int(path: Path) -> int | None:
     return NO_LIMIT if text == "max" else int(text) if text.isdigit() else None
 
 
-def cgroup_room_mb(proc_cgroup: str | None = None, root: Path = Path("/sys/fs/cgroup")) -> float | None:
+def cgroup_room_mb() -> float | None:
     """The room left under this process's memory cgroup (the tightest of it and its ancestors), or None."""
+    root = Path("/sys/fs/cgroup")
     try:
-        lines = proc_cgroup if proc_cgroup is not None else Path("/proc/self/cgroup").read_text()
+        lines = Path("/proc/self/cgroup").read_text()
     except OSError:
         return None
     room = None
