@@ -26,9 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ImageError, UsageError
+from ..errors import ImageError, ScaoedError, UsageError
 from ..images import Image, psnr_ssim, read_image, to_uint8, write_image
 from ..isolate.memory import peak_of
+from ..storage import is_url, local_copy, staged_output
 from .base import Limits, RunOptions
 from .registry import open_runner
 from .tiling import auto_tile, available_memory
@@ -217,7 +218,15 @@ def denoise_file(denoiser: Denoiser, src: str | Path, dst: str | Path, reference
     so a failed image leaves no output and a rerun redoes it."""
     peaks: dict = {}
     with peak_of("image", peaks):
-        result = _denoise_file(denoiser, src, dst, reference, bit_depth)
+        if not any(is_url(x) for x in (src, dst, reference)):
+            result = _denoise_file(denoiser, src, dst, reference, bit_depth)
+        else:  # object storage: local copies in, one object out once it is whole (storage/)
+            with local_copy(src) as s, local_copy(reference) as r, staged_output(dst) as d:
+                try:
+                    result = _denoise_file(denoiser, s, d, r, bit_depth)
+                except ScaoedError as e:  # name the object, not its temporary copy
+                    raise type(e)(str(e).replace(str(s), str(src)).replace(str(r), str(reference))) from e
+            result.update(input=str(src), output=str(dst), **({"reference": str(reference)} if reference else {}))
     result["peak_rss_mb"] = peaks["image"]  # this image's own peak: read, denoised, scored, written
     return result
 

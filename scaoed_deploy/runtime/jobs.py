@@ -9,6 +9,11 @@ name into one output folder, a reference folder that lacks an image, an output f
 cannot be written. Temporary files that a killed write left in the output folder (``atomic_path``'s
 naming, their writer gone) are removed, and are never taken as inputs. Local ``denoise`` and the
 cluster run (``cluster/``) plan with this one function.
+
+Inputs, outputs and references may also be object storage URLs (``s3://bucket/prefix/``, see
+``storage/``), and a list may name them: such a run is planned by ``plan_with_objects``
+with the same rules (each folder listed once, however many images it holds); its jobs carry the
+URLs as text.
 """
 
 from __future__ import annotations
@@ -16,17 +21,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ScaoedError, sweep_stale_temporaries
+from ..errors import ScaoedError, is_temporary, sweep_stale_temporaries
 from ..images import READ_SUFFIXES, check_writable_suffix, list_images
+from ..storage import check_bucket, is_url, join, list_objects, name_of, object_names, suffix_of
 
 LIST_SUFFIXES = {".txt", ".lst"}
 
 
 @dataclass
 class Job:
-    src: Path
-    dst: Path
-    ref: Path | None = None
+    src: Path | str  # a URL as text (Path would fold its "//")
+    dst: Path | str
+    ref: Path | str | None = None
 
 
 @dataclass
@@ -34,18 +40,21 @@ class Plan:
     jobs: list[Job]
     single: bool  # one file in, one file out: its errors end the run as they are
     skipped: list[str] = field(default_factory=list)  # outputs that exist (not redone without overwrite)
+    skipped_inputs: list[str] = field(default_factory=list)  # their inputs, in the same order
     swept: list[str] = field(default_factory=list)  # stale temporary files removed from the output folder
 
 
-def _listed(path: Path) -> list[Path]:
-    """The image paths a text file lists (relative ones from the list's folder)."""
+def listed(path: Path) -> list[Path | str]:
+    """The image paths a text file lists (relative ones from the list's folder; URLs as they are)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise ScaoedError(f"{path}: cannot read the list of images ({e})") from e
     out = []
     for line in (ln.strip() for ln in lines):
-        if line and not line.startswith("#"):
+        if is_url(line):
+            out.append(line)
+        elif line and not line.startswith("#"):
             p = Path(line)
             out.append(p if p.is_absolute() else path.parent / p)
     return out
@@ -54,6 +63,8 @@ def _listed(path: Path) -> list[Path]:
 def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = None,
               overwrite: bool = False) -> Plan:
     """The jobs of a run (see the module doc); raises ScaoedError for a run that must not start."""
+    if any(is_url(str(x)) for x in (src, dst, reference) if x is not None) or _lists_urls(src):
+        return plan_with_objects(str(src), str(dst), str(reference) if reference else None, overwrite)
     src_p, dst_p = Path(src), Path(dst)
     if src_p.is_file() and src_p.suffix.lower() not in LIST_SUFFIXES:
         dst_p = dst_p / src_p.name if dst_p.is_dir() else dst_p
@@ -74,7 +85,7 @@ def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = N
         if not inputs:
             raise ScaoedError(f"no images in {src_p} (looked for {' '.join(sorted(READ_SUFFIXES))})")
     elif src_p.is_file():
-        inputs = _listed(src_p)
+        inputs = listed(src_p)
         if not inputs:
             raise ScaoedError(f"{src_p} lists no images")
         names: dict[str, Path] = {}
@@ -95,6 +106,89 @@ def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = N
         missing = [str(j.ref) for j in jobs if not j.ref.is_file()]
         if missing:
             raise ScaoedError(f"reference folder lacks {len(missing)} image(s): {', '.join(missing[:3])}")
-    skipped = [] if overwrite else [str(j.dst) for j in jobs if j.dst.exists()]
+    done = [] if overwrite else [j for j in jobs if j.dst.exists()]
     swept = [str(t) for t in sweep_stale_temporaries(dst_p)]
-    return Plan([j for j in jobs if overwrite or not j.dst.exists()], single=False, skipped=skipped, swept=swept)
+    return Plan([j for j in jobs if overwrite or not j.dst.exists()], single=False, skipped=[str(j.dst) for j in done],
+                skipped_inputs=[str(j.src) for j in done], swept=swept)
+
+
+def _lists_urls(src) -> bool:
+    p = Path(src)
+    return p.suffix.lower() in LIST_SUFFIXES and p.is_file() and any(is_url(x) for x in listed(p))
+
+
+def _images_at(folder: str) -> list[Path | str]:
+    """The images directly under a local folder or a URL prefix."""
+    if is_url(folder):
+        return [u for u, _ in list_objects(folder) if suffix_of(u) in READ_SUFFIXES and not is_temporary(name_of(u))]
+    return list_images(folder)
+
+
+def names_at(folder) -> set[str]:
+    """What already exists directly under a local folder or a URL prefix (one listing)."""
+    if is_url(folder):
+        return object_names(folder)
+    return {p.name for p in Path(folder).iterdir()} if Path(folder).is_dir() else set()
+
+
+def base_name(item) -> str:
+    return name_of(item) if is_url(item) else Path(item).name
+
+
+def _at(folder: str, name: str) -> Path | str:
+    return join(folder, name) if is_url(folder) else Path(folder) / name
+
+
+def plan_with_objects(src: str, dst: str, reference: str | None, overwrite: bool) -> Plan:
+    """plan_jobs for a run that reads or writes object storage: the same rules, each folder or prefix listed once;
+    a missing bucket or refused credentials is one line here, before any work."""
+    single = is_url(src) and suffix_of(src) in READ_SUFFIXES or not is_url(src) and Path(src).is_file() and \
+        Path(src).suffix.lower() not in LIST_SUFFIXES
+    if is_url(dst):
+        check_bucket(dst)
+    if single:
+        inputs: list[Path | str] = [src if is_url(src) else Path(src)]
+        if is_url(dst) and suffix_of(dst) in READ_SUFFIXES or not is_url(dst) and not Path(dst).is_dir():
+            out_folder, out_name = dst.rsplit("/", 1) if is_url(dst) else (str(Path(dst).parent), Path(dst).name)
+        else:
+            out_folder, out_name = dst, base_name(src)
+        check_writable_suffix(out_name)
+        if out_name in names_at(out_folder) and not overwrite:
+            raise ScaoedError(f"{_at(out_folder, out_name)} exists; --overwrite to replace it")
+        ref = reference if reference is None or is_url(reference) else Path(reference)
+        return Plan([Job(inputs[0], _at(out_folder, out_name), ref)], single=True)
+    if is_url(src) or Path(src).is_dir():
+        if src.rstrip("/") == dst.rstrip("/"):
+            raise ScaoedError(f"{dst} is the input folder: a folder run never writes over its own inputs; name "
+                              "another output folder")
+        inputs = _images_at(src)
+        if not inputs:
+            raise ScaoedError(f"no images in {src} (looked for {' '.join(sorted(READ_SUFFIXES))})")
+    else:
+        inputs = list(dict.fromkeys(listed(Path(src))))
+        if not inputs:
+            raise ScaoedError(f"{src} lists no images")
+    names: dict[str, Path | str] = {}
+    for item in inputs:
+        check_writable_suffix(base_name(item))
+        if base_name(item) in names:
+            raise ScaoedError(f"{src} lists two images named {base_name(item)} ({names[base_name(item)]} and {item}): "
+                              f"their outputs would be one file in {dst}")
+        names[base_name(item)] = item
+    if not is_url(dst) and Path(dst).exists() and not Path(dst).is_dir():
+        raise ScaoedError(f"{dst} is a file; a folder or list in needs a folder out")
+    jobs = [Job(item, _at(dst, base_name(item)), _at(reference, base_name(item)) if reference else None)
+            for item in inputs]
+    if any(str(j.dst) == str(j.src) for j in jobs):
+        raise ScaoedError(f"{next(j.dst for j in jobs if str(j.dst) == str(j.src))} would be written over its own "
+                          "input; name another output folder")
+    if reference:
+        have = names_at(reference)
+        missing = [str(j.ref) for j in jobs if base_name(j.ref) not in have]
+        if missing:
+            raise ScaoedError(f"reference folder lacks {len(missing)} image(s): {', '.join(missing[:3])}")
+    existing = set() if overwrite else names_at(dst)
+    done = [j for j in jobs if base_name(j.dst) in existing]
+    swept = [] if is_url(dst) else [str(t) for t in sweep_stale_temporaries(dst)]
+    return Plan([j for j in jobs if base_name(j.dst) not in existing], single=False, skipped=[str(j.dst) for j in done],
+                skipped_inputs=[str(j.src) for j in done], swept=swept)
