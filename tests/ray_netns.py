@@ -1,7 +1,8 @@
-"""Run inside a private network and PID namespace (tests/test_cluster.py starts it with `unshare`): a two-node Ray
-cluster on 127.0.0.1 (a head and a second raylet), the cluster scenarios against it, then every other process of
-this PID namespace (all started here) killed by PID; leaving the namespace would end anything left. Writes what each scenario saw
-as JSON for the tests to judge.
+"""Run inside a private network and PID namespace (tests/test_cluster.py starts it with `unshare`): an S3 server
+(moto) and a two-node Ray cluster on 127.0.0.1 started by the README's own cluster steps (a head and a second
+node that joins with the head's token), the cluster scenarios against it (the last loses the second node),
+then every other process of this PID namespace (all started here) killed by PID; leaving the namespace would end
+anything left. Writes what each scenario saw as JSON for the tests to judge.
 
     python3 tests/ray_netns.py CASES.json RESULT.json
 """
@@ -12,7 +13,7 @@ import contextlib
 import io
 import json
 import os
-import secrets
+import re
 import signal
 import subprocess
 import sys
@@ -23,22 +24,87 @@ from pathlib import Path
 T0 = time.perf_counter()
 PORT = 6379
 ADDRESS = f"127.0.0.1:{PORT}"
-RAY = str(Path(sys.executable).with_name("ray"))
-NODE = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=150000000", "--disable-usage-stats"]
+BIN = Path(sys.executable).parent
+RAY = str(BIN / "ray")
+README = Path(__file__).resolve().parent.parent / "README.md"
+#: What the test adds to the README's `ray start` lines: one CPU and a small object store a node, loopback, no
+#: dashboard.
+NODE = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=150000000"]
 
 
-def start_cluster() -> dict:
+def readme_steps() -> list[tuple[str, str]]:
+    """(machine, command) of each line of the README's cluster steps."""
+    text = README.read_text()
+    block = text[text.index("<!-- cluster-steps"):text.index("<!-- /cluster-steps -->")]
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"^machine-([ab])\$ (.*)$", block, re.M)]
+
+
+def as_here(machine: str, command: str, homes: dict, files: dict) -> str:
+    """A README line as it runs here: both machines on 127.0.0.1 with their own home folders, scp as a local copy,
+    the test's node options on `ray start`, the test's files for /data."""
+    command = command.replace("scp -p machine-a:.ray/auth_token", f"cp -p {homes['a']}/.ray/auth_token")
+    command = command.replace("machine-a:", "127.0.0.1:")
+    if command.startswith("ray start"):
+        command += " " + " ".join(NODE + (["--include-dashboard=false"] if "--head" in command else []))
+    for name, path in files.items():
+        command = command.replace(name, path)
+    command = re.sub(r"^ray ", f"{RAY} ", command).replace("(umask 077 && ray ", f"(umask 077 && {RAY} ")
+    return re.sub(r"^scaoed-deploy ", f"{sys.executable} -m scaoed_deploy.cli ", command)
+
+
+def start_cluster(case: dict) -> dict:
+    """The README's steps, line by line: a token made private, a head and a second node that join with it, and the
+    README's own denoise command; every line must succeed."""
     t = time.perf_counter()
-    subprocess.run([RAY, "start", "--head", f"--port={PORT}", "--include-dashboard=false", *NODE], check=True,
-                   capture_output=True)
-    subprocess.run([RAY, "start", f"--address={ADDRESS}", *NODE], check=True, capture_output=True)
+    homes = {m: case["homes"][m] for m in "ab"}
+    env = {m: dict(os.environ, HOME=homes[m]) for m in "ab"}
+    ran = []
+    for machine, command in readme_steps():
+        if command.startswith("export "):
+            key, _, value = command[len("export "):].partition("=")
+            env[machine][key] = value
+            continue
+        line = as_here(machine, command, homes, case["files"])
+        proc = subprocess.run(["sh", "-c", line], env=env[machine], capture_output=True, text=True, timeout=600)
+        ran.append({"machine": machine, "command": command, "code": proc.returncode,
+                    "stderr": proc.stderr[-1500:], "stdout": proc.stdout[-3000:]})
+        if proc.returncode and not command.startswith("scaoed-deploy"):
+            raise RuntimeError(f"README step on machine-{machine} failed: {command}: {proc.stderr[-800:]}")
+    os.environ.update(HOME=homes["a"], **{k: v for k, v in env["a"].items() if k.startswith("RAY_")})
     import ray
 
     ray.init(address=ADDRESS, logging_level="ERROR", log_to_driver=False)
     nodes = [n for n in ray.nodes() if n["Alive"]]
     ray.shutdown()
-    return {"nodes": len(nodes), "addresses": sorted({n["NodeManagerAddress"] for n in nodes}),
-            "seconds": round(time.perf_counter() - t, 1)}
+    tokens = {m: oct(Path(homes[m], ".ray", "auth_token").stat().st_mode & 0o777) for m in "ab"}
+    return {"nodes": len(nodes), "addresses": sorted({n["NodeManagerAddress"] for n in nodes}), "steps": ran,
+            "token_modes": tokens, "seconds": round(time.perf_counter() - t, 1)}
+
+
+def start_object_storage(case: dict) -> dict:
+    """moto's S3 server on 127.0.0.1 inside the namespace, its variables set before any node starts (every worker
+    inherits them), and the test's bucket filled with its files."""
+    port = case["port"]
+    server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="testing",
+                      AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    from pyarrow import fs
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            s3 = fs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], allow_bucket_creation=True)
+            s3.create_dir(case["bucket"])
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    for name, path in case["upload"].items():
+        with s3.open_output_stream(f"{case['bucket']}/{name}") as f:
+            f.write(Path(path).read_bytes())
+    return {"pid": server.pid}
 
 
 def run_cli(args: list[str]) -> dict:
@@ -114,14 +180,46 @@ def stop_everything_else() -> int:
     return count
 
 
+def fetch(prefix: str, out: Path) -> dict:
+    from pyarrow import fs
+
+    s3 = fs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"])
+    out.mkdir(parents=True, exist_ok=True)
+    names = []
+    for info in s3.get_file_info(fs.FileSelector(prefix, recursive=False)):
+        with s3.open_input_stream(info.path) as f:
+            (out / info.base_name).write_bytes(f.read())
+        names.append(info.base_name)
+    return {"names": sorted(names)}
+
+
+def lose_a_node_mid_run(args: list[str], out: Path) -> dict:
+    """The run in a thread; once its first output is written, SIGKILL the second node's raylet (the one that is not
+    the head), as a machine that dies would; then see how many nodes are left."""
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(run_cli(args)))
+    thread.start()
+    killed, deadline = None, time.monotonic() + 600
+    while thread.is_alive() and time.monotonic() < deadline and killed is None:
+        if complete_outputs(out):
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                with contextlib.suppress(OSError):
+                    argv = cmdline.read_bytes().split(b"\0")
+                    if argv[0].endswith(b"/raylet") and not any(b"__internal_head__" in a for a in argv):
+                        os.kill(int(cmdline.parent.name), signal.SIGKILL)
+                        killed = int(cmdline.parent.name)
+        time.sleep(0.05)
+    thread.join(600)
+    return dict(result, killed=killed)
+
+
 def main() -> int:
-    # Ray 2.60 turns token authentication on for a cluster started with `ray start --head`: every process of
-    # this one (raylets, driver, workers) shares a token made for this run, and none is written to ~/.ray.
-    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     cases = json.loads(Path(sys.argv[1]).read_text())
     result: dict = {}
     try:
-        result["cluster"] = start_cluster()
+        if "storage" in cases:
+            result["storage"] = start_object_storage(cases.pop("storage"))
+        result["cluster"] = start_cluster(cases.pop("cluster"))
         for name, case in cases.items():
             t = time.perf_counter()
             if case["kind"] == "run":
@@ -130,6 +228,10 @@ def main() -> int:
                 result[name] = kill_a_worker_mid_run(case["args"], Path(case["out"]))
             elif case["kind"] == "interrupt":
                 result[name] = interrupt_the_driver(case["args"], Path(case["out"]))
+            elif case["kind"] == "fetch":  # what a run put in the bucket, copied out before the server ends
+                result[name] = fetch(case["prefix"], Path(case["out"]))
+            elif case["kind"] == "lose_node":
+                result[name] = lose_a_node_mid_run(case["args"], Path(case["out"]))
             result[name]["seconds"] = round(time.perf_counter() - t, 1)
     except Exception as e:  # noqa: BLE001 - reported to the test, which fails with it
         result["error"] = f"{type(e).__name__}: {e}"

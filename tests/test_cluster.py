@@ -18,6 +18,7 @@ from PIL import Image as PILImage
 from references import one_error, tiny_conv_onnx
 
 from scaoed_deploy.cli import main
+from scaoed_deploy.cluster.manifest import NAME as MANIFEST
 from scaoed_deploy.images import Image, read_image, write_image
 
 HERE = Path(__file__).resolve().parent
@@ -57,21 +58,37 @@ def _folder(d: Path, n: int, size: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, tiny_checkpoint):
-    """Every scenario, run once inside one namespace against one cluster; (what each saw, the folders)."""
+def cluster(tmp_path_factory, tiny_checkpoint, tiny_k1_onnx):
+    """Every scenario, run once inside one namespace against one cluster started by the README's steps;
+    (what each saw, the folders)."""
     _namespace_or_skip()
+    if not (Path(sys.executable).parent / "moto_server").is_file():
+        pytest.skip("moto's server is not installed (the test extra has it)")
     d = tmp_path_factory.mktemp("cluster")
     onnx = tiny_conv_onnx(d / "tiny.onnx")
     mixed = _folder(_mixed_folder(d / "mixed"), 10, 160)  # the mixed files, and enough work to kill a worker in
     slow = _folder(d / "slow", 10, 320)  # each image long enough that Ctrl-C lands between the first and the last
+    lose = _folder(d / "lose", 12, 192)  # long enough that a node dies with work left
     ray = ["--ray", "127.0.0.1:6379", "--threads", "1", "--json"]
     model = ["-c", str(tiny_checkpoint), "--stages", "1"]
+    for home in ("home_a", "home_b"):
+        (d / home).mkdir()
     cases = {
+        "storage": {"port": 5420, "bucket": "archive",
+                    "upload": {f"in/{p.name}": str(p) for p in sorted(mixed.iterdir())}},
+        "cluster": {"homes": {"a": str(d / "home_a"), "b": str(d / "home_b")},
+                    "files": {"/data/archive": str(_folder(d / "readme_in", 4, 64)),
+                              "/data/denoised": str(d / "readme_out"),
+                              "/data/scaoednet_k1_t16_fp32.onnx": str(tiny_k1_onnx)}},
         "kill": {"kind": "kill", "out": str(d / "mixed_ray"),
                  "args": ["denoise", str(mixed), str(d / "mixed_ray"), *model, *ray]},
         "interrupt": {"kind": "interrupt", "out": str(d / "int_ray"),
-                      "args": ["denoise", str(slow), str(d / "int_ray"), "-c", str(tiny_checkpoint), "--stages", "1",
-                               *ray]},
+                      "args": ["denoise", str(slow), str(d / "int_ray"), *model, *ray]},
+        "s3": {"kind": "run", "args": ["denoise", "s3://archive/in/", "s3://archive/out/", *model, *ray]},
+        "s3_again": {"kind": "run", "args": ["denoise", "s3://archive/in/", "s3://archive/out/", *model, *ray]},
+        "s3_fetch": {"kind": "fetch", "prefix": "archive/out", "out": str(d / "s3_out")},
+        "lose": {"kind": "lose_node", "out": str(d / "lose_ray"),
+                 "args": ["denoise", str(lose), str(d / "lose_ray"), *model, *ray]},  # last: a node fewer after it
     }
     (d / "cases.json").write_text(json.dumps(cases))
     env = dict(os.environ, RAY_TMPDIR=str(d / "ray"))  # every Ray process of the run names this folder
@@ -115,7 +132,8 @@ def test_a_mixed_folder_on_ray_equals_local_denoise_and_lists_the_corrupt_image(
         same = {k: v for k, v in local[r["input"]].items() if k not in ("output", "peak_rss_mb")}
         assert {k: r[k] for k in same} == same, r["input"]
     names = sorted(p.name for p in (d / "mixed_local").iterdir())
-    assert names == sorted(p.name for p in (d / "mixed_ray").iterdir()) and len(names) == 16  # no temporary file
+    ray_names = sorted(p.name for p in (d / "mixed_ray").iterdir() if p.name != MANIFEST)
+    assert names == ray_names and len(names) == 16  # no temporary file
     for name in names:
         a, b = read_image(d / "mixed_local" / name), read_image(d / "mixed_ray" / name)
         assert a.bit_depth == b.bit_depth and a.gray == b.gray and (a.alpha is None) == (b.alpha is None)
@@ -124,13 +142,70 @@ def test_a_mixed_folder_on_ray_equals_local_denoise_and_lists_the_corrupt_image(
             assert np.array_equal(a.alpha, b.alpha)
 
 
+def _same_images(a_folder: Path, b_folder: Path, names) -> None:
+    for name in names:
+        a, b = read_image(a_folder / name), read_image(b_folder / name)
+        assert a.bit_depth == b.bit_depth and a.gray == b.gray and (a.alpha is None) == (b.alpha is None), name
+        assert np.array_equal(a.rgb, b.rgb), name
+        assert a.icc_profile == b.icc_profile and a.exif == b.exif, name
+
+
+def test_the_readmes_cluster_steps_run_as_written_with_a_private_token(cluster):
+    """tests/ray_netns.py ran the README's lines (two homes on 127.0.0.1, scp as cp, the test's node options): the
+    token made before the head started, 0600 on both machines, the second node joined with it, and the README's
+    own denoise command did its images."""
+    result, d, _ = cluster
+    steps = result["cluster"]["steps"]
+    assert [s["command"].split()[0] for s in steps] == ["(umask", "ray", "mkdir", "ray", "scaoed-deploy"]
+    assert all(s["code"] == 0 for s in steps), steps
+    assert "Token authentication is disabled" not in "".join(s["stderr"] for s in steps)
+    assert result["cluster"]["token_modes"] == {"a": "0o600", "b": "0o600"}
+    assert sorted(p.name for p in (d / "readme_out").iterdir() if p.name != MANIFEST) == \
+        sorted(p.name for p in (d / "readme_in").iterdir())
+
+
+def test_object_storage_in_and_out_on_the_cluster_equals_local_and_resumes(cluster):
+    """s3:// in and out through the bucket of a real S3 server (moto) on the namespace's loopback: the same images
+    as the local folder run (16-bit, alpha, gray), the corrupt object a failed row, the manifest put beside them;
+    the same command again skips every output and retries only the failed one, which the manifest named."""
+    result, d, _ = cluster
+    run = result["s3"]
+    assert run["code"] == 1, run["stderr"][-2000:]
+    summary = json.loads(run["stdout"])
+    assert summary["done"] == 16 and summary["failed"] == 1, summary["failures"]
+    assert summary["failures"][0]["input"] == "s3://archive/in/g_corrupt.png"
+    assert all(r["output"].startswith("s3://archive/out/") for r in summary["results"])
+    names = sorted(p.name for p in (d / "mixed_local").iterdir())
+    assert result["s3_fetch"]["names"] == sorted(names + [MANIFEST])
+    _same_images(d / "mixed_local", d / "s3_out", names)
+    again = json.loads(result["s3_again"]["stdout"])
+    assert again["skipped"] == 16 and again["done"] == 0 and again["failed"] == 1
+    assert any("retrying 1 image(s) the manifest lists as failed" in n for n in again["notes"])
+
+
+def test_a_node_lost_mid_run_costs_only_its_images(cluster, tiny_checkpoint):
+    """The second node's raylet SIGKILLed after the first output: the run goes on with the head and ends with every
+    image written, pixel-identical to a local run."""
+    result, d, _ = cluster
+    run = result["lose"]
+    assert run["killed"], "no raylet was killed"
+    assert run["code"] == 0, run["stderr"][-3000:]
+    summary = json.loads(run["stdout"])
+    assert summary["done"] == 12 and summary["failed"] == 0
+    assert main(["denoise", str(d / "lose"), str(d / "lose_local"), "-c", str(tiny_checkpoint), "--stages", "1",
+                 "--threads", "1"]) == 0
+    names = sorted(p.name for p in (d / "lose").iterdir())
+    assert sorted(p.name for p in (d / "lose_ray").iterdir() if p.name != MANIFEST) == names
+    _same_images(d / "lose_local", d / "lose_ray", names)
+
+
 def test_a_worker_killed_mid_run_is_replaced_and_every_image_is_done(cluster):
     """The run above had one of its workers SIGKILLed after its first output: its images were done again by the
     replacement, so every image is there and equal to local (the test above), and the run was not stopped."""
     result, d, _ = cluster
     run = result["kill"]
     assert run["killed"], "no worker was killed mid-run"
-    written = {p.name for p in (d / "mixed_ray").iterdir()}
+    written = {p.name for p in (d / "mixed_ray").iterdir()} - {MANIFEST}
     assert written == {p.name for p in (d / "mixed").iterdir()} - {"g_corrupt.png"}
 
 
@@ -142,7 +217,14 @@ def test_an_interrupted_driver_leaves_complete_files_and_the_same_command_does_t
     assert 1 <= len(kept) < 10  # temporaries; one a killed worker wrote after that goes with the next run)
     summary = json.loads(run["stdout"])
     assert run["code"] == 0 and summary["skipped"] == len(kept) and summary["done"] == 10 - len(kept)
-    assert sorted(p.name for p in (d / "int_ray").iterdir()) == sorted(p.name for p in (d / "slow").iterdir())
+    assert sorted(p.name for p in (d / "int_ray").iterdir() if p.name != MANIFEST) == \
+        sorted(p.name for p in (d / "slow").iterdir())
+    # the manifest names each image once over both runs: done with its worker and node, or (written by the first
+    # run after its driver stopped listening) found existing by the second
+    lines = [json.loads(ln) for ln in (d / "int_ray" / MANIFEST).read_text().splitlines()]
+    assert sorted(e["input"] for e in lines) == sorted(str(p) for p in (d / "slow").iterdir())
+    assert all(e["status"] == "done" and e["worker"] and e["node"] or e["status"] == "exists" for e in lines)
+    assert sum(e["status"] == "done" for e in lines) >= summary["done"]
 
 
 def test_without_ray_the_option_says_how_to_install_it(monkeypatch, tmp_path, capsys):

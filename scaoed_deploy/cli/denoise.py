@@ -12,6 +12,7 @@ from ..errors import DiskFullError, ScaoedError
 from ..runtime import BACKENDS, Denoiser, denoise_file
 from ..runtime.jobs import plan_jobs
 from ..runtime.triton_client import ServerLostError, TritonRunner
+from ..storage import is_url
 from ..weights import DEMO_NOTICE
 from .common import (
     emit_json,
@@ -22,6 +23,23 @@ from .common import (
     stages_option,
 )
 from .main import cli
+
+
+class Location(click.ParamType):
+    """A local path (that exists, for an input) or an object storage URL (s3://bucket/prefix/, see storage/)."""
+
+    name = "path"
+
+    def __init__(self, exists: bool):
+        self.exists = exists
+
+    def convert(self, value, param, ctx):
+        if is_url(value):
+            return value
+        return click.Path(exists=self.exists).convert(value, param, ctx)
+
+
+LOCATION, LOCATION_OUT = Location(exists=True), Location(exists=False)
 
 
 def tile_value(ctx, param, value):
@@ -38,8 +56,8 @@ def tile_value(ctx, param, value):
 
 
 @cli.command()
-@click.argument("src", type=click.Path(exists=True))  # an image, a folder, or a .txt list of image paths
-@click.argument("dst", type=click.Path())
+@click.argument("src", type=LOCATION)  # an image, a folder, a .txt list of image paths, or an s3:// URL of one
+@click.argument("dst", type=LOCATION_OUT)
 @click.option("--model", "-m", "--checkpoint", "-c", "model", type=click.Path(),
               help="A checkpoint (.pth/.safetensors), an .onnx file, a TensorRT .engine or an OpenVINO .xml (default: "
                    "the demo weights); with --server, the server's model name (default: its only model).")
@@ -48,7 +66,7 @@ def tile_value(ctx, param, value):
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default=None,
               help="Default: from the model file (checkpoint: torch; .onnx: onnxruntime; .engine: tensorrt).")
 @stages_option("Stage count K for checkpoints (default: the checkpoint's).")
-@click.option("--reference", "-r", type=click.Path(exists=True),
+@click.option("--reference", "-r", type=LOCATION,
               help="Clean image (or folder of same-named images): print PSNR/SSIM as the paper evaluates.")
 @click.option("--tile", default="512", show_default=True, callback=tile_value,
               help="Tile size for large images (overlapping tiles, blended), or auto: the largest tile and tile batch "
@@ -124,10 +142,12 @@ def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, 
 
 def _denoise_on_ray(src, dst, model, address, workers, threads, backend, stages, device, reference, tile, overlap,
                     tile_batch, ensemble, bit_depth, overwrite, allow_unverified, as_json):
-    summary = denoise_on_ray(src, dst, model, address=address, workers=workers, threads=threads, backend=backend,
-                             stages=stages, device=device, reference=reference, tile=tile, overlap=overlap,
-                             tile_batch=tile_batch, ensemble=ensemble, bit_depth=int(bit_depth) if bit_depth else None,
-                             overwrite=overwrite, allow_unverified=allow_unverified, progress=not as_json)
+    with _RunProgress() as progress:  # on stderr, with --json too: the summary alone goes to stdout
+        summary = denoise_on_ray(src, dst, model, address=address, workers=workers, threads=threads,
+                                 backend=backend, stages=stages, device=device, reference=reference, tile=tile,
+                                 overlap=overlap, tile_batch=tile_batch, ensemble=ensemble,
+                                 bit_depth=int(bit_depth) if bit_depth else None, overwrite=overwrite,
+                                 allow_unverified=allow_unverified, progress=progress)
     if model is None:
         notice(DEMO_NOTICE)
     if as_json:
@@ -136,13 +156,50 @@ def _denoise_on_ray(src, dst, model, address, workers, threads, backend, stages,
         _print_results(summary["results"], reference)
         per_worker = ", ".join(f"{w}: {n}" for w, n in sorted(summary["per_worker"].items()))
         click.echo(f"done {summary['done']}, skipped {summary['skipped']} (output exists), failed {summary['failed']} "
-                   f"in {summary['seconds']:.1f} s ({summary['images_per_s']:.2f} img/s) on {summary['workers']} "
+                   f"in {summary['seconds']:.1f} s ({summary['images_per_s']:.2f} img/s) on {summary['workers_ran']} "
                    f"worker(s) x {summary['threads_per_worker']} thread(s) at {address}" +
                    (f"; per worker: {per_worker}" if per_worker else ""))
+        for note in summary["notes"]:
+            notice(f"note: {note}")
         for f in summary["failures"]:
             notice(f"failed: {f['input']}: {f['error']}")
     if summary["failed"]:
         raise ScaoedError(f"{summary['failed']} of {summary['done'] + summary['failed']} image(s) failed")
+
+
+class _RunProgress:
+    """progress(done, failed, total, note) for a cluster run: a bar with the time left on a terminal; elsewhere a
+    line a ``EVERY_S`` seconds (and the last one), each with done / failed / left and the time left."""
+
+    EVERY_S = 10.0
+
+    def __enter__(self):
+        from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+
+        self.bar, self.log = progress_bar(TextColumn("denoising"), BarColumn(),
+                                          TextColumn("{task.fields[counts]}"), TimeRemainingColumn(), quiet=False,
+                                          transient=True)
+        self.bar.__enter__()
+        self.task, self.t0, self.said = None, time.monotonic(), 0.0
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)
+
+    def __call__(self, done: int, failed: int, total: int, note: str | None) -> None:
+        if note:
+            notice(f"note: {note}")
+        left = total - done - failed
+        counts = f"done {done}, failed {failed}, left {left} of {total}"
+        if self.task is None:
+            self.task = self.bar.add_task("denoising", total=total, counts=counts)
+        self.bar.update(self.task, completed=done + failed, counts=counts)
+        now = time.monotonic()
+        if self.log and (now - self.said >= self.EVERY_S or left == 0):
+            self.said = now
+            spent = now - self.t0
+            eta = f", about {spent / (done + failed) * left:.0f} s left" if done + failed and left else ""
+            self.log(f"{counts}{eta}")
 
 
 def _print_results(results: list[dict], reference) -> None:

@@ -1,23 +1,25 @@
-"""The Ray Data job behind ``denoise --ray``: an actor pool over paths, resumable, nothing lost.
+"""The Ray Data job behind ``denoise --ray``: an actor pool over paths, resumable, a lost node survived.
 
-- **Plan first**: ``plan_jobs`` decides inputs, outputs and references and skips outputs that
-  exist, before Ray starts; a bad option or an unreadable model path fails in one line.
-- **Workers**: ``DenoiseWorker`` opens the runner once (any artifact the registry opens: a
-  checkpoint, an ONNX file, an OpenVINO IR, an engine), pinned to ``threads`` CPU threads (or one
-  GPU with ``device="cuda"``), and runs ``denoise_file`` on each path it is given: 16-bit, alpha,
-  ICC/EXIF and references as locally, the output written atomically beside its final name. A bad
-  image is a failed row, not a failed task.
-- **Faults**: actors restart (``max_restarts``) and their tasks are retried (``max_task_retries``),
-  so the images of a worker killed mid-image are done again by its replacement; a killed write leaves
-  only a temporary file, which the driver removes (it knows each output's name). A driver killed
-  mid-run leaves complete files only: the same command skips them and does the rest.
+- **Plan first**: ``plan_jobs`` decides inputs, outputs and references (local paths or ``s3://``
+  URLs) and skips outputs that exist, before Ray starts; a bad option, an unreadable model, a
+  missing bucket fail in one line.
+- **Workers** (``worker.py``): an actor pool (``ActorPoolStrategy``, from one actor up to what the
+  live nodes hold) maps blocks of many paths; each actor opens the runner once and runs
+  ``denoise_file`` per path, writing its outputs itself, atomically.
+- **Faults**: Ray Data restarts actors and retries their tasks (its defaults: no limit), so a
+  killed worker's images are done by its replacement. Where Ray still gives up (a node lost while
+  its tasks could not be moved), the driver re-plans what is neither returned nor written and runs
+  it on the nodes left, one round per node lost. A driver killed mid-run leaves complete files only:
+  the same command skips them and does the rest.
+- **Records**: rows stream back as images finish: ``progress`` is told done / failed / total as
+  they do, and each image gets a line in the run's manifest (``manifest.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-import socket
 import sys
 import time
 from collections import Counter
@@ -26,71 +28,24 @@ from pathlib import Path
 from ..artifact import load_artifact
 from ..checkpoint import read_checkpoint
 from ..errors import ScaoedError, first_line
-from ..runtime.denoiser import DEFAULT_OVERLAP, DEFAULT_TILE, Denoiser, denoise_file
-from ..runtime.jobs import Plan, plan_jobs
+from ..runtime.denoiser import DEFAULT_OVERLAP, DEFAULT_TILE, Denoiser
+from ..runtime.jobs import Plan, base_name, names_at, plan_jobs
 from ..runtime.registry import CHECKPOINT_SUFFIXES
 from ..seal import check_seal
+from ..storage import is_url
+from .connect import alive_nodes, connect, pool_size, require_ray
+from .manifest import Manifest
+from .worker import DenoiseWorker, as_local
 
-INSTALL = "pip install 'scaoed-deploy[ray]' (Ray Data, pinned beside this project's other dependencies)"
-
-
-def require_ray():
-    """``ray`` with Ray Data, or one line saying how to install it."""
-    try:
-        import ray
-        import ray.data  # noqa: F401 - Ray Data is its own extra
-    except ImportError as e:
-        raise ScaoedError(f"--ray needs Ray: {INSTALL} ({first_line(e)})") from e
-    return ray
-
-
-#: A local result's keys beyond the fixed ones, carried through the worker's rows (so --json is the same either way).
-INT_KEYS = ("bit_depth_in", "channels_out", "peak_rss_mb")
-TEXT_KEYS = ("metadata_kept", "warnings")
-
-
-class DenoiseWorker:
-    """One actor of the pool: a Denoiser opened once, then one image per row (see the module doc)."""
-
-    def __init__(self, model: str | None, backend: str | None, stages: int | None, device: str,
-                 threads: int | None, allow_unverified: bool, tile: int, overlap: int, tile_batch: int,
-                 ensemble: bool, bit_depth: int | None):
-        self.denoiser = Denoiser.open(model, backend=backend, stages=stages, device=device, threads=threads,
-                                      allow_unverified=allow_unverified, tile=tile, overlap=overlap,
-                                      tile_batch=tile_batch, ensemble=ensemble)
-        self.bit_depth = bit_depth
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
-
-    def __call__(self, batch: dict) -> dict:
-        rows: dict[str, list] = {k: [] for k in ("src", "dst", "status", "error", "worker", "seconds", "width",
-                                                 "height", "bit_depth_out", *INT_KEYS, *TEXT_KEYS, "psnr", "ssim",
-                                                 "psnr_in", "ssim_in")}
-        for src, dst, ref in zip(batch["src"], batch["dst"], batch["ref"]):
-            t = time.perf_counter()
-            r: dict = {}
-            try:
-                r = denoise_file(self.denoiser, str(src), str(dst), str(ref) or None, bit_depth=self.bit_depth)
-                status, error = "done", ""
-            except ScaoedError as e:  # a bad image: a failed row, the rest go on
-                status, error = "failed", str(e)
-            for key, value in (("src", str(src)), ("dst", str(dst)), ("status", status), ("error", error),
-                               ("worker", self.name), ("seconds", time.perf_counter() - t),
-                               ("width", r.get("width", 0)), ("height", r.get("height", 0)),
-                               ("bit_depth_out", r.get("bit_depth_out", 0))):
-                rows[key].append(value)
-            for key in INT_KEYS:
-                rows[key].append(int(r.get(key, 0)))
-            for key in TEXT_KEYS:  # lists as one text column: Ray Data's blocks hold flat columns
-                rows[key].append("\n".join(r.get(key, [])))
-            for key in ("psnr", "ssim", "psnr_in", "ssim_in"):
-                rows[key].append(float(r.get(key, float("nan"))))
-        return rows
+#: The AWS variables a worker needs to reach the same object storage as the driver (not the keys: every node
+#: has its own credentials, as an instance role, ~/.aws or its environment).
+PASSED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
+MAX_PATHS_PER_BLOCK = 256
 
 
 def check_model(model: str | Path, allow_unverified: bool = False) -> None:
     """The checks a worker's runner would make that the driver can make cheaply, so that a missing, corrupt or
-    edited model is one line before Ray starts (an actor whose constructor fails is not restarted: Ray Data counts
-    such deaths and then fails the whole job)."""
+    edited model is one line before Ray starts (an actor whose constructor fails is not restarted)."""
     path = Path(model)
     if not path.is_file():
         raise ScaoedError(f"model not found: {model}")
@@ -102,145 +57,156 @@ def check_model(model: str | Path, allow_unverified: bool = False) -> None:
 
 
 def _leftover_temporaries(plan: Plan) -> list[Path]:
-    """Temporary files a killed write left beside this run's outputs (``atomic_path``'s names for them)."""
+    """Temporary files a killed write left beside this run's local outputs (``atomic_path``'s names for them)."""
     found = []
     for job in plan.jobs:
-        found.extend(job.dst.parent.glob(f".{job.dst.stem}.tmp-*{job.dst.suffix}"))
+        if not is_url(job.dst):
+            found.extend(job.dst.parent.glob(f".{job.dst.stem}.tmp-*{job.dst.suffix}"))
     return found
-
-
-#: Seconds to wait for a TCP answer from a cluster's address before Ray is asked to connect (Ray itself retries a
-#: GCS that does not answer for minutes, and ignores Ctrl-C while it does).
-CONNECT_TIMEOUT_S = 5.0
-
-
-def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """One line, within ``timeout``, for a HOST:PORT or ray://HOST:PORT address where nothing answers."""
-    if address in ("local", "auto"):
-        return
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = hostport.rpartition(":")
-    if not port.isdigit():
-        raise ScaoedError(f"--ray {address}: use local, auto, HOST:PORT or ray://HOST:PORT")
-    try:
-        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
-            pass
-    except OSError as e:
-        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or first_line(e))
-        raise ScaoedError(f"cannot reach a Ray cluster at {address!r}: {why} (start one with `ray start --head`, "
-                          "or use --ray local)") from e
-
-
-def _init(ray, address: str) -> bool:
-    """Connect (or start a local Ray for ``local``); True when this call started Ray in this process."""
-    if ray.is_initialized():
-        return False
-    check_reachable(address)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # what this project starts reports nothing home
-    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    try:
-        ray.init(address=None if address == "local" else address, **kwargs)
-    except Exception as e:  # ConnectionError, RuntimeError, ValueError: the address is the user's to fix
-        raise ScaoedError(f"cannot reach a Ray cluster at {address!r}: {first_line(e)} (start one with `ray start "
-                          "--head`, or use --ray local)") from e
-    token = Path.home() / ".ray" / "auth_token"
-    if address == "local" and token.is_file():  # a token Ray wrote for the cluster it started: private
-        with contextlib.suppress(OSError):
-            token.chmod(0o600)
-    return True
 
 
 def denoise_on_ray(src, dst, model: str | None = None, *, address: str = "local", workers: int | None = None,
                    threads: int | None = None, backend: str | None = None, stages: int | None = None,
                    device: str = "auto", reference=None, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                    tile_batch: int = 4, ensemble: bool = False, bit_depth: int | None = None, overwrite: bool = False,
-                   allow_unverified: bool = False, max_restarts: int = 4, max_task_retries: int = 4,
-                   progress: bool = True) -> dict:
-    """Denoise ``src`` (an image, a folder or a .txt list of paths) into ``dst`` on a Ray cluster; returns the
-    summary (done / skipped / failed, images per second, per-worker counts, failures). See the module doc."""
+                   allow_unverified: bool = False, progress=None) -> dict:
+    """Denoise ``src`` (an image, a folder, a .txt list of paths, or their s3:// URLs) into ``dst`` on a Ray
+    cluster; returns the summary (done / skipped / failed, images per second, per-worker counts, failures, the
+    time each part took). ``progress(done, failed, total, note)`` is called as images finish and when a node is
+    lost. See the module doc."""
     Denoiser.check_options(tile, overlap, tile_batch)
     if model is not None:
         check_model(model, allow_unverified)
+    t0 = time.perf_counter()
     plan = plan_jobs(src, dst, reference, overwrite)
+    timings = {"plan_s": time.perf_counter() - t0}
     ray = require_ray()
     # Ray's driver threads print what the cluster says (a retried task, a restarted actor) on stdout: they go to
     # stderr, so that stdout holds what the command prints (--json's summary) and nothing else.
     with contextlib.redirect_stdout(sys.stderr):
-        started = _init(ray, address)
+        t = time.perf_counter()
+        started = connect(ray, address)
+        timings["connect_s"] = time.perf_counter() - t
+        manifest = Manifest(Path(plan.jobs[0].dst).parent if plan.jobs and not is_url(plan.jobs[0].dst) else
+                            str(plan.jobs[0].dst).rsplit("/", 1)[0]) if plan.jobs and not plan.single else None
         try:
-            return _run(ray, plan, dict(model=str(model) if model else None, backend=backend, stages=stages,
-                                        device=device, allow_unverified=allow_unverified, tile=tile, overlap=overlap,
-                                        tile_batch=tile_batch, ensemble=ensemble, bit_depth=bit_depth),
-                        address, workers, threads, max_restarts, max_task_retries, progress)
+            options = dict(model=str(model) if model else None, backend=backend, stages=stages, device=device,
+                           allow_unverified=allow_unverified, tile=tile, overlap=overlap, tile_batch=tile_batch,
+                           ensemble=ensemble, bit_depth=bit_depth)
+            summary = _run(ray, plan, options, workers, threads, manifest, progress or (lambda *a: None), timings)
         finally:
+            if manifest is not None:
+                manifest.close()
             if started:
                 ray.shutdown()  # the job's actors go with the driver
             for leftover in _leftover_temporaries(plan):  # writes cut short (an interrupted run): never kept
                 leftover.unlink(missing_ok=True)
+    summary["address"] = address
+    summary["timings"] = {k: round(v, 2) for k, v in timings.items()}
+    return summary
 
 
-def _pool_size(ray, workers: int | None, threads: int | None, cuda: bool) -> tuple[int, int]:
-    """(workers, threads per worker): as asked, else as many workers as the cluster's CPUs (or GPUs) allow."""
-    resources = ray.cluster_resources()
-    cpus = int(resources.get("CPU", 1))
-    if cuda:
-        gpus = int(resources.get("GPU", 0))
-        if gpus < 1:
-            raise ScaoedError("--device cuda on Ray needs GPUs in the cluster; it has none")
-        workers = workers or gpus
-    threads = threads or (max(1, cpus // workers) if workers else 1)
-    workers = workers or max(1, cpus // threads)
-    return workers, threads
+def paths_per_block(jobs: int, workers: int) -> int:
+    """Blocks of many paths (Ray Data plans and tracks each block, not each image), small enough that every
+    worker gets several: progress and a lost node's redo come in blocks."""
+    return max(1, min(MAX_PATHS_PER_BLOCK, math.ceil(jobs / (workers * 16))))
 
 
-def _run(ray, plan: Plan, options: dict, address: str, workers, threads, max_restarts: int, max_task_retries: int,
-         progress: bool) -> dict:
+def _run(ray, plan: Plan, options: dict, workers, threads, manifest, progress, timings: dict) -> dict:
     import ray.data
 
     cuda = options["device"] == "cuda"
-    workers, threads = _pool_size(ray, workers, threads, cuda)
+    nodes = alive_nodes(ray)
+    pool = pool_size(nodes, workers, threads, cuda)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # progress is the run's own: done / failed / left as images finish
+    env = {k: os.environ[k] for k in PASSED_ENV if os.environ.get(k)}
+    rows: dict[str, dict] = {}
+    counts: Counter = Counter()
+    total, pending, rounds, lost, notes = len(plan.jobs), list(plan.jobs), 0, [], []
+    if manifest is not None:
+        manifest.add_existing(plan.skipped_inputs, plan.skipped)
+    retried = sorted(manifest.failed_before.keys() & {str(j.src) for j in plan.jobs}) if manifest else []
+    if retried:
+        notes.append(f"retrying {len(retried)} image(s) the manifest lists as failed in an earlier run")
+        progress(0, 0, total, notes[-1])
     for leftover in _leftover_temporaries(plan):  # a write killed in an earlier run
         leftover.unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    rows = []
-    if plan.jobs:
-        ray.data.DataContext.get_current().enable_progress_bars = progress
-        items = [{"src": str(j.src), "dst": str(j.dst), "ref": str(j.ref) if j.ref else ""} for j in plan.jobs]
-        for j in plan.jobs:
-            j.dst.parent.mkdir(parents=True, exist_ok=True)
-        ds = ray.data.from_items(items, override_num_blocks=len(items))  # one block an image: workers balance
-        done = ds.map_batches(
-            DenoiseWorker, fn_constructor_kwargs=dict(options, threads=threads), batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=0 if cuda else threads,
-            num_gpus=1 if cuda else 0, max_restarts=max_restarts, max_task_retries=max_task_retries)
+    t_run = time.perf_counter()
+    while pending:
+        rounds += 1
+        size = pool_size(nodes, workers, threads, cuda) if rounds > 1 else pool
+        items = [{"src": str(j.src), "dst": str(j.dst), "ref": str(j.ref) if j.ref else ""} for j in pending]
+        per_block = paths_per_block(len(items), size["workers"])
+        ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_block))
+        mapped = ds.map_batches(
+            DenoiseWorker, fn_constructor_kwargs=dict(options, threads=size["threads"]), batch_size=1,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size["workers"]),
+            num_cpus=0 if cuda else size["threads"], num_gpus=1 if cuda else 0,
+            runtime_env={"env_vars": env} if env else None)
+        before = len(rows)
         try:
-            rows = list(done.iter_rows())
-        except Exception as e:  # a worker that cannot start (a bad model file) fails every task the same way
-            raise ScaoedError(f"the Ray job failed: {_cause(e)}") from e
-    seconds = time.perf_counter() - t0
-    ok = [r for r in rows if r["status"] == "done"]
-    failed = [{"input": r["src"], "error": r["error"]} for r in rows if r["status"] == "failed"]
+            for row in mapped.iter_rows():
+                if "first_result_s" not in timings:
+                    timings["first_result_s"] = time.perf_counter() - t_run
+                if row["src"] not in rows:
+                    counts[row["status"]] += 1
+                rows[row["src"]] = row
+                if manifest is not None:
+                    manifest.add({"input": row["src"], "output": row["dst"], **row})
+                progress(counts["done"], counts["failed"], total, None)
+            pending = []
+        except Exception as e:  # noqa: BLE001 - Ray's errors have no common base; a lost node among them
+            now = alive_nodes(ray)
+            gone = {n["id"] for n in nodes} - {n["id"] for n in now}
+            if not now or rounds > len(nodes) or not (gone or len(rows) > before):
+                raise ScaoedError(f"the Ray job failed: {_cause(e)}") from e
+            written = _written([j for j in pending if str(j.src) not in rows])
+            pending = [j for j in pending if str(j.src) not in rows and str(j.dst) not in written]
+            lost.extend(sorted(gone))
+            note = (f"{'a node was lost' if gone else 'the Ray job stopped'} ({first_line(_cause(e), 120)}): "
+                    f"{len(pending)} image(s) left, going on with {len(now)} node(s)")
+            notes.append(note)
+            counts["done"] += len(written)
+            progress(counts["done"], counts["failed"], total, note)
+            nodes = now
+    timings["run_s"] = time.perf_counter() - t_run
+    gone = sorted({n["id"] for n in nodes} - {n["id"] for n in alive_nodes(ray)})
+    if gone:  # lost while Ray moved its work to the nodes left (no round of the driver's was needed)
+        lost.extend(gone)
+        notes.append(f"{len(gone)} node(s) lost during the run; their images were done on the nodes left")
+    return _summary(plan, rows, pool, options, notes, lost, timings["run_s"])
+
+
+def _written(jobs) -> set[str]:
+    """The outputs of ``jobs`` that exist (one listing per output folder or prefix)."""
+    folders: dict[str, set[str]] = {}
+    out = set()
+    for j in jobs:
+        folder = str(j.dst).rsplit("/", 1)[0] if is_url(j.dst) else str(Path(j.dst).parent)
+        if folder not in folders:
+            folders[folder] = names_at(folder)
+        if base_name(j.dst) in folders[folder]:
+            out.add(str(j.dst))
+    return out
+
+
+def _summary(plan: Plan, rows: dict, pool: dict, options: dict, notes: list, lost: list, seconds: float) -> dict:
+    ok = [r for r in rows.values() if r["status"] == "done"]
+    failed = [{"input": r["src"], "error": r["error"]} for r in rows.values() if r["status"] == "failed"]
+    unreported = sorted(str(j.dst) for j in plan.jobs if str(j.src) not in rows)  # written on a node then lost
+    per_worker = Counter(r["worker"] for r in ok)
     return {
-        "address": address, "workers": workers, "threads_per_worker": threads, "device": options["device"],
-        "model": options["model"] or "demo weights", "done": len(ok), "skipped": len(plan.skipped),
+        "workers": pool["workers"], "workers_asked": pool["asked"], "workers_ran": len(per_worker),
+        "threads_per_worker": pool["threads"], "device": options["device"],
+        "model": options["model"] or "demo weights", "done": len(ok) + len(unreported), "skipped": len(plan.skipped),
         "failed": len(failed), "seconds": round(seconds, 2),
         "images_per_s": round(len(ok) / seconds, 3) if ok and seconds > 0 else 0.0,
-        "per_worker": dict(Counter(r["worker"] for r in ok)), "failures": failed, "skipped_existing": plan.skipped,
-        "results": [_as_local(r) for r in ok],
+        "per_worker": dict(per_worker), "per_node": dict(Counter(r["node"] for r in ok)), "failures": failed,
+        "skipped_existing": plan.skipped, "written_before_a_node_was_lost": unreported, "nodes_lost": lost,
+        "notes": notes + ([pool["warning"]] if pool["warning"] else []),
+        "results": [as_local(r) for r in ok],
     }
-
-
-def _as_local(row: dict) -> dict:
-    """A worker's row with the keys a local run's result has (input, output, ...; no metric without a reference)."""
-    out = {"input": row["src"], "output": row["dst"], "worker": row["worker"], "seconds": round(row["seconds"], 3),
-           "width": int(row["width"]), "height": int(row["height"]), "bit_depth_out": int(row["bit_depth_out"])}
-    out.update({k: float(row[k]) for k in ("psnr", "ssim", "psnr_in", "ssim_in") if row[k] == row[k]})
-    out.update({k: int(row[k]) for k in INT_KEYS})
-    out["metadata_kept"] = [m for m in row["metadata_kept"].split("\n") if m]
-    warnings = [w for w in row["warnings"].split("\n") if w]
-    if warnings:
-        out["warnings"] = warnings
-    return out
 
 
 def _cause(e: BaseException) -> str:
