@@ -275,3 +275,126 @@ def test_an_address_where_nothing_listens_is_one_line_within_15_s(tmp_path, caps
     assert time.monotonic() - t0 < 15 and code == 1
     assert f"cannot reach a Ray cluster at '{address}'" in line and "Connection refused" in line
     assert not (tmp_path / "out.png").exists()
+
+
+def test_the_pool_is_what_the_live_nodes_hold_and_says_so_when_asked_for_more():
+    from scaoed_deploy.cluster.connect import pool_size
+    from scaoed_deploy.errors import ScaoedError
+
+    two = [{"cpus": 1, "gpus": 0}, {"cpus": 1, "gpus": 0}]
+    assert pool_size(two, None, None, False) == {"workers": 2, "threads": 1, "asked": 2, "warning": None}
+    three = pool_size(two, 3, 1, False)
+    assert three["workers"] == 2 and three["asked"] == 3 and "hold 2 at once, so 2 run" in three["warning"]
+    assert pool_size([{"cpus": 4, "gpus": 0}, {"cpus": 3, "gpus": 0}], None, 2, False)["workers"] == 3  # 2 + 1
+    with pytest.raises(ScaoedError, match="no node of this cluster has 2 CPUs"):
+        pool_size(two, None, 2, False)
+    with pytest.raises(ScaoedError, match="needs GPUs"):
+        pool_size(two, None, None, True)
+
+
+def test_blocks_hold_many_paths_but_every_worker_gets_several():
+    from scaoed_deploy.cluster.ray_run import MAX_PATHS_PER_BLOCK, paths_per_block
+
+    for jobs, workers in ((1, 1), (44, 2), (1000, 4), (100_000, 2), (100_000, 64)):
+        per = paths_per_block(jobs, workers)
+        blocks = -(-jobs // per)
+        assert 1 <= per <= MAX_PATHS_PER_BLOCK
+        assert blocks >= min(jobs, workers * 8) or per == MAX_PATHS_PER_BLOCK, (jobs, workers)  # 8+ a worker
+
+
+def test_the_manifest_keeps_the_last_word_on_each_image_and_survives_a_torn_line(tmp_path):
+    from scaoed_deploy.cluster.manifest import Manifest
+
+    m = Manifest(tmp_path)
+    m.add({"input": "a.png", "output": "o/a.png", "status": "failed", "error": "bad", "seconds": 0.1})
+    m.add({"input": "b.png", "output": "o/b.png", "status": "done", "error": "", "seconds": 0.2})
+    m.close()
+    with (tmp_path / MANIFEST).open("a") as f:
+        f.write('{"input": "c.png", "stat')  # a driver killed mid-line
+    again = Manifest(tmp_path)
+    assert again.failed_before == {"a.png": "bad"} and again.known == {"a.png", "b.png"}
+    again.add({"input": "a.png", "output": "o/a.png", "status": "done", "error": ""})
+    again.add_existing(["b.png", "d.png"], ["o/b.png", "o/d.png"])  # b has its line already
+    again.close()
+    third = Manifest(tmp_path)
+    assert third.failed_before == {} and third.known == {"a.png", "b.png", "d.png"}
+
+
+def test_where_ray_gives_up_after_a_node_is_lost_the_driver_redoes_only_what_is_missing(tmp_path):
+    """A stand-in for Ray whose first pass returns two rows, writes a third output without returning it, then fails
+    as Ray does when it gives up on a lost node (one node fewer); the second pass must get only the rest."""
+    from types import SimpleNamespace
+
+    from scaoed_deploy.cluster import ray_run
+    from scaoed_deploy.runtime.jobs import plan_jobs
+
+    src = _folder(tmp_path / "in", 6, 8)
+    plan = plan_jobs(src, tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    nodes = [[{"NodeID": "head", "NodeManagerAddress": "x", "Alive": True, "Resources": {"CPU": 1}},
+              {"NodeID": "second", "NodeManagerAddress": "x", "Alive": True, "Resources": {"CPU": 1}}]]
+    passes = []
+
+    def row(item):
+        return {"src": item["src"], "dst": item["dst"], "ref": "", "status": "done", "error": "", "worker": "w",
+                "node": "n", "seconds": 0.0, "width": 8, "height": 8, "bit_depth_out": 8, "bit_depth_in": 8,
+                "channels_out": 3, "peak_rss_mb": 1, "metadata_kept": "", "warnings": "", "psnr": float("nan"),
+                "ssim": float("nan"), "psnr_in": float("nan"), "ssim_in": float("nan")}
+
+    class Mapped:
+        def __init__(self, items):
+            self.items = items
+
+        def iter_rows(self):
+            passes.append([Path(i["src"]).name for i in self.items])
+            if len(passes) == 1:
+                yield row(self.items[0])
+                yield row(self.items[1])
+                Path(self.items[2]["dst"]).write_bytes(b"written, its row lost")
+                nodes[0] = nodes[0][:1]  # the second node is gone
+                raise RuntimeError("The actor is unavailable: Connection refused")
+            for item in self.items:
+                yield row(item)
+
+    class Dataset:
+        def __init__(self, items):
+            self.items = items
+
+        def map_batches(self, *a, **k):
+            return Mapped(self.items)
+
+    data = SimpleNamespace(DataContext=SimpleNamespace(get_current=lambda: SimpleNamespace()),
+                           from_items=lambda items, override_num_blocks: Dataset(items),
+                           ActorPoolStrategy=lambda **k: None)
+    fake = SimpleNamespace(nodes=lambda: nodes[0], data=data)
+    seen = []
+    summary = ray_run._run(fake, plan, {"device": "cpu", "model": None}, None, 1, None,
+                           lambda *a: seen.append(a), {})
+    assert passes == [[f"{i:02d}.png" for i in range(6)], ["03.png", "04.png", "05.png"]]
+    assert summary["done"] == 6 and summary["failed"] == 0 and summary["nodes_lost"] == ["second"]
+    assert summary["written_before_a_node_was_lost"] == [str(tmp_path / "out" / "02.png")]
+    assert any(n and "a node was lost" in n and "3 image(s) left, going on with 1 node(s)" in n for *_, n in seen)
+
+
+def test_where_ray_fails_with_no_node_lost_and_nothing_done_it_is_one_line(tmp_path):
+    from types import SimpleNamespace
+
+    from scaoed_deploy.cluster import ray_run
+    from scaoed_deploy.errors import ScaoedError
+    from scaoed_deploy.runtime.jobs import plan_jobs
+
+    plan = plan_jobs(_folder(tmp_path / "in", 2, 8), tmp_path / "out")
+
+    class Mapped:
+        def iter_rows(self):
+            raise RuntimeError("outer") from ScaoedError("model not found: /gone.onnx")
+            yield
+
+    data = SimpleNamespace(DataContext=SimpleNamespace(get_current=lambda: SimpleNamespace()),
+                           from_items=lambda items, override_num_blocks: SimpleNamespace(
+                               map_batches=lambda *a, **k: Mapped()),
+                           ActorPoolStrategy=lambda **k: None)
+    node = {"NodeID": "head", "NodeManagerAddress": "x", "Alive": True, "Resources": {"CPU": 2}}
+    fake = SimpleNamespace(nodes=lambda: [node], data=data)
+    with pytest.raises(ScaoedError, match="the Ray job failed: model not found: /gone.onnx"):
+        ray_run._run(fake, plan, {"device": "cpu", "model": None}, None, 1, None, lambda *a: None, {})

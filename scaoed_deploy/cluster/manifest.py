@@ -67,7 +67,11 @@ class Manifest:
             if not self.location.exists():  # a new file appears whole: written aside, then renamed
                 with atomic_path(self.location) as tmp:
                     tmp.write_text("")
-            self._file = open(self.location, "a", encoding="utf-8")  # noqa: SIM115 - held for the run
+            self._file = open(self.location, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
+            if self._file.tell():  # a line an earlier driver was killed in the middle of: never joined to the next
+                self._file.seek(self._file.tell() - 1)
+                if self._file.read(1) != "\n":
+                    self._file.write("\n")
         self._file.write(line + "\n")
         self._file.flush()
 

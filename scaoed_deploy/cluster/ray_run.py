@@ -113,8 +113,6 @@ def paths_per_block(jobs: int, workers: int) -> int:
 
 
 def _run(ray, plan: Plan, options: dict, workers, threads, manifest, progress, timings: dict) -> dict:
-    import ray.data
-
     cuda = options["device"] == "cuda"
     nodes = alive_nodes(ray)
     pool = pool_size(nodes, workers, threads, cuda)
@@ -140,7 +138,7 @@ def _run(ray, plan: Plan, options: dict, workers, threads, manifest, progress, t
         per_block = paths_per_block(len(items), size["workers"])
         ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_block))
         mapped = ds.map_batches(
-            DenoiseWorker, fn_constructor_kwargs=dict(options, threads=size["threads"]), batch_size=1,
+            DenoiseWorker, fn_constructor_kwargs=dict(options, threads=size["threads"]), batch_size=per_block,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size["workers"]),
             num_cpus=0 if cuda else size["threads"], num_gpus=1 if cuda else 0,
             runtime_env={"env_vars": env} if env else None)
