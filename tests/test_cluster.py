@@ -398,3 +398,30 @@ def test_where_ray_fails_with_no_node_lost_and_nothing_done_it_is_one_line(tmp_p
     fake = SimpleNamespace(nodes=lambda: [node], data=data)
     with pytest.raises(ScaoedError, match="the Ray job failed: model not found: /gone.onnx"):
         ray_run._run(fake, plan, {"device": "cpu", "model": None}, None, 1, None, lambda *a: None, {})
+
+
+def test_an_address_where_something_else_answers_is_one_line_within_15_s(tmp_path, capsys):
+    """A port that accepts connections but is no Ray head: Ray's own connect retries without end; the command ends
+    in one line within 15 s, both where the port is on 127.0.0.1 only (Ray dials the machine's own address for it,
+    where nothing listens) and where it listens on every address (it answers, but not as gRPC)."""
+    import socket
+    import time
+
+    pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'scaoed-deploy[ray]')")
+    from scaoed_deploy.cluster.connect import dialled
+
+    write_image(tmp_path / "in.png", Image(rgb=np.zeros((8, 8, 3), np.float32)))
+    for bind, says in (("127.0.0.1", "Connection refused"), ("0.0.0.0", "what answers there is not a Ray head")):
+        with socket.socket() as listener:
+            listener.bind((bind, 0))
+            listener.listen(16)
+            address = f"127.0.0.1:{listener.getsockname()[1]}"
+            if bind == "127.0.0.1" and dialled("127.0.0.1", 1) == "127.0.0.1":
+                continue  # a machine whose own address is loopback: nothing to rewrite
+            t0 = time.monotonic()
+            code = main(["denoise", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--ray", address])
+            seconds = time.monotonic() - t0
+        line = one_error(capsys.readouterr().err)
+        assert code == 1 and seconds < 15, seconds
+        assert f"cannot reach a Ray cluster at '{address}'" in line and says in line, line
+    assert not (tmp_path / "out.png").exists()

@@ -19,6 +19,9 @@ INSTALL = "pip install 'scaoed-deploy[ray]' (Ray Data, pinned beside this projec
 
 #: Seconds to wait for a TCP answer from a cluster's address before Ray is asked to connect.
 CONNECT_TIMEOUT_S = 5.0
+#: The start of every HTTP/2 connection (RFC 9113, 3.4), then an empty SETTINGS frame: a Ray head (gRPC) answers it
+#: with a SETTINGS frame of its own; another service does not.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
 def require_ray():
@@ -31,21 +34,45 @@ def require_ray():
     return ray
 
 
+def dialled(host: str, port: int) -> str:
+    """The host Ray will dial for ``host``: it replaces 127.0.0.1 and localhost with the machine's own address."""
+    with contextlib.suppress(Exception):  # Ray's helper for it is internal: where it moves, the host as given
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(f"{host}:{port}").rpartition(":")[0].strip("[]")
+    return host
+
+
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """One line, within ``timeout``, for a HOST:PORT or ray://HOST:PORT address where nothing answers."""
+    """One line, within ``timeout`` (twice it at most), for a HOST:PORT or ray://HOST:PORT address where no Ray
+    head answers: nothing listening at the address Ray will dial, or something that is not gRPC (ray.init would
+    retry either without end, deaf to Ctrl-C for long stretches)."""
     if address in ("local", "auto"):
         return
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
     if not port.isdigit():
         raise ScaoedError(f"--ray {address}: use local, auto, HOST:PORT or ray://HOST:PORT")
+    host = host.strip("[]") or "127.0.0.1"
+    target = host if "://" in address else dialled(host, int(port))
+    via = f" (Ray dials {target} for {host})" if target != host else ""
     try:
-        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
-            pass
+        conn = socket.create_connection((target, int(port)), timeout=timeout)
     except OSError as e:
         why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or first_line(e))
-        raise ScaoedError(f"cannot reach a Ray cluster at {address!r}: {why} (start one with `ray start --head`, "
-                          "or use --ray local)") from e
+        raise ScaoedError(f"cannot reach a Ray cluster at {address!r}{via}: {why} (start one with `ray start "
+                          "--head`, or use --ray local)") from e
+    with conn:
+        if os.environ.get("RAY_USE_TLS", "0") not in ("0", ""):
+            return  # a TLS head answers nothing to plain HTTP/2
+        try:
+            conn.sendall(H2_PREFACE)
+            answer = conn.recv(9)
+        except OSError:
+            answer = b""
+        if len(answer) < 9 or answer[3] != 0x04:
+            raise ScaoedError(f"cannot reach a Ray cluster at {address!r}{via}: what answers there is not a Ray head "
+                              "(no gRPC answer); check the port (`ray start --head` prints it)")
 
 
 def connect(ray, address: str) -> bool:
