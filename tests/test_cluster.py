@@ -88,11 +88,12 @@ def cluster(tmp_path_factory, tiny_checkpoint, tiny_k1_onnx):
         "s3_again": {"kind": "run", "args": ["denoise", "s3://archive/in/", "s3://archive/out/", *model, *ray]},
         "s3_fetch": {"kind": "fetch", "prefix": "archive/out", "out": str(d / "s3_out")},
         "lose": {"kind": "lose_node", "out": str(d / "lose_ray"),
-                 "args": ["denoise", str(lose), str(d / "lose_ray"), *model, *ray]},  # last: a node fewer after it
+                 "args": ["denoise", str(lose), str(d / "lose_ray"), *model, *ray]},  # last: one node fewer after
     }
     (d / "cases.json").write_text(json.dumps(cases))
     env = dict(os.environ, RAY_TMPDIR=str(d / "ray"))  # every Ray process of the run names this folder
-    script = f"ip link set lo up && exec {sys.executable} {HERE / 'ray_netns.py'} {d / 'cases.json'} {d / 'result.json'}"
+    script = (f"ip link set lo up && exec {sys.executable} {HERE / 'ray_netns.py'} {d / 'cases.json'} "
+              f"{d / 'result.json'}")
     proc = subprocess.run(NAMESPACE + ["sh", "-c", script], capture_output=True, text=True, env=env, timeout=1800)
     assert (d / "result.json").is_file(), proc.stderr[-3000:]
     result = json.loads((d / "result.json").read_text())

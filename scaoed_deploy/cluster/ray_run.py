@@ -139,7 +139,8 @@ def _run(ray, plan: Plan, options: dict, workers, threads, manifest, progress, t
         ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_block))
         mapped = ds.map_batches(
             DenoiseWorker, fn_constructor_kwargs=dict(options, threads=size["threads"]), batch_size=per_block,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size["workers"]),
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size["workers"],
+                                               initial_size=size["workers"]),  # all start now; 1 is enough to go
             num_cpus=0 if cuda else size["threads"], num_gpus=1 if cuda else 0,
             runtime_env={"env_vars": env} if env else None)
         before = len(rows)
