@@ -26,7 +26,6 @@ import io
 import json
 import os
 import resource
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -34,11 +33,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import inside, rerun_inside, write_record
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 SIDD = ROOT.parent / "shared" / "data" / "sidd" / "noisy"
-INSIDE = "SCAOED_BENCH_IN_NAMESPACE"
 ADDRESS = "127.0.0.1:6379"
 
 
@@ -174,15 +173,10 @@ def main() -> int:
     ap.add_argument("--paths", type=int, default=100_000)
     ap.add_argument("--small", type=int, default=44)
     args = ap.parse_args()
-    if os.environ.get(INSIDE) != "1":  # loopback only: a private network (and PID) namespace of its own
-        script = f"ip link set lo up && exec {sys.executable} {Path(__file__).resolve()} " + " ".join(sys.argv[1:])
-        token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}  # none written to ~/.ray
-        return subprocess.run(["unshare", "--net", "--pid", "--fork", "--mount-proc", "--", "sh", "-c", script],
-                              env=dict(os.environ, **token, **{INSIDE: "1"})).returncode
+    if not inside():  # loopback only: a private network (and PID) namespace of its own
+        return rerun_inside(__file__, sys.argv[1:])
     result = run(args)
-    (HERE / "driver_cost.json").write_text(json.dumps(result, indent=2) + "\n")
-    (HERE / "driver_cost.md").write_text(markdown(result))
-    print(markdown(result))
+    write_record("driver_cost", result, markdown(result))
     return 0
 
 

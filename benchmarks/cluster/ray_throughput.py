@@ -21,20 +21,18 @@ import contextlib
 import io
 import json
 import os
-import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import inside, rerun_inside, write_record
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 SIDD = ROOT.parent / "shared" / "data" / "sidd" / "noisy"
-INSIDE = "SCAOED_BENCH_IN_NAMESPACE"
 
 
 def make_inputs(root: Path, small: int, large: int) -> dict[str, Path]:
@@ -140,15 +138,10 @@ def main() -> int:
     if not Path(args.onnx).is_file():
         print(f"error: {args.onnx} not found: make it with `scaoed-deploy export --stages 1`", file=sys.stderr)
         return 1
-    if os.environ.get(INSIDE) != "1":  # loopback only: a private network (and PID) namespace of its own
-        script = f"ip link set lo up && exec {sys.executable} {Path(__file__).resolve()} " + " ".join(sys.argv[1:])
-        token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}  # none written to ~/.ray
-        return subprocess.run(["unshare", "--net", "--pid", "--fork", "--mount-proc", "--", "sh", "-c", script],
-                              env=dict(os.environ, **token, **{INSIDE: "1"})).returncode
+    if not inside():  # loopback only: a private network (and PID) namespace of its own
+        return rerun_inside(__file__, sys.argv[1:])
     result = run(args)
-    (HERE / "ray_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
-    (HERE / "ray_throughput.md").write_text(markdown(result))
-    print(markdown(result))
+    write_record("ray_throughput", result, markdown(result))
     return 0
 
 
