@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..artifact import load_artifact
 from ..checkpoint import read_checkpoint
-from ..errors import ScaoedError, first_line
+from ..errors import TEMP_MARK, ScaoedError, first_line, is_temporary
 from ..runtime.denoiser import DEFAULT_OVERLAP, DEFAULT_TILE, Denoiser
 from ..runtime.jobs import Plan, base_name, names_at, plan_jobs
 from ..runtime.registry import CHECKPOINT_SUFFIXES
@@ -57,11 +57,17 @@ def check_model(model: str | Path, allow_unverified: bool = False) -> None:
 
 
 def _leftover_temporaries(plan: Plan) -> list[Path]:
-    """Temporary files a killed write left beside this run's local outputs (``atomic_path``'s names for them)."""
-    found = []
+    """Temporary files a killed write left beside this run's local outputs (``atomic_path``'s names for them):
+    each output folder listed once, however many outputs it holds."""
+    wanted: dict[Path, set[tuple[str, str]]] = {}
     for job in plan.jobs:
         if not is_url(job.dst):
-            found.extend(job.dst.parent.glob(f".{job.dst.stem}.tmp-*{job.dst.suffix}"))
+            wanted.setdefault(job.dst.parent, set()).add((job.dst.stem, job.dst.suffix))
+    found = []
+    for folder, names in wanted.items():
+        if folder.is_dir():
+            found.extend(p for p in folder.iterdir()
+                         if is_temporary(p) and (p.name[1:].split(TEMP_MARK)[0], p.suffix) in names)
     return found
 
 
