@@ -9,7 +9,7 @@ the driver's time and memory at 100,000 paths.
    `ray start --head` (warm: its processes up, nothing of this run's). Each part the summary times: planning,
    connecting, the first result (the actors' start, the model load, the first image), the run; and the command's
    whole time against local.
-2. **Scale**: --paths tiny images (8 x 8 PNG, hard links of one file): `plan_jobs` into an empty folder and into a
+2. **Scale**: --paths tiny images (8 x 8 PNG, copies of one file): `plan_jobs` into an empty folder and into a
    folder where every output exists (listed and skipped), each with its time and the growth of this process's
    peak resident memory; then the whole `--ray` run over all of them (2 workers x 1 thread), with the driver's
    peak resident memory and the manifest it wrote.
@@ -96,10 +96,11 @@ def scale(tmp: Path, count: int) -> dict:
     full.mkdir()
     one = tmp / "one.png"
     PILImage.fromarray((np.random.default_rng(0).random((8, 8, 3)) * 255).astype(np.uint8)).save(one)
+    data = one.read_bytes()
     t = time.perf_counter()
-    for i in range(count):
-        os.link(one, src / f"{i:06d}.png")
-        os.link(one, full / f"{i:06d}.png")
+    for i in range(count):  # copies: a file takes at most 65,000 hard links
+        (src / f"{i:06d}.png").write_bytes(data)
+        (full / f"{i:06d}.png").write_bytes(data)
     made_s = time.perf_counter() - t
     rows = {}
     for name, out in (("plan, none exists", dst), ("plan, every output exists", full)):
