@@ -414,13 +414,19 @@ def test_racing_and_dominance_pruning_choose_what_brute_force_chooses_on_every_c
 
 
 def test_racing_stops_only_past_its_margins():
-    from scaoed_deploy.optimize.choose import dominance_prune, stop_timing
+    from scaoed_deploy.optimize.choose import dominance_prune
+    from scaoed_deploy.optimize.race import SINGLE_CALL
+
+    def stop_timing(*a, **k):  # the single-call rules (race.SINGLE_CALL); tests/test_optimize_race.py has the rest
+        from scaoed_deploy.optimize.race import stop_timing
+
+        return stop_timing(*a, **{"policy": SINGLE_CALL, **k})
 
     d = Candidate("k1-d", 1, "d", "int8", status="built", latency_ms=100.0, psnr=29.0)
     none = Constraint()
     assert stop_timing(29.0, [114.0], [d], none) is None  # within RACE_FACTOR (1.15) of an as-good candidate
     assert stop_timing(29.0, [116.0, 90.0], [d], none) is None  # its fastest call counts
-    assert stop_timing(29.0, [116.0], [d], none).startswith("dominated: 116.0 ms at best against k1-d's")
+    assert stop_timing(29.0, [116.0], [d], none).startswith("dominated: 116.0 ms at best in 1 call(s) against k1-d's")
     assert stop_timing(29.01, [200.0], [d], none) is None  # scores higher: may be on the front
     assert stop_timing(29.0, [200.0], [d], none, race=False) is None  # eager: never raced
     assert stop_timing(29.5, [116.0], [d], Constraint("max_latency_ms", 100)).startswith("over the budget")

@@ -12,7 +12,7 @@ import platform
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +196,7 @@ class Measurement:
     memory_kind: str
     setup_s: float  # from t0 (the caller's start of setting up) to the end of the first call
     stopped: str | None = None  # why fewer than the timed calls asked were made (``until``'s reason)
+    times_ms: list = field(default_factory=list)  # every timed call, in order
 
 
 def measure(fn, x: np.ndarray, warmup: int, iters: int, cuda: bool, t0: float, events: bool = False,
@@ -216,5 +217,6 @@ def measure(fn, x: np.ndarray, warmup: int, iters: int, cuda: bool, t0: float, e
             times, stopped = time_calls(fn, x, warmup, iters, cuda, until)
     if cuda:
         return Measurement(latency_stats(times), torch.cuda.max_memory_allocated() / 2**20,
-                           "CUDA peak (torch allocator)", setup_s, stopped)
-    return Measurement(latency_stats(times), rss.peak / 2**20, "process RSS peak", setup_s, stopped)
+                           "CUDA peak (torch allocator)", setup_s, stopped, [t * 1000 for t in times])
+    return Measurement(latency_stats(times), rss.peak / 2**20, "process RSS peak", setup_s, stopped,
+                       [t * 1000 for t in times])

@@ -19,11 +19,6 @@ FP32_MARGIN_DB = 0.01
 #: Latency pruning predicts a candidate at K from the same backend at a lower K scaled by the MACs; it prunes
 #: only when this fraction of the prediction is already over the budget (fixed costs make the scaling high).
 LATENCY_PRUNE_FRACTION = 0.9
-#: Racing: a candidate's timing stops once its fastest call is this much slower than a measured candidate that
-#: scores at least as high (it can then be neither on the front nor chosen), or than a latency budget.
-RACE_FACTOR = 1.15
-#: Timing also stops once the last STABLE_RUNS timed calls lie within STABLE_SPREAD of their median.
-STABLE_RUNS, STABLE_SPREAD = 3, 0.05
 
 STATUSES = ("built", "pruned", "excluded", "skipped")
 
@@ -190,7 +185,7 @@ def _predicted_ms(c: Candidate, done: list[Candidate], gmacs: dict[int, float]) 
     return d, d.latency_ms * gmacs[c.k] / gmacs[d.k]
 
 
-def _dominator(psnr: float, slower_than_ms: float, done: list[Candidate]) -> Candidate | None:
+def dominator(psnr: float, slower_than_ms: float, done: list[Candidate]) -> Candidate | None:
     """The fastest measured candidate scoring at least ``psnr`` and faster than ``slower_than_ms``."""
     pool = [d for d in done if d.measured and d.psnr >= psnr and d.latency_ms < slower_than_ms]
     return _fastest(pool) if pool else None
@@ -204,7 +199,7 @@ def dominance_prune(c: Candidate, done: list[Candidate], gmacs: dict[int, float]
     if seen is None:
         return None
     low, predicted = seen
-    d = _dominator(psnr_bound, predicted * LATENCY_PRUNE_FRACTION, done)
+    d = dominator(psnr_bound, predicted * LATENCY_PRUNE_FRACTION, done)
     if d is None:
         return None
     return (f"{c.backend} took {low.latency_ms:.1f} ms at K={low.k}; scaled by the MACs K={c.k} needs about "
@@ -223,21 +218,3 @@ def predicted_order(cands: list[Candidate], done: list[Candidate], gmacs: dict[i
         return (0, seen[1], i) if seen else (1, rank.get(c.precision, 4), i)
 
     return [c for _, c in sorted(enumerate(cands), key=key)]
-
-
-def stop_timing(psnr: float, times_ms: list[float], done: list[Candidate], constraint: Constraint,
-                race: bool = True) -> str | None:
-    """Why a candidate scoring ``psnr`` needs no more timed calls after ``times_ms``: when ``race``, its fastest
-    call is ``RACE_FACTOR`` slower than a measured candidate that scores at least as high, or than the latency
-    budget (it cannot be chosen); or its last ``STABLE_RUNS`` calls agree within ``STABLE_SPREAD``. None: time on.
-    (A K's eager baseline does not race: every ratio at that K divides by it.)"""
-    best = min(times_ms)
-    d = _dominator(psnr, best / RACE_FACTOR, done) if race else None
-    if d is not None:
-        return f"dominated: {best:.1f} ms at best against {d.id}'s {d.latency_ms:.1f} ms at {d.psnr:.3f} dB or more"
-    if race and constraint.kind == "max_latency_ms" and best > RACE_FACTOR * constraint.value:
-        return f"over the budget: {best:.1f} ms at best against {constraint.describe()}"
-    last = sorted(times_ms[-STABLE_RUNS:])
-    if len(last) == STABLE_RUNS and (last[-1] - last[0]) <= STABLE_SPREAD * last[len(last) // 2]:
-        return f"stable: the last {STABLE_RUNS} calls within {STABLE_SPREAD:.0%} of their median"
-    return None

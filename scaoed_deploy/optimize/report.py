@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from ..bench.report import fmt
-from .choose import STABLE_RUNS, STABLE_SPREAD
+from .race import STABLE_RUNS, STABLE_SPREAD
 
 NUMERIC = ("latency_ms", "p90_ms", "ratio_to_eager", "images_per_s", "peak_memory_mb", "psnr", "ssim", "dpsnr")
 
@@ -70,6 +70,16 @@ def memory_lines(sel: dict) -> list[str]:
             + ".", ""]
 
 
+def _finalist_lines(sel: dict) -> list[str]:
+    """The run's noise and the finalists' interleaved re-timing (see ``race``)."""
+    out = [f"Noise: eager's slowest call {sel.get('noise', 0.0):.0%} over its fastest."] if "noise" in sel else []
+    if sel.get("finalists"):
+        out.append("Finalists timed again, interleaved: " + "; ".join(
+            f"{f['id']} {', '.join(f'{t:.0f}' for t in f['calls_ms'])} ms (latency now {f['latency_ms']:.1f} ms)"
+            for f in sel["finalists"]) + ".")
+    return out
+
+
 def markdown(sel: dict) -> str:
     m, cfg = sel["machine"], sel["config"]
     (h, w), = cfg["resolutions"]
@@ -80,8 +90,9 @@ def markdown(sel: dict) -> str:
              f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}; class {m['isa_class']})"
              + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "") + f". {sel['timing']}; "
              f"{cfg['warmup']} warm-up + up to {cfg['iters']} timed runs per candidate (runs: how many; a candidate "
-             "stops once it is slower than one that scores at least as high, or over the budget, and any once its "
-             f"last {STABLE_RUNS} agree within {STABLE_SPREAD:.0%}: the note says which).",
+             "stops once it is slower, beyond the run's noise, than one that scores at least as high, or over the "
+             f"budget, and any once its last {STABLE_RUNS} agree within {STABLE_SPREAD:.0%}: the note says which).",
+             *_finalist_lines(sel),
              f"Quality: mean PSNR/SSIM against clean on {sel['evaluation']['pairs']} pairs of `{sel['evaluation']['data']}`; "
              "fp32's per K measured once, each artifact's from its parity run (dPSNR there added to fp32's). "
              "dPSNR: against the best candidate.", "", *table(sel), "",

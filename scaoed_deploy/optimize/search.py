@@ -10,9 +10,11 @@
    (a failure excludes it), and timed by bench's ``measure``. Torch variants (and engines) have no file for the
    harness: their parity is task agreement with fp32 on the evaluation pairs, within the precision's parity
    limit.
-4. Timing races (``choose.stop_timing``): a candidate stops after the timed call that shows it slower than a
-   measured one scoring at least as high, or over the budget (neither can be chosen), and any candidate once its
-   last calls agree; eager does not race.
+4. Timing races (``race.stop_timing``): a candidate stops once its calls show it slower, beyond this run's
+   noise, than a measured one scoring at least as high, or over the budget (neither can be chosen), and any
+   candidate once its last calls agree; eager does not race, and its calls measure the noise.
+5. The finalists (``race.settle``): the choice and the candidates within the noise of it or of the budget are
+   timed again in interleaved rounds, and the choice is made on all their calls.
 """
 
 from __future__ import annotations
@@ -50,17 +52,12 @@ from .choose import (
     Constraint,
     NothingMeets,
     candidate_id,
-    choose,
-    dominance_prune,
-    latency_prune,
     margin_db,
     pareto_front,
-    predicted_order,
-    quality_prune,
-    reach,
     set_dpsnr,
-    stop_timing,
 )
+from .race import DEFAULT as DEFAULT_RACE
+from .race import RacePolicy, noise_of, robust_ms, run_search, settle, stop_timing
 
 
 @dataclass
@@ -68,6 +65,7 @@ class OptimizeConfig(BenchConfig):
     """bench's settings for one resolution, with the constraint; fewer timed runs than bench by default."""
 
     constraint: Constraint = field(default_factory=Constraint)
+    race: RacePolicy = DEFAULT_RACE
     warmup: int = 1
     iters: int = 5
     command: str | None = None
@@ -141,37 +139,41 @@ class Search:
 
     def run(self) -> None:
         self.fp32_quality()
-        fp32_psnr = {k: q["psnr"] for k, q in self.fp32.items()}
-        for c in self.cands:
-            why = quality_prune(c, fp32_psnr, self.cfg.constraint)
-            if why:
-                c.status, c.reason, c.extra["fp32_psnr"] = "pruned", why, self.fp32[c.k]["psnr"]
-        for k in sorted(self.cfg.stages):
-            at_k = [c for c in self.cands if c.k == k]
-            for c in at_k:
-                why = c.status == "pending" and latency_prune(c, self.cands, self.gmacs, self.cfg.constraint)
-                if why:
-                    c.status, c.reason, c.extra["latency_pruned"] = "pruned", why, True
-            eager = at_k[0]
-            if eager.status == "pruned" and any(c.status == "pending" for c in at_k[1:]):
-                eager.status = "pending"  # timed all the same: the ratios at this K need it
-                eager.reason = f"timed as K={k}'s baseline, though {eager.reason}"
-                eager.extra.pop("fp32_psnr", None)
-                eager.extra.pop("latency_pruned", None)  # it is measured: a higher K scales from its latency
-            for c in [eager, *predicted_order(at_k[1:], self.measured(), self.gmacs)]:
-                if c.status == "pending" and c is not eager:
-                    why = dominance_prune(c, self.measured(), self.gmacs, reach(c, fp32_psnr))
-                    if why:
-                        c.status, c.reason = "pruned", why
-                if c.status == "pending":
+        run_search(self.cands, {k: q["psnr"] for k, q in self.fp32.items()}, self.gmacs, self.cfg.constraint,
+                   self.measure_candidate, lambda c: self.advance(c, self.gmacs[c.k]))
+
+    def measure_candidate(self, c: Candidate, eager: Candidate) -> None:
+        t = time.perf_counter()
+        peaks: dict = {}
+        with peak_of("candidate", peaks):
+            self.measure(c, eager)
+        c.peak_rss_mb = {**peaks, **self.backends.build_peaks}  # made, verified, timed; build steps
+        self.backends.build_peaks.clear()
+        c.extra["wall_s"] = round(time.perf_counter() - t, 1)  # making, parity and timing together
+
+    def noise(self) -> float:
+        """The largest spread of an eager baseline's calls in this run (see ``race``)."""
+        return max((noise_of(c.extra.get("calls_ms", [])) for c in self.cands if c.backend == BASELINE), default=0.0)
+
+    def retime(self, final: list[Candidate], rounds: int) -> list[list[float]]:
+        """``rounds`` calls of each finalist, in turn (A B C A B C ...), after one untimed call each."""
+        fns = []
+        try:
+            for c in final:
+                self.step(f"finalists: opening {c.id}")
+                fns.append(self.backends.open(c.backend, c.k))
+                fns[-1](self.x)
+            calls: list[list[float]] = [[] for _ in final]
+            for r in range(rounds):
+                self.step(f"finalists: round {r + 1} of {rounds} over {', '.join(c.id for c in final)}")
+                for i, fn in enumerate(fns):
                     t = time.perf_counter()
-                    peaks: dict = {}
-                    with peak_of("candidate", peaks):
-                        self.measure(c, eager)
-                    c.peak_rss_mb = {**peaks, **self.backends.build_peaks}  # made, verified, timed; build steps
-                    self.backends.build_peaks.clear()
-                    c.extra["wall_s"] = round(time.perf_counter() - t, 1)  # making, parity and timing together
-                self.advance(c, self.gmacs[k])
+                    fn(self.x)
+                    calls[i].append((time.perf_counter() - t) * 1000)
+            return calls
+        finally:
+            for fn in fns:
+                fn.close()
 
     def measured(self) -> list[Candidate]:
         return [c for c in self.cands if c.measured]
@@ -195,9 +197,10 @@ class Search:
                 return
             psnr = self.fp32[c.k]["psnr"] + c.parity["mean_dpsnr_db"]
             others, race = self.measured(), c is not eager
+            noise = noise_of(eager.extra.get("calls_ms", []))
 
             def until(times: list[float]) -> str | None:
-                return stop_timing(psnr, [t * 1000 for t in times], others, cfg.constraint, race)
+                return stop_timing(psnr, [t * 1000 for t in times], others, cfg.constraint, race, noise, cfg.race)
 
             self.step(f"{c.id}: warm-up and up to {cfg.iters} timed runs")
             m = self.time(c, fn, t0, until)
@@ -207,11 +210,12 @@ class Search:
         finally:
             fn.close()
         c.status = "built"
-        c.latency_ms, c.p90_ms = m.latency_ms["median"], m.latency_ms["p90"]
+        c.latency_ms = robust_ms(m.times_ms) if m.times_ms else m.latency_ms["median"]  # load spikes left out
+        c.p90_ms = m.latency_ms["p90"]
         c.images_per_s = cfg.batch / (c.latency_ms / 1000)
         c.peak_memory_mb, c.setup_s = m.peak_memory_mb, m.setup_s
         c.psnr, c.ssim = psnr, c.parity.get("mean_ssim")
-        c.extra["latency"] = m.latency_ms
+        c.extra["latency"], c.extra["calls_ms"] = m.latency_ms, [round(t, 2) for t in m.times_ms]
         if m.stopped:
             c.extra["timing_stopped"] = m.stopped
         if eager.latency_ms:
@@ -263,8 +267,10 @@ def run_optimize(weights: Weights, cfg: OptimizeConfig, step: Callable[[str], No
     cands = search.cands
     best = set_dpsnr(cands)
     chosen, error, previews = None, None, []
+    noise, final = search.noise(), []
     try:
-        pick = choose(cands, cfg.constraint)
+        pick, final = settle(cands, cfg.constraint, noise, search.retime, cfg.race)
+        best = set_dpsnr(cands)  # finalists' latencies moved; PSNRs did not
         chosen = pick.id
         previews = search.previews(pick)
     except NothingMeets as e:
@@ -274,6 +280,9 @@ def run_optimize(weights: Weights, cfg: OptimizeConfig, step: Callable[[str], No
         "candidates": [c.to_dict() for c in cands],
         "pareto": pareto_front(cands),
         "chosen": chosen,
+        "noise": round(noise, 3),
+        "finalists": [{"id": c.id, "calls_ms": [round(t, 2) for t in c.extra.get("final_calls_ms", [])],
+                       "latency_ms": round(c.latency_ms, 2)} for c in final],
         "error": error,
         "best_psnr": best,
         "fp32_quality": {str(k): v for k, v in search.fp32.items()},
