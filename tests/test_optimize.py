@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import random
 import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from conftest import DATA, needs_data
@@ -171,6 +173,47 @@ def test_selection_json_holds_every_candidate_and_the_choice(run):
         assert record["sha256"] == sha256_of(shipped) and record["passed"]
     script = (run["pkg"] / "reproduce.sh").read_text()
     assert script.startswith("#!/bin/sh") and "scaoed-deploy optimize" in script and "--checkpoint" in script
+
+
+@needs_data
+def test_reproduce_sh_of_a_package_made_with_o_runs_to_the_end_and_says_whether_it_matches(run, tmp_path):
+    """The script remakes the artifact and the whole selection into a fresh folder (the package's own -o exists),
+    then compares: the same choice and each artifact identical or equivalent -> exit 0 and "matches"; a different
+    choice (timings of two runs) -> exit 1 and "differs"; nothing else stops it."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    done = subprocess.run(["sh", str(run["pkg"] / "reproduce.sh")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    last = done.stdout.strip().splitlines()[-1]
+    if done.returncode == 0:
+        assert last.startswith("matches: ") and f"the same choice: {run['sel']['chosen']}" in done.stdout
+        assert "differs" not in done.stdout and ("identical" in done.stdout or "equivalent" in done.stdout)
+    else:
+        assert done.returncode == 1 and last.startswith("does not match: "), done.stderr[-2000:]
+        assert "differs: this package chose" in done.stdout
+
+
+def test_two_packages_compare_by_choice_and_by_what_their_artifacts_hold(tmp_path):
+    from scaoed_deploy.optimize.package import compare_packages
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, ir in ((a, 'name="Convolution_12"'), (b, 'name="Convolution_977"')):
+        d.mkdir()
+        shipped = ["m.xml", "m.bin", "r.json"]
+        (d / "selection.json").write_text(json.dumps({"chosen": "k1-openvino", "shipped": shipped}))
+        (d / "m.xml").write_text(f'<net><layer id="0" {ir} type="Convolution"/>'
+                                 f'<rt_info><x value="{d.name}"/></rt_info></net>')
+        (d / "m.bin").write_bytes(b"weights")
+        (d / "r.json").write_text(d.name)  # a record with its own time: not compared
+    same, lines = compare_packages(a, b)
+    assert same and lines[1] == "m.xml: equivalent (the same graph and weights; only auto-numbered layer names differ)"
+    (b / "m.bin").write_bytes(b"other weights")
+    assert compare_packages(a, b) == (False, ["the same choice: k1-openvino", "m.xml: differs"])
+    (b / "selection.json").write_text(json.dumps({"chosen": "k1-torch", "shipped": []}))
+    same, lines = compare_packages(a, b)
+    assert not same and lines[0].startswith("differs: this package chose k1-openvino, the remade one k1-torch")
 
 
 @needs_data

@@ -19,6 +19,7 @@ from ..checkpoint import Weights, save_safetensors
 from ..errors import ScaoedError
 from ..jsonio import dumps
 from ..parity.report import parity_record_path
+from ..seal import content_digest
 from ..serve.repository import RepoOptions, make_repository
 from .html import report_html
 from .report import chosen_of, markdown
@@ -70,7 +71,8 @@ def ship_chosen(selection: dict, weights: Weights, folder: Path) -> list[str]:
 
 
 def reproduce_script(selection: dict, weights: Weights) -> str:
-    """Shell commands that remake the chosen artifact, then the whole selection."""
+    """Shell commands that remake the chosen artifact, then the whole selection into a fresh folder, then say
+    whether it matches this package (``say_same``)."""
     c = chosen_of(selection)
     cfg, w = selection["config"], weights_args(weights)
     lines = ["#!/bin/sh", f"# Remakes {c['id']} (K={c['k']}, {c['backend']}, {c['precision']}) from the weights "
@@ -90,8 +92,79 @@ def reproduce_script(selection: dict, weights: Weights) -> str:
         name = f"scaoednet_k{c['k']}_t{weights.blocks}.safetensors"
         lines.append(f"scaoed-deploy convert {shlex.quote(str(Path(weights.source).resolve()))} {name} --stages {c['k']}"
                      f"  # run with the {c['backend']} runner")
-    lines.append(selection.get("command") or "")
+    lines += ["here=$(cd \"$(dirname \"$0\")\" && pwd)", "remade=$(mktemp -d)",
+              _remade_command(selection.get("command") or "scaoed-deploy optimize") + ' -o "$remade"',
+              "python3 -c 'import sys; from scaoed_deploy.optimize.package import say_same; "
+              "sys.exit(say_same(sys.argv[1], sys.argv[2]))' \"$here\" \"$remade\""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _remade_command(command: str) -> str:
+    """The selection's command without its ``-o``/``--output``: the script names a fresh folder instead (the
+    package's own exists, and a package is never written into a folder that is not empty)."""
+    words, out, skip = shlex.split(command), [], False
+    for w in words:
+        if skip:
+            skip = False
+        elif w in ("-o", "--output"):
+            skip = True
+        elif not w.startswith("--output="):
+            out.append(w)
+    return shlex.join(out)
+
+
+ARTIFACT_SUFFIXES = (".onnx", ".xml", ".safetensors", ".engine")
+
+
+def compare_packages(shipped: str | Path, remade: str | Path) -> tuple[bool, list[str]]:
+    """(whether the remade package holds what this one ships, a line per artifact): the same choice, and each
+    shipped artifact identical, or equivalent: the same graph and weights (an ONNX file or IR with another
+    metadata or other auto-numbered layer names, a weights file with other metadata)."""
+    import json
+
+    a, b = (json.loads((Path(p) / "selection.json").read_text()) for p in (shipped, remade))
+    if a["chosen"] != b["chosen"]:
+        return False, [f"differs: this package chose {a['chosen']}, the remade one {b['chosen']} (the timings of two "
+                       "runs differ; see both report.md)"]
+    lines, same = [f"the same choice: {a['chosen']}"], True
+    for name in (n for n in a.get("shipped", []) if n.endswith(ARTIFACT_SUFFIXES)):
+        verdict = _same_artifact(Path(shipped) / name, Path(remade) / name)
+        same &= verdict != "differs"
+        lines.append(f"{name}: {verdict}")
+    return same, lines
+
+
+def _same_artifact(x: Path, y: Path) -> str:
+    import re
+
+    if not y.is_file():
+        return "differs (not in the remade package)"
+    if x.read_bytes() == y.read_bytes():
+        return "identical"
+    if x.suffix == ".onnx" and content_digest(x) == content_digest(y):
+        return "equivalent (the same graph and weights; metadata differs)"
+    if x.suffix == ".xml" and x.with_suffix(".bin").read_bytes() == y.with_suffix(".bin").read_bytes():
+        def plain(p: Path) -> str:  # without metadata and without the names OpenVINO numbers per process
+            text = re.sub(r"<rt_info>.*?</rt_info>", "", p.read_text(), flags=re.S)
+            return re.sub(r' (name|names)="[^"]*"', "", text)
+
+        if plain(x) == plain(y):
+            return "equivalent (the same graph and weights; only auto-numbered layer names differ)"
+    if x.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        tx, ty = load_file(str(x)), load_file(str(y))
+        if tx.keys() == ty.keys() and all((tx[k] == ty[k]).all() for k in tx):
+            return "equivalent (the same weights; metadata differs)"
+    return "differs"
+
+
+def say_same(shipped: str, remade: str) -> int:
+    """reproduce.sh's last step: print the comparison; 0 when the remade package holds the same, 1 otherwise."""
+    same, lines = compare_packages(shipped, remade)
+    print("\n".join(lines))
+    print(("matches: " if same else "does not match: ") + f"{remade} against {shipped}")
+    return 0 if same else 1
 
 
 def write_package(selection: dict, previews: list[dict], weights: Weights, out_dir: str | Path,
