@@ -50,8 +50,9 @@ def _random_points(rng: random.Random, n: int):
 
 # ---------------------------------------------------------------------------- brute force
 def brute_front(cands):
-    """Every point that no other point dominates (no worse on both, better on one)."""
-    return {c.id for c in cands if not any(d.latency_ms <= c.latency_ms and d.psnr >= c.psnr and
+    """Every point that no other point dominates: none as fast or faster that scores as high or higher, within the
+    PSNR tie (and better on one of the two)."""
+    return {c.id for c in cands if not any(d.latency_ms <= c.latency_ms and d.psnr >= c.psnr - PSNR_TIE_DB and
                                            (d.latency_ms < c.latency_ms or d.psnr > c.psnr) for d in cands)}
 
 

@@ -149,7 +149,8 @@ def optimize(resolutions, stages, backends, device, max_latency_ms, min_psnr, ma
         try:
             selection, previews = run_optimize(weights, cfg, step=step, advance=advance)
         except KeyboardInterrupt:
-            notice(f"interrupted: the artifacts made so far are kept in {cfg.export_dir}; the same command resumes")
+            notice(f"interrupted: the artifacts made so far are kept in {cfg.export_dir / 'bench'} (exports in "
+                   f"{cfg.export_dir}); the same command resumes")
             raise
     paths = write_package(selection, previews, weights, out, triton=triton)
     for w in selection["warnings"]:
@@ -161,5 +162,7 @@ def optimize(resolutions, stages, backends, device, max_latency_ms, min_psnr, ma
     else:
         click.echo("\n".join(table(selection)))
         click.echo(summary_line(selection))
-        click.echo(f"wrote {out}/ (selection.json, report.html, reproduce.sh, {', '.join(selection['shipped'])})")
+        triton_dir = ["triton/"] if (selection.get("triton") or {}).get("repository") else []
+        click.echo(f"wrote {out}/ (selection.json, report.md, report.html, reproduce.sh, "
+                   f"{', '.join(selection['shipped'] + triton_dir)})")
 

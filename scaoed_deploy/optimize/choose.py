@@ -77,13 +77,17 @@ def candidate_id(k: int, backend: str) -> str:
 
 
 def pareto_front(cands: list[Candidate]) -> list[str]:
-    """Ids of the measured candidates no other one beats on both latency (lower) and PSNR (higher), fastest
-    first: sorted by latency, a point is on the front when its PSNR is above every faster point's."""
+    """Ids of the measured candidates no other one beats on both latency (lower) and PSNR (higher, beyond the
+    ``PSNR_TIE_DB`` tie), fastest first: sorted by latency, a point is on the front when its PSNR is more than the
+    tie above every faster point's (a slower point within the tie of a faster one is no better)."""
     pts = sorted((c for c in cands if c.measured), key=lambda c: (c.latency_ms, -c.psnr, c.id))
     front: list[Candidate] = []
+    best = None  # the highest PSNR of the points before this one
     for c in pts:
-        if not front or c.psnr > front[-1].psnr or (c.psnr, c.latency_ms) == (front[-1].psnr, front[-1].latency_ms):
+        if best is None or c.psnr > best + PSNR_TIE_DB or (c.psnr, c.latency_ms) == (front[-1].psnr,
+                                                                                      front[-1].latency_ms):
             front.append(c)
+        best = c.psnr if best is None else max(best, c.psnr)
     return [c.id for c in front]
 
 

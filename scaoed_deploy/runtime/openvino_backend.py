@@ -46,7 +46,8 @@ class OpenVINORunner(BaseRunner):
         self.threads = cpu_threads(threads)
         self._compiled = None
         self._request = None
-        self.description = f"{self.path} on OpenVINO (CPU, {precision}, compiled {self.inference_precision})"
+        self.description = (f"{self.path} on OpenVINO (CPU, a {precision} file, run at {self.inference_precision} "
+                            "inference precision)")
 
     def activate(self) -> None:
         if self._compiled is not None:
