@@ -7,6 +7,7 @@ reading of their definitions."""
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import DATA, needs_data
 from references import one_error
@@ -255,6 +257,40 @@ def test_report_html_is_one_page_with_every_image_embedded_and_decodable(run):
     assert sizes[1] == (256, 256) and sizes[5] == (256, 256)  # full SIDD crops; the zooms are as large
     text = (run["pkg"] / "report.html").read_text()
     assert f"chosen: {run['sel']['chosen']}" in text and text.count("<tr") == 1 + len(run["sel"]["candidates"])
+
+
+@needs_data
+def test_report_html_says_what_report_md_says_and_reads_at_phone_width(run):
+    """Every sentence and table cell of report.md is on the page (the busy warning, the runs column and the notes
+    among them); a viewport tag, images scaled to the page, the table in a box that scrolls; each preview's PSNR
+    against clean in its caption; the zoomed area outlined on the full images."""
+    import re
+
+    from scaoed_deploy.optimize.html import MARK, panels, report_html, zoom_box
+    from scaoed_deploy.optimize.report import markdown
+
+    sel = json.loads(json.dumps(run["sel"]))
+    sel["load"] = dict(sel.get("load") or {}, busy=True, other_processes_cores=1.25)
+    sel["candidates"][1]["extra"]["timing_stopped"] = "dominated: a note | with a bar"
+    rng = np.random.default_rng(0)
+    clean = rng.random((40, 48, 3), dtype=np.float32)
+    noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+    page = report_html(sel, [{"name": "x.png", "noisy": noisy, "clean": clean, "reference": clean * 0.99,
+                              "chosen": clean * 0.98}])
+    text = re.sub(r"<[^>]+>", " ", page)
+    words = lambda t: re.sub(r"[*`|]|\s+", " ", t).split()  # noqa: E731
+    md_words, page_words = words(markdown(sel)), words(html.unescape(text))
+    missing = [w for w in set(md_words) if w not in page_words and not set(w) <= set("-:#")]  # markup alone
+    assert missing == [] and "Busy machine" in page and 'class="warn"' in page
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    assert "img{max-width:100%;height:auto}" in page and 'class="scroll"' in page
+    assert "<th>runs</th>" in page and "dominated: a note / with a bar" in page
+    assert re.search(r"<figcaption>noisy input: \d+\.\d\d dB</figcaption>", page)
+    assert re.search(r"<figcaption>chosen: \d+\.\d\d dB</figcaption>", page)
+    full = panels(noisy, clean, clean)["noisy input"]
+    y, x, h, w = zoom_box(40, 48)
+    assert np.allclose(full[y, x + w // 2], MARK) and np.allclose(full[y + h // 2, x], MARK)
+    assert np.allclose(full[0, 0], noisy[0, 0])  # outside the box: the image itself
 
 
 @needs_data

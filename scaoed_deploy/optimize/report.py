@@ -122,7 +122,9 @@ def chart_png(sel: dict) -> bytes:
         ax.scatter([c["latency_ms"] for c in pts], [c["psnr"] for c in pts], color=colours[i % len(colours)],
                    label=backend, zorder=3)
         for c in pts:
-            ax.annotate(f"K{c['k']}", (c["latency_ms"], c["psnr"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            # below and right of the point: the front's steps run right and then up from each point it passes
+            ax.annotate(f"K{c['k']}", (c["latency_ms"], c["psnr"]), textcoords="offset points", xytext=(5, -11),
+                        fontsize=8)
     front = [c for cid in sel["pareto"] for c in done if c["id"] == cid]
     if front:
         ax.step([c["latency_ms"] for c in front], [c["psnr"] for c in front], where="post", color="0.3",

@@ -243,10 +243,10 @@ class Search:
         fn = reference if chosen.id == candidate_id(5, BASELINE) else self.backends.make(chosen.backend, chosen.k)
         out = []
         try:
-            for i, (noisy, _) in enumerate(self.pairs[:count]):
+            for i, (noisy, clean) in enumerate(self.pairs[:count]):
                 self.step(f"report: evaluation image {i + 1} through {chosen.id} and fp32 K=5")
                 x = noisy[None].astype(np.float32)
-                out.append({"name": self.names[i], "noisy": noisy.transpose(1, 2, 0),
+                out.append({"name": self.names[i], "noisy": noisy.transpose(1, 2, 0), "clean": clean.transpose(1, 2, 0),
                             "reference": reference(x)[0].transpose(1, 2, 0), "chosen": fn(x)[0].transpose(1, 2, 0)})
         finally:
             fn.close()
