@@ -4,6 +4,8 @@ the driver's time and memory at 100,000 paths.
 
     python3 benchmarks/cluster/driver_cost.py [--paths 100000] [--small 44]
 
+(--paths 0 or --small 0 leaves that part out; the record is then driver_cost_fixed or driver_cost_scale.)
+
 1. **Fixed cost**: --small SIDD crops of 256 x 256 (flipped and rotated), the K = 1 demo weights: local `denoise`
    with 2 threads, then `--ray 127.0.0.1:6379 --workers 2 --threads 1` against a head started once with
    `ray start --head` (warm: its processes up, nothing of this run's). Each part the summary times: planning,
@@ -131,9 +133,9 @@ def run(args) -> dict:
                     "--include-dashboard=false", "--disable-usage-stats"], check=True, capture_output=True)
     head_s = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:
-        fixed = fixed_cost(Path(tmp), args.small)
+        fixed = fixed_cost(Path(tmp), args.small) if args.small else None
         print(f"fixed cost: {fixed}", file=sys.stderr)
-        big = scale(Path(tmp), args.paths)
+        big = scale(Path(tmp), args.paths) if args.paths else None
     import ray as ray_module
 
     return {"command": "python3 benchmarks/cluster/driver_cost.py " + " ".join(sys.argv[1:]),
@@ -144,12 +146,20 @@ def run(args) -> dict:
 
 def markdown(r: dict) -> str:
     m, f, s = r["machine"], r["fixed_cost"], r["scale"]
-    t = f["timings"]
     lines = ["# What a `denoise --ray` run costs beyond its images", "", f"`{r['command'].strip()}`", "",
              f"Machine: {m['cpu']} ({', '.join(m['isa'])}), {m['cores']} cores; Ray {r['ray']}, one head of 2 CPUs "
              f"on 127.0.0.1 started once ({r['head_start_s']} s, not counted). Load average at the end: "
-             f"{', '.join(f'{x:.1f}' for x in r['load_average_at_end'])}.", "",
-             f"## Fixed cost: {f['images']} SIDD crops of 256 x 256, K = 1 demo weights", "",
+             f"{', '.join(f'{x:.1f}' for x in r['load_average_at_end'])}.", ""]
+    if f:
+        lines += _fixed_lines(f)
+    if s:
+        lines += _scale_lines(s)
+    return "\n".join(lines + [""])
+
+
+def _fixed_lines(f: dict) -> list[str]:
+    t = f["timings"]
+    return [f"## Fixed cost: {f['images']} SIDD crops of 256 x 256, K = 1 demo weights", "",
              "| part | seconds |", "|---|---:|",
              f"| local `denoise`, 2 threads, whole command | {f['local_s']} |",
              f"| `--ray`, 2 workers x 1 thread, whole command | {f['ray_s']} |",
@@ -158,15 +168,18 @@ def markdown(r: dict) -> str:
              f"| of which: until the first result (actors start, model load, first image) | {t['first_result_s']} |",
              f"| of which: the run, first result to last | {round(t['run_s'] - t['first_result_s'], 2)} |",
              f"| `--ray` minus local | {f['extra_s']} |", "",
-             f"Per image and worker, after the first result: {f['seconds_per_image_per_worker']} s.", "",
-             f"## The driver at {s['paths']:,} paths (8 x 8 PNG, made in {s['made_in_s']} s)", "",
+             f"Per image and worker, after the first result: {f['seconds_per_image_per_worker']} s.", ""]
+
+
+def _scale_lines(s: dict) -> list[str]:
+    lines = [f"## The driver at {s['paths']:,} paths (8 x 8 PNG, made in {s['made_in_s']} s)", "",
              "| step | seconds | driver's peak growth MB | what |", "|---|---:|---:|---|"]
     for name, row in s["rows"].items():
         what = (f"{row['jobs']:,} jobs, {row['skipped']:,} skipped" if "jobs" in row else
                 f"done {row['done']:,}, failed {row['failed']}, {row['images_per_s']} img/s, manifest "
                 f"{row['manifest_lines']:,} lines, driver peak {row['driver_peak_mb']} MB; timings {row['timings']}")
         lines.append(f"| {name} | {row['seconds']} | {row['peak_growth_mb']} | {what} |")
-    return "\n".join(lines + [""])
+    return lines
 
 
 def main() -> int:
@@ -177,7 +190,8 @@ def main() -> int:
     if not inside():  # loopback only: a private network (and PID) namespace of its own
         return rerun_inside(__file__, sys.argv[1:])
     result = run(args)
-    write_record("driver_cost", result, markdown(result))
+    name = "driver_cost" + ("" if args.paths and args.small else "_fixed" if args.small else "_scale")
+    write_record(name, result, markdown(result))
     return 0
 
 
