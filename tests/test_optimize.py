@@ -401,6 +401,29 @@ def test_time_left_counts_the_measured_seconds_per_gmac_and_drops_backends_that_
     eta.add(Candidate("k1-tensorrt", 1, "tensorrt", "fp32", status="skipped"))
     # 20 s for 20 GMAC; left: K = 2's torch and onnxruntime (20 GMAC each), not its tensorrt
     assert eta.text() == ", about 40 s left"
+    eta.at -= 15  # 15 s into the next step: the estimate counts down, it does not stand still
+    assert eta.text() == ", about 25 s left"
+    eta.at -= 100
+    assert eta.text() == ", about 0 s left"
+
+
+def test_a_long_step_says_a_line_in_30_s_in_a_log_and_every_tick_on_a_terminal(monkeypatch):
+    """eta.long_step ticks every 2 s; the step of optimize, bench and build-engine (cli.common.Steps) lets one tick
+    in 30 s through to a log (the README's promise; optimize's own step used to write every one)."""
+    import time
+
+    from scaoed_deploy.cli.common import TICK_LOG_S, Steps
+
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    lines = []
+    steps = Steps(lines.append, tick_every=TICK_LOG_S)
+    steps("AutoCast: 0 s spent")
+    for i in range(1, 61):  # two minutes of ticks, one each 2 s
+        clock[0] += 2
+        steps.tick(f"AutoCast: {2 * i} s spent")
+    assert lines == ["AutoCast: 0 s spent", "AutoCast: 30 s spent", "AutoCast: 60 s spent", "AutoCast: 90 s spent",
+                     "AutoCast: 120 s spent"]
 
 
 # ---------------------------------------------------------------------------- racing, against brute force

@@ -141,7 +141,11 @@ def counted_progress(label: str, clock, quiet: bool):
                         TextColumn("{task.fields[info]}"), clock, quiet=quiet)
 
 
-class _Steps:
+#: In a log, a long step's progress (step.tick) is a line every this many seconds; on a terminal, every tick.
+TICK_LOG_S = 30.0
+
+
+class Steps:
     """step(message) and step.tick(message) (the same step's progress: every tick on a spinner, one line a
     ``tick_every`` seconds in a log)."""
 
@@ -163,12 +167,13 @@ def progress_steps(quiet: bool = False):
     progress, step.tick, one line in 30 s)."""
     console = stderr_console()
     if quiet and not console.is_terminal:
-        yield _Steps(lambda message: None)
+        yield Steps(lambda message: None)
     elif console.is_terminal:
         with console.status("starting") as status:
-            yield _Steps(status.update)
+            yield Steps(status.update)
     else:  # a log line: unwrapped
-        yield _Steps(lambda message: console.print(f"  {message}", highlight=False, soft_wrap=True), tick_every=30.0)
+        yield Steps(lambda message: console.print(f"  {message}", highlight=False, soft_wrap=True),
+                    tick_every=TICK_LOG_S)
 
 
 # ---------------------------------------------------------------------------- shared option groups

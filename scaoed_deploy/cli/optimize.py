@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -19,6 +20,8 @@ from ..optimize.report import summary_line, table
 from ..optimize.search import gmacs_by_k
 from ..runtime.torch_backend import pick_device
 from .common import (
+    TICK_LOG_S,
+    Steps,
     chosen_backends,
     command_line,
     data_option,
@@ -59,6 +62,7 @@ class TimeLeft:
         self.plan, self.gmacs = plan, gmacs
         self.done, self.seconds, self.work = 0, 0.0, 0.0
         self.dropped: set[str] = set()
+        self.at = time.monotonic()  # when the estimate was last made: it counts down from there
 
     def add(self, c) -> bool:
         """Count candidate ``c`` done; True when it is the first measured one (the first estimate)."""
@@ -70,12 +74,16 @@ class TimeLeft:
             self.work += self.gmacs[c.k]
         elif c.status in ("skipped", "excluded"):
             self.dropped.add(c.backend)
+        self.at = time.monotonic()
         return first
 
     def text(self) -> str:
+        """The estimate made when the last candidate was settled, less the time spent since (counting down within
+        a step, not standing still); never below zero."""
         if not self.work:
             return ""
         s = self.seconds / self.work * sum(self.gmacs[k] for k, b in self.plan[self.done:] if b not in self.dropped)
+        s = max(0.0, s - (time.monotonic() - self.at))
         return f", about {s / 60:.0f} min left" if s >= 90 else f", about {s:.0f} s left"
 
 
@@ -133,10 +141,13 @@ def optimize(resolutions, stages, backends, device, max_latency_ms, min_psnr, ma
     with progress:
         task = progress.add_task("optimize", total=n, info="", n=f"0/{n}")
 
-        def step(message):
+        def say(message):
             progress.update(task, info=message + eta.text())
             if log:
                 log(f"[{min(eta.done + 1, n)}/{n}] {message}{eta.text()}")
+
+        # a long step's progress (eta.long_step's ticks): every tick on the bar, a line in 30 s in a log
+        step = Steps(say, tick_every=TICK_LOG_S if log else 0.0)
 
         def advance(c, gmacs):
             first = eta.add(c)
