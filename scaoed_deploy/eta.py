@@ -25,6 +25,8 @@ from .errors import atomic_path
 #: (887 nodes) and 352 s at K = 5 (4,380), about quadratic. NNCF (one round): 166 s at K = 5; ONNX Runtime's
 #: quantize_static and ModelOpt's INT8: 19 and 18 s at K = 1.
 DEFAULT_SECONDS_PER_UNIT = {"autocast": 1.8e-5, "nncf": 0.038, "ort-quantize": 0.022, "modelopt-quantize": 0.020}
+#: The name of every long step's ticker thread starts with this (precision.quiet lets what it writes through).
+TICKER_PREFIX = "long_step:"
 #: How a step's time grows with the node count: units = nodes ** power.
 POWER = {"autocast": 2}
 
@@ -91,7 +93,7 @@ def long_step(step: Callable[[str], None], kind: str, message: str, nodes: int, 
         while not done.wait(every):
             tick(progress_text(message, time.monotonic() - t0, expected))
 
-    ticker = threading.Thread(target=ticks, name=f"long_step:{kind}", daemon=True)
+    ticker = threading.Thread(target=ticks, name=f"{TICKER_PREFIX}{kind}", daemon=True)
     ticker.start()
     try:
         yield

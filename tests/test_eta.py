@@ -82,3 +82,24 @@ def test_ticks_stop_with_the_step(tmp_path, monkeypatch):
     with eta.long_step(lambda m: None, "ort-quantize", "x", 10, every=0.01):
         pass
     assert not [t for t in threading.enumerate() if t.name.startswith("long_step:")]
+
+
+def test_a_long_step_inside_a_quieted_tool_still_says_its_time_in_a_log(capsys):
+    """The tools (AutoCast, NNCF) run with their output silenced; the step's ticker thread must still be heard:
+    its lines reach stderr while the tool's own prints, on stdout or stderr, do not."""
+    import sys
+    import time
+
+    from scaoed_deploy.cli.common import Steps
+    from scaoed_deploy.eta import long_step
+    from scaoed_deploy.precision.quiet import quiet_tools
+
+    step = Steps(lambda message: print(f"  {message}", file=sys.stderr))  # a log's step, every tick let through
+    with long_step(step, "test-quiet", "quantizing", 10, every=0.05), quiet_tools("nncf"):
+        print("a tool's progress bar", file=sys.stderr)
+        print("a tool's chatter")
+        time.sleep(0.4)
+    out, err = capsys.readouterr()
+    assert "tool" not in out + err
+    ticks = [line for line in err.splitlines() if line.startswith("  quantizing: ")]
+    assert len(ticks) >= 4 and "spent" in ticks[-1]  # the first line, then a tick every 0.05 s
