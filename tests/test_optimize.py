@@ -430,7 +430,7 @@ def test_a_long_step_says_a_line_in_30_s_in_a_log_and_every_tick_on_a_terminal(m
 class _Simulated:
     """A search whose candidates are synthetic: true latencies at least 1.25 x apart (a backend's rate times a
     K's MACs, powers of 1.25), each timed call 0-10 % slower than true (noise only slows), PSNRs within each
-    precision's parity margin of fp32's at that K."""
+    precision's parity margin of fp32's at that K, a backend's dPSNR alike at every K within 0.01 dB."""
 
     def __init__(self, rng: random.Random, constraint, iters: int = 5):
         from scaoed_deploy.optimize.choose import margin_db
@@ -440,13 +440,16 @@ class _Simulated:
         rate = dict(zip(precisions, rng.sample(range(5), 4)))
         self.gmacs = {k: 1.25 ** (5 * i) for i, k in enumerate(ks)}
         fp32 = {k: rng.uniform(27, 30) for k in ks}
+        loss = {b: rng.uniform(-margin_db(p), margin_db(p)) for b, p in precisions.items()}
         self.truth, self.calls = {}, 0
         cands = []
         for k in ks:
             for b, p in precisions.items():
                 c = Candidate(f"k{k}-{b}", k, b, p)
                 true_ms = 1.25 ** rate[b] * self.gmacs[k]
-                d = 0.0 if b == "torch" else rng.uniform(-margin_db(p), margin_db(p))
+                # a backend's dPSNR alike at every K within 0.01 dB (as measured; choose.likely_reach relies on it)
+                jitter = min(margin_db(p), max(-margin_db(p), loss[b] + rng.uniform(-0.01, 0.01)))
+                d = 0.0 if b == "torch" else jitter
                 self.truth[c.id] = {"latency_ms": true_ms, "psnr": fp32[k] + d, "dpsnr": d,
                                     "times_s": [true_ms * (1 + rng.uniform(0, 0.1)) / 1000 for _ in range(iters)]}
                 cands.append(c)

@@ -12,8 +12,9 @@ timed, and which candidates are timed again, side by side, before the choice. Pu
   alike; their latency becomes the median of all their calls (spikes left out: ``robust_ms``) and the
   choice is made again.
 - ``run_search`` is the search's order of work (prunes, eager first at each K, then the others fastest-predicted
-  first), with measuring left to its caller: the real search (``search.py``) makes, verifies and times; the
-  simulation in the tests draws noisy calls from true figures.
+  first; a candidate is not made when a measured one already beats both its latency and its PSNR predicted from
+  its backend at a lower K: ``choose.likely_reach``), with measuring left to its caller: the real search
+  (``search.py``) makes, verifies and times; the simulation in the tests draws noisy calls from true figures.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from .choose import (
     dominance_prune,
     dominator,
     latency_prune,
+    likely_reach,
     predicted_order,
     quality_prune,
-    reach,
 )
 
 
@@ -120,7 +121,8 @@ def run_search(cands: list[Candidate], fp32_psnr: dict[int, float], gmacs: dict[
         measured = [c for c in cands if c.measured]
         for c in [eager, *predicted_order(at_k[1:], measured, gmacs)]:
             if c.status == "pending" and c is not eager:
-                why = dominance_prune(c, [d for d in cands if d.measured], gmacs, reach(c, fp32_psnr))
+                measured = [d for d in cands if d.measured]
+                why = dominance_prune(c, measured, gmacs, likely_reach(c, measured, fp32_psnr))
                 if why:
                     c.status, c.reason = "pruned", why
             if c.status == "pending":
