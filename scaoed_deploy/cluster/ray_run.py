@@ -93,8 +93,7 @@ def denoise_on_ray(src, dst, model: str | None = None, *, address: str = "local"
         t = time.perf_counter()
         started = connect(ray, address)
         timings["connect_s"] = time.perf_counter() - t
-        manifest = Manifest(Path(plan.jobs[0].dst).parent if plan.jobs and not is_url(plan.jobs[0].dst) else
-                            str(plan.jobs[0].dst).rsplit("/", 1)[0]) if plan.jobs and not plan.single else None
+        manifest = _manifest_for(plan)
         try:
             options = dict(model=str(model) if model else None, backend=backend, stages=stages, device=device,
                            allow_unverified=allow_unverified, tile=tile, overlap=overlap, tile_batch=tile_batch,
@@ -110,6 +109,14 @@ def denoise_on_ray(src, dst, model: str | None = None, *, address: str = "local"
     summary["address"] = address
     summary["timings"] = {k: round(v, 2) for k, v in timings.items()}
     return summary
+
+
+def _manifest_for(plan: Plan) -> Manifest | None:
+    """The run's manifest beside its outputs: a folder's run has one, a single image none."""
+    if plan.single or not plan.jobs:
+        return None
+    dst = plan.jobs[0].dst
+    return Manifest(str(dst).rsplit("/", 1)[0] if is_url(dst) else Path(dst).parent)
 
 
 def paths_per_block(jobs: int, workers: int) -> int:
