@@ -142,15 +142,18 @@ def _at(folder: str, name: str) -> Path | str:
 def plan_with_objects(src: str, dst: str, reference: str | None, overwrite: bool) -> Plan:
     """plan_jobs for a run that reads or writes object storage: the same rules, each folder or prefix listed once;
     a missing bucket or refused credentials is one line here, before any work."""
-    single = is_url(src) and suffix_of(src) in READ_SUFFIXES or not is_url(src) and Path(src).is_file() and \
-        Path(src).suffix.lower() not in LIST_SUFFIXES
+    if is_url(src):
+        single = suffix_of(src) in READ_SUFFIXES  # one object; else a prefix
+    else:
+        single = Path(src).is_file() and Path(src).suffix.lower() not in LIST_SUFFIXES  # else a folder or list
     if is_url(dst):
         check_bucket(dst)
     if single:
         inputs: list[Path | str] = [src if is_url(src) else Path(src)]
-        if is_url(dst) and suffix_of(dst) in READ_SUFFIXES or not is_url(dst) and not Path(dst).is_dir():
+        names_a_file = suffix_of(dst) in READ_SUFFIXES if is_url(dst) else not Path(dst).is_dir()
+        if names_a_file:
             out_folder, out_name = dst.rsplit("/", 1) if is_url(dst) else (str(Path(dst).parent), Path(dst).name)
-        else:
+        else:  # a folder or prefix: the input's name in it
             out_folder, out_name = dst, base_name(src)
         check_writable_suffix(out_name)
         if out_name in names_at(out_folder) and not overwrite:
