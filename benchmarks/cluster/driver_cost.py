@@ -23,9 +23,6 @@ as root), which also ends every Ray process with it. Records driver_cost.json an
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
 import os
 import resource
 import subprocess
@@ -35,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import inside, rerun_inside, write_record
+from common import inside, rerun_inside, timed_cli, write_record
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -49,16 +46,8 @@ def peak_mb() -> float:
 
 
 def cli(args: list[str]) -> tuple[float, dict]:
-    from scaoed_deploy.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    t = time.perf_counter()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(args)
-    seconds = time.perf_counter() - t
-    if code != 0:
-        raise SystemExit(f"error: {' '.join(args)} exited {code}: {err.getvalue()[-1500:]}")
-    return seconds, json.loads(out.getvalue())
+    seconds, summary, _ = timed_cli(args)
+    return seconds, summary
 
 
 def small_set(root: Path, count: int) -> Path:

@@ -17,9 +17,6 @@ it. Records ray_throughput.json and .md beside this script.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
 import os
 import shutil
 import sys
@@ -28,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import inside, rerun_inside, write_record
+from common import inside, rerun_inside, timed_cli, write_record
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -56,21 +53,6 @@ def make_inputs(root: Path, small: int, large: int) -> dict[str, Path]:
                                         for _ in range(8)], axis=1))
         write_image(out["large"] / f"l{i:02d}.png", Image(rgb=np.ascontiguousarray(np.concatenate(rows, axis=0))))
     return out
-
-
-def timed_cli(args: list[str]) -> tuple[float, dict | None, str]:
-    from scaoed_deploy.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    t = time.perf_counter()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(args)
-    seconds = time.perf_counter() - t
-    if code != 0:
-        raise SystemExit(f"error: {' '.join(args)} exited {code}: {err.getvalue()[-1000:]}")
-    with contextlib.suppress(ValueError):
-        return seconds, json.loads(out.getvalue()), err.getvalue()
-    return seconds, None, err.getvalue()
 
 
 def run(args) -> dict:
