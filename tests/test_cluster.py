@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -91,20 +92,28 @@ def cluster(tmp_path_factory, tiny_checkpoint, tiny_k1_onnx):
                  "args": ["denoise", str(lose), str(d / "lose_ray"), *model, *ray]},  # last: one node fewer after
     }
     (d / "cases.json").write_text(json.dumps(cases))
-    env = dict(os.environ, RAY_TMPDIR=str(d / "ray"))  # every Ray process of the run names this folder
+    # every Ray process of the run names this folder; a short one: Ray's socket paths under it must stay within
+    # AF_UNIX's 107 bytes, which a pytest folder (/tmp/pytest-of-root/pytest-NNN/cluster0/...) can pass
+    ray_tmp = Path(tempfile.mkdtemp(prefix="sr", dir="/tmp"))
+    env = dict(os.environ, RAY_TMPDIR=str(ray_tmp))
     script = (f"ip link set lo up && exec {sys.executable} {HERE / 'ray_netns.py'} {d / 'cases.json'} "
               f"{d / 'result.json'}")
-    proc = subprocess.run(NAMESPACE + ["sh", "-c", script], capture_output=True, text=True, env=env, timeout=1800)
-    assert (d / "result.json").is_file(), proc.stderr[-3000:]
-    result = json.loads((d / "result.json").read_text())
-    assert "error" not in result, result["error"]
-    return result, d, onnx
+    try:
+        proc = subprocess.run(NAMESPACE + ["sh", "-c", script], capture_output=True, text=True, env=env,
+                              timeout=1800)
+        assert (d / "result.json").is_file(), proc.stderr[-3000:]
+        result = json.loads((d / "result.json").read_text())
+        assert "error" not in result, result["error"]
+        result["ray_tmp"] = str(ray_tmp)
+        yield result, d, onnx
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_the_cluster_has_two_nodes_on_loopback_and_nothing_of_it_outlives_the_test(cluster):
     result, d, _ = cluster
     assert result["cluster"]["nodes"] == 2 and result["cluster"]["addresses"] == ["127.0.0.1"]
-    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if str(d / "ray").encode() in _read(p)]
+    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if result["ray_tmp"].encode() in _read(p)]
     assert left == []
 
 
