@@ -68,6 +68,7 @@ def test_the_finalists_are_the_choice_and_what_lies_within_the_noise_of_it_or_th
     assert calls == [(["a", "b"], DEFAULT.final_rounds)] and pick.id == "b" and b.latency_ms == 80.0
 
 
+@pytest.mark.slow  # 1,200 simulated searches: seconds, kept out of the quick loop
 @pytest.mark.parametrize("kind", ["max_latency_ms", "min_psnr", "max_dpsnr", None])
 def test_with_heavy_tailed_noise_the_search_picks_what_brute_force_picks(kind):
     """300 random machines per constraint, a fifth of all calls twice as slow: at least 95 % agree with brute force

@@ -24,6 +24,7 @@ from scaoed_deploy.serve import free_port
 from scaoed_deploy.storage import objects
 
 MOTO = Path(sys.executable).parent / "moto_server"
+pytestmark = pytest.mark.slow  # starts a server of its own
 BUCKET = "archive"
 
 
