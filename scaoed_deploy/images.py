@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
 
 import numpy as np
@@ -389,5 +390,6 @@ def psnr_ssim(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
 def list_images(folder: str | Path) -> list[Path]:
     """The images of a folder (not recursively), never a temporary file an interrupted write left."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in READ_SUFFIXES and not is_temporary(p))
+    with os.scandir(folder) as entries:  # the listing's own file types: no look-up per entry
+        return sorted(folder / e.name for e in entries
+                      if e.is_file() and Path(e.name).suffix.lower() in READ_SUFFIXES and not is_temporary(e.name))

@@ -97,7 +97,15 @@ def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = N
         inputs = list(dict.fromkeys(inputs))
     else:
         raise ScaoedError(f"input not found: {src_p}")
-    into_inputs = [p for p in inputs if (dst_p / p.name).resolve() == p.resolve()]
+    real: dict[Path, Path] = {}  # each input folder resolved once, however many images it holds
+
+    def folder_of(p: Path) -> Path:
+        if p.parent not in real:
+            real[p.parent] = p.parent.resolve()
+        return real[p.parent]
+
+    dst_real = dst_p.resolve()
+    into_inputs = [p for p in inputs if folder_of(p) == dst_real]  # an output path that is its input's path
     if into_inputs:
         raise ScaoedError(f"{dst_p / into_inputs[0].name} would be written over its own input; name another output "
                           "folder")
@@ -106,9 +114,10 @@ def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = N
         missing = [str(j.ref) for j in jobs if not j.ref.is_file()]
         if missing:
             raise ScaoedError(f"reference folder lacks {len(missing)} image(s): {', '.join(missing[:3])}")
-    done = [] if overwrite else [j for j in jobs if j.dst.exists()]
+    existing = set() if overwrite else names_at(dst_p)  # one listing, not a look-up per output
+    done = [j for j in jobs if j.dst.name in existing]
     swept = [str(t) for t in sweep_stale_temporaries(dst_p)]
-    return Plan([j for j in jobs if overwrite or not j.dst.exists()], single=False, skipped=[str(j.dst) for j in done],
+    return Plan([j for j in jobs if j.dst.name not in existing], single=False, skipped=[str(j.dst) for j in done],
                 skipped_inputs=[str(j.src) for j in done], swept=swept)
 
 
