@@ -26,9 +26,9 @@ Behaviour (also in the README):
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
-import os
 from pathlib import Path
 
 import numpy as np

@@ -43,6 +43,14 @@ def dialled(host: str, port: int) -> str:
     return host
 
 
+START_ONE = "start one with `ray start --head`, or use --ray local"
+
+
+def _unreachable(address: str, why: str, way_out: str, via: str = "") -> ScaoedError:
+    """The one line for a cluster that cannot be reached (``via``: what Ray dials for the address, if not it)."""
+    return ScaoedError(f"cannot reach a Ray cluster at {address!r}{via}: {why} ({way_out})")
+
+
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """One line, within ``timeout`` (twice it at most), for a HOST:PORT or ray://HOST:PORT address where no Ray
     head answers: nothing listening at the address Ray will dial, or something that is not gRPC (ray.init would
@@ -60,8 +68,7 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         conn = socket.create_connection((target, int(port)), timeout=timeout)
     except OSError as e:
         why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or first_line(e))
-        raise ScaoedError(f"cannot reach a Ray cluster at {address!r}{via}: {why} (start one with `ray start "
-                          "--head`, or use --ray local)") from e
+        raise _unreachable(address, why, START_ONE, via) from e
     with conn:
         if os.environ.get("RAY_USE_TLS", "0") not in ("0", ""):
             return  # a TLS head answers nothing to plain HTTP/2
@@ -71,8 +78,8 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         except OSError:
             answer = b""
         if len(answer) < 9 or answer[3] != 0x04:
-            raise ScaoedError(f"cannot reach a Ray cluster at {address!r}{via}: what answers there is not a Ray head "
-                              "(no gRPC answer); check the port (`ray start --head` prints it)")
+            raise _unreachable(address, "what answers there is not a Ray head (no gRPC answer)",
+                               "check the port (`ray start --head` prints it)", via)
 
 
 def connect(ray, address: str) -> bool:
@@ -85,8 +92,7 @@ def connect(ray, address: str) -> bool:
     try:
         ray.init(address=None if address == "local" else address, **kwargs)
     except Exception as e:  # ConnectionError, RuntimeError, ValueError: the address is the user's to fix
-        raise ScaoedError(f"cannot reach a Ray cluster at {address!r}: {first_line(e)} (start one with `ray start "
-                          "--head`, or use --ray local)") from e
+        raise _unreachable(address, first_line(e), START_ONE) from e
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # the run's own progress replaces Ray Data's lines
     token = Path.home() / ".ray" / "auth_token"
     if address == "local" and token.is_file():  # a token Ray wrote for the cluster it started: private

@@ -29,7 +29,7 @@ from ..artifact import load_artifact
 from ..checkpoint import read_checkpoint
 from ..errors import TEMP_MARK, ScaoedError, first_line, is_temporary
 from ..runtime.denoiser import DEFAULT_OVERLAP, DEFAULT_TILE, Denoiser
-from ..runtime.jobs import Plan, base_name, names_at, plan_jobs
+from ..runtime.jobs import Plan, base_name, names_at, parent_of, plan_jobs
 from ..runtime.registry import CHECKPOINT_SUFFIXES
 from ..seal import check_seal
 from ..storage import is_url
@@ -115,8 +115,7 @@ def _manifest_for(plan: Plan) -> Manifest | None:
     """The run's manifest beside its outputs: a folder's run has one, a single image none."""
     if plan.single or not plan.jobs:
         return None
-    dst = plan.jobs[0].dst
-    return Manifest(str(dst).rsplit("/", 1)[0] if is_url(dst) else Path(dst).parent)
+    return Manifest(parent_of(plan.jobs[0].dst))
 
 
 def paths_per_block(jobs: int, workers: int) -> int:
@@ -192,10 +191,10 @@ def _run(ray, plan: Plan, options: dict, workers, threads, manifest, progress, t
 
 def _written(jobs) -> set[str]:
     """The outputs of ``jobs`` that exist (one listing per output folder or prefix)."""
-    folders: dict[str, set[str]] = {}
+    folders: dict = {}
     out = set()
     for j in jobs:
-        folder = str(j.dst).rsplit("/", 1)[0] if is_url(j.dst) else str(Path(j.dst).parent)
+        folder = parent_of(j.dst)
         if folder not in folders:
             folders[folder] = names_at(folder)
         if base_name(j.dst) in folders[folder]:

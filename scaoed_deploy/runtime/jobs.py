@@ -63,9 +63,10 @@ def listed(path: Path) -> list[Path | str]:
 def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = None,
               overwrite: bool = False) -> Plan:
     """The jobs of a run (see the module doc); raises ScaoedError for a run that must not start."""
-    if any(is_url(str(x)) for x in (src, dst, reference) if x is not None) or _lists_urls(src):
-        return plan_with_objects(str(src), str(dst), str(reference) if reference else None, overwrite)
     src_p, dst_p = Path(src), Path(dst)
+    listing = listed(src_p) if src_p.suffix.lower() in LIST_SUFFIXES and src_p.is_file() else None  # read once
+    if any(is_url(str(x)) for x in (src, dst, reference) if x is not None) or any(map(is_url, listing or [])):
+        return plan_with_objects(str(src), str(dst), str(reference) if reference else None, overwrite, listing)
     if src_p.is_file() and src_p.suffix.lower() not in LIST_SUFFIXES:
         dst_p = dst_p / src_p.name if dst_p.is_dir() else dst_p
         check_writable_suffix(dst_p)
@@ -85,7 +86,7 @@ def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = N
         if not inputs:
             raise ScaoedError(f"no images in {src_p} (looked for {' '.join(sorted(READ_SUFFIXES))})")
     elif src_p.is_file():
-        inputs = listed(src_p)
+        inputs = listing
         if not inputs:
             raise ScaoedError(f"{src_p} lists no images")
         names: dict[str, Path] = {}
@@ -97,15 +98,9 @@ def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = N
         inputs = list(dict.fromkeys(inputs))
     else:
         raise ScaoedError(f"input not found: {src_p}")
-    real: dict[Path, Path] = {}  # each input folder resolved once, however many images it holds
-
-    def folder_of(p: Path) -> Path:
-        if p.parent not in real:
-            real[p.parent] = p.parent.resolve()
-        return real[p.parent]
-
+    real = {folder: folder.resolve() for folder in {p.parent for p in inputs}}  # each input folder resolved once
     dst_real = dst_p.resolve()
-    into_inputs = [p for p in inputs if folder_of(p) == dst_real]  # an output path that is its input's path
+    into_inputs = [p for p in inputs if real[p.parent] == dst_real]  # an output path that is its input's path
     if into_inputs:
         raise ScaoedError(f"{dst_p / into_inputs[0].name} would be written over its own input; name another output "
                           "folder")
@@ -114,16 +109,17 @@ def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = N
         missing = [str(j.ref) for j in jobs if not j.ref.is_file()]
         if missing:
             raise ScaoedError(f"reference folder lacks {len(missing)} image(s): {', '.join(missing[:3])}")
-    existing = set() if overwrite else names_at(dst_p)  # one listing, not a look-up per output
-    done = [j for j in jobs if j.dst.name in existing]
-    swept = [str(t) for t in sweep_stale_temporaries(dst_p)]
-    return Plan([j for j in jobs if j.dst.name not in existing], single=False, skipped=[str(j.dst) for j in done],
+    return _folder_plan(jobs, dst_p, overwrite)
+
+
+def _folder_plan(jobs: list[Job], dst, overwrite: bool) -> Plan:
+    """A folder run's plan: the outputs that exist skipped (one listing of the output folder or prefix, not a
+    look-up per output), stale temporaries of a local output folder swept."""
+    existing = set() if overwrite else names_at(dst)
+    done = [j for j in jobs if base_name(j.dst) in existing]
+    swept = [] if is_url(dst) else [str(t) for t in sweep_stale_temporaries(dst)]
+    return Plan([j for j in jobs if base_name(j.dst) not in existing], single=False, skipped=[str(j.dst) for j in done],
                 skipped_inputs=[str(j.src) for j in done], swept=swept)
-
-
-def _lists_urls(src) -> bool:
-    p = Path(src)
-    return p.suffix.lower() in LIST_SUFFIXES and p.is_file() and any(is_url(x) for x in listed(p))
 
 
 def _images_at(folder: str) -> list[Path | str]:
@@ -144,13 +140,20 @@ def base_name(item) -> str:
     return name_of(item) if is_url(item) else Path(item).name
 
 
+def parent_of(item) -> Path | str:
+    """The folder (or URL prefix) a path or URL is in."""
+    return str(item).rsplit("/", 1)[0] if is_url(item) else Path(item).parent
+
+
 def _at(folder: str, name: str) -> Path | str:
     return join(folder, name) if is_url(folder) else Path(folder) / name
 
 
-def plan_with_objects(src: str, dst: str, reference: str | None, overwrite: bool) -> Plan:
+def plan_with_objects(src: str, dst: str, reference: str | None, overwrite: bool,
+                      listing: list[Path | str] | None = None) -> Plan:
     """plan_jobs for a run that reads or writes object storage: the same rules, each folder or prefix listed once;
-    a missing bucket or refused credentials is one line here, before any work."""
+    a missing bucket or refused credentials is one line here, before any work. ``listing``: the lines of a list
+    ``src``, when the caller has read them."""
     if is_url(src):
         single = suffix_of(src) in READ_SUFFIXES  # one object; else a prefix
     else:
@@ -161,7 +164,7 @@ def plan_with_objects(src: str, dst: str, reference: str | None, overwrite: bool
         inputs: list[Path | str] = [src if is_url(src) else Path(src)]
         names_a_file = suffix_of(dst) in READ_SUFFIXES if is_url(dst) else not Path(dst).is_dir()
         if names_a_file:
-            out_folder, out_name = dst.rsplit("/", 1) if is_url(dst) else (str(Path(dst).parent), Path(dst).name)
+            out_folder, out_name = parent_of(dst), base_name(dst)
         else:  # a folder or prefix: the input's name in it
             out_folder, out_name = dst, base_name(src)
         check_writable_suffix(out_name)
@@ -177,7 +180,7 @@ def plan_with_objects(src: str, dst: str, reference: str | None, overwrite: bool
         if not inputs:
             raise ScaoedError(f"no images in {src} (looked for {' '.join(sorted(READ_SUFFIXES))})")
     else:
-        inputs = list(dict.fromkeys(listed(Path(src))))
+        inputs = list(dict.fromkeys(listed(Path(src)) if listing is None else listing))
         if not inputs:
             raise ScaoedError(f"{src} lists no images")
     names: dict[str, Path | str] = {}
@@ -199,8 +202,4 @@ def plan_with_objects(src: str, dst: str, reference: str | None, overwrite: bool
         missing = [str(j.ref) for j in jobs if base_name(j.ref) not in have]
         if missing:
             raise ScaoedError(f"reference folder lacks {len(missing)} image(s): {', '.join(missing[:3])}")
-    existing = set() if overwrite else names_at(dst)
-    done = [j for j in jobs if base_name(j.dst) in existing]
-    swept = [] if is_url(dst) else [str(t) for t in sweep_stale_temporaries(dst)]
-    return Plan([j for j in jobs if base_name(j.dst) not in existing], single=False, skipped=[str(j.dst) for j in done],
-                skipped_inputs=[str(j.src) for j in done], swept=swept)
+    return _folder_plan(jobs, dst, overwrite)
