@@ -7,11 +7,10 @@ figures of every candidate). Used by tests/test_optimize_race.py and benchmarks/
 from __future__ import annotations
 
 import random
-import statistics
 
 from scaoed_deploy.bench.candidates import BACKEND_PRECISION
 from scaoed_deploy.optimize.choose import Candidate, Constraint, NothingMeets, candidate_id, choose
-from scaoed_deploy.optimize.race import RacePolicy, noise_of, robust_ms, run_search, settle, stop_timing
+from scaoed_deploy.optimize.race import RacePolicy, judged_ms, noise_of, run_noise, run_search, settle, stop_timing
 
 GMACS = {1: 212.0, 3: 640.0, 5: 1071.0}
 BACKENDS = ["torch", "onnxruntime-int8", "openvino-int8", "openvino-bf16", "torch-bf16", "onnxruntime", "openvino"]
@@ -70,8 +69,7 @@ def simulate(rng: random.Random, truth: dict, fp32: dict, constraint: Constraint
             if stop_timing(psnr, times, others, constraint, c is not eager, noise, policy):
                 break
         calls += len(times)
-        c.status, c.psnr = "built", psnr
-        c.latency_ms = robust_ms(times) if policy.final_rounds else statistics.median(times)  # the rules of each
+        c.status, c.psnr, c.latency_ms = "built", psnr, judged_ms(times, policy)
         c.extra["calls_ms"] = times
 
     def retime(final: list[Candidate], rounds: int) -> list[list[float]]:
@@ -80,9 +78,8 @@ def simulate(rng: random.Random, truth: dict, fp32: dict, constraint: Constraint
         return [[call(rng, truth[c.id][2], slow_share, slow_factor) for _ in range(rounds)] for c in final]
 
     run_search(cands, fp32, GMACS, constraint, measure)
-    noise = max(noise_of(c.extra.get("calls_ms", [])) for c in cands if c.backend == "torch" and c.measured)
     try:
-        return settle(cands, constraint, noise, retime, policy)[0].id, calls
+        return settle(cands, constraint, run_noise(cands), retime, policy)[0].id, calls
     except NothingMeets:
         return None, calls
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from ..bench import BASELINE
 from .choose import (
     Candidate,
     Constraint,
@@ -44,10 +45,11 @@ class RacePolicy:
     final_rounds: int = 3  # interleaved rounds over the finalists (0: none)
     final_band: float = 1.25  # finalists: within this (or the noise, if wider) of the choice or the budget
     max_finalists: int = 4
+    leave_out_spikes: bool = True  # judge a candidate's latency without its load spikes (``robust_ms``)
 
 
-#: The rules before issue 39: one call decides, no finalists.
-SINGLE_CALL = RacePolicy(min_calls=1, close_factor=0.0, follow_noise=False, final_rounds=0)
+#: The rules before issue 39: one call decides, the plain median, no finalists.
+SINGLE_CALL = RacePolicy(min_calls=1, close_factor=0.0, follow_noise=False, final_rounds=0, leave_out_spikes=False)
 DEFAULT = RacePolicy()
 #: Timing also stops once the last STABLE_RUNS timed calls lie within STABLE_SPREAD of their median.
 STABLE_RUNS, STABLE_SPREAD = 3, 0.05
@@ -60,6 +62,16 @@ def robust_ms(times_ms: list[float]) -> float:
     ``SPIKE_FACTOR`` over its fastest; load only ever adds time). On a quiet machine, the plain median."""
     fastest = min(times_ms)
     return statistics.median([t for t in times_ms if t <= SPIKE_FACTOR * fastest])
+
+
+def judged_ms(times_ms: list[float], policy: RacePolicy = DEFAULT) -> float:
+    """The latency a candidate's calls are judged by under ``policy``."""
+    return robust_ms(times_ms) if policy.leave_out_spikes else statistics.median(times_ms)
+
+
+def run_noise(cands: list[Candidate]) -> float:
+    """The run's noise: the largest spread of an eager baseline's calls (its ``calls_ms``)."""
+    return max((noise_of(c.extra.get("calls_ms", [])) for c in cands if c.backend == BASELINE), default=0.0)
 
 
 def noise_of(times_ms: list[float]) -> float:
@@ -156,6 +168,6 @@ def settle(cands: list[Candidate], constraint: Constraint, noise: float, retime,
         return first, []
     for c, calls in zip(final, retime(final, policy.final_rounds)):
         c.extra["calls_ms"] = c.extra.get("calls_ms", []) + list(calls)
-        c.latency_ms = robust_ms(c.extra["calls_ms"])
+        c.latency_ms = judged_ms(c.extra["calls_ms"], policy)
         c.extra["final_calls_ms"] = list(calls)
     return choose(cands, constraint), final

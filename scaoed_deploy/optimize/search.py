@@ -39,6 +39,7 @@ from ..bench import (
     measure,
     prepare,
     quality,
+    time_calls,
 )
 from ..checkpoint import Weights, sha256_of
 from ..cost import model_cost
@@ -57,7 +58,7 @@ from .choose import (
     set_dpsnr,
 )
 from .race import DEFAULT as DEFAULT_RACE
-from .race import RacePolicy, noise_of, robust_ms, run_search, settle, stop_timing
+from .race import RacePolicy, judged_ms, noise_of, run_noise, run_search, settle, stop_timing
 
 
 @dataclass
@@ -151,10 +152,6 @@ class Search:
         self.backends.build_peaks.clear()
         c.extra["wall_s"] = round(time.perf_counter() - t, 1)  # making, parity and timing together
 
-    def noise(self) -> float:
-        """The largest spread of an eager baseline's calls in this run (see ``race``)."""
-        return max((noise_of(c.extra.get("calls_ms", [])) for c in self.cands if c.backend == BASELINE), default=0.0)
-
     def retime(self, final: list[Candidate], rounds: int) -> list[list[float]]:
         """``rounds`` calls of each finalist, in turn (A B C A B C ...), after one untimed call each."""
         fns = []
@@ -166,10 +163,9 @@ class Search:
             calls: list[list[float]] = [[] for _ in final]
             for r in range(rounds):
                 self.step(f"finalists: round {r + 1} of {rounds} over {', '.join(c.id for c in final)}")
-                for i, fn in enumerate(fns):
-                    t = time.perf_counter()
-                    fn(self.x)
-                    calls[i].append((time.perf_counter() - t) * 1000)
+                for i, fn in enumerate(fns):  # one call each, by bench's clock (a CUDA call waited for)
+                    times, _ = time_calls(fn, self.x, 0, 1, self.cfg.device == "cuda")
+                    calls[i].append(times[0] * 1000)
             return calls
         finally:
             for fn in fns:
@@ -210,7 +206,7 @@ class Search:
         finally:
             fn.close()
         c.status = "built"
-        c.latency_ms = robust_ms(m.times_ms) if m.times_ms else m.latency_ms["median"]  # load spikes left out
+        c.latency_ms = judged_ms(m.times_ms, cfg.race) if m.times_ms else m.latency_ms["median"]
         c.p90_ms = m.latency_ms["p90"]
         c.images_per_s = cfg.batch / (c.latency_ms / 1000)
         c.peak_memory_mb, c.setup_s = m.peak_memory_mb, m.setup_s
@@ -263,18 +259,18 @@ def run_optimize(weights: Weights, cfg: OptimizeConfig, step: Callable[[str], No
     meter = LoadMeter()
     search = Search(weights, cfg, step, advance)
     search.run()
-    meter.finish()
     cands = search.cands
-    best = set_dpsnr(cands)
+    best = set_dpsnr(cands)  # of PSNRs alone: the finalists' re-timing below leaves it as it is
     chosen, error, previews = None, None, []
-    noise, final = search.noise(), []
+    noise, final = run_noise(cands), []
     try:
         pick, final = settle(cands, cfg.constraint, noise, search.retime, cfg.race)
-        best = set_dpsnr(cands)  # finalists' latencies moved; PSNRs did not
         chosen = pick.id
-        previews = search.previews(pick)
     except NothingMeets as e:
         error = str(e)
+    meter.finish()  # the finalists' calls are timings too: the load beside them counts
+    if chosen:
+        previews = search.previews(pick)
     return {
         "constraint": cfg.constraint.to_dict(),
         "candidates": [c.to_dict() for c in cands],
