@@ -15,6 +15,7 @@ from ..runtime.triton_client import ServerLostError, TritonRunner
 from ..storage import is_url
 from ..weights import DEMO_NOTICE
 from .common import (
+    Steps,
     emit_json,
     json_option,
     notice,
@@ -180,7 +181,8 @@ class _RunProgress:
                                           TextColumn("{task.fields[counts]}"), TimeRemainingColumn(), quiet=False,
                                           transient=True)
         self.bar.__enter__()
-        self.task, self.t0, self.said = None, time.monotonic(), 0.0
+        self.task, self.t0 = None, time.monotonic()
+        self.say = Steps(self.log, tick_every=self.EVERY_S) if self.log else None  # a line in EVERY_S at most
         return self
 
     def __exit__(self, *exc):
@@ -194,12 +196,10 @@ class _RunProgress:
         if self.task is None:
             self.task = self.bar.add_task("denoising", total=total, counts=counts)
         self.bar.update(self.task, completed=done + failed, counts=counts)
-        now = time.monotonic()
-        if self.log and (now - self.said >= self.EVERY_S or left == 0):
-            self.said = now
-            spent = now - self.t0
+        if self.say:
+            spent = time.monotonic() - self.t0
             eta = f", about {spent / (done + failed) * left:.0f} s left" if done + failed and left else ""
-            self.log(f"{counts}{eta}")
+            (self.say if left == 0 else self.say.tick)(f"{counts}{eta}")  # the last line always
 
 
 def _print_results(results: list[dict], reference) -> None:

@@ -7,7 +7,9 @@ place) only when every file is written, so a failed run leaves no half package.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
 import shutil
 import tempfile
@@ -120,8 +122,6 @@ def compare_packages(shipped: str | Path, remade: str | Path) -> tuple[bool, lis
     """(whether the remade package holds what this one ships, a line per artifact): the same choice, and each
     shipped artifact identical, or equivalent: the same graph and weights (an ONNX file or IR with another
     metadata or other auto-numbered layer names, a weights file with other metadata)."""
-    import json
-
     a, b = (json.loads((Path(p) / "selection.json").read_text()) for p in (shipped, remade))
     if a["chosen"] != b["chosen"]:
         return False, [f"differs: this package chose {a['chosen']}, the remade one {b['chosen']} (the timings of two "
@@ -135,8 +135,6 @@ def compare_packages(shipped: str | Path, remade: str | Path) -> tuple[bool, lis
 
 
 def _same_artifact(x: Path, y: Path) -> str:
-    import re
-
     if not y.is_file():
         return "differs (not in the remade package)"
     if x.read_bytes() == y.read_bytes():

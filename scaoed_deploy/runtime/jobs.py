@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import ScaoedError, is_temporary, sweep_stale_temporaries
 from ..images import READ_SUFFIXES, check_writable_suffix, list_images
-from ..storage import check_bucket, is_url, join, list_objects, name_of, object_names, suffix_of
+from ..storage import is_url, join, list_objects, name_of, object_names, suffix_of
 
 LIST_SUFFIXES = {".txt", ".lst"}
 
@@ -152,14 +152,12 @@ def _at(folder: str, name: str) -> Path | str:
 def plan_with_objects(src: str, dst: str, reference: str | None, overwrite: bool,
                       listing: list[Path | str] | None = None) -> Plan:
     """plan_jobs for a run that reads or writes object storage: the same rules, each folder or prefix listed once;
-    a missing bucket or refused credentials is one line here, before any work. ``listing``: the lines of a list
-    ``src``, when the caller has read them."""
+    a missing bucket or refused credentials is one line here, before any work (every listing checks its
+    bucket). ``listing``: the lines of a list ``src``, when the caller has read them."""
     if is_url(src):
         single = suffix_of(src) in READ_SUFFIXES  # one object; else a prefix
     else:
         single = Path(src).is_file() and Path(src).suffix.lower() not in LIST_SUFFIXES  # else a folder or list
-    if is_url(dst):
-        check_bucket(dst)
     if single:
         inputs: list[Path | str] = [src if is_url(src) else Path(src)]
         names_a_file = suffix_of(dst) in READ_SUFFIXES if is_url(dst) else not Path(dst).is_dir()
