@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+import s3_server  # beside this script
+
 T0 = time.perf_counter()
 PORT = 6379
 ADDRESS = f"127.0.0.1:{PORT}"
@@ -84,23 +86,12 @@ def start_cluster(case: dict) -> dict:
 def start_object_storage(case: dict) -> dict:
     """moto's S3 server on 127.0.0.1 inside the namespace, its variables set before any node starts (every worker
     inherits them), and the test's bucket filled with its files."""
-    port = case["port"]
-    server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="testing",
-                      AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     from pyarrow import fs
 
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            s3 = fs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], allow_bucket_creation=True)
-            s3.create_dir(case["bucket"])
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    server = s3_server.start(case["port"])
+    os.environ.update(s3_server.aws_env(case["port"]))
+    s3 = fs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], allow_bucket_creation=True)
+    s3.create_dir(case["bucket"])
     for name, path in case["upload"].items():
         with s3.open_output_stream(f"{case['bucket']}/{name}") as f:
             f.write(Path(path).read_bytes())

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,31 +15,15 @@ import pytest
 from PIL import Image as PILImage
 from PIL import ImageCms
 from references import one_error
+from s3_server import MOTO, aws_env, start
 
 from scaoed_deploy.cli import main
 from scaoed_deploy.images import Image, read_image, write_image
 from scaoed_deploy.serve import free_port
 from scaoed_deploy.storage import objects
 
-MOTO = Path(sys.executable).parent / "moto_server"
 pytestmark = pytest.mark.slow  # starts a server of its own
 BUCKET = "archive"
-
-
-def _start(port: int, **env) -> subprocess.Popen:
-    server = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=dict(os.environ, **env))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        import socket
-
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    pytest.fail("moto's server did not start within 60 s")
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +33,8 @@ def s3(tmp_path_factory):
     if not MOTO.is_file():
         pytest.skip("moto's server is not installed (the test extra has it)")
     port = free_port()
-    server = _start(port)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    server = start(port)
+    env = aws_env(port)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     objects.filesystem.cache_clear()
@@ -163,7 +144,7 @@ def test_no_bucket_a_refused_key_or_no_server_is_one_line_before_any_work(s3, tm
     assert not (tmp_path / "out").exists()
 
     port = free_port()  # a server that checks keys (moto's IAM on from the first request): this key is unknown
-    strict = _start(port, INITIAL_NO_AUTH_ACTION_COUNT="0")
+    strict = start(port, INITIAL_NO_AUTH_ACTION_COUNT="0")
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
         objects.filesystem.cache_clear()
