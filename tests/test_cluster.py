@@ -330,11 +330,22 @@ def test_the_manifest_keeps_the_last_word_on_each_image_and_survives_a_torn_line
     assert third.failed_before == {} and third.known == {"a.png", "b.png", "d.png"}
 
 
+def _fake_ray(nodes, mapped):
+    """A stand-in for the parts of Ray the driver's rounds use: ``nodes()`` as ray.nodes() gives them, and a dataset
+    whose map_batches gives ``mapped(items)`` (its iter_rows plays the run)."""
+    from types import SimpleNamespace
+
+    def from_items(items, override_num_blocks):
+        return SimpleNamespace(map_batches=lambda *a, **k: mapped(items))
+
+    data = SimpleNamespace(DataContext=SimpleNamespace(get_current=SimpleNamespace), from_items=from_items,
+                           ActorPoolStrategy=lambda **k: None)
+    return SimpleNamespace(nodes=nodes, data=data)
+
+
 def test_where_ray_gives_up_after_a_node_is_lost_the_driver_redoes_only_what_is_missing(tmp_path):
     """A stand-in for Ray whose first pass returns two rows, writes a third output without returning it, then fails
     as Ray does when it gives up on a lost node (one node fewer); the second pass must get only the rest."""
-    from types import SimpleNamespace
-
     from scaoed_deploy.cluster import ray_run
     from scaoed_deploy.runtime.jobs import plan_jobs
 
@@ -366,17 +377,7 @@ def test_where_ray_gives_up_after_a_node_is_lost_the_driver_redoes_only_what_is_
             for item in self.items:
                 yield row(item)
 
-    class Dataset:
-        def __init__(self, items):
-            self.items = items
-
-        def map_batches(self, *a, **k):
-            return Mapped(self.items)
-
-    data = SimpleNamespace(DataContext=SimpleNamespace(get_current=lambda: SimpleNamespace()),
-                           from_items=lambda items, override_num_blocks: Dataset(items),
-                           ActorPoolStrategy=lambda **k: None)
-    fake = SimpleNamespace(nodes=lambda: nodes[0], data=data)
+    fake = _fake_ray(lambda: nodes[0], Mapped)
     seen = []
     summary = ray_run._run(fake, plan, {"device": "cpu", "model": None}, None, 1, None,
                            lambda *a: seen.append(a), {})
@@ -387,8 +388,6 @@ def test_where_ray_gives_up_after_a_node_is_lost_the_driver_redoes_only_what_is_
 
 
 def test_where_ray_fails_with_no_node_lost_and_nothing_done_it_is_one_line(tmp_path):
-    from types import SimpleNamespace
-
     from scaoed_deploy.cluster import ray_run
     from scaoed_deploy.errors import ScaoedError
     from scaoed_deploy.runtime.jobs import plan_jobs
@@ -396,16 +395,15 @@ def test_where_ray_fails_with_no_node_lost_and_nothing_done_it_is_one_line(tmp_p
     plan = plan_jobs(_folder(tmp_path / "in", 2, 8), tmp_path / "out")
 
     class Mapped:
+        def __init__(self, items):
+            pass
+
         def iter_rows(self):
             raise RuntimeError("outer") from ScaoedError("model not found: /gone.onnx")
             yield
 
-    data = SimpleNamespace(DataContext=SimpleNamespace(get_current=lambda: SimpleNamespace()),
-                           from_items=lambda items, override_num_blocks: SimpleNamespace(
-                               map_batches=lambda *a, **k: Mapped()),
-                           ActorPoolStrategy=lambda **k: None)
     node = {"NodeID": "head", "NodeManagerAddress": "x", "Alive": True, "Resources": {"CPU": 2}}
-    fake = SimpleNamespace(nodes=lambda: [node], data=data)
+    fake = _fake_ray(lambda: [node], Mapped)
     with pytest.raises(ScaoedError, match="the Ray job failed: model not found: /gone.onnx"):
         ray_run._run(fake, plan, {"device": "cpu", "model": None}, None, 1, None, lambda *a: None, {})
 
