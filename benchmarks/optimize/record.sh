@@ -7,7 +7,7 @@
 # reuse it) and the budget comes from the recorded front (benchmarks/optimize/front/selection.json).
 # Each step's wall time goes to WORK/<step>.times; summarize.py copies the selections, reports and charts
 # into benchmarks/optimize/{front,budget,warm}/ and the times into benchmarks/optimize/times.json (steps not
-# run keep their entry).
+# run keep their entry); screenshots.py renders each report.html in headless Chromium (screens/).
 # Usage: [STEPS="budget warm"] sh benchmarks/optimize/record.sh [WORK_DIR]   (repository root, quiet machine)
 set -e
 WORK=${1:-/tmp/scaoed-optimize}
@@ -32,3 +32,8 @@ print(round(next(c['latency_ms'] for c in s['candidates'] if c['id'] == 'k5-torc
 step budget --stages 1,2,3,4,5 --max-latency-ms "$BUDGET"
 step warm --stages 1,3,5
 python3 benchmarks/optimize/summarize.py "$WORK" $STEPS
+# each report.html looked at in headless Chromium at desktop and phone widths (screens/ beside it)
+for s in $STEPS; do
+    if [ -x "${CHROMIUM:-/usr/bin/chromium}" ]; then python3 benchmarks/optimize/screenshots.py "benchmarks/optimize/$s"
+    else echo "no Chromium: benchmarks/optimize/$s/report.html not looked at"; fi
+done

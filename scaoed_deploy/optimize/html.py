@@ -24,10 +24,12 @@ MARK = np.array([1.0, 0.15, 0.15], dtype=np.float32)  # the zoomed area's outlin
 STYLE = ("body{font-family:sans-serif;margin:1em;max-width:1400px}p{line-height:1.4}"
          ".scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;font-size:12px}"
          "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}"
-         "td:nth-child(-n+5),td:last-child{text-align:left}td:last-child{white-space:normal;min-width:16em}"
+         "td:nth-child(-n+5),td:last-child{text-align:left}td:last-child{white-space:normal;min-width:24em}"
          "tr.chosen{background:#e8f4e8;font-weight:bold}figure{margin:0 0 1em 0}"
-         ".row{display:flex;gap:6px;flex-wrap:wrap}.row figure{text-align:center;font-size:12px;"
-         "flex:1 1 160px;max-width:320px}img{max-width:100%;height:auto}.row img{image-rendering:pixelated;width:100%}"
+         ".row{display:grid;gap:6px;grid-template-columns:repeat(4,minmax(0,1fr));max-width:1100px}"
+         "@media(max-width:600px){.row{grid-template-columns:repeat(2,minmax(0,1fr))}}"
+         ".row figure{text-align:center;font-size:12px;margin:0}img{max-width:100%;height:auto}"
+         ".row img{image-rendering:pixelated;width:100%}"
          ".warn{background:#fff3cd;padding:.4em .6em;border-left:4px solid #e0a800}")
 
 
