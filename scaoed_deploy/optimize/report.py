@@ -45,6 +45,8 @@ def table(sel: dict) -> list[str]:
         mark = "**" if c["id"] == sel["chosen"] else ""
         runs = (c["extra"].get("latency") or {}).get("iters")
         note = "; ".join(n for n in (c["reason"], c["extra"].get("timing_stopped")) if n)
+        if not note and c["status"] == "built" and runs:
+            note = f"timed in full: {runs} calls, none stopped it early"
         lines.append(
             f"| {mark}{c['id']}{mark} | {c['k']} | {c['backend']} | {c['precision']} | {c['status']} | "
             f"{fmt(c['latency_ms'], '.1f')} | {fmt(c['p90_ms'], '.1f')} | {fmt(runs, 'd')} | "
