@@ -22,14 +22,12 @@ from ..errors import ScaoedError, first_line
 from ..runtime.base import RunOptions, verified_elsewhere
 from ..runtime.registry import open_runner
 from ..runtime.tensorrt import ShapeProfile
+from ..runtime.variants import VARIANTS, Variant, default_variants
 
-BACKENDS = ("torch", "torch-bf16", "torch-fp16", "torch-compile", "onnxruntime", "onnxruntime-fp16",
-            "onnxruntime-bf16", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", "tensorrt",
-            "tensorrt-fp16", "tensorrt-int8")
-CPU_DEFAULT = ("torch", "torch-bf16", "torch-compile", "onnxruntime", "onnxruntime-fp16", "onnxruntime-bf16",
-               "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", "tensorrt-fp16", "tensorrt-int8")
-GPU_DEFAULT = ("torch", "torch-fp16", "torch-bf16", "torch-compile", "onnxruntime", "onnxruntime-fp16",
-               "tensorrt", "tensorrt-fp16", "tensorrt-int8")
+#: Every variant's name, and the default sets (all from the one model, runtime/variants.py).
+BACKENDS = tuple(VARIANTS)
+CPU_DEFAULT = tuple(default_variants("cpu"))
+GPU_DEFAULT = tuple(default_variants("cuda"))
 BASELINE = "torch"
 BENCH_CACHE = "bench"  # bench's and optimize's own artifacts: a folder inside the export folder, out of build-engine's sight
 
@@ -56,7 +54,7 @@ class BenchConfig:
 
 
 def default_backends(device: str) -> list[str]:
-    return list(CPU_DEFAULT if device == "cpu" else GPU_DEFAULT)
+    return default_variants(device)
 
 
 def check_backends(names: list[str]) -> None:
@@ -66,17 +64,13 @@ def check_backends(names: list[str]) -> None:
 
 
 #: The precision each backend computes in.
-BACKEND_PRECISION = {"torch": "fp32", "torch-bf16": "bf16", "torch-fp16": "fp16", "torch-compile": "fp32",
-                     "onnxruntime": "fp32", "onnxruntime-fp16": "fp16", "onnxruntime-bf16": "bf16",
-                     "onnxruntime-int8": "int8", "openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8",
-                     "tensorrt": "fp32", "tensorrt-fp16": "fp16", "tensorrt-int8": "int8"}
+BACKEND_PRECISION = {name: v.precision for name, v in VARIANTS.items()}
 
 
 def peak_precision(backend: str) -> str:
     """The precision whose CPU peak a backend's row is measured against: int8, bf16, else fp32 (fp16 runs as fp32
     on a CPU without native fp16)."""
-    precision = BACKEND_PRECISION[backend]
-    return precision if precision in ("int8", "bf16") else "fp32"
+    return VARIANTS[backend].peak_precision
 
 
 class Backends:
@@ -138,64 +132,59 @@ class Backends:
         cuda = cfg.device == "cuda"
         if cuda and not torch.cuda.is_available():
             raise Skip("no CUDA GPU visible to torch")
-        if name.startswith("tensorrt"):
-            return self._tensorrt(name, stages)
-        if name.startswith("onnxruntime"):
-            return self._onnxruntime(name, stages)
-        if name.startswith("openvino"):
-            return self._openvino(name, stages)
+        v = VARIANTS[name]
+        if v.runtime != "torch":
+            return {"tensorrt": self._tensorrt, "onnxruntime": self._onnxruntime, "openvino": self._openvino}[
+                v.runtime](v, stages)
         options = RunOptions(stages=stages, device="cuda" if cuda else "cpu", threads=cfg.threads, weights=self.weights,
-                             amp={"torch-bf16": "bf16", "torch-fp16": "fp16"}.get(name),
-                             compile=name == "torch-compile")
+                             amp=v.amp, compile=v.compile)
         try:
             return open_runner(None, "torch", options)
         except ScaoedError as e:  # torch.compile refused, say
             raise Skip(str(e)) from e
 
-    def _onnxruntime(self, name: str, stages: int):
+    def _onnxruntime(self, v: Variant, stages: int):
         import onnxruntime as ort
 
-        precision = BACKEND_PRECISION[name]
+        precision = v.precision
         providers = ["CPUExecutionProvider"]
         if self.cfg.device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise Skip("this onnxruntime has no CUDA execution provider")
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        target = "onnxruntime-cpu" if precision == "int8" and self.cfg.device == "cpu" else "tensorrt"
+        target = v.artifact_target(self.cfg.device)
         missing = ort_kernel_missing(precision, tuple(providers))
         if missing:  # said before the artifact is made: minutes of conversion for a row that cannot run
             raise Skip(missing)
         path = self.artifact(stages, precision, target)
         try:  # the runner also refuses a CUDA provider that failed to load (a silent fallback to the CPU)
-            runner = open_runner(path, "onnxruntime-cuda" if self.cfg.device == "cuda" else "onnxruntime",
-                                 RunOptions(threads=self.cfg.threads))
+            runner = open_runner(path, v.registry_name(self.cfg.device), RunOptions(threads=self.cfg.threads))
         except ScaoedError as e:
             raise Skip(str(e)) from e  # names the file (so the precision) and ONNX Runtime's reason
         runner.artifact = str(path)
         return runner
 
-    def _openvino(self, name: str, stages: int):
+    def _openvino(self, v: Variant, stages: int):
         import importlib.util
 
         if importlib.util.find_spec("openvino") is None:
             raise Skip("openvino is not installed (pip install openvino)")
-        if self.cfg.device == "cuda":
+        if self.cfg.device not in v.devices:
             raise Skip("the OpenVINO rows run on the CPU (bench --device cpu)")
-        precision = BACKEND_PRECISION[name]
-        path = self.artifact(stages, precision, "openvino")
-        runner = open_runner(path, "openvino", RunOptions(threads=self.cfg.threads))
+        path = self.artifact(stages, v.precision, v.artifact_target(self.cfg.device))
+        runner = open_runner(path, v.registry_name(self.cfg.device), RunOptions(threads=self.cfg.threads))
         runner.artifact = str(path)
         runner.runtime_precision = runner.precision_report()  # what the compiled model really runs
         return runner
 
-    def _tensorrt(self, name: str, stages: int):
+    def _tensorrt(self, v: Variant, stages: int):
         import importlib.util
         if importlib.util.find_spec("tensorrt") is None:
             raise Skip("tensorrt is not installed (pip install tensorrt on a machine with an NVIDIA GPU)")
-        if self.cfg.device != "cuda":
+        if self.cfg.device not in v.devices:
             raise Skip("TensorRT runs on CUDA: pass --device cuda")
 
-        precision = BACKEND_PRECISION[name]
+        precision = v.precision
         h, w = max(r[0] for r in self.cfg.resolutions), max(r[1] for r in self.cfg.resolutions)
         lo = (min(r[0] for r in self.cfg.resolutions), min(r[1] for r in self.cfg.resolutions))
         b = self.cfg.batch
@@ -214,15 +203,14 @@ class Backends:
 
 
 #: The precision a row computes in, where the CPU may lack a native path for it.
-ROW_PRECISION = {name: p for name, p in BACKEND_PRECISION.items()
-                 if p in ("bf16", "fp16") and not name.startswith("tensorrt")}
+ROW_PRECISION = {name: v.precision for name, v in VARIANTS.items() if v.cpu_may_emulate}
 
 
 def not_native(name: str, cfg: BenchConfig) -> str | None:
     """Why this CPU would only emulate row ``name`` (said before any artifact is made), or None."""
-    if cfg.device != "cpu" or name not in ROW_PRECISION:
+    if cfg.device != "cpu":
         return None
-    return this_cpu().not_native(ROW_PRECISION[name])
+    return VARIANTS[name].not_native(this_cpu())
 
 
 def emulated_rows(cfg: BenchConfig) -> list[str]:

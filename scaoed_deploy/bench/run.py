@@ -41,6 +41,7 @@ from ..isolate.memory import check_fits, peak_of
 from ..runtime.base import cpu_threads
 from ..runtime.cpu_memory import keep_freed_memory, release_free_memory
 from ..runtime.torch_backend import pick_device
+from ..runtime.variants import VARIANTS
 from .candidates import (
     BASELINE,
     Backends,
@@ -211,7 +212,7 @@ def _run_row(weights: Weights, cfg: BenchConfig, backends: Backends, name: str, 
         return row
     try:
         step(f"{name}, K={k}, {h}x{w}: warm-up and {cfg.iters} timed runs")
-        m = measure(fn, x, cfg.warmup, cfg.iters, cfg.device == "cuda", t0, events=name.startswith("torch"))
+        m = measure(fn, x, cfg.warmup, cfg.iters, cfg.device == "cuda", t0, events=VARIANTS[name].runtime == "torch")
         row.setup_s, row.peak_memory_mb, row.memory_kind = m.setup_s, m.peak_memory_mb, m.memory_kind
         row.artifact = getattr(fn, "artifact", None)
         row.runtime_precision = getattr(fn, "runtime_precision", None)

@@ -22,15 +22,13 @@ from ..errors import ScaoedError
 from ..jsonio import dumps
 from ..parity.report import parity_record_path
 from ..seal import content_digest
+from ..runtime.variants import VARIANTS
 from ..serve.repository import RepoOptions, make_repository
 from .html import report_html
 from .report import chosen_of, markdown
 
 #: build-engine's flags that remake each backend's artifact (torch rows ship the weights file itself).
-BUILD_FLAGS = {"onnxruntime-fp16": "--fp16", "onnxruntime-bf16": "--bf16", "onnxruntime-int8": "--int8 --target onnxruntime-cpu",
-               "openvino": "--fp32 --target openvino", "openvino-bf16": "--bf16 --target openvino",
-               "openvino-int8": "--int8 --target openvino", "tensorrt": "--fp32", "tensorrt-fp16": "--fp16",
-               "tensorrt-int8": "--int8"}
+BUILD_FLAGS = {name: v.build_flags for name, v in VARIANTS.items() if v.build_flags}
 
 
 def weights_args(weights: Weights) -> str:

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from ..bench import (
-    BACKEND_PRECISION,
     BASELINE,
     Backends,
     BenchConfig,
@@ -48,6 +47,7 @@ from ..isolate.memory import peak_of
 from ..parity import load_artifact, read_parity_record, run_parity, write_parity_record
 from ..parity.report import parity_record_path
 from ..runtime.torch_backend import TorchRunner
+from ..runtime.variants import VARIANTS
 from .choose import (
     Candidate,
     Constraint,
@@ -126,7 +126,7 @@ class Search:
         self.x = np.random.default_rng(0).random((b, 3, h, w), dtype=np.float32)
         self.gmacs = gmacs_by_k(cfg, weights)
         order = list(dict.fromkeys([BASELINE, *cfg.backends]))  # eager first: every ratio needs it
-        self.cands = [Candidate(candidate_id(k, n), k, n, BACKEND_PRECISION[n], gmacs=round(self.gmacs[k], 2))
+        self.cands = [Candidate(candidate_id(k, n), k, n, VARIANTS[n].precision, gmacs=round(self.gmacs[k], 2))
                       for k in sorted(cfg.stages) for n in order]
         self.backends = Backends(weights, cfg, step)
         self.fp32: dict[int, dict] = {}
@@ -231,7 +231,7 @@ class Search:
         """bench's timing of ``fn``, ended early when ``until`` says why (racing, see the module doc)."""
         cfg = self.cfg
         return measure(fn, self.x, cfg.warmup, cfg.iters, cfg.device == "cuda", t0,
-                       events=c.backend.startswith("torch"), until=until)
+                       events=VARIANTS[c.backend].runtime == "torch", until=until)
 
     def previews(self, chosen: Candidate, count: int = 2) -> list[dict]:
         """The first ``count`` evaluation images: noisy, fp32 K = 5 (the paper's largest) and the chosen output."""
