@@ -36,8 +36,14 @@ IR_METADATA = "scaoed"  # the IR's rt_info section that holds the scaoed.* metad
 
 
 # ---------------------------------------------------------------------------- file names
-def default_filename(stages: int, blocks: int, static_hw: tuple[int, int] | None = None, batch: int | None = None,
-                     noise_maps: bool = False, precision: str = "fp32") -> str:
+def default_filename(
+    stages: int,
+    blocks: int,
+    static_hw: tuple[int, int] | None = None,
+    batch: int | None = None,
+    noise_maps: bool = False,
+    precision: str = "fp32",
+) -> str:
     """export/'s name for an export of K stages and T blocks (and its static shape, batch and extra outputs)."""
     name = f"scaoednet_k{stages}_t{blocks}_{precision}"
     if static_hw:
@@ -60,7 +66,7 @@ def precision_filename(stages: int, blocks: int, precision: str, target: str = "
 # ---------------------------------------------------------------------------- metadata
 def metadata_of(proto) -> dict[str, str]:
     """The scaoed.* metadata of a ModelProto, without the prefix."""
-    return {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(META_PREFIX)}
+    return {p.key[len(META_PREFIX) :]: p.value for p in proto.metadata_props if p.key.startswith(META_PREFIX)}
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -146,7 +152,7 @@ def tag_module_paths(proto, wrapper: str = "") -> None:
         del node.metadata_props[:]
         module = scopes[-1] if scopes else ""
         if wrapper and (module == wrapper or module.startswith(wrapper + ".")):
-            module = module[len(wrapper) + 1:]
+            module = module[len(wrapper) + 1 :]
         _tag(node, module or "scaoednet")
 
 
@@ -190,8 +196,10 @@ def tensor_types(proto, strict: bool = True) -> dict[str, int]:
         if strict:
             raise
         inferred = proto
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in (*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info)}
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in (*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info)
+    }
     types.update((name, t.data_type) for name, t in weight_tensors(proto))
     return types
 
@@ -201,8 +209,11 @@ def count_nfae_epsilons(proto) -> int:
     from onnx import numpy_helper
 
     eps32 = float(np.float32(NFAE_EPS))
-    consts = {name: float(numpy_helper.to_array(t).reshape(-1)[0])
-              for name, t in weight_tensors(proto) if math.prod(t.dims) == 1}
+    consts = {
+        name: float(numpy_helper.to_array(t).reshape(-1)[0])
+        for name, t in weight_tensors(proto)
+        if math.prod(t.dims) == 1
+    }
     return sum(
         1
         for node in proto.graph.node
@@ -243,8 +254,10 @@ def all_tensors(proto, x: np.ndarray) -> dict[str, np.ndarray]:
     dtype = np.float16 if first.type == "tensor(float16)" else np.float32
     names = [o.name for o in session.get_outputs()]
     outs = session.run(None, {first.name: np.ascontiguousarray(x, dtype=dtype)})
-    return {n: np.asarray(o, dtype=np.float32) if np.issubdtype(np.asarray(o).dtype, np.floating) else np.asarray(o)
-            for n, o in zip(names, outs)}
+    return {
+        n: np.asarray(o, dtype=np.float32) if np.issubdtype(np.asarray(o).dtype, np.floating) else np.asarray(o)
+        for n, o in zip(names, outs)
+    }
 
 
 # ---------------------------------------------------------------------------- artifacts
@@ -319,8 +332,10 @@ def load_artifact(path: str | Path, precision: str | None = None) -> Artifact:
             first = first_line(e)
             raise ScaoedError(f"{path}: not a valid ONNX model (truncated or corrupt?): {first}") from e
         meta = metadata_of(model)
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                for d in model.graph.input[0].type.tensor_type.shape.dim]
+        dims = [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in model.graph.input[0].type.tensor_type.shape.dim
+        ]
         outputs = [o.name for o in model.graph.output]
         found = precision or meta.get("precision") or infer_onnx_precision(model)
         return Artifact(path, "onnx", found, meta, dims, outputs)
@@ -330,8 +345,11 @@ def load_artifact(path: str | Path, precision: str | None = None) -> Artifact:
         sidecar = path.with_suffix(".json")
         meta = {}
         if sidecar.is_file():
-            meta = {k: str(v) for k, v in read_json_object(sidecar, "engine sidecar").items()
-                    if not isinstance(v, (dict, list))}
+            meta = {
+                k: str(v)
+                for k, v in read_json_object(sidecar, "engine sidecar").items()
+                if not isinstance(v, (dict, list))
+            }
         return Artifact(path, "engine", precision or meta.get("precision", "fp32"), meta, [], [])
     if suffix in OPENVINO_SUFFIXES:
         model = read_ir(path)
@@ -340,8 +358,9 @@ def load_artifact(path: str | Path, precision: str | None = None) -> Artifact:
         dims = [shape[i].get_length() if shape[i].is_static else "?" for i in range(shape.rank.get_length())]
         outputs = [o.get_any_name() for o in model.outputs]
         return Artifact(path, "openvino", precision or meta.get("precision", "fp32"), meta, dims, outputs)
-    raise ScaoedError(f"{path}: unknown artifact type {suffix or '(no extension)'}; expected .onnx, .engine/.plan "
-                      "or an OpenVINO .xml")
+    raise ScaoedError(
+        f"{path}: unknown artifact type {suffix or '(no extension)'}; expected .onnx, .engine/.plan or an OpenVINO .xml"
+    )
 
 
 def require_openvino(what: str):

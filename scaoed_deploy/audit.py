@@ -33,19 +33,23 @@ from .artifact import module_of, read_ir, tensor_types, weight_tensors
 from .errors import VerificationError
 
 #: Ops that move, reshape or describe data rather than compute on it.
-NON_COMPUTE = frozenset("""
+NON_COMPUTE = frozenset(
+    """
 Cast Constant ConstantOfShape Shape Size Reshape Flatten Squeeze Unsqueeze Transpose Concat Split Slice Gather
 Identity DepthToSpace SpaceToDepth Expand Tile Pad QuantizeLinear DequantizeLinear
-""".split())
+""".split()
+)
 #: Weights smaller than this many values (scalars, Q/DQ scales, shapes) are not counted as duplicates.
 DUPLICATE_MIN_VALUES = 16
 _WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})  # (data, weight[, bias])
 _FLOAT_NAMES = {1: "float32", 10: "float16", 16: "bfloat16", 11: "float64"}
 #: The same for an OpenVINO IR (FakeQuantize and Convert are counted apart, as Q/DQ and Cast are).
-IR_NON_COMPUTE = frozenset("""
+IR_NON_COMPUTE = frozenset(
+    """
 Parameter Result Constant Convert FakeQuantize ShapeOf Reshape Squeeze Unsqueeze Transpose Concat Split VariadicSplit
 StridedSlice Slice Gather DepthToSpace SpaceToDepth Broadcast Tile Pad Range
-""".split())
+""".split()
+)
 _IR_FLOAT = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64"}
 
 
@@ -126,10 +130,20 @@ def audit_line(d: dict) -> str:
     size = f"; file {d['file_bytes'] / 1e6:.2f} MB" if d.get("file_bytes") is not None else ""
     fp32 = d["totals"].get("float32", 0)
     modules = sorted(d["float32_by_module"].items(), key=lambda kv: -kv[1])
-    where = (" (float32 in " + ", ".join(f"{m} {n}" for m, n in modules[:3])
-             + (f", {len(modules) - 3} more modules" if len(modules) > 3 else "") + ")") if fp32 and modules else ""
-    return (f"compute nodes {t}{where}; {d['casts']} Cast, {d['quantize']} Q / {d['dequantize']} DQ; "
-            f"{w['unique']} unique weights ({w['values'] / 1e6:.2f} M values, {w['bytes'] / 1e6:.2f} MB){dup}{size}")
+    where = (
+        (
+            " (float32 in "
+            + ", ".join(f"{m} {n}" for m, n in modules[:3])
+            + (f", {len(modules) - 3} more modules" if len(modules) > 3 else "")
+            + ")"
+        )
+        if fp32 and modules
+        else ""
+    )
+    return (
+        f"compute nodes {t}{where}; {d['casts']} Cast, {d['quantize']} Q / {d['dequantize']} DQ; "
+        f"{w['unique']} unique weights ({w['values'] / 1e6:.2f} M values, {w['bytes'] / 1e6:.2f} MB){dup}{size}"
+    )
 
 
 def audit(model: str | Path | object) -> Audit:
@@ -157,8 +171,9 @@ def audit(model: str | Path | object) -> Audit:
             continue
         float_inputs = [i for i in node.input if i and types.get(i) in _FLOAT_NAMES]
         operands = float_inputs[:2] if op in _WEIGHTED else float_inputs  # a bias stays in float
-        if operands and all(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear"
-                            for i in operands):
+        if operands and all(
+            producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in operands
+        ):
             precision = "int8"
         else:
             out_type = next((types[o] for o in node.output if types.get(o) in _FLOAT_NAMES), None)
@@ -174,8 +189,13 @@ def audit(model: str | Path | object) -> Audit:
             a.float32_nodes.append(node.name)
             module = module_of(node) or "(untagged)"
             a.float32_by_module[module] = a.float32_by_module.get(module, 0) + 1
-    _count_weights(a, ((name, _tensor_key(t), math.prod(t.dims),
-                        onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize) for name, t in weight_tensors(proto)))
+    _count_weights(
+        a,
+        (
+            (name, _tensor_key(t), math.prod(t.dims), onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize)
+            for name, t in weight_tensors(proto)
+        ),
+    )
     return a
 
 
@@ -191,17 +211,26 @@ def _count_weights(a: Audit, tensors, stored_at: Callable[[str], object] = lambd
             nbytes += n * itemsize
             sizes[key] = n
         groups.setdefault(key, []).append(name)
-    a.weights = {"tensors": sum(len(g) for g in groups.values()), "unique": len(groups), "values": values,
-                 "bytes": nbytes}
-    a.duplicated_weights = [g for k, g in groups.items() if len(g) > 1 and sizes[k] >= DUPLICATE_MIN_VALUES
-                            and len({stored_at(n) for n in g}) > 1]
+    a.weights = {
+        "tensors": sum(len(g) for g in groups.values()),
+        "unique": len(groups),
+        "values": values,
+        "bytes": nbytes,
+    }
+    a.duplicated_weights = [
+        g
+        for k, g in groups.items()
+        if len(g) > 1 and sizes[k] >= DUPLICATE_MIN_VALUES and len({stored_at(n) for n in g}) > 1
+    ]
 
 
 # Ops whose outputs are some of their input values (moved, reshaped, or the largest/smallest of them): a
 # quantized input stays on its 8-bit grid, and OpenVINO runs the consumer in int8 (a spatial attention conv reads
 # concat(FakeQuantize(mean), ReduceMax(...)) and runs u8 x i8).
-_IR_MOVES = frozenset("Reshape Transpose Squeeze Unsqueeze DepthToSpace SpaceToDepth StridedSlice Slice Pad "
-                      "ReduceMax ReduceMin MaxPool".split())
+_IR_MOVES = frozenset(
+    "Reshape Transpose Squeeze Unsqueeze DepthToSpace SpaceToDepth StridedSlice Slice Pad "
+    "ReduceMax ReduceMin MaxPool".split()
+)
 _IR_DECOMPRESS = frozenset({"Convert", "Multiply", "Subtract"})  # an 8-bit weight widened and scaled
 
 
@@ -230,9 +259,12 @@ def audit_ir(path: str | Path) -> Audit:
     path = Path(path)
     # Where each constant lies in the .bin: OpenVINO's serializer stores equal constants once, so a tensor
     # is "stored more than once" only when equal values sit at two offsets.
-    offsets = {layer.get("name"): (data.get("offset"), data.get("size"))
-               for layer in ET.parse(path).getroot().iter("layer") if layer.get("type") == "Const"
-               for data in layer.iter("data")}
+    offsets = {
+        layer.get("name"): (data.get("offset"), data.get("size"))
+        for layer in ET.parse(path).getroot().iter("layer")
+        if layer.get("type") == "Const"
+        for data in layer.iter("data")
+    }
     a = audit_ov_model(read_ir(path), offsets)
     a.file_bytes = path.stat().st_size + path.with_suffix(".bin").stat().st_size
     return a
@@ -278,26 +310,40 @@ def audit_ov_model(model, offsets: dict[str, tuple] | None = None) -> Audit:
 def check_weights(a: Audit, what: str) -> None:
     if a.duplicated_weights:
         g = a.duplicated_weights[0]
-        raise VerificationError(f"{what} stores {len(a.duplicated_weights)} weight tensor(s) more than once "
-                                f"(first: {', '.join(g[:3])}{' ...' if len(g) > 3 else ''})")
+        raise VerificationError(
+            f"{what} stores {len(a.duplicated_weights)} weight tensor(s) more than once "
+            f"(first: {', '.join(g[:3])}{' ...' if len(g) > 3 else ''})"
+        )
 
 
 def _require_same(got: set[str], want: set[str], what: str, extra: str, missing: str) -> None:
     surplus, lacking = sorted(got - want), sorted(want - got)
-    parts = [f"{len(names)} {label} (first: {', '.join(names[:3])})"
-             for names, label in ((surplus, extra), (lacking, missing)) if names]
+    parts = [
+        f"{len(names)} {label} (first: {', '.join(names[:3])})"
+        for names, label in ((surplus, extra), (lacking, missing))
+        if names
+    ]
     if parts:
         raise VerificationError(f"{what}: " + "; ".join(parts))
 
 
 def check_islands(a: Audit, islands: list[dict], what: str) -> None:
     """The float32 compute nodes must be exactly the compute nodes among ``islands`` ({node, op_type, ...})."""
-    _require_same(set(a.float32_nodes), {i["node"] for i in islands if i.get("op_type") not in NON_COMPUTE}, what,
-                  "float32 node(s) not among the islands", "island(s) not computed in float32")
+    _require_same(
+        set(a.float32_nodes),
+        {i["node"] for i in islands if i.get("op_type") not in NON_COMPUTE},
+        what,
+        "float32 node(s) not among the islands",
+        "island(s) not computed in float32",
+    )
 
 
 def check_int8_convs(a: Audit, kept: list[dict], what: str) -> None:
     """INT8: the convolutions computed in float32 must be exactly the ones kept in FP32 on purpose."""
-    _require_same({n for n, op, p in a.nodes if op in ("Conv", "Convolution") and p == "float32"},
-                  {k["node"] for k in kept if k.get("op_type") in (None, "", "Conv", "Convolution")}, what,
-                  "convolution(s) left in float32 unasked", "kept convolution(s) quantized anyway")
+    _require_same(
+        {n for n, op, p in a.nodes if op in ("Conv", "Convolution") and p == "float32"},
+        {k["node"] for k in kept if k.get("op_type") in (None, "", "Conv", "Convolution")},
+        what,
+        "convolution(s) left in float32 unasked",
+        "kept convolution(s) quantized anyway",
+    )

@@ -26,14 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .artifact import (
-    OPENVINO_PRECISIONS,
-    PRECISIONS,
-    TARGETS,
-    load_artifact,
-    precision_filename,
-    read_metadata,
-)
+from .artifact import OPENVINO_PRECISIONS, PRECISIONS, TARGETS, load_artifact, precision_filename, read_metadata
 from .audit import audit, audit_ir, check_int8_convs, check_islands, check_weights
 from .checkpoint import DEFAULT_STAGES, Weights
 from .data import default_sidd_dir
@@ -45,13 +38,7 @@ from .precision.calibration import calibration_set, check_sources
 from .precision.convert import make_precision_onnx
 from .precision.lint import errors, lint
 from .precision.openvino import atomic_ir, make_openvino_ir, save_ir
-from .runtime.tensorrt import (
-    BuildPlan,
-    ShapeProfile,
-    TensorRTMissing,
-    build_engine,
-    write_sidecar,
-)
+from .runtime.tensorrt import BuildPlan, ShapeProfile, TensorRTMissing, build_engine, write_sidecar
 from .seal import seal_ir, seal_onnx
 
 
@@ -118,10 +105,14 @@ def lint_summary(violations, first: int = 20) -> dict:
     by_rule: dict[str, int] = {}
     for v in violations:
         by_rule[v.rule] = by_rule.get(v.rule, 0) + 1
-    return {"errors": sum(v.severity == "error" for v in violations),
-            "warnings": sum(v.severity != "error" for v in violations), "by_rule": by_rule,
-            "first": [{"rule": v.rule, "where": v.where, "message": v.message, "severity": v.severity}
-                      for v in violations[:first]]}
+    return {
+        "errors": sum(v.severity == "error" for v in violations),
+        "warnings": sum(v.severity != "error" for v in violations),
+        "by_rule": by_rule,
+        "first": [
+            {"rule": v.rule, "where": v.where, "message": v.message, "severity": v.severity} for v in violations[:first]
+        ],
+    }
 
 
 def made_from(path: Path, weights: Weights, stages: int) -> bool:
@@ -147,10 +138,16 @@ def _fp32_onnx(req: BuildRequest, step) -> tuple[Path, bool, int]:
     if not stages:  # `export --stages 5` then `build-engine --fp16`: build what was just exported
         found = newest_export(req.export_dir, req.weights)
         if found:
-            step(f"using {found[0]}, the newest fp32 export of these weights (K={found[1]}; --stages or --onnx to choose)")
+            step(
+                f"using {found[0]}, the newest fp32 export of these weights "
+                f"(K={found[1]}; --stages or --onnx to choose)"
+            )
             return found[0], True, found[1]
         stages = req.weights.stages or DEFAULT_STAGES
-        step(f"no fp32 export of these weights in {req.export_dir}: exporting their default K={stages} (--stages to choose)")
+        step(
+            f"no fp32 export of these weights in {req.export_dir}: "
+            f"exporting their default K={stages} (--stages to choose)"
+        )
     path = req.export_dir / default_filename(stages, req.weights.blocks)
     if made_from(path, req.weights, stages):
         step(f"reusing {path} (same weights, K={stages})")
@@ -159,25 +156,39 @@ def _fp32_onnx(req: BuildRequest, step) -> tuple[Path, bool, int]:
     return path, False, stages
 
 
-def _keep_if_verified(req: BuildRequest, out: BuildOutcome, tmp: Path, final: Path, read_back, kind: str,
-                      checks: Callable, stages: int, data, step, t: float) -> None:
+def _keep_if_verified(
+    req: BuildRequest,
+    out: BuildOutcome,
+    tmp: Path,
+    final: Path,
+    read_back,
+    kind: str,
+    checks: Callable,
+    stages: int,
+    data,
+    step,
+    t: float,
+) -> None:
     """Step 4 on the temporary file ``tmp``: its read-back audit (no weight stored twice, then ``checks``), then
     parity; raises when any fails, so that ``tmp`` is never renamed onto ``final``."""
     out.audit = read_back.to_dict()
     what = f"the {req.precision} {kind} (nothing written)"
     check_weights(read_back, what)
     checks(read_back, what)
-    out.parity = run_parity(load_artifact(tmp), req.weights, stages, data, step=step, read_back=out.audit,
-                            label=final.name)
+    out.parity = run_parity(
+        load_artifact(tmp), req.weights, stages, data, step=step, read_back=out.audit, label=final.name
+    )
     out.seconds["parity"] = round(time.perf_counter() - t, 1)
     if not out.parity.passed:
         worst = out.parity.failures[0]
         raise VerificationError(
-            f"{req.precision} {kind} failed parity ({worst.check}: {worst.measured} vs {worst.limit}); not kept")
+            f"{req.precision} {kind} failed parity ({worst.check}: {worst.measured} vs {worst.limit}); not kept"
+        )
 
 
 def _ir_checks(kept: list[dict]) -> Callable:
     """INT8 IR: its float convolutions are exactly the ones kept (NNCF's own included), no kept node quantized."""
+
     def check(a, what: str) -> None:
         if not kept:
             return  # fp32 / bf16: nothing quantized, nothing kept
@@ -208,8 +219,9 @@ def _build_openvino(req: BuildRequest, out: BuildOutcome, fp32: Path, stages: in
         save_ir(ir, tmp)
         seal_ir(tmp)  # what parity verifies next is bound to this content
         step("reading the IR back: precision per layer, weights")
-        _keep_if_verified(req, out, tmp, final, audit_ir(tmp), "OpenVINO IR", _ir_checks(ir.kept_float), stages,
-                          data, step, t)
+        _keep_if_verified(
+            req, out, tmp, final, audit_ir(tmp), "OpenVINO IR", _ir_checks(ir.kept_float), stages, data, step, t
+        )
     out.parity.artifact.path = final
     write_parity_record(out.parity, req.command)
     out.precision_onnx = final
@@ -242,16 +254,19 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
     if req.target == "onnxruntime-cpu" and req.precision != "int8":
         raise ScaoedError("--target onnxruntime-cpu is for --int8 only")
     if req.target == "openvino" and req.precision not in OPENVINO_PRECISIONS:
-        raise ScaoedError(f"--target openvino takes {', '.join('--' + p for p in OPENVINO_PRECISIONS)} "
-                          f"(OpenVINO's CPU plugin has no {req.precision} inference)")
+        raise ScaoedError(
+            f"--target openvino takes {', '.join('--' + p for p in OPENVINO_PRECISIONS)} "
+            f"(OpenVINO's CPU plugin has no {req.precision} inference)"
+        )
     if req.precision == "int8":
         check_sources(req.calib)  # a refused calibration folder fails before the export, not after it
     t0 = time.perf_counter()
     peaks: dict = {}
     with peak_of("fp32_onnx", peaks):
         fp32, reused, stages = _fp32_onnx(req, step)
-    out = BuildOutcome(fp32, reused, seconds={"fp32_onnx": round(time.perf_counter() - t0, 1)}, target=req.target,
-                       peak_rss_mb=peaks)
+    out = BuildOutcome(
+        fp32, reused, seconds={"fp32_onnx": round(time.perf_counter() - t0, 1)}, target=req.target, peak_rss_mb=peaks
+    )
     if req.target == "openvino":
         _build_openvino(req, out, fp32, stages, data, step)
         out.seconds["total"] = round(time.perf_counter() - t0, 1)
@@ -265,8 +280,9 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
         step(f"collecting {req.calib_count} calibration images")
         calib = calibration_set(req.calib, count=req.calib_count)
         with peak_of("precision_onnx", out.peak_rss_mb):
-            converted = make_precision_onnx(fp32, req.precision, calib, req.target, req.calib_method, req.exclude,
-                                            step, rounds=req.int8_rounds)
+            converted = make_precision_onnx(
+                fp32, req.precision, calib, req.target, req.calib_method, req.exclude, step, rounds=req.int8_rounds
+            )
         out.conversion = converted.summary()
         out.conversion["kept_fp32_nodes"] = converted.kept_fp32
         proto = converted.proto
@@ -289,8 +305,11 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
             onnx.save(proto, str(tmp))
             step("reading the file back: precision per node, weights")
             kept = converted.kept_fp32
-            checks = (lambda a, what: check_int8_convs(a, kept, what)) if req.precision == "int8" else \
-                (lambda a, what: check_islands(a, kept, what))
+            checks = (
+                (lambda a, what: check_int8_convs(a, kept, what))
+                if req.precision == "int8"
+                else (lambda a, what: check_islands(a, kept, what))
+            )
             _keep_if_verified(req, out, tmp, final, audit(tmp), "ONNX", checks, stages, data, step, t)
         out.parity.artifact.path = final
         write_parity_record(out.parity, req.command)
@@ -299,8 +318,17 @@ def build(req: BuildRequest, step: Callable[[str], None] = lambda s: None) -> Bu
     if req.target == "onnxruntime-cpu" or not req.engine_step:
         return out  # an ONNX Runtime CPU artifact (or the caller wants no engine)
     engine = req.engine or Path("engines") / (final.stem + ".engine")
-    out.plan = BuildPlan(final, engine, req.precision, stages, req.weights.blocks, req.profile,
-                         proto.graph.input[0].name, req.timing_cache, req.workspace_mib)
+    out.plan = BuildPlan(
+        final,
+        engine,
+        req.precision,
+        stages,
+        req.weights.blocks,
+        req.profile,
+        proto.graph.input[0].name,
+        req.timing_cache,
+        req.workspace_mib,
+    )
     t = time.perf_counter()
     try:
         with peak_of("engine", out.peak_rss_mb):

@@ -21,14 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import (
-    CheckpointError,
-    ScaoedError,
-    atomic_path,
-    first_line,
-    read_json_object,
-    short_list,
-)
+from .errors import CheckpointError, ScaoedError, atomic_path, first_line, read_json_object, short_list
 from .model import ScaoedNet
 from .model.layout import OFFICIAL_MARKER, OURS_MARKER, count_blocks, official_key_map
 
@@ -60,6 +53,8 @@ def check_config(config: dict, path: Path) -> dict:
         key = "/".join(str(k) for k in error.absolute_path) or "(the config)"
         raise CheckpointError(f"{path}: its config's {key!r} is wrong: {error.message}")
     return {**config, **{k: int(config[k]) for k in ("stages", "blocks") if config.get(k) is not None}}
+
+
 LAYOUT_NAMES = {"ours": "scaoed-deploy's", "official": "the authors'", "random": "random"}
 
 
@@ -106,9 +101,17 @@ def _fmt_shape(shape) -> str:
 
 
 #: What a file that is not a checkpoint begins with, for the message that says what it is instead.
-_OTHER_FORMATS = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"II*\x00", "a TIFF image"),
-                  (b"MM\x00*", "a TIFF image"), (b"GIF8", "a GIF image"), (b"RIFF", "a RIFF (WebP/WAV) file"),
-                  (b"\x08", "an ONNX or other protobuf file"), (b"{", "a JSON file"), (b"<", "an XML file"))
+_OTHER_FORMATS = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"GIF8", "a GIF image"),
+    (b"RIFF", "a RIFF (WebP/WAV) file"),
+    (b"\x08", "an ONNX or other protobuf file"),
+    (b"{", "a JSON file"),
+    (b"<", "an XML file"),
+)
 
 
 def _sniff_pth(path: Path) -> None:
@@ -119,8 +122,10 @@ def _sniff_pth(path: Path) -> None:
     if head.startswith(b"PK") or head.startswith(b"\x80"):
         return
     what = next((name for magic, name in _OTHER_FORMATS if head.startswith(magic)), None)
-    raise CheckpointError(f"{path}: not a PyTorch checkpoint" + (f" (it is {what})" if what else
-                          " (neither torch.save's zip format nor a pickle)"))
+    raise CheckpointError(
+        f"{path}: not a PyTorch checkpoint"
+        + (f" (it is {what})" if what else " (neither torch.save's zip format nor a pickle)")
+    )
 
 
 def _read_pth(path: Path) -> dict:
@@ -135,9 +140,7 @@ def _read_pth(path: Path) -> dict:
             ) from e
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(
-            f"{path}: truncated or not a PyTorch checkpoint ({_first_line(e)})"
-        ) from e
+        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({_first_line(e)})") from e
     for wrapper in _WRAPPERS:
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
@@ -148,7 +151,7 @@ def _read_pth(path: Path) -> dict:
     if bad:
         raise CheckpointError(f"{path}: entries that are not tensors: {short_list(bad)}")
     if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
 
 
@@ -270,15 +273,19 @@ def read_checkpoint(path: str | Path) -> Weights:
     ints = {k: v.dtype for k, v in sd.items() if not v.is_floating_point()}
     if ints:  # an integer (quantized) tensor would be cast to float and run as garbage
         first = next(iter(ints))
-        raise CheckpointError(f"{path}: {len(ints)} tensor(s) are not floating point (first: {first}, "
-                              f"{str(ints[first]).replace('torch.', '')}); ScaoedNet weights are float32, float16 "
-                              "or bfloat16")
+        raise CheckpointError(
+            f"{path}: {len(ints)} tensor(s) are not floating point (first: {first}, "
+            f"{str(ints[first]).replace('torch.', '')}); ScaoedNet weights are float32, float16 "
+            "or bfloat16"
+        )
     sd = {k: v.detach().to(torch.float32).contiguous() for k, v in sd.items()}
     bad = {k: int((~torch.isfinite(v)).sum()) for k, v in sd.items() if not torch.isfinite(v).all()}
     if bad:  # a model with NaN weights gives a black image, not an error
         first = next(iter(bad))
-        raise CheckpointError(f"{path}: {sum(bad.values())} NaN/Inf value(s) in {len(bad)} tensor(s) "
-                              f"(first: {first}); the weights are damaged")
+        raise CheckpointError(
+            f"{path}: {sum(bad.values())} NaN/Inf value(s) in {len(bad)} tensor(s) "
+            f"(first: {first}); the weights are damaged"
+        )
     config = check_config(config, path)
     blocks = count_blocks(sd)
     if config.get("blocks") not in (None, blocks):
@@ -353,8 +360,13 @@ def save_official(weights: Weights, path: str | Path, stages: int | None = None)
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(ours_to_official(weights.state_dict), tmp)
-    config = {"format": FORMAT, "stages": stages or weights.stages or DEFAULT_STAGES, "blocks": weights.blocks,
-              "storage": weights.storage, "provenance": weights.provenance}
+    config = {
+        "format": FORMAT,
+        "stages": stages or weights.stages or DEFAULT_STAGES,
+        "blocks": weights.blocks,
+        "storage": weights.storage,
+        "provenance": weights.provenance,
+    }
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(config, indent=2) + "\n")
     return path
@@ -370,7 +382,9 @@ def convert(src: str | Path, dst: str | Path, stages: int | None = None) -> dict
             "source_sha256": weights.sha256,
             "source_layout": weights.layout,
         }
-        save_safetensors(weights, dst, stages=stages, provenance=provenance, dtype=getattr(torch, weights.storage, torch.float32))
+        save_safetensors(
+            weights, dst, stages=stages, provenance=provenance, dtype=getattr(torch, weights.storage, torch.float32)
+        )
         fmt = "scaoed-deploy safetensors + json"
     elif dst.suffix in (".pth", ".pt"):
         save_official(weights, dst, stages=stages)

@@ -26,8 +26,10 @@ INT8_FLOOR_PSNR = 30.0
 def check_int8_floor(check: float, what: str, rounds: int, floor: float = INT8_FLOOR_PSNR) -> None:
     """Refuse an INT8 model whose held-out PSNR ``check`` (from ``held_out_psnr``) is still below ``floor``."""
     if check < floor:
-        raise VerificationError(f"{what} gives {check:.1f} dB against fp32 on held-out crops after {rounds} round(s) "
-                                f"of keeping layers in float, below the floor of {floor:g} dB; nothing written")
+        raise VerificationError(
+            f"{what} gives {check:.1f} dB against fp32 on held-out crops after {rounds} round(s) "
+            f"of keeping layers in float, below the floor of {floor:g} dB; nothing written"
+        )
 
 
 def psnr_against(reference: np.ndarray, output: np.ndarray, peak: float = 1.0) -> float:

@@ -46,9 +46,12 @@ def _plain(dim) -> bool:
 
 def check_signature(where: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor]) -> None:
     """Refuse, in one line naming what differs, a model whose inputs and outputs break the contract."""
+
     def refuse(what: str):
-        raise ContractError(f"{where} is not a ScaoedNet denoiser: {what} (expected one float input "
-                            f"'{INPUT_NAME}' N x 3 x H x W and an output '{OUTPUT_NAME}' of the same shape)")
+        raise ContractError(
+            f"{where} is not a ScaoedNet denoiser: {what} (expected one float input "
+            f"'{INPUT_NAME}' N x 3 x H x W and an output '{OUTPUT_NAME}' of the same shape)"
+        )
 
     if len(inputs) != 1:
         refuse(f"it takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)})")
@@ -88,6 +91,8 @@ def check_outputs(where: str, batch_shape: tuple, outs: Sequence) -> None:
         want = (n, 3 if i == 0 else 1, h, w)
         if tuple(o.shape) != want:
             what = "the denoised image" if i == 0 else f"output {i + 1}"
-            raise ContractError(f"{where} is not a ScaoedNet denoiser: {what} came back "
-                                f"{'x'.join(map(str, o.shape))} for an input of {'x'.join(map(str, batch_shape))} "
-                                f"(expected {'x'.join(map(str, want))}); nothing written")
+            raise ContractError(
+                f"{where} is not a ScaoedNet denoiser: {what} came back "
+                f"{'x'.join(map(str, o.shape))} for an input of {'x'.join(map(str, batch_shape))} "
+                f"(expected {'x'.join(map(str, want))}); nothing written"
+            )

@@ -34,8 +34,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: The flags that matter here, in the order records list them.
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_fp16",
-             "amx_fp16")
+ISA_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+    "avx512_fp16",
+    "amx_fp16",
+)
 
 
 #: Set by ``--as-cpu`` in the child it runs, beside the preloaded CPUID mask (a library of this name).
@@ -45,8 +54,12 @@ AS_CPU_CAPS = {"avx2": "AVX2"}
 
 #: ONEDNN_MAX_CPU_ISA values and the flags of ISA_FLAGS they leave (oneDNN's names; the AMX ones leave all).
 ONEDNN_CAPS = {
-    "SSE41": set(), "AVX": set(), "AVX2": {"avx2"}, "AVX2_VNNI": {"avx2", "avx_vnni"},
-    "AVX2_VNNI_2": {"avx2", "avx_vnni"}, "AVX512_CORE": {"avx2", "avx512f"},
+    "SSE41": set(),
+    "AVX": set(),
+    "AVX2": {"avx2"},
+    "AVX2_VNNI": {"avx2", "avx_vnni"},
+    "AVX2_VNNI_2": {"avx2", "avx_vnni"},
+    "AVX512_CORE": {"avx2", "avx512f"},
     "AVX512_CORE_VNNI": {"avx2", "avx512f", "avx512_vnni"},
     "AVX512_CORE_BF16": {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"},
     "AVX10_1_512": {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"},
@@ -101,11 +114,15 @@ class CPU:
     def not_native(self, precision: str) -> str | None:
         """Why this CPU has no native path for ``precision`` (bf16, fp16), or None when it has one."""
         if precision == "bf16" and not self.bf16:
-            return (f"this CPU ({self.isa_class}) has no native bf16 (AVX-512 BF16 or AMX): bf16 would be emulated "
-                    "(torch: about 200 x slower than fp32) or run as f32 (OpenVINO)")
+            return (
+                f"this CPU ({self.isa_class}) has no native bf16 (AVX-512 BF16 or AMX): bf16 would be emulated "
+                "(torch: about 200 x slower than fp32) or run as f32 (OpenVINO)"
+            )
         if precision == "fp16" and not self.fp16:
-            return (f"this CPU ({self.isa_class}) has no native fp16 arithmetic (AVX-512 FP16 or AMX-FP16): fp16 "
-                    "convolutions would run through float32 with conversions, slower than fp32")
+            return (
+                f"this CPU ({self.isa_class}) has no native fp16 arithmetic (AVX-512 FP16 or AMX-FP16): fp16 "
+                "convolutions would run through float32 with conversions, slower than fp32"
+            )
         return None
 
     def capabilities(self, cores: int) -> dict:
@@ -115,9 +132,11 @@ class CPU:
         out = {}
         for precision in ("fp32", "int8", "bf16", "fp16"):
             why = self.not_native(precision)
-            out[precision] = {"native": why is None,
-                              "peak_gmacs": peak.get("fp32" if precision == "fp16" else precision),
-                              **({"why_not": why} if why else {})}
+            out[precision] = {
+                "native": why is None,
+                "peak_gmacs": peak.get("fp32" if precision == "fp16" else precision),
+                **({"why_not": why} if why else {}),
+            }
         out["int8"]["dot_product"] = "VNNI (32-bit sums)" if self.vnni else "vpmaddubsw (16-bit sums of pairs)"
         return out
 
@@ -129,9 +148,11 @@ class CPU:
         what, lacks = missing.get(precision, ("", False))
         if not lacks:
             return None
-        return (f"this {precision} file was verified on {checked_on.get('cpu', 'another CPU')} "
-                f"({checked_on.get('isa_class', '?')}); this CPU ({self.isa_class}) has no {what}, so its results "
-                "may differ here: `scaoed-deploy parity FILE` on this CPU is the check")
+        return (
+            f"this {precision} file was verified on {checked_on.get('cpu', 'another CPU')} "
+            f"({checked_on.get('isa_class', '?')}); this CPU ({self.isa_class}) has no {what}, so its results "
+            "may differ here: `scaoed-deploy parity FILE` on this CPU is the check"
+        )
 
     def macs_per_cycle(self) -> dict[str, int]:
         """Peak multiply-accumulates per cycle and core of the widest instruction for each precision, at two
@@ -139,7 +160,11 @@ class CPU:
         so as one). AMX: one tile multiply a cycle (16 x 64 int8, 16 x 32 bf16 MACs per 16 cycles x 16)."""
         w512 = "avx512f" in self.flags and not (self.vendor == "AuthenticAMD" and (self.family or 0) < 26)
         lanes = 16 if w512 else 8  # fp32 lanes of the widest full-rate vector
-        out = {"fp32": 2 * lanes, "int8": 2 * lanes * (4 if self.vnni else 2), "bf16": 2 * lanes * (2 if self.bf16 else 1)}
+        out = {
+            "fp32": 2 * lanes,
+            "int8": 2 * lanes * (4 if self.vnni else 2),
+            "bf16": 2 * lanes * (2 if self.bf16 else 1),
+        }
         if self.flags & {"amx_int8"}:
             out["int8"] = 1024
         if self.flags & {"amx_bf16"}:
@@ -153,8 +178,12 @@ class CPU:
         return {p: round(cores * self.mhz / 1000 * m, 1) for p, m in self.macs_per_cycle().items()}
 
     def to_dict(self) -> dict:
-        return {"cpu": self.name, "isa": self.isa, "isa_class": self.isa_class,
-                **({"capped_by": self.capped_by} if self.capped_by else {})}
+        return {
+            "cpu": self.name,
+            "isa": self.isa,
+            "isa_class": self.isa_class,
+            **({"capped_by": self.capped_by} if self.capped_by else {}),
+        }
 
 
 def read_cpu(cpuinfo: str | None = None, cap: str | None = None) -> CPU:
@@ -180,7 +209,9 @@ def read_cpu(cpuinfo: str | None = None, cap: str | None = None) -> CPU:
     keep = ONEDNN_CAPS.get((cap or "").upper())
     if keep is None:
         return CPU(info.get("model name", name), frozenset(flags), **more)
-    masked = {f for f in flags if f not in ISA_FLAGS and not f.startswith(("avx512", "amx"))} | (set(ISA_FLAGS) & flags & keep)
+    masked = {f for f in flags if f not in ISA_FLAGS and not f.startswith(("avx512", "amx"))} | (
+        set(ISA_FLAGS) & flags & keep
+    )
     return CPU(info.get("model name", name), frozenset(masked), f"ONEDNN_MAX_CPU_ISA={cap.upper()}", **more)
 
 

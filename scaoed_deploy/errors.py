@@ -166,8 +166,9 @@ def atomic_path(path: str | os.PathLike):
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}{TEMP_MARK}{_host_tag()}-{os.getpid()}-", suffix=path.suffix,
-                                   dir=parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.stem}{TEMP_MARK}{_host_tag()}-{os.getpid()}-", suffix=path.suffix, dir=parent
+        )
     except OSError as e:
         raise write_error(path, e) from e
     os.close(fd)

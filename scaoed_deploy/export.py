@@ -41,12 +41,7 @@ import numpy as np
 import torch
 
 from . import artifact
-from .artifact import (
-    carry_module_tags,
-    check_nfae_epsilon,
-    tag_module_paths,
-    write_metadata,
-)
+from .artifact import carry_module_tags, check_nfae_epsilon, tag_module_paths, write_metadata
 from .checkpoint import Weights, build_model
 from .compare import Agreement, agreement
 from .cost import model_cost
@@ -156,9 +151,15 @@ def torch_export(model, spec: ExportSpec):
         with contextlib.redirect_stdout(quiet), warnings.catch_warnings(), _quiet_loggers():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                module, (example,), dynamo=True, optimize=False, opset_version=spec.opset,
-                input_names=[INPUT_NAME], output_names=spec.output_names,
-                dynamic_shapes=(dims,) if dims else None, verbose=False,
+                module,
+                (example,),
+                dynamo=True,
+                optimize=False,
+                opset_version=spec.opset,
+                input_names=[INPUT_NAME],
+                output_names=spec.output_names,
+                dynamic_shapes=(dims,) if dims else None,
+                verbose=False,
             )
     except Exception as e:
         first = first_line(e, 300)
@@ -296,7 +297,9 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def build_metadata(weights: Weights, spec: ExportSpec, blocks: int, simplified: bool, checks, command: str | None) -> dict[str, str]:
+def build_metadata(
+    weights: Weights, spec: ExportSpec, blocks: int, simplified: bool, checks, command: str | None
+) -> dict[str, str]:
     """The scaoed.* metadata of an export (keys without the prefix)."""
     shapes = []
     shapes.append(f"batch {spec.batch}" if spec.batch is not None else "dynamic batch")
@@ -317,12 +320,14 @@ def build_metadata(weights: Weights, spec: ExportSpec, blocks: int, simplified: 
         "macs_512x512": str(model_cost(spec.stages, blocks, 512, 512).total_macs),
         "exporter": "torch.onnx.export(dynamo=True, optimize=False)" + (f" + {spec.optimizer}" if simplified else ""),
         "versions": json.dumps(_versions(), sort_keys=True),
-        "verification": json.dumps({
-            "backend": "onnxruntime CPU vs eager torch fp32",
-            "tolerance_max_abs": spec.tolerance,
-            "max_abs": max(c.max_abs for c in checks),
-            "cases": sorted({c.case for c in checks}),
-        }),
+        "verification": json.dumps(
+            {
+                "backend": "onnxruntime CPU vs eager torch fp32",
+                "tolerance_max_abs": spec.tolerance,
+                "max_abs": max(c.max_abs for c in checks),
+                "cases": sorted({c.case for c in checks}),
+            }
+        ),
     }
     if command:
         meta["command"] = command
@@ -387,5 +392,7 @@ def export_onnx(
 
         with atomic_path(path) as tmp:
             onnx.save(proto, str(tmp))
-        return ExportResult(path, spec.stages, weights.blocks, simplified, checks, meta, notes, time.perf_counter() - t0)
+        return ExportResult(
+            path, spec.stages, weights.blocks, simplified, checks, meta, notes, time.perf_counter() - t0
+        )
     raise VerificationError(f"K={spec.stages}: {last_error}; nothing written") from last_error

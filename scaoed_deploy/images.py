@@ -62,8 +62,15 @@ class Image:
         return self.rgb.shape[1]
 
     def with_rgb(self, rgb: np.ndarray) -> Image:
-        return Image(rgb=rgb, alpha=self.alpha, gray=self.gray, bit_depth=self.bit_depth,
-                     icc_profile=self.icc_profile, exif=self.exif, warnings=list(self.warnings))
+        return Image(
+            rgb=rgb,
+            alpha=self.alpha,
+            gray=self.gray,
+            bit_depth=self.bit_depth,
+            icc_profile=self.icc_profile,
+            exif=self.exif,
+            warnings=list(self.warnings),
+        )
 
 
 def _from_integer_array(arr: np.ndarray, path: Path) -> Image:
@@ -71,12 +78,15 @@ def _from_integer_array(arr: np.ndarray, path: Path) -> Image:
     if arr.dtype.kind == "f":
         bad = int(np.count_nonzero(~np.isfinite(arr)))
         if bad:
-            raise ImageError(f"{path}: the input image holds {bad} NaN/Inf sample(s) of {arr.size}; it cannot be "
-                             "denoised")
+            raise ImageError(
+                f"{path}: the input image holds {bad} NaN/Inf sample(s) of {arr.size}; it cannot be denoised"
+            )
         out = np.count_nonzero((arr < 0) | (arr > 1))
         if out:
-            notes.append(f"{path}: {100 * out / arr.size:.1f} % of its float samples are outside [0, 1] (an HDR "
-                            "image?) and were clipped to it")
+            notes.append(
+                f"{path}: {100 * out / arr.size:.1f} % of its float samples are outside [0, 1] (an HDR "
+                "image?) and were clipped to it"
+            )
             arr = np.clip(arr, 0, 1)
     if arr.dtype == np.uint8:
         depth, scale = 8, 255.0
@@ -109,8 +119,10 @@ def check_declared_size(path: Path, width: int, height: int) -> None:
     """Refuse, from the header alone, an image declaring more pixels than the limit (before any decoding)."""
     limit = pixel_limit()
     if width * height > limit:
-        raise ImageError(f"{path}: cannot read image (it declares {width}x{height} = {width * height} pixels, which "
-                         f"exceeds limit of {limit} pixels: a decompression bomb?)")
+        raise ImageError(
+            f"{path}: cannot read image (it declares {width}x{height} = {width * height} pixels, which "
+            f"exceeds limit of {limit} pixels: a decompression bomb?)"
+        )
 
 
 def _png_bit_depth(path: Path) -> int:
@@ -185,8 +197,10 @@ def read_image(path: str | Path) -> Image:
     image.icc_profile, image.exif = _read_metadata(path)
     space = icc_colour_space(image.icc_profile)
     if space is not None and space != ("GRAY" if image.gray else "RGB"):
-        image.warnings.append(f"{path}: its {space} ICC profile was dropped: the output is "
-                              f"{'grayscale' if image.gray else 'RGB'} (converted without colour management)")
+        image.warnings.append(
+            f"{path}: its {space} ICC profile was dropped: the output is "
+            f"{'grayscale' if image.gray else 'RGB'} (converted without colour management)"
+        )
         image.icc_profile = None
     return image
 
@@ -227,8 +241,10 @@ def _read_tiff(path: Path) -> np.ndarray:
         check_declared_size(path, page.imagewidth, page.imagelength)
         photometric = page.photometric
         if photometric not in (ph.MINISBLACK, ph.MINISWHITE, ph.RGB, ph.PALETTE, ph.SEPARATED):
-            raise ImageError(f"{path}: a {ph(photometric).name} TIFF is not supported (RGB, grayscale, palette and "
-                             "8-bit CMYK are); convert it to RGB first")
+            raise ImageError(
+                f"{path}: a {ph(photometric).name} TIFF is not supported (RGB, grayscale, palette and "
+                "8-bit CMYK are); convert it to RGB first"
+            )
         arr = page.asarray()
         planar = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and page.samplesperpixel > 1
         bits = page.bitspersample
@@ -239,7 +255,7 @@ def _read_tiff(path: Path) -> np.ndarray:
         arr = np.moveaxis(arr, 0, -1)  # (C, H, W) as stored to (H, W, C)
     if arr.dtype.kind in "ui" and bits not in (8, 16, 32) and arr.dtype.itemsize <= 2 and photometric != ph.PALETTE:
         full = 255 if arr.dtype.itemsize == 1 else 65535  # e.g. 1-, 4- or 12-bit samples: to the full range
-        arr = np.round(arr.astype(np.float64) * (full / (2 ** bits - 1))).astype(arr.dtype)
+        arr = np.round(arr.astype(np.float64) * (full / (2**bits - 1))).astype(arr.dtype)
         bits = 8 * arr.dtype.itemsize
     if photometric == ph.MINISWHITE:
         arr = (1.0 - arr) if arr.dtype.kind == "f" else (np.iinfo(arr.dtype).max - arr)
@@ -250,8 +266,10 @@ def _read_tiff(path: Path) -> np.ndarray:
         arr = (rgb // 257).astype(np.uint8) if not np.any(rgb % 257) else rgb
     elif photometric == ph.SEPARATED:  # C, M, Y, K inks, not R, G, B and alpha
         if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 4:
-            raise ImageError(f"{path}: a {arr.dtype} CMYK TIFF with {arr.shape[-1]} channels is not supported "
-                             "(8-bit CMYK is converted to RGB); convert it to RGB first")
+            raise ImageError(
+                f"{path}: a {arr.dtype} CMYK TIFF with {arr.shape[-1]} channels is not supported "
+                "(8-bit CMYK is converted to RGB); convert it to RGB first"
+            )
         arr = np.asarray(PILImage.fromarray(arr, "CMYK").convert("RGB"))
     return arr
 
@@ -327,8 +345,13 @@ def write_image(path: str | Path, image: Image, bit_depth: int | None = None) ->
 
             orientation = exif_orientation(exif)
             tags = [(274, "H", 1, orientation, True)] if orientation else []
-            tifffile.imwrite(tmp, arr, photometric="minisblack" if arr.ndim == 2 else "rgb", extratags=tags,
-                             **({"iccprofile": icc} if icc else {}))
+            tifffile.imwrite(
+                tmp,
+                arr,
+                photometric="minisblack" if arr.ndim == 2 else "rgb",
+                extratags=tags,
+                **({"iccprofile": icc} if icc else {}),
+            )
             # tifffile writes no EXIF block: the orientation is kept as the TIFF's own tag
             kept = (["icc_profile"] if icc else []) + (["orientation"] if orientation else [])
         elif suffix == ".png" and depth == 16:
@@ -360,8 +383,10 @@ def check_writable_suffix(path: str | Path) -> None:
     """One line, before any work, for an output whose format cannot be written."""
     suffix = Path(path).suffix.lower()
     if suffix not in WRITE_SUFFIXES:
-        raise ImageError(f"{path}: cannot write {suffix or 'files without an extension'}; use one of "
-                         f"{' '.join(sorted(WRITE_SUFFIXES))}")
+        raise ImageError(
+            f"{path}: cannot write {suffix or 'files without an extension'}; use one of "
+            f"{' '.join(sorted(WRITE_SUFFIXES))}"
+        )
 
 
 def psnr_ssim(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
@@ -391,5 +416,8 @@ def list_images(folder: str | Path) -> list[Path]:
     """The images of a folder (not recursively), never a temporary file an interrupted write left."""
     folder = Path(folder)
     with os.scandir(folder) as entries:  # the listing's own file types: no look-up per entry
-        return sorted(folder / e.name for e in entries
-                      if e.is_file() and Path(e.name).suffix.lower() in READ_SUFFIXES and not is_temporary(e.name))
+        return sorted(
+            folder / e.name
+            for e in entries
+            if e.is_file() and Path(e.name).suffix.lower() in READ_SUFFIXES and not is_temporary(e.name)
+        )

@@ -136,19 +136,26 @@ def demosaic_bilinear(raw3: torch.Tensor) -> torch.Tensor:
 
 # Malvar-He-Cutler 5x5 filters (ICASSP 2004), /8: green at red/blue sites; red (blue) at green sites in a
 # red (blue) row; the same at green sites in a red (blue) column; red at blue sites and blue at red sites.
-_MHC = torch.tensor([
-    [[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1], [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]],
-    [[0, 0, 0.5, 0, 0], [0, -1, 0, -1, 0], [-1, 4, 5, 4, -1], [0, -1, 0, -1, 0], [0, 0, 0.5, 0, 0]],
-    [[0, 0, -1, 0, 0], [0, -1, 4, -1, 0], [0.5, 0, 5, 0, 0.5], [0, -1, 4, -1, 0], [0, 0, -1, 0, 0]],
-    [[0, 0, -1.5, 0, 0], [0, 2, 0, 2, 0], [-1.5, 0, 6, 0, -1.5], [0, 2, 0, 2, 0], [0, 0, -1.5, 0, 0]],
-]) / 8
+_MHC = (
+    torch.tensor(
+        [
+            [[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1], [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]],
+            [[0, 0, 0.5, 0, 0], [0, -1, 0, -1, 0], [-1, 4, 5, 4, -1], [0, -1, 0, -1, 0], [0, 0, 0.5, 0, 0]],
+            [[0, 0, -1, 0, 0], [0, -1, 4, -1, 0], [0.5, 0, 5, 0, 0.5], [0, -1, 4, -1, 0], [0, 0, -1, 0, 0]],
+            [[0, 0, -1.5, 0, 0], [0, 2, 0, 2, 0], [-1.5, 0, 6, 0, -1.5], [0, 2, 0, 2, 0], [0, 0, -1.5, 0, 0]],
+        ]
+    )
+    / 8
+)
 
 
 def demosaic_mhc(raw3: torch.Tensor) -> torch.Tensor:
     """Malvar-He-Cutler demosaic of a masked RGGB mosaic (the output of ``mosaic``)."""
     h, w = raw3.shape[-2:]
     cfa = raw3.sum(dim=1, keepdim=True)
-    g_at_rb, in_row, in_col, rb_at_br = F.conv2d(F.pad(cfa, (2, 2, 2, 2), mode="reflect"), _MHC[:, None].to(raw3)).unbind(1)
+    g_at_rb, in_row, in_col, rb_at_br = F.conv2d(
+        F.pad(cfa, (2, 2, 2, 2), mode="reflect"), _MHC[:, None].to(raw3)
+    ).unbind(1)
     c = cfa[:, 0]
     m = _bayer_masks(h, w).to(torch.bool)
     red, blue = m[0], m[2]
@@ -175,15 +182,20 @@ def correlate_channels(noise: torch.Tensor, share: torch.Tensor) -> torch.Tensor
 
 
 # XYZ -> camera matrices of four cameras (Adobe DNG data), as published with Brooks et al.'s unprocessing code.
-_XYZ2CAMS = torch.tensor([
-    [[1.0234, -0.2969, -0.2266], [-0.5625, 1.6328, -0.0469], [-0.0703, 0.2188, 0.6406]],
-    [[0.4913, -0.0541, -0.0202], [-0.6130, 1.3513, 0.2906], [-0.1564, 0.2151, 0.7183]],
-    [[0.8380, -0.2630, -0.0639], [-0.2887, 1.0725, 0.2496], [-0.0627, 0.1427, 0.5438]],
-    [[0.6596, -0.2079, -0.0562], [-0.4782, 1.3016, 0.1933], [-0.0970, 0.1581, 0.5181]],
-], dtype=torch.float64)
+_XYZ2CAMS = torch.tensor(
+    [
+        [[1.0234, -0.2969, -0.2266], [-0.5625, 1.6328, -0.0469], [-0.0703, 0.2188, 0.6406]],
+        [[0.4913, -0.0541, -0.0202], [-0.6130, 1.3513, 0.2906], [-0.1564, 0.2151, 0.7183]],
+        [[0.8380, -0.2630, -0.0639], [-0.2887, 1.0725, 0.2496], [-0.0627, 0.1427, 0.5438]],
+        [[0.6596, -0.2079, -0.0562], [-0.4782, 1.3016, 0.1933], [-0.0970, 0.1581, 0.5181]],
+    ],
+    dtype=torch.float64,
+)
 # linear sRGB (D65) -> XYZ, IEC 61966-2-1
-_RGB2XYZ = torch.tensor([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
-                         [0.0193339, 0.1191920, 0.9503041]], dtype=torch.float64)
+_RGB2XYZ = torch.tensor(
+    [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]],
+    dtype=torch.float64,
+)
 
 
 def random_rgb2cam(n: int, gen: torch.Generator, strength: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:

@@ -15,13 +15,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from .artifact import (
-    META_PREFIX,
-    ONNX_SUFFIXES,
-    OPENVINO_SUFFIXES,
-    metadata_of,
-    write_metadata,
-)
+from .artifact import META_PREFIX, ONNX_SUFFIXES, OPENVINO_SUFFIXES, metadata_of, write_metadata
 from .errors import VerificationError
 
 SEAL_KEY = "content_sha256"  # scaoed.content_sha256
@@ -74,7 +68,9 @@ def seal_ir(xml_path: str | Path) -> str:
     elif "</rt_info>" in text:
         text = text.replace("</rt_info>", f"\t<scaoed>\n\t\t\t{entry}\n\t\t</scaoed>\n\t</rt_info>", 1)
     else:
-        text = text.replace("</net>", f"\t<rt_info>\n\t\t<scaoed>\n\t\t\t{entry}\n\t\t</scaoed>\n\t</rt_info>\n</net>", 1)
+        text = text.replace(
+            "</net>", f"\t<rt_info>\n\t\t<scaoed>\n\t\t\t{entry}\n\t\t</scaoed>\n\t</rt_info>\n</net>", 1
+        )
     xml_path.write_text(text)
     return digest
 
@@ -101,6 +97,8 @@ def check_seal(path: str | Path, metadata: dict[str, str], allow_unverified: boo
         return True
     if allow_unverified:
         return False
-    raise VerificationError(f"{path} was edited after verification: its graph or weights are not the ones its "
-                            f"{META_PREFIX}{SEAL_KEY} records; re-export or rebuild it, or pass --allow-unverified to "
-                            "use it as it is")
+    raise VerificationError(
+        f"{path} was edited after verification: its graph or weights are not the ones its "
+        f"{META_PREFIX}{SEAL_KEY} records; re-export or rebuild it, or pass --allow-unverified to "
+        "use it as it is"
+    )

@@ -135,10 +135,12 @@ def _validate(model, val_set) -> float:
     return float(np.mean(psnrs))
 
 
-NOISE_MODEL = ("Poisson-Gaussian in linear raw behind WB gains (read noise tied to shot noise unless a range is given), "
-               "Bayer mosaic + Malvar-He-Cutler or bilinear demosaic of the noise, cross-channel correlation, optional "
-               "colour correction (Brooks et al.'s camera matrices), sRGB or steeper power tone curve, JPEG; the "
-               "parameters are in 'noise'")
+NOISE_MODEL = (
+    "Poisson-Gaussian in linear raw behind WB gains (read noise tied to shot noise unless a range is given), "
+    "Bayer mosaic + Malvar-He-Cutler or bilinear demosaic of the noise, cross-channel correlation, optional "
+    "colour correction (Brooks et al.'s camera matrices), sRGB or steeper power tone curve, JPEG; the "
+    "parameters are in 'noise'"
+)
 
 
 def _synthetic_val_set(images: list[np.ndarray], noise_cfg: NoiseConfig, seed: int):
@@ -243,8 +245,18 @@ def train(
     spath = state_path(out)
 
     def checkpoint():
-        _save_state(spath, TrainState(step, model.state_dict(), opt.state_dict(), sampler.rng.bit_generator.state,
-                                      noise_gen.get_state(), cfg.to_dict(), history))
+        _save_state(
+            spath,
+            TrainState(
+                step,
+                model.state_dict(),
+                opt.state_dict(),
+                sampler.rng.bit_generator.state,
+                noise_gen.get_state(),
+                cfg.to_dict(),
+                history,
+            ),
+        )
 
     while step < cfg.steps:
         for g in opt.param_groups:
@@ -279,7 +291,9 @@ def train(
             checkpoint()
         if out_of_time:
             break
-    weights = Weights({k: v.detach().cpu() for k, v in model.state_dict().items()}, cfg.blocks, cfg.stages, str(out), layout="ours")
+    weights = Weights(
+        {k: v.detach().cpu() for k, v in model.state_dict().items()}, cfg.blocks, cfg.stages, str(out), layout="ours"
+    )
     provenance = {
         "trained_by": "scaoed-deploy train",
         "demo_weights": True,
@@ -288,7 +302,9 @@ def train(
         "noise": cfg.noise,
         "steps": step,
         "planned_steps": cfg.steps,  # more than steps: stopped by its time budget, resumable from the state
-        "resumed_from_step": saved["step"] if resume else None,  # None: not resumed; a resume re-plans the cosine over the new total
+        "resumed_from_step": saved["step"]
+        if resume
+        else None,  # None: not resumed; a resume re-plans the cosine over the new total
         "stages_trained": cfg.stage_choices or cfg.stages,
         "default_stages": cfg.stages,
         "init": Path(cfg.init).name if cfg.init else None,
@@ -300,5 +316,12 @@ def train(
         "history": history[-5:],
     }
     save_safetensors(weights, out, stages=cfg.stages, provenance=provenance)
-    return {"weights": str(out), "state": str(spath), "steps": step, "planned_steps": cfg.steps,
-            "complete": step >= cfg.steps, "last": last, "history": history}
+    return {
+        "weights": str(out),
+        "state": str(spath),
+        "steps": step,
+        "planned_steps": cfg.steps,
+        "complete": step >= cfg.steps,
+        "last": last,
+        "history": history,
+    }

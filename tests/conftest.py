@@ -101,7 +101,9 @@ def k2_maps_onnx(exports):
     from scaoed_deploy import checkpoint as ckpt
     from scaoed_deploy import export as ex
 
-    return exports(ckpt.random_weights(blocks=2, seed=0), ex.ExportSpec(stages=2, noise_maps=True), name="k2_maps.onnx").path
+    return exports(
+        ckpt.random_weights(blocks=2, seed=0), ex.ExportSpec(stages=2, noise_maps=True), name="k2_maps.onnx"
+    ).path
 
 
 def pytest_collection_modifyitems(items):
@@ -124,5 +126,7 @@ def calib_dir(tmp_path_factory):
     for i in range(2):
         yy, xx = np.mgrid[0:80, 0:80] / 80.0
         base = np.stack([xx, yy, 0.5 + 0.3 * np.sin(5 * xx * yy + i)], axis=2)
-        write_image(d / f"c{i}.png", Image(rgb=np.clip(base + rng.normal(0, 0.04, base.shape), 0, 1).astype(np.float32)))
+        write_image(
+            d / f"c{i}.png", Image(rgb=np.clip(base + rng.normal(0, 0.04, base.shape), 0, 1).astype(np.float32))
+        )
     return d

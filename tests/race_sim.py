@@ -29,8 +29,12 @@ def case(rng: random.Random, kind: str | None) -> tuple[dict, dict, Constraint]:
             for b in BACKENDS:
                 lo, hi = DPSNR[BACKEND_PRECISION[b]]
                 d = min(hi, max(lo, loss[b] + rng.uniform(-0.01, 0.01)))
-                truth[candidate_id(k, b)] = (k, b, per_gmac[b] * GMACS[k] * rng.uniform(0.85, 1.15),
-                                             fp32[k] + (0.0 if b == "torch" else d))
+                truth[candidate_id(k, b)] = (
+                    k,
+                    b,
+                    per_gmac[b] * GMACS[k] * rng.uniform(0.85, 1.15),
+                    fp32[k] + (0.0 if b == "torch" else d),
+                )
         lat = sorted(v[2] for v in truth.values())
         if all(b / a >= SEPARATION for a, b in zip(lat, lat[1:])):
             break
@@ -52,8 +56,16 @@ def call(rng: random.Random, true_ms: float, slow_share: float, slow_factor: flo
     return true_ms * (slow_factor if rng.random() < slow_share else 1.0) * (1 + rng.gauss(0, 0.02))
 
 
-def simulate(rng: random.Random, truth: dict, fp32: dict, constraint: Constraint, policy: RacePolicy,
-             iters: int = 5, slow_share: float = 0.2, slow_factor: float = 2.0) -> tuple[str | None, int]:
+def simulate(
+    rng: random.Random,
+    truth: dict,
+    fp32: dict,
+    constraint: Constraint,
+    policy: RacePolicy,
+    iters: int = 5,
+    slow_share: float = 0.2,
+    slow_factor: float = 2.0,
+) -> tuple[str | None, int]:
     """(the simulated search's choice or None when nothing meets, timed calls made)."""
     cands = [Candidate(cid, k, b, BACKEND_PRECISION[b]) for cid, (k, b, _, _) in truth.items()]
     calls = 0
@@ -85,8 +97,10 @@ def simulate(rng: random.Random, truth: dict, fp32: dict, constraint: Constraint
 
 
 def brute_force(truth: dict, constraint: Constraint) -> str | None:
-    cands = [Candidate(cid, k, b, BACKEND_PRECISION[b], status="built", latency_ms=ms, psnr=psnr)
-             for cid, (k, b, ms, psnr) in truth.items()]
+    cands = [
+        Candidate(cid, k, b, BACKEND_PRECISION[b], status="built", latency_ms=ms, psnr=psnr)
+        for cid, (k, b, ms, psnr) in truth.items()
+    ]
     try:
         return choose(cands, constraint).id
     except NothingMeets:

@@ -37,7 +37,7 @@ NODE = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=15
 def readme_steps() -> list[tuple[str, str]]:
     """(machine, command) of each line of the README's cluster steps."""
     text = README.read_text()
-    block = text[text.index("<!-- cluster-steps"):text.index("<!-- /cluster-steps -->")]
+    block = text[text.index("<!-- cluster-steps") : text.index("<!-- /cluster-steps -->")]
     return [(m.group(1), m.group(2)) for m in re.finditer(r"^machine-([ab])\$ (.*)$", block, re.M)]
 
 
@@ -63,13 +63,20 @@ def start_cluster(case: dict) -> dict:
     ran = []
     for machine, command in readme_steps():
         if command.startswith("export "):
-            key, _, value = command[len("export "):].partition("=")
+            key, _, value = command[len("export ") :].partition("=")
             env[machine][key] = value
             continue
         line = as_here(machine, command, homes, case["files"])
         proc = subprocess.run(["sh", "-c", line], env=env[machine], capture_output=True, text=True, timeout=600)
-        ran.append({"machine": machine, "command": command, "code": proc.returncode,
-                    "stderr": proc.stderr[-1500:], "stdout": proc.stdout[-3000:]})
+        ran.append(
+            {
+                "machine": machine,
+                "command": command,
+                "code": proc.returncode,
+                "stderr": proc.stderr[-1500:],
+                "stdout": proc.stdout[-3000:],
+            }
+        )
         if proc.returncode and not command.startswith("scaoed-deploy"):
             raise RuntimeError(f"README step on machine-{machine} failed: {command}: {proc.stderr[-800:]}")
     os.environ.update(HOME=homes["a"], **{k: v for k, v in env["a"].items() if k.startswith("RAY_")})
@@ -79,8 +86,13 @@ def start_cluster(case: dict) -> dict:
     nodes = [n for n in ray.nodes() if n["Alive"]]
     ray.shutdown()
     tokens = {m: oct(Path(homes[m], ".ray", "auth_token").stat().st_mode & 0o777) for m in "ab"}
-    return {"nodes": len(nodes), "addresses": sorted({n["NodeManagerAddress"] for n in nodes}), "steps": ran,
-            "token_modes": tokens, "seconds": round(time.perf_counter() - t, 1)}
+    return {
+        "nodes": len(nodes),
+        "addresses": sorted({n["NodeManagerAddress"] for n in nodes}),
+        "steps": ran,
+        "token_modes": tokens,
+        "seconds": round(time.perf_counter() - t, 1),
+    }
 
 
 def start_object_storage(case: dict) -> dict:
@@ -141,6 +153,7 @@ def kill_a_worker_mid_run(args: list[str], out: Path) -> dict:
 def interrupt_the_driver(args: list[str], out: Path) -> dict:
     """The run in this (main) thread; once its first output exists, a real SIGINT to this process, as Ctrl-C
     sends it; then the same command again."""
+
     def watch():
         deadline = time.monotonic() + 600  # a busy machine starts actors slowly
         while time.monotonic() < deadline and not complete_outputs(out):
@@ -154,8 +167,12 @@ def interrupt_the_driver(args: list[str], out: Path) -> dict:
     first = run_cli(args)
     after_interrupt = sorted(p.name for p in out.iterdir())
     second = run_cli(args)
-    return {"first_code": first["code"], "first_stderr": first["stderr"][-2000:], "after_interrupt": after_interrupt,
-            **second}
+    return {
+        "first_code": first["code"],
+        "first_stderr": first["stderr"][-2000:],
+        "after_interrupt": after_interrupt,
+        **second,
+    }
 
 
 def stop_everything_else() -> int:

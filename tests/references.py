@@ -208,16 +208,25 @@ def tiny_conv_onnx(path: Path) -> Path:
     w = numpy_helper.from_array((np.random.default_rng(0).standard_normal((3, 3, 3, 3)) * 0.05).astype(np.float32), "w")
     x = helper.make_tensor_value_info("noisy", TensorProto.FLOAT, ["N", 3, "H", "W"])
     y = helper.make_tensor_value_info("denoised", TensorProto.FLOAT, ["N", 3, "H", "W"])
-    graph = helper.make_graph([helper.make_node("Conv", ["noisy", "w"], ["c"], pads=[1, 1, 1, 1]),
-                               helper.make_node("Add", ["noisy", "c"], ["denoised"])], "tiny", [x], [y], [w])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["noisy", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Add", ["noisy", "c"], ["denoised"]),
+        ],
+        "tiny",
+        [x],
+        [y],
+        [w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
 
 
-def foreign_onnx(path: Path, input_name: str = "noisy", output_dims=("N", 3, "H", "W"), stride: int = 1,
-                 out_channels: int = 3) -> Path:
+def foreign_onnx(
+    path: Path, input_name: str = "noisy", output_dims=("N", 3, "H", "W"), stride: int = 1, out_channels: int = 3
+) -> Path:
     """An ONNX of another network (one convolution), for the denoiser contract: its input name, its output's
     declared dims (None: left to shape inference), its stride (2 halves H and W) and output channels."""
     import onnx
@@ -227,8 +236,9 @@ def foreign_onnx(path: Path, input_name: str = "noisy", output_dims=("N", 3, "H"
     x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", 3, "H", "W"])
     y = helper.make_tensor_value_info("denoised", TensorProto.FLOAT, list(output_dims) if output_dims else None)
     conv = helper.make_node("Conv", [input_name, "w"], ["denoised"], pads=[1, 1, 1, 1], strides=[stride, stride])
-    model = helper.make_model(helper.make_graph([conv], "foreign", [x], [y], [w]),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        helper.make_graph([conv], "foreign", [x], [y], [w]), opset_imports=[helper.make_opsetid("", 17)]
+    )
     model.ir_version = 8
     onnx.save(model, str(path))
     return path

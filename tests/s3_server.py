@@ -22,8 +22,12 @@ def aws_env(port: int) -> dict[str, str]:
 def start(port: int, timeout: float = 60, **env: str) -> subprocess.Popen:
     """moto's server on 127.0.0.1:``port`` (with ``env`` in its environment), once it accepts connections; the
     caller ends it (kill, by this PID)."""
-    server = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=dict(os.environ, **env))
+    server = subprocess.Popen(
+        [str(MOTO), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, **env),
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

@@ -1,4 +1,5 @@
-"""Read-back audit: exact exclusions for ModelOpt, one copy of each weight, and FP32 compute that matches the islands."""
+"""Read-back audit: exact exclusions for ModelOpt, one copy of each weight, and FP32 compute that matches the
+islands."""
 
 from __future__ import annotations
 
@@ -8,14 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from scaoed_deploy.audit import (
-    audit,
-    check_int8_convs,
-    check_islands,
-    check_weights,
-    dedupe_weights,
-    exact_patterns,
-)
+from scaoed_deploy.audit import audit, check_int8_convs, check_islands, check_weights, dedupe_weights, exact_patterns
 from scaoed_deploy.errors import VerificationError
 
 
@@ -25,8 +19,11 @@ def prefix_graph(shared_weight: bool = False):
     through two initializers holding the same values (what AutoCast and PTQ made of ScaoedNet's shared stages)."""
     rng = np.random.default_rng(0)
     w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32) * 0.1
-    inits = [numpy_helper.from_array(w, "w0"), numpy_helper.from_array(w if shared_weight else w * 0.5, "w1"),
-             numpy_helper.from_array(np.array([2, 3], np.int64), "axes")]
+    inits = [
+        numpy_helper.from_array(w, "w0"),
+        numpy_helper.from_array(w if shared_weight else w * 0.5, "w1"),
+        numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "w0"], ["c0"], name="node_conv", pads=[1, 1, 1, 1]),
         helper.make_node("ReduceMean", ["c0", "axes"], ["m0"], name="node_mean", keepdims=1),
@@ -37,7 +34,9 @@ def prefix_graph(shared_weight: bool = False):
     ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 8])
-    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 19)])
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 19)]
+    )
     model.ir_version = 9
     onnx.checker.check_model(model)
     return model
@@ -67,8 +66,13 @@ def test_autocast_keeps_only_the_named_island(tmp_path):
 
     src = tmp_path / "g.onnx"
     onnx.save(prefix_graph(), src)
-    out = convert_to_mixed_precision(onnx_path=str(src), low_precision_type="fp16", keep_io_types=True,
-                                     nodes_to_exclude=exact_patterns(["node_mean"]), providers=["cpu"])
+    out = convert_to_mixed_precision(
+        onnx_path=str(src),
+        low_precision_type="fp16",
+        keep_io_types=True,
+        nodes_to_exclude=exact_patterns(["node_mean"]),
+        providers=["cpu"],
+    )
     a = audit(out)
     assert precision_of(a, "node_mean") == "float32"
     assert precision_of(a, "node_mean_1") == "float16"  # a bare "node_mean" pattern would have taken it too
@@ -77,7 +81,9 @@ def test_autocast_keeps_only_the_named_island(tmp_path):
     with pytest.raises(VerificationError, match="not among the islands.*node_mean"):
         check_islands(a, [], "fp16")
     with pytest.raises(VerificationError, match="island.*not computed in float32.*node_sub"):
-        check_islands(a, [{"node": "node_mean", "op_type": "ReduceMean"}, {"node": "node_sub", "op_type": "Sub"}], "fp16")
+        check_islands(
+            a, [{"node": "node_mean", "op_type": "ReduceMean"}, {"node": "node_sub", "op_type": "Sub"}], "fp16"
+        )
 
 
 def test_modelopt_int8_excludes_only_the_named_conv(tmp_path):

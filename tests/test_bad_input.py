@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image as PILImage
 from references import edited, foreign_onnx, one_error, sealed_onnx, tiny_conv_onnx
-
-import tifffile
 
 from scaoed_deploy import checkpoint as ckpt
 from scaoed_deploy.cli import main
@@ -28,7 +27,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def _table() -> list[tuple[str, int, str]]:
     """(case, exit code, quoted text) from the README's 'Bad input' table."""
     text = README.read_text()
-    section = text[text.index("### Bad input"):]
+    section = text[text.index("### Bad input") :]
     section = section[: section.index("\n## ")]
     rows = []
     for line in section.splitlines():
@@ -78,8 +77,15 @@ def _case(name: str, d: Path, checkpoint: Path, cleanup: list) -> list[str]:
     if name == "`triton-repo` on that file":
         return ["triton-repo", str(edited(sealed_onnx(d / "e.onnx"), nan=True)), "-o", str(d / "repo")]
     if name == "full disk (a 200 KiB tmpfs, full)":
-        return ["denoise", str(good), str(full_tmpfs(d / "full", cleanup) / "out.png"), "-c", str(checkpoint),
-                "--stages", "1"]
+        return [
+            "denoise",
+            str(good),
+            str(full_tmpfs(d / "full", cleanup) / "out.png"),
+            "-c",
+            str(checkpoint),
+            "--stages",
+            "1",
+        ]
     if name == "reference of another size":
         return denoise(good) + ["-r", str(_png(d / "small.png", 10, 12))]
     if name == "reference that cannot be read":
@@ -164,14 +170,34 @@ def _case(name: str, d: Path, checkpoint: Path, cleanup: list) -> list[str]:
     if name == "`optimize --backends ,,`":
         return ["optimize", "--backends", ",,", "--res", "16", "--stages", "1", "-o", str(d / "opt")]
     if name == "`bench --res 8192` (a forward pass larger than the memory free)":
-        return ["bench", "--res", "8192", "--stages", "1", "--backends", "torch", "--random-seed", "0", "--blocks", "1",
-                "--no-quality", "-o", str(d / "runs")]
+        return [
+            "bench",
+            "--res",
+            "8192",
+            "--stages",
+            "1",
+            "--backends",
+            "torch",
+            "--random-seed",
+            "0",
+            "--blocks",
+            "1",
+            "--no-quality",
+            "-o",
+            str(d / "runs"),
+        ]
     if name == "`denoise --server URL --stages 1`":
-        return ["denoise", str(good), str(d / "out.png"), "--server", f"http://127.0.0.1:{free_port()}",
-                "--stages", "1"]
+        return [
+            "denoise",
+            str(good),
+            str(d / "out.png"),
+            "--server",
+            f"http://127.0.0.1:{free_port()}",
+            "--stages",
+            "1",
+        ]
     if name == "16-bit PNG with an `sBIT` chunk":
         import png
-
         from test_images import _png_chunks
 
         png.from_array(np.full((20, 24 * 3), 4096, np.uint16), "RGB;16").save(str(d / "s.png"))
@@ -284,10 +310,21 @@ def _files(d: Path) -> dict[str, float]:
 
 
 def test_the_table_covers_the_issue_list():
-    assert {r[0] for r in ROWS} >= {"truncated image", "empty image file", "not an image", "1-pixel image",
-                                    "decompression bomb", "CMYK JPEG", "checkpoint with a pickled object",
-                                    "checkpoint with other keys", "truncated checkpoint", "checkpoint with NaN",
-                                    "corrupt ONNX", "engine whose sidecar does not match", "unwritable output"}
+    assert {r[0] for r in ROWS} >= {
+        "truncated image",
+        "empty image file",
+        "not an image",
+        "1-pixel image",
+        "decompression bomb",
+        "CMYK JPEG",
+        "checkpoint with a pickled object",
+        "checkpoint with other keys",
+        "truncated checkpoint",
+        "checkpoint with NaN",
+        "corrupt ONNX",
+        "engine whose sidecar does not match",
+        "unwritable output",
+    }
 
 
 def test_ctrl_c_during_export_leaves_nothing(tmp_path, capsys, monkeypatch):
@@ -303,8 +340,9 @@ def test_ctrl_c_during_export_leaves_nothing(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-def test_ctrl_c_during_a_folder_run_keeps_what_was_done_and_the_run_resumes(tmp_path, tiny_checkpoint, capsys,
-                                                                             monkeypatch):
+def test_ctrl_c_during_a_folder_run_keeps_what_was_done_and_the_run_resumes(
+    tmp_path, tiny_checkpoint, capsys, monkeypatch
+):
     from scaoed_deploy.cli import denoise as cli_denoise
 
     src, dst = tmp_path / "in", tmp_path / "out"
@@ -338,8 +376,9 @@ def _folder(d: Path, n: int = 3) -> Path:
     return d
 
 
-def test_a_folder_run_on_a_full_disk_stops_cleanly_and_leaves_nothing_partial(tmp_path, tiny_checkpoint, capsys,
-                                                                              cleanup):
+def test_a_folder_run_on_a_full_disk_stops_cleanly_and_leaves_nothing_partial(
+    tmp_path, tiny_checkpoint, capsys, cleanup
+):
     src = _folder(tmp_path / "in")
     out = full_tmpfs(tmp_path / "full", cleanup)
     code = main(["denoise", str(src), str(out), "-c", str(tiny_checkpoint), "--stages", "1"])
@@ -360,7 +399,10 @@ def test_a_failed_reference_writes_nothing_and_a_rerun_redoes_the_image(tmp_path
     assert "the reference is 12x10" in err and sorted(p.name for p in out.iterdir()) == ["0.png"]
     _png(refs / "1.png")  # the reference fixed: the rerun does the image it failed, and skips the other
     assert main(args) == 0
-    assert "skipped 1 image(s)" in capsys.readouterr().out and sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]
+    assert "skipped 1 image(s)" in capsys.readouterr().out and sorted(p.name for p in out.iterdir()) == [
+        "0.png",
+        "1.png",
+    ]
 
 
 @pytest.mark.parametrize("extra", [["--tile", "16", "--overlap", "4"], ["--ensemble"]], ids=["tiled", "ensemble"])

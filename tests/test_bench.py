@@ -24,8 +24,17 @@ from scaoed_deploy.images import Image, write_image
 def result(tmp_path_factory, random_k1_onnx):
     export_dir = tmp_path_factory.mktemp("bench_export")
     shutil.copyfile(random_k1_onnx, export_dir / "scaoednet_k1_t1_fp32.onnx")  # reused: made from the same weights
-    cfg = BenchConfig([(32, 32)], [1], ["onnxruntime", "tensorrt-fp16", "torch-fp16"], device="cpu", warmup=1,
-                      iters=3, threads=1, quality=False, export_dir=export_dir)
+    cfg = BenchConfig(
+        [(32, 32)],
+        [1],
+        ["onnxruntime", "tensorrt-fp16", "torch-fp16"],
+        device="cpu",
+        warmup=1,
+        iters=3,
+        threads=1,
+        quality=False,
+        export_dir=export_dir,
+    )
     return run_bench(ckpt.random_weights(blocks=1, seed=0), cfg)
 
 
@@ -79,8 +88,17 @@ def test_a_backend_that_cannot_run_is_skipped_before_its_artifact_is_made(tmp_pa
     if ort_kernel_missing("bf16", ("CPUExecutionProvider",)) is None:
         pytest.skip("this ONNX Runtime runs bfloat16 Conv on the CPU")
     made = []
-    cfg = BenchConfig([(32, 32)], [1], ["onnxruntime-bf16", "tensorrt-int8"], device="cpu", warmup=0, iters=1,
-                      threads=1, quality=False, export_dir=tmp_path)
+    cfg = BenchConfig(
+        [(32, 32)],
+        [1],
+        ["onnxruntime-bf16", "tensorrt-int8"],
+        device="cpu",
+        warmup=0,
+        iters=1,
+        threads=1,
+        quality=False,
+        export_dir=tmp_path,
+    )
     result = run_bench(ckpt.random_weights(blocks=1, seed=0), cfg, step=made.append)
     rows = {r["backend"]: r for r in result["rows"]}
     why = rows["onnxruntime-bf16"]["reason"]  # ONNX Runtime's missing kernel, or (said first) a CPU without bf16
@@ -106,8 +124,31 @@ def test_unknown_backend_and_cuda_without_gpu_are_refused(capsys):
 
 
 def test_cli_writes_json_markdown_and_plot_with_the_command(tmp_path, capsys):
-    code = main(["bench", "--res", "32", "--stages", "1", "--random-seed", "0", "--blocks", "1", "--backends", "torch",
-                 "--iters", "2", "--warmup", "0", "--threads", "1", "--no-quality", "-o", str(tmp_path), "--json"])
+    code = main(
+        [
+            "bench",
+            "--res",
+            "32",
+            "--stages",
+            "1",
+            "--random-seed",
+            "0",
+            "--blocks",
+            "1",
+            "--backends",
+            "torch",
+            "--iters",
+            "2",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--no-quality",
+            "-o",
+            str(tmp_path),
+            "--json",
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["command"].startswith("scaoed-deploy bench --res 32")
@@ -115,16 +156,57 @@ def test_cli_writes_json_markdown_and_plot_with_the_command(tmp_path, capsys):
         assert (tmp_path / f"cpu_32.{suffix}").stat().st_size > 0
     assert "scaoed-deploy bench --res 32" in (tmp_path / "cpu_32.md").read_text()
     # Without --json and with stderr not a terminal (a log), progress comes as lines, not a bar drawn at the end.
-    code = main(["bench", "--res", "32", "--stages", "1", "--random-seed", "0", "--blocks", "1", "--backends", "torch",
-                 "--iters", "1", "--warmup", "0", "--threads", "1", "--no-quality", "-o", str(tmp_path)])
+    code = main(
+        [
+            "bench",
+            "--res",
+            "32",
+            "--stages",
+            "1",
+            "--random-seed",
+            "0",
+            "--blocks",
+            "1",
+            "--backends",
+            "torch",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--no-quality",
+            "-o",
+            str(tmp_path),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0 and "[1/1] torch, K=1, 32x32: warm-up and 1 timed runs" in err and "━" not in err
 
 
 def test_an_unnamed_run_changes_no_record(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["bench", "--res", "32", "--stages", "1", "--random-seed", "0", "--blocks", "1", "--backends", "torch",
-            "--iters", "1", "--warmup", "0", "--threads", "1", "--no-quality", "--json"]
+    args = [
+        "bench",
+        "--res",
+        "32",
+        "--stages",
+        "1",
+        "--random-seed",
+        "0",
+        "--blocks",
+        "1",
+        "--backends",
+        "torch",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--no-quality",
+        "--json",
+    ]
     assert main(args) == 0
     files = [Path(f) for f in json.loads(capsys.readouterr().out)["files"]]
     assert files[0].parent.parent == Path("benchmarks/runs") and not (tmp_path / "benchmarks" / "results").exists()
@@ -149,7 +231,6 @@ def test_a_busy_machine_is_recorded_and_flagged():
     assert "busy" in result["warnings"][0] and "do not quote" in markdown(result)
 
 
-
 AVX2_ONLY = "model name\t: AMD EPYC (test)\nflags\t\t: fpu sse2 avx avx2 fma\n"
 
 
@@ -168,16 +249,35 @@ def test_rows_this_cpu_would_emulate_are_skipped_before_any_work_unless_named(av
 
     made, real = [], Backends.make
     monkeypatch.setattr(Backends, "make", lambda self, name, k: made.append(name) or real(self, name, k))
-    cfg = BenchConfig([(16, 16)], [1], ["torch-bf16", "openvino-bf16"], device="cpu", warmup=0, iters=1, threads=1,
-                      quality=False, export_dir=tmp_path)
+    cfg = BenchConfig(
+        [(16, 16)],
+        [1],
+        ["torch-bf16", "openvino-bf16"],
+        device="cpu",
+        warmup=0,
+        iters=1,
+        threads=1,
+        quality=False,
+        export_dir=tmp_path,
+    )
     result = run_bench(ckpt.random_weights(blocks=1, seed=0), cfg)
     rows = {r["backend"]: r for r in result["rows"]}
     for name in ("torch-bf16", "openvino-bf16"):
         assert rows[name]["status"] == "skipped" and "no native bf16" in rows[name]["reason"], rows[name]
     assert made == ["torch"] and list(tmp_path.iterdir()) == [] and result["machine"]["isa"] == ["avx2"]
     # Named explicitly: it runs, with a warning said in the result.
-    cfg = BenchConfig([(16, 16)], [1], ["torch-bf16"], device="cpu", warmup=0, iters=1, threads=1, quality=False,
-                      export_dir=tmp_path, explicit=True)
+    cfg = BenchConfig(
+        [(16, 16)],
+        [1],
+        ["torch-bf16"],
+        device="cpu",
+        warmup=0,
+        iters=1,
+        threads=1,
+        quality=False,
+        export_dir=tmp_path,
+        explicit=True,
+    )
     result = run_bench(ckpt.random_weights(blocks=1, seed=0), cfg)
     assert {r["backend"]: r["status"] for r in result["rows"]} == {"torch": "ok", "torch-bf16": "ok"}
     assert any("torch-bf16 runs although" in w for w in result["warnings"])
@@ -197,9 +297,32 @@ def test_ctrl_c_writes_the_rows_already_finished_and_changes_no_record(tmp_path,
     monkeypatch.setattr(Backends, "make", interrupted_on_the_second_row)
     monkeypatch.setattr(bench_cli, "RECORDS", tmp_path / "records")
     monkeypatch.setattr(bench_cli, "RUNS", tmp_path / "runs")
-    code = main(["bench", "--res", "16", "--stages", "1", "--backends", "torch,onnxruntime", "--random-seed", "0",
-                 "--blocks", "1", "--iters", "1", "--warmup", "0", "--threads", "1", "--no-quality", "--name", "rec",
-                 "--export-dir", str(tmp_path / "export")])
+    code = main(
+        [
+            "bench",
+            "--res",
+            "16",
+            "--stages",
+            "1",
+            "--backends",
+            "torch,onnxruntime",
+            "--random-seed",
+            "0",
+            "--blocks",
+            "1",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--no-quality",
+            "--name",
+            "rec",
+            "--export-dir",
+            str(tmp_path / "export"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 130 and one_error(err) == "error: interrupted" and "wrote the 1 row(s)" in err
     assert not (tmp_path / "records").exists()  # a record is never replaced by a run cut short
@@ -207,8 +330,9 @@ def test_ctrl_c_writes_the_rows_already_finished_and_changes_no_record(tmp_path,
     assert written["interrupted"] is True and [r["backend"] for r in written["rows"]] == ["torch"]
 
 
-def test_an_int8_file_verified_with_vnni_is_remade_not_reused_on_a_cpu_without_it(random_k1_onnx, tmp_path,
-                                                                                   monkeypatch):
+def test_an_int8_file_verified_with_vnni_is_remade_not_reused_on_a_cpu_without_it(
+    random_k1_onnx, tmp_path, monkeypatch
+):
     """A shared export folder: bench made its INT8 file on a VNNI CPU. On an AVX2-only CPU bench (and optimize, which
     gets its artifacts the same way) makes one for that CPU (7-bit weights) instead of timing the other silently;
     back on a VNNI CPU the AVX2 file is reused (it needs nothing that CPU lacks)."""
@@ -229,8 +353,17 @@ def test_an_int8_file_verified_with_vnni_is_remade_not_reused_on_a_cpu_without_i
     clean = rng.random((32, 32, 3), dtype=np.float32)
     write_image(pairs / "clean" / "a.png", Image(rgb=clean))
     write_image(pairs / "noisy" / "a.png", Image(rgb=np.clip(clean + rng.normal(0, 0.05, clean.shape), 0, 1)))
-    cfg = BenchConfig([(16, 16)], [1], ["onnxruntime-int8"], device="cpu", threads=1, quality=False,
-                      export_dir=tmp_path, calib_count=4, data=pairs)
+    cfg = BenchConfig(
+        [(16, 16)],
+        [1],
+        ["onnxruntime-int8"],
+        device="cpu",
+        threads=1,
+        quality=False,
+        export_dir=tmp_path,
+        calib_count=4,
+        data=pairs,
+    )
 
     def artifact():
         steps: list[str] = []

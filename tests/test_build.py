@@ -24,9 +24,25 @@ HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, tiny_k1_onnx, calib_dir, capsys):
     (tmp_path / "export").mkdir()
     shutil.copyfile(tiny_k1_onnx, tmp_path / "export" / tiny_k1_onnx.name)  # `export --stages 1` made it
-    args = ["build-engine", "--fp16", "--stages", "1", "-c", str(tiny_checkpoint), "--calib", str(calib_dir),
-            "--calib-count", "4", "--export-dir", str(tmp_path / "export"), "-o", str(tmp_path / "engines" / "m.engine"),
-            "--timing-cache", str(tmp_path / "engines" / "t.cache"), "--json"]
+    args = [
+        "build-engine",
+        "--fp16",
+        "--stages",
+        "1",
+        "-c",
+        str(tiny_checkpoint),
+        "--calib",
+        str(calib_dir),
+        "--calib-count",
+        "4",
+        "--export-dir",
+        str(tmp_path / "export"),
+        "-o",
+        str(tmp_path / "engines" / "m.engine"),
+        "--timing-cache",
+        str(tmp_path / "engines" / "t.cache"),
+        "--json",
+    ]
     code = main(args)
     out, err = capsys.readouterr()
     assert code == 4, err
@@ -50,9 +66,25 @@ def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, tiny_k1_onnx, ca
     fp32 = tmp_path / "export" / "scaoednet_k1_t2_fp32.onnx"
     assert "Next, on a machine with an NVIDIA GPU" in out and "trtexec --onnx=" in out and str(fp32) in out
     # The fp32 export is reused on the next build, found without --stages (`export`, then `build-engine --int8`).
-    code = main(["build-engine", "--int8", "--target", "onnxruntime-cpu", "-c", str(tiny_checkpoint),
-                 "--calib", str(calib_dir), "--calib-count", "6", "--calib-method", "max",
-                 "--export-dir", str(tmp_path / "export"), "--json"])
+    code = main(
+        [
+            "build-engine",
+            "--int8",
+            "--target",
+            "onnxruntime-cpu",
+            "-c",
+            str(tiny_checkpoint),
+            "--calib",
+            str(calib_dir),
+            "--calib-count",
+            "6",
+            "--calib-method",
+            "max",
+            "--export-dir",
+            str(tmp_path / "export"),
+            "--json",
+        ]
+    )
     out, _ = capsys.readouterr()
     assert code == 0
     result = json.loads(out)
@@ -64,11 +96,14 @@ def test_fp16_build_without_tensorrt(tmp_path, tiny_checkpoint, tiny_k1_onnx, ca
     assert (tmp_path / "export" / "scaoednet_k1_t2_int8_ortcpu.onnx").is_file()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["build-engine", "--stages", "1"], "choose a precision"),
-    (["build-engine", "--fp16", "--stages", "1", "--target", "onnxruntime-cpu"], "INT8 flavour"),
-    (["build-engine", "--fp16", "--stages", "1", "--min", "255"], "even"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["build-engine", "--stages", "1"], "choose a precision"),
+        (["build-engine", "--fp16", "--stages", "1", "--target", "onnxruntime-cpu"], "INT8 flavour"),
+        (["build-engine", "--fp16", "--stages", "1", "--min", "255"], "even"),
+    ],
+)
 def test_bad_requests_exit_2(args, message, capsys):
     assert main(args) == 2
     assert message in one_error(capsys.readouterr().err)
@@ -77,8 +112,20 @@ def test_bad_requests_exit_2(args, message, capsys):
 def test_sidd_is_refused_for_calibration(tmp_path, tiny_checkpoint, capsys):
     sidd = tmp_path / "sidd"
     (sidd / "noisy").mkdir(parents=True)
-    code = main(["build-engine", "--int8", "--stages", "1", "-c", str(tiny_checkpoint), "--calib", str(sidd),
-                 "--export-dir", str(tmp_path / "export")])
+    code = main(
+        [
+            "build-engine",
+            "--int8",
+            "--stages",
+            "1",
+            "-c",
+            str(tiny_checkpoint),
+            "--calib",
+            str(sidd),
+            "--export-dir",
+            str(tmp_path / "export"),
+        ]
+    )
     assert code == 1
     assert "evaluation data" in capsys.readouterr().err
     assert not (tmp_path / "export").exists()  # refused before the export, not after it
@@ -90,8 +137,14 @@ def _fake_export(path, identity, stages):
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
-                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    model = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "g",
+            [x],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        )
+    )
     helper.set_model_props(model, {META_PREFIX + "weights": identity, META_PREFIX + "stages": str(stages)})
     onnx.save(model, str(path))
 
@@ -110,7 +163,9 @@ def test_without_stages_the_newest_export_of_the_weights_is_built(tmp_path, tiny
     _fake_export(d / "scaoednet_k5_t2_fp32.onnx", weights.identity, 5)
     _fake_export(d / "scaoednet_k4_t2_fp32.onnx", "other weights", 4)  # newest, but not these weights
     (d / "scaoednet_k2_t2_fp32.onnx").write_bytes(b"not onnx")  # damaged: passed over
-    _fake_export(d / "scaoednet_k1_t2_fp32_s256x256.onnx", weights.identity, 1)  # a static variant: not export's default
+    _fake_export(
+        d / "scaoednet_k1_t2_fp32_s256x256.onnx", weights.identity, 1
+    )  # a static variant: not export's default
     for age, name in enumerate(["k4", "k2", "k1", "k5", "k3"]):
         path = next(d.glob(f"scaoednet_{name}_t2_fp32*.onnx"))
         os.utime(path, (1e9 - age * 100, 1e9 - age * 100))
@@ -120,19 +175,32 @@ def test_without_stages_the_newest_export_of_the_weights_is_built(tmp_path, tiny
 
 
 @pytest.mark.slow
-def test_without_stages_or_an_export_the_weights_default_k_is_exported(tmp_path, tiny_checkpoint, capsys,
-                                                                      monkeypatch):
+def test_without_stages_or_an_export_the_weights_default_k_is_exported(tmp_path, tiny_checkpoint, capsys, monkeypatch):
     from scaoed_deploy import build as build_module
     from scaoed_deploy.checkpoint import DEFAULT_STAGES
 
     assert build_module.DEFAULT_STAGES == DEFAULT_STAGES == 5  # the authors' K
     DEFAULT_STAGES = 2  # the same fallback with a default that exports in half the time
     monkeypatch.setattr(build_module, "DEFAULT_STAGES", DEFAULT_STAGES)
-    code = main(["build-engine", "--fp32", "-c", str(tiny_checkpoint), "--export-dir", str(tmp_path / "export"),
-                 "-o", str(tmp_path / "engines" / "m.engine"), "--timing-cache", str(tmp_path / "engines" / "t.cache")])
+    code = main(
+        [
+            "build-engine",
+            "--fp32",
+            "-c",
+            str(tiny_checkpoint),
+            "--export-dir",
+            str(tmp_path / "export"),
+            "-o",
+            str(tmp_path / "engines" / "m.engine"),
+            "--timing-cache",
+            str(tmp_path / "engines" / "t.cache"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == (0 if HAS_TRT else 4), err
-    assert f"exporting their default K={DEFAULT_STAGES}" in " ".join((out + err).split())  # the authors' layout has no K
+    assert f"exporting their default K={DEFAULT_STAGES}" in " ".join(
+        (out + err).split()
+    )  # the authors' layout has no K
     path = tmp_path / "export" / f"scaoednet_k{DEFAULT_STAGES}_t2_fp32.onnx"
     assert read_metadata(path)["stages"] == str(DEFAULT_STAGES)
 
@@ -165,9 +233,25 @@ def test_sigterm_inside_an_int8_calibration_ends_it_within_10_s_and_leaves_nothi
 
     work, tmp = tmp_path / "export", tmp_path / "tmp"
     tmp.mkdir()
-    cmd = [sys.executable, "-m", "scaoed_deploy.cli", "build-engine", "--int8", "--target", "onnxruntime-cpu",
-           "--onnx", str(k2_maps_onnx), "--calib", str(calib_dir), "--calib-count", "400", "--export-dir", str(work),
-           "-o", str(tmp_path / "m.engine")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scaoed_deploy.cli",
+        "build-engine",
+        "--int8",
+        "--target",
+        "onnxruntime-cpu",
+        "--onnx",
+        str(k2_maps_onnx),
+        "--calib",
+        str(calib_dir),
+        "--calib-count",
+        "400",
+        "--export-dir",
+        str(work),
+        "-o",
+        str(tmp_path / "m.engine"),
+    ]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp)})
     deadline, step_pids = time.monotonic() + 120, set()
     while time.monotonic() < deadline and proc.poll() is None:

@@ -83,7 +83,9 @@ def test_aliased_copies_that_differ_are_refused(tmp_path, official_sd_t2):
     sd = dict(official_sd_t2)
     sd["RE_Net.body.1.CIG_SA.conv_du.1.Conv.conv.bias"] = sd["RE_Net.body.1.CIG_SA.inplaceCA.Conv.conv.bias"] + 0.01
     torch.save(sd, tmp_path / "c.pth")
-    with pytest.raises(CheckpointError, match=r"inplaceCA\.Conv\.conv\.bias and .*conv_du\.1\.Conv\.conv\.bias.*differ"):
+    with pytest.raises(
+        CheckpointError, match=r"inplaceCA\.Conv\.conv\.bias and .*conv_du\.1\.Conv\.conv\.bias.*differ"
+    ):
         ckpt.read_checkpoint(tmp_path / "c.pth")
 
 
@@ -143,7 +145,9 @@ def test_random_weights_are_seeded_and_labelled():
     a, b = ckpt.random_weights(blocks=2, seed=5), ckpt.random_weights(blocks=2, seed=5)
     assert a.identity == "random-seed-5" and a.is_random
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
-    assert not torch.equal(a.state_dict["encoder.weight"], ckpt.random_weights(blocks=2, seed=6).state_dict["encoder.weight"])
+    assert not torch.equal(
+        a.state_dict["encoder.weight"], ckpt.random_weights(blocks=2, seed=6).state_dict["encoder.weight"]
+    )
 
 
 def test_nan_weights_are_refused_in_one_line(tmp_path, capsys):

@@ -117,7 +117,9 @@ def test_denoise_without_checkpoint_or_demo_weights_refuses(capsys, noisy, tmp_p
     assert not (tmp_path / "o.png").exists()
 
 
-def test_denoise_without_checkpoint_uses_the_demo_weights_and_says_so(capsys, noisy, tmp_path, tiny_checkpoint, monkeypatch):
+def test_denoise_without_checkpoint_uses_the_demo_weights_and_says_so(
+    capsys, noisy, tmp_path, tiny_checkpoint, monkeypatch
+):
     import scaoed_deploy.weights as demo
     from scaoed_deploy.checkpoint import convert
 
@@ -136,9 +138,13 @@ def test_denoise_with_corrupt_checkpoint(capsys, noisy, tmp_path):
     assert_one_line_error(err, "bad.pth")
 
 
-def test_denoise_odd_size_matches_the_reference_on_a_padded_input(capsys, noisy, tmp_path, tiny_checkpoint, official_sd_t2):
+def test_denoise_odd_size_matches_the_reference_on_a_padded_input(
+    capsys, noisy, tmp_path, tiny_checkpoint, official_sd_t2
+):
     out_path = tmp_path / "out.png"
-    code, out, _ = run(capsys, "denoise", str(noisy), str(out_path), "-c", str(tiny_checkpoint), "--stages", "2", "--device", "cpu")
+    code, out, _ = run(
+        capsys, "denoise", str(noisy), str(out_path), "-c", str(tiny_checkpoint), "--stages", "2", "--device", "cpu"
+    )
     assert code == 0 and "K=2" in out
     got = np.asarray(PILImage.open(out_path))
     assert got.shape == (21, 30, 3)
@@ -152,23 +158,35 @@ def test_denoise_odd_size_matches_the_reference_on_a_padded_input(capsys, noisy,
 
 def test_denoise_reference_prints_the_papers_metrics(capsys, noisy, tmp_path, tiny_checkpoint):
     clean = _save(tmp_path / "clean.png", np.full((21, 30, 3), 128, np.uint8))
-    code, out, _ = run(capsys, "denoise", str(noisy), str(tmp_path / "o.png"), "-c", str(tiny_checkpoint),
-                       "--stages", "1", "-r", str(clean), "--json")
+    code, out, _ = run(
+        capsys,
+        "denoise",
+        str(noisy),
+        str(tmp_path / "o.png"),
+        "-c",
+        str(tiny_checkpoint),
+        "--stages",
+        "1",
+        "-r",
+        str(clean),
+        "--json",
+    )
     assert code == 0
     r = json.loads(out)["results"][0]
     psnr, ssim = psnr_ssim(np.asarray(PILImage.open(tmp_path / "o.png")), np.asarray(PILImage.open(clean)))
     assert r["psnr"] == pytest.approx(psnr) and r["ssim"] == pytest.approx(ssim)
-    assert r["psnr_in"] == pytest.approx(psnr_ssim(np.asarray(PILImage.open(noisy)), np.asarray(PILImage.open(clean)))[0])
+    assert r["psnr_in"] == pytest.approx(
+        psnr_ssim(np.asarray(PILImage.open(noisy)), np.asarray(PILImage.open(clean)))[0]
+    )
     import resource
 
     assert 0 < r["peak_rss_mb"] <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + 1  # this image's own
 
 
-@pytest.mark.parametrize("mode,shape,dtype,out_mode", [
-    ("L", (10, 12), np.uint8, "L"),
-    ("RGBA", (10, 12, 4), np.uint8, "RGBA"),
-    ("I;16", (10, 12), np.uint16, "I;16"),
-])
+@pytest.mark.parametrize(
+    "mode,shape,dtype,out_mode",
+    [("L", (10, 12), np.uint8, "L"), ("RGBA", (10, 12, 4), np.uint8, "RGBA"), ("I;16", (10, 12), np.uint16, "I;16")],
+)
 def test_denoise_keeps_channels_and_depth(capsys, tmp_path, tiny_checkpoint, mode, shape, dtype, out_mode):
     rng = np.random.default_rng(2)
     arr = rng.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype)
@@ -197,7 +215,9 @@ def test_denoise_folder_reports_a_corrupt_image_and_writes_the_rest(capsys, tmp_
 
 
 def test_convert_round_trip_from_the_cli(capsys, tmp_path, tiny_checkpoint):
-    code, out, _ = run(capsys, "convert", str(tiny_checkpoint), str(tmp_path / "m.safetensors"), "--stages", "3", "--json")
+    code, out, _ = run(
+        capsys, "convert", str(tiny_checkpoint), str(tmp_path / "m.safetensors"), "--stages", "3", "--json"
+    )
     assert code == 0 and json.loads(out)["parameters"] > 0
     code, _, _ = run(capsys, "convert", str(tmp_path / "m.safetensors"), str(tmp_path / "back.pth"))
     assert code == 0
@@ -211,8 +231,9 @@ def test_an_existing_output_is_replaced_only_with_overwrite(capsys, noisy, tmp_p
     out_path.write_bytes(b"keep me")
     code, _, err = run(capsys, "denoise", str(noisy), str(out_path), "-c", str(tiny_checkpoint), "--stages", "1")
     assert code == 1 and "exists; --overwrite to replace it" in err and out_path.read_bytes() == b"keep me"
-    code, _, _ = run(capsys, "denoise", str(noisy), str(out_path), "-c", str(tiny_checkpoint), "--stages", "1",
-                     "--overwrite")
+    code, _, _ = run(
+        capsys, "denoise", str(noisy), str(out_path), "-c", str(tiny_checkpoint), "--stages", "1", "--overwrite"
+    )
     assert code == 0 and np.asarray(PILImage.open(out_path)).shape == (21, 30, 3)
 
 
@@ -231,8 +252,23 @@ def test_one_large_image_shows_progress_over_its_tiles_with_the_time_left(capsys
 
     src = tmp_path / "big.png"
     write_image(src, Image(rgb=np.random.default_rng(0).random((100, 80, 3), dtype=np.float32)))
-    code = main(["denoise", str(src), str(tmp_path / "out.png"), "-m", str(tiny_checkpoint), "--stages", "1",
-                 "--tile", "32", "--overlap", "4", "--tile-batch", "4"])
+    code = main(
+        [
+            "denoise",
+            str(src),
+            str(tmp_path / "out.png"),
+            "-m",
+            str(tiny_checkpoint),
+            "--stages",
+            "1",
+            "--tile",
+            "32",
+            "--overlap",
+            "4",
+            "--tile-batch",
+            "4",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     # 100 rows: tiles at 0, 28, 56, 68; 80 columns: at 0, 28, 48 -> 12 tiles in batches of 4
@@ -249,21 +285,41 @@ def _slow_onnx(path, iterations: int):
 
     w = numpy_helper.from_array(np.eye(256, dtype=np.float32), "w")
     body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("MatMul", ["acc_in", "w"], ["acc_out"])],
-        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-                 helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [256, 256])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [256, 256])], [w])
-    consts = [numpy_helper.from_array(np.array(iterations, np.int64), "trip"),
-              numpy_helper.from_array(np.array(True), "cond"),
-              numpy_helper.from_array(np.ones((256, 256), np.float32), "acc0"),
-              numpy_helper.from_array(np.array(0.0, np.float32), "zero")]
-    nodes = [helper.make_node("Loop", ["trip", "cond", "acc0"], ["acc"], body=body),
-             helper.make_node("ReduceMax", ["acc"], ["m"], keepdims=0), helper.make_node("Mul", ["m", "zero"], ["z"]),
-             helper.make_node("Add", ["noisy", "z"], ["denoised"])]
-    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("noisy", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-                              [helper.make_tensor_value_info("denoised", TensorProto.FLOAT, ["N", 3, "H", "W"])], consts)
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("MatMul", ["acc_in", "w"], ["acc_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [256, 256]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [256, 256]),
+        ],
+        [w],
+    )
+    consts = [
+        numpy_helper.from_array(np.array(iterations, np.int64), "trip"),
+        numpy_helper.from_array(np.array(True), "cond"),
+        numpy_helper.from_array(np.ones((256, 256), np.float32), "acc0"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+    ]
+    nodes = [
+        helper.make_node("Loop", ["trip", "cond", "acc0"], ["acc"], body=body),
+        helper.make_node("ReduceMax", ["acc"], ["m"], keepdims=0),
+        helper.make_node("Mul", ["m", "zero"], ["z"]),
+        helper.make_node("Add", ["noisy", "z"], ["denoised"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("noisy", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("denoised", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        consts,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -289,17 +345,29 @@ def test_a_signal_inside_a_long_native_call_ends_the_command_within_10_s(tmp_pat
     import time
 
     import numpy as np
-
     from references import one_error
+
     from scaoed_deploy.images import Image, write_image
 
     model = _slow_onnx(tmp_path / "slow.onnx", 200_000)
     write_image(tmp_path / "in.png", Image(rgb=np.zeros((8, 8, 3), np.float32)))
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "scaoed_deploy.cli", "denoise", str(tmp_path / "in.png"),
-                             str(out / "o.png"), "-m", str(model)], stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scaoed_deploy.cli",
+            "denoise",
+            str(tmp_path / "in.png"),
+            str(out / "o.png"),
+            "-m",
+            str(model),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and "onnxruntime_pybind" not in Path(f"/proc/{proc.pid}/maps").read_text():
         time.sleep(0.2)  # until ONNX Runtime is loaded: the model's first call (of minutes) follows at once

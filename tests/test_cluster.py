@@ -42,8 +42,10 @@ def _mixed_folder(d: Path) -> Path:
     write_image(d / "a8.png", Image(rgb=rng.random((40, 56, 3), dtype=np.float32)))
     write_image(d / "b16.png", Image(rgb=rng.random((32, 48, 3), dtype=np.float32), bit_depth=16))
     write_image(d / "c.tif", Image(rgb=rng.random((30, 44, 3), dtype=np.float32), bit_depth=16))
-    write_image(d / "d_rgba.png", Image(rgb=rng.random((36, 36, 3), dtype=np.float32),
-                                        alpha=rng.random((36, 36), dtype=np.float32)))
+    write_image(
+        d / "d_rgba.png",
+        Image(rgb=rng.random((36, 36, 3), dtype=np.float32), alpha=rng.random((36, 36), dtype=np.float32)),
+    )
     write_image(d / "e_odd.png", Image(rgb=rng.random((33, 47, 3), dtype=np.float32)))
     PILImage.fromarray((rng.random((26, 30)) * 255).astype(np.uint8), "L").save(d / "f_gray.png")
     (d / "g_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
@@ -75,32 +77,48 @@ def cluster(tmp_path_factory, tiny_checkpoint, tiny_k1_onnx):
     for home in ("home_a", "home_b"):
         (d / home).mkdir()
     cases = {
-        "storage": {"port": 5420, "bucket": "archive",
-                    "upload": {f"in/{p.name}": str(p) for p in sorted(mixed.iterdir())}},
-        "cluster": {"homes": {"a": str(d / "home_a"), "b": str(d / "home_b")},
-                    "files": {"/data/archive": str(_folder(d / "readme_in", 4, 64)),
-                              "/data/denoised": str(d / "readme_out"),
-                              "/data/scaoednet_k1_t16_fp32.onnx": str(tiny_k1_onnx)}},
-        "kill": {"kind": "kill", "out": str(d / "mixed_ray"),
-                 "args": ["denoise", str(mixed), str(d / "mixed_ray"), *model, *ray]},
-        "interrupt": {"kind": "interrupt", "out": str(d / "int_ray"),
-                      "args": ["denoise", str(slow), str(d / "int_ray"), *model, *ray]},
+        "storage": {
+            "port": 5420,
+            "bucket": "archive",
+            "upload": {f"in/{p.name}": str(p) for p in sorted(mixed.iterdir())},
+        },
+        "cluster": {
+            "homes": {"a": str(d / "home_a"), "b": str(d / "home_b")},
+            "files": {
+                "/data/archive": str(_folder(d / "readme_in", 4, 64)),
+                "/data/denoised": str(d / "readme_out"),
+                "/data/scaoednet_k1_t16_fp32.onnx": str(tiny_k1_onnx),
+            },
+        },
+        "kill": {
+            "kind": "kill",
+            "out": str(d / "mixed_ray"),
+            "args": ["denoise", str(mixed), str(d / "mixed_ray"), *model, *ray],
+        },
+        "interrupt": {
+            "kind": "interrupt",
+            "out": str(d / "int_ray"),
+            "args": ["denoise", str(slow), str(d / "int_ray"), *model, *ray],
+        },
         "s3": {"kind": "run", "args": ["denoise", "s3://archive/in/", "s3://archive/out/", *model, *ray]},
         "s3_again": {"kind": "run", "args": ["denoise", "s3://archive/in/", "s3://archive/out/", *model, *ray]},
         "s3_fetch": {"kind": "fetch", "prefix": "archive/out", "out": str(d / "s3_out")},
-        "lose": {"kind": "lose_node", "out": str(d / "lose_ray"),
-                 "args": ["denoise", str(lose), str(d / "lose_ray"), *model, *ray]},  # last: one node fewer after
+        "lose": {
+            "kind": "lose_node",
+            "out": str(d / "lose_ray"),
+            "args": ["denoise", str(lose), str(d / "lose_ray"), *model, *ray],
+        },  # last: one node fewer after
     }
     (d / "cases.json").write_text(json.dumps(cases))
     # every Ray process of the run names this folder; a short one: Ray's socket paths under it must stay within
     # AF_UNIX's 107 bytes, which a pytest folder (/tmp/pytest-of-root/pytest-NNN/cluster0/...) can pass
     ray_tmp = Path(tempfile.mkdtemp(prefix="sr", dir="/tmp"))
     env = dict(os.environ, RAY_TMPDIR=str(ray_tmp))
-    script = (f"ip link set lo up && exec {sys.executable} {HERE / 'ray_netns.py'} {d / 'cases.json'} "
-              f"{d / 'result.json'}")
+    script = (
+        f"ip link set lo up && exec {sys.executable} {HERE / 'ray_netns.py'} {d / 'cases.json'} {d / 'result.json'}"
+    )
     try:
-        proc = subprocess.run(NAMESPACE + ["sh", "-c", script], capture_output=True, text=True, env=env,
-                              timeout=1800)
+        proc = subprocess.run(NAMESPACE + ["sh", "-c", script], capture_output=True, text=True, env=env, timeout=1800)
         assert (d / "result.json").is_file(), proc.stderr[-3000:]
         result = json.loads((d / "result.json").read_text())
         assert "error" not in result, result["error"]
@@ -135,8 +153,23 @@ def test_a_mixed_folder_on_ray_equals_local_denoise_and_lists_the_corrupt_image(
     # every image done is counted once, by the worker process (host:pid) that returned it; which worker that was
     # is up to Ray (a killed worker's images may all go to the one left while its replacement starts)
     assert sum(summary["per_worker"].values()) == 16 and all(":" in w for w in summary["per_worker"])
-    assert main(["denoise", str(d / "mixed"), str(d / "mixed_local"), "-c", str(tiny_checkpoint), "--stages", "1",
-                 "--threads", "1", "--json"]) == 1
+    assert (
+        main(
+            [
+                "denoise",
+                str(d / "mixed"),
+                str(d / "mixed_local"),
+                "-c",
+                str(tiny_checkpoint),
+                "--stages",
+                "1",
+                "--threads",
+                "1",
+                "--json",
+            ]
+        )
+        == 1
+    )
     local = {r["input"]: r for r in json.loads(capsys.readouterr().out)["results"]}
     for r in summary["results"]:  # --json says the same of each image either way (the run's own facts aside)
         same = {k: v for k, v in local[r["input"]].items() if k not in ("output", "peak_rss_mb")}
@@ -170,8 +203,9 @@ def test_the_readmes_cluster_steps_run_as_written_with_a_private_token(cluster):
     assert all(s["code"] == 0 for s in steps), steps
     assert "Token authentication is disabled" not in "".join(s["stderr"] for s in steps)
     assert result["cluster"]["token_modes"] == {"a": "0o600", "b": "0o600"}
-    assert sorted(p.name for p in (d / "readme_out").iterdir() if p.name != MANIFEST) == \
-        sorted(p.name for p in (d / "readme_in").iterdir())
+    assert sorted(p.name for p in (d / "readme_out").iterdir() if p.name != MANIFEST) == sorted(
+        p.name for p in (d / "readme_in").iterdir()
+    )
 
 
 def test_object_storage_in_and_out_on_the_cluster_equals_local_and_resumes(cluster):
@@ -202,8 +236,22 @@ def test_a_node_lost_mid_run_costs_only_its_images(cluster, tiny_checkpoint):
     assert run["code"] == 0, run["stderr"][-3000:]
     summary = json.loads(run["stdout"])
     assert summary["done"] == 12 and summary["failed"] == 0
-    assert main(["denoise", str(d / "lose"), str(d / "lose_local"), "-c", str(tiny_checkpoint), "--stages", "1",
-                 "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "denoise",
+                str(d / "lose"),
+                str(d / "lose_local"),
+                "-c",
+                str(tiny_checkpoint),
+                "--stages",
+                "1",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in (d / "lose").iterdir())
     assert sorted(p.name for p in (d / "lose_ray").iterdir() if p.name != MANIFEST) == names
     _same_images(d / "lose_local", d / "lose_ray", names)
@@ -227,8 +275,9 @@ def test_an_interrupted_driver_leaves_complete_files_and_the_same_command_does_t
     assert 1 <= len(kept) < 10  # temporaries; one a killed worker wrote after that goes with the next run)
     summary = json.loads(run["stdout"])
     assert run["code"] == 0 and summary["skipped"] == len(kept) and summary["done"] == 10 - len(kept)
-    assert sorted(p.name for p in (d / "int_ray").iterdir() if p.name != MANIFEST) == \
-        sorted(p.name for p in (d / "slow").iterdir())
+    assert sorted(p.name for p in (d / "int_ray").iterdir() if p.name != MANIFEST) == sorted(
+        p.name for p in (d / "slow").iterdir()
+    )
     # the manifest names each image once over both runs: done with its worker and node, or (written by the first
     # run after its driver stopped listening) found existing by the second
     lines = [json.loads(ln) for ln in (d / "int_ray" / MANIFEST).read_text().splitlines()]
@@ -262,10 +311,14 @@ def test_a_corrupt_or_edited_model_is_one_line_before_ray_starts(tmp_path, capsy
     monkeypatch.setattr(ray_run, "require_ray", lambda: pytest.fail("Ray was started for a model that cannot run"))
     write_image(tmp_path / "in.png", Image(rgb=np.zeros((8, 8, 3), np.float32)))
     (tmp_path / "c.onnx").write_bytes(b"\x08\x07garbage")
-    for model, says, code in ((tmp_path / "c.onnx", "not a valid ONNX model", 1),
-                              (edited(sealed_onnx(tmp_path / "e.onnx")), "edited after verification", 3)):
-        assert main(["denoise", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "-m", str(model),
-                     "--ray", "local"]) == code
+    for model, says, code in (
+        (tmp_path / "c.onnx", "not a valid ONNX model", 1),
+        (edited(sealed_onnx(tmp_path / "e.onnx")), "edited after verification", 3),
+    ):
+        assert (
+            main(["denoise", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "-m", str(model), "--ray", "local"])
+            == code
+        )
         assert says in one_error(capsys.readouterr().err)
     assert not (tmp_path / "out.png").exists()
 
@@ -275,6 +328,7 @@ def test_an_address_where_nothing_listens_is_one_line_within_15_s(tmp_path, caps
     import time
 
     from references import one_error
+
     from scaoed_deploy.serve import free_port
 
     write_image(tmp_path / "in.png", Image(rgb=np.zeros((8, 8, 3), np.float32)))
@@ -338,8 +392,11 @@ def _fake_ray(nodes, mapped):
     def from_items(items, override_num_blocks):
         return SimpleNamespace(map_batches=lambda *a, **k: mapped(items))
 
-    data = SimpleNamespace(DataContext=SimpleNamespace(get_current=SimpleNamespace), from_items=from_items,
-                           ActorPoolStrategy=lambda **k: None)
+    data = SimpleNamespace(
+        DataContext=SimpleNamespace(get_current=SimpleNamespace),
+        from_items=from_items,
+        ActorPoolStrategy=lambda **k: None,
+    )
     return SimpleNamespace(nodes=nodes, data=data)
 
 
@@ -352,15 +409,37 @@ def test_where_ray_gives_up_after_a_node_is_lost_the_driver_redoes_only_what_is_
     src = _folder(tmp_path / "in", 6, 8)
     plan = plan_jobs(src, tmp_path / "out")
     (tmp_path / "out").mkdir()
-    nodes = [[{"NodeID": "head", "NodeManagerAddress": "x", "Alive": True, "Resources": {"CPU": 1}},
-              {"NodeID": "second", "NodeManagerAddress": "x", "Alive": True, "Resources": {"CPU": 1}}]]
+    nodes = [
+        [
+            {"NodeID": "head", "NodeManagerAddress": "x", "Alive": True, "Resources": {"CPU": 1}},
+            {"NodeID": "second", "NodeManagerAddress": "x", "Alive": True, "Resources": {"CPU": 1}},
+        ]
+    ]
     passes = []
 
     def row(item):
-        return {"src": item["src"], "dst": item["dst"], "ref": "", "status": "done", "error": "", "worker": "w",
-                "node": "n", "seconds": 0.0, "width": 8, "height": 8, "bit_depth_out": 8, "bit_depth_in": 8,
-                "channels_out": 3, "peak_rss_mb": 1, "metadata_kept": "", "warnings": "", "psnr": float("nan"),
-                "ssim": float("nan"), "psnr_in": float("nan"), "ssim_in": float("nan")}
+        return {
+            "src": item["src"],
+            "dst": item["dst"],
+            "ref": "",
+            "status": "done",
+            "error": "",
+            "worker": "w",
+            "node": "n",
+            "seconds": 0.0,
+            "width": 8,
+            "height": 8,
+            "bit_depth_out": 8,
+            "bit_depth_in": 8,
+            "channels_out": 3,
+            "peak_rss_mb": 1,
+            "metadata_kept": "",
+            "warnings": "",
+            "psnr": float("nan"),
+            "ssim": float("nan"),
+            "psnr_in": float("nan"),
+            "ssim_in": float("nan"),
+        }
 
     class Mapped:
         def __init__(self, items):
@@ -379,8 +458,7 @@ def test_where_ray_gives_up_after_a_node_is_lost_the_driver_redoes_only_what_is_
 
     fake = _fake_ray(lambda: nodes[0], Mapped)
     seen = []
-    summary = ray_run._run(fake, plan, {"device": "cpu", "model": None}, None, 1, None,
-                           lambda *a: seen.append(a), {})
+    summary = ray_run._run(fake, plan, {"device": "cpu", "model": None}, None, 1, None, lambda *a: seen.append(a), {})
     assert passes == [[f"{i:02d}.png" for i in range(6)], ["03.png", "04.png", "05.png"]]
     assert summary["done"] == 6 and summary["failed"] == 0 and summary["nodes_lost"] == ["second"]
     assert summary["written_before_a_node_was_lost"] == [str(tmp_path / "out" / "02.png")]

@@ -28,7 +28,9 @@ def spec_conv_macs(stages: int, blocks: int, h: int, w: int) -> int:
         + 2 * c(2 * m, m, 1)  # F, used twice
         + 4 * c(m, m, 3)  # G-module
         + blocks * fm2arb
-        + c(m, m, 3) + 2 * c(m, m, 3) + c(m, m, 3)  # body conv, DEM (two 3x3), tail
+        + c(m, m, 3)
+        + 2 * c(m, m, 3)
+        + c(m, m, 3)  # body conv, DEM (two 3x3), tail
     )
     return encoder + decoder + u_ini + stages * z_net + (stages - 1) * u_net
 

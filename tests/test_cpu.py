@@ -11,13 +11,16 @@ def cpuinfo(flags: str, name: str = "Test CPU") -> str:
     return f"processor\t: 0\nmodel name\t: {name}\nflags\t\t: fpu sse2 {flags}\n\nprocessor\t: 1\nflags\t\t: other\n"
 
 
-@pytest.mark.parametrize("flags, isa_class, vnni, bf16", [
-    ("avx avx2 fma", "avx2", False, False),
-    ("avx2 avx_vnni", "avx2-vnni", True, False),
-    ("avx2 avx512f avx512bw", "avx512", False, False),
-    ("avx2 avx512f avx512_vnni avx512_bf16", "avx512-vnni", True, True),
-    ("avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8 amx_tile", "amx", True, True),
-])
+@pytest.mark.parametrize(
+    "flags, isa_class, vnni, bf16",
+    [
+        ("avx avx2 fma", "avx2", False, False),
+        ("avx2 avx_vnni", "avx2-vnni", True, False),
+        ("avx2 avx512f avx512bw", "avx512", False, False),
+        ("avx2 avx512f avx512_vnni avx512_bf16", "avx512-vnni", True, True),
+        ("avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8 amx_tile", "amx", True, True),
+    ],
+)
 def test_the_isa_class_and_native_paths_follow_the_flags(flags, isa_class, vnni, bf16):
     cpu = read_cpu(cpuinfo(flags))
     assert (cpu.isa_class, cpu.vnni, cpu.bf16) == (isa_class, vnni, bf16)
@@ -49,12 +52,16 @@ def test_this_cpu_honours_the_environment(monkeypatch):
 def test_peak_macs_per_cycle_follow_the_vector_width_and_the_dot_product_instructions():
     """Two vector instructions a cycle: AVX2 8 fp32 lanes, AVX-512 16 (but Zen 4 splits 512-bit ones in two);
     VNNI's dot product does 4 int8 MACs per fp32 lane, AVX2's pmaddubsw 2; AMX a 1024 int8 / 512 bf16 tile step."""
-    intel = read_cpu("vendor_id\t: GenuineIntel\ncpu family\t: 6\ncpu MHz\t\t: 2000.0\n"
-                     "flags\t\t: avx2 avx512f avx512_vnni avx512_bf16\n")
+    intel = read_cpu(
+        "vendor_id\t: GenuineIntel\ncpu family\t: 6\ncpu MHz\t\t: 2000.0\n"
+        "flags\t\t: avx2 avx512f avx512_vnni avx512_bf16\n"
+    )
     assert intel.macs_per_cycle() == {"fp32": 32, "int8": 128, "bf16": 64}
     assert intel.peak_gmacs(2) == {"fp32": 128.0, "int8": 512.0, "bf16": 256.0}  # 2 cores x 2 GHz x per cycle
-    amx = read_cpu("vendor_id\t: GenuineIntel\ncpu family\t: 6\nflags\t\t: avx2 avx512f avx512_vnni avx512_bf16 "
-                   "amx_bf16 amx_int8\n")
+    amx = read_cpu(
+        "vendor_id\t: GenuineIntel\ncpu family\t: 6\nflags\t\t: avx2 avx512f avx512_vnni avx512_bf16 "
+        "amx_bf16 amx_int8\n"
+    )
     assert amx.macs_per_cycle() == {"fp32": 32, "int8": 1024, "bf16": 512} and amx.peak_gmacs(2) is None  # no clock
     zen4 = read_cpu("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nflags\t\t: avx2 avx512f avx512_vnni avx512_bf16\n")
     assert zen4.macs_per_cycle() == {"fp32": 16, "int8": 64, "bf16": 32}

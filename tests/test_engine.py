@@ -50,8 +50,16 @@ def test_profile_defaults_cover_256_to_1024_and_validate():
 
 
 def test_plan_sidecar_and_trtexec_line(k1_onnx, tmp_path):
-    plan = BuildPlan(k1_onnx, tmp_path / "e.engine", "fp16", 1, 1, ShapeProfile(batch=(1, 2, 4)),
-                     timing_cache=tmp_path / "t.cache", workspace_mib=2048)
+    plan = BuildPlan(
+        k1_onnx,
+        tmp_path / "e.engine",
+        "fp16",
+        1,
+        1,
+        ShapeProfile(batch=(1, 2, 4)),
+        timing_cache=tmp_path / "t.cache",
+        workspace_mib=2048,
+    )
     line = plan.trtexec()
     assert "--minShapes=noisy:1x3x256x256" in line and "--maxShapes=noisy:4x3x1024x1024" in line
     assert "--timingCacheFile=" in line and "--memPoolSize=workspace:2048M" in line
@@ -93,8 +101,15 @@ def test_tensorrt_engine_builds_runs_and_matches_onnxruntime(k1_onnx, tmp_path):
     from scaoed_deploy.runtime.onnxruntime_backend import OnnxRuntimeRunner
     from scaoed_deploy.runtime.tensorrt import TensorRTRunner
 
-    plan = BuildPlan(k1_onnx, tmp_path / "e.engine", "fp32", 1, 1,
-                     ShapeProfile((64, 64), (64, 64), (128, 128)), timing_cache=tmp_path / "t.cache")
+    plan = BuildPlan(
+        k1_onnx,
+        tmp_path / "e.engine",
+        "fp32",
+        1,
+        1,
+        ShapeProfile((64, 64), (64, 64), (128, 128)),
+        timing_cache=tmp_path / "t.cache",
+    )
     side = build_engine(plan)
     assert side["built"] and (tmp_path / "e.engine").stat().st_size > 0 and (tmp_path / "t.cache").is_file()
     x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)

@@ -30,7 +30,8 @@ def weights(tiny_checkpoint, official_sd_t2):
 
 @pytest.fixture(scope="module")
 def exported(weights, exports):
-    """One export per K (T = 2; K = 2 has every module K = 5 has), made once for the run; K = 1 is also checked on the SIDD crops when present."""
+    """One export per K (T = 2; K = 2 has every module K = 5 has), made once for the run; K = 1 is also checked on
+    the SIDD crops when present."""
     w, _ = weights
     sidd = DATA / "sidd" if (DATA / "sidd").is_dir() else None
     return {k: exports(w, ex.ExportSpec(stages=k), data_dir=sidd if k == 1 else None) for k in (1, 2)}
@@ -79,8 +80,7 @@ def test_constant_channels_stay_finite(exported, weights):
 
 
 @pytest.mark.slow
-def test_the_exporters_optimiser_drops_the_epsilon_and_verification_catches_it(weights, raw_k2, tmp_path,
-                                                                                monkeypatch):
+def test_the_exporters_optimiser_drops_the_epsilon_and_verification_catches_it(weights, raw_k2, tmp_path, monkeypatch):
     w, _ = weights
     spec = ex.ExportSpec(stages=2, optimizer="onnxscript")
     model = ckpt.build_model(w, 2)
@@ -204,6 +204,7 @@ def test_cli_export_json_and_failure_exit_code(capsys, tmp_path, monkeypatch):
     data = json.loads(out)
     assert data["weights"] == "random-seed-0" and data["exports"][0]["max_abs"] <= 1e-4
     assert (tmp_path / "scaoednet_k1_t1_fp32.onnx").is_file()
+
     def fails(*a, **k):  # the verification failure itself is test_the_exporters_optimiser_drops_the_epsilon_...'s
         raise VerificationError("ONNX Runtime disagrees with eager (made to fail here)")
 

@@ -137,7 +137,9 @@ def test_metrics_follow_the_paper(rng):
 
 
 def test_to_uint8_rounds_and_clamps():
-    np.testing.assert_array_equal(to_uint8(np.array([-0.5, 0.4 / 255, 0.6 / 255, 0.499, 1.0, 2.0])), [0, 0, 1, 127, 255, 255])
+    np.testing.assert_array_equal(
+        to_uint8(np.array([-0.5, 0.4 / 255, 0.6 / 255, 0.499, 1.0, 2.0])), [0, 0, 1, 127, 255, 255]
+    )
 
 
 # ---------------------------------------------------------------- images off the common path
@@ -172,8 +174,11 @@ def _png_bomb(path, width, height):
     import png
 
     row = b"\0" + b"\0" * (width * 6)
-    chunks = [(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)),
-              (b"IDAT", zlib.compress(row * 8)), (b"IEND", b"")]
+    chunks = [
+        (b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)),
+        (b"IDAT", zlib.compress(row * 8)),
+        (b"IEND", b""),
+    ]
     with open(path, "wb") as f:
         png.write_chunks(f, chunks)
     return path
@@ -189,8 +194,11 @@ def _tiff_bomb(path, side):
     return path
 
 
-@pytest.mark.parametrize("make", [lambda p: _png_bomb(p / "b.png", 13400, 13400),
-                                  lambda p: _tiff_bomb(p / "b.tif", 14000)], ids=["16-bit PNG", "deflate TIFF"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda p: _png_bomb(p / "b.png", 13400, 13400), lambda p: _tiff_bomb(p / "b.tif", 14000)],
+    ids=["16-bit PNG", "deflate TIFF"],
+)
 def test_a_bomb_is_refused_from_its_header_before_decoding(tmp_path, make):
     import resource
 
@@ -246,8 +254,9 @@ def test_a_palette_tiff_is_looked_up_in_its_colour_map(tmp_path, rng):
 
 
 def test_a_ycbcr_tiff_is_refused_in_one_line(tmp_path, rng):
-    tifffile.imwrite(tmp_path / "y.tif", rng.integers(0, 256, (8, 10, 3), dtype=np.uint8), photometric="ycbcr",
-                     subsampling=(1, 1))
+    tifffile.imwrite(
+        tmp_path / "y.tif", rng.integers(0, 256, (8, 10, 3), dtype=np.uint8), photometric="ycbcr", subsampling=(1, 1)
+    )
     with pytest.raises(ImageError, match="a YCBCR TIFF is not supported"):
         read_image(tmp_path / "y.tif")
 
@@ -321,9 +330,11 @@ def test_a_killed_writers_temporary_file_is_never_an_input_and_is_swept(tmp_path
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     write_image(src / "a.png", Image(rgb=np.zeros((4, 4, 3), np.float32)))
-    code = ("import sys, time\nfrom scaoed_deploy.errors import atomic_path\n"
-            "with atomic_path(sys.argv[1]) as t:\n    t.write_bytes(b'half')\n    print('in', flush=True)\n"
-            "    time.sleep(60)\n")
+    code = (
+        "import sys, time\nfrom scaoed_deploy.errors import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as t:\n    t.write_bytes(b'half')\n    print('in', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
     child = subprocess.Popen([sys.executable, "-c", code, str(out / "a.png")], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "in"
     os.kill(child.pid, signal.SIGKILL)

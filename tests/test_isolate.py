@@ -90,10 +90,12 @@ def test_rlimit_as_bounds_what_is_available():
     import subprocess
     import sys
 
-    code = ("import resource\nfrom scaoed_deploy.isolate.memory import available_mb, _status_kb\n"
-            "size = _status_kb('VmSize') * 1024\n"
-            "resource.setrlimit(resource.RLIMIT_AS, (size + (300 << 20), resource.RLIM_INFINITY))\n"
-            "print(*available_mb(), sep='|')\n")
+    code = (
+        "import resource\nfrom scaoed_deploy.isolate.memory import available_mb, _status_kb\n"
+        "size = _status_kb('VmSize') * 1024\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (size + (300 << 20), resource.RLIM_INFINITY))\n"
+        "print(*available_mb(), sep='|')\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     free, source = out.split("|")
     assert source == "under RLIMIT_AS" and 200 < float(free) <= 300
@@ -103,8 +105,10 @@ def _memory_cgroup(name: str, limit_bytes: int):
     """A memory cgroup of its own with a hard limit (v1 or v2), or a skip where none can be made."""
     from pathlib import Path
 
-    for base, limit_file in ((Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"),
-                             (Path("/sys/fs/cgroup"), "memory.max")):
+    for base, limit_file in (
+        (Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"),
+        (Path("/sys/fs/cgroup"), "memory.max"),
+    ):
         if not (base / limit_file).exists() and not (base / "cgroup.controllers").exists():
             continue
         group = base / f"{name}-{os.getpid()}"
@@ -119,16 +123,15 @@ def _memory_cgroup(name: str, limit_bytes: int):
     pytest.skip("no memory cgroup can be made here (needs root and a writable cgroup tree)")
 
 
-def test_a_calibration_that_would_not_fit_is_refused_before_it_starts_under_a_real_cgroup_limit(
-        tmp_path, k2_maps_onnx):
+def test_a_calibration_that_would_not_fit_is_refused_before_it_starts_under_a_real_cgroup_limit(tmp_path, k2_maps_onnx):
     """build-engine --int8 of a K = 2 model on 160 px crops, in a memory cgroup of 600 MB: one error line that names
     the step, what it needs and what is free, exit 1, nothing written."""
     import subprocess
     import sys
 
     import numpy as np
-
     from references import one_error
+
     from scaoed_deploy.images import Image, write_image
 
     calib = tmp_path / "calib"
@@ -138,18 +141,35 @@ def test_a_calibration_that_would_not_fit_is_refused_before_it_starts_under_a_re
         write_image(calib / f"c{i}.png", Image(rgb=rng.random((200, 200, 3), dtype=np.float32)))
     group = _memory_cgroup("scaoed-test", 600 << 20)
     procs = group / "cgroup.procs"
-    cmd = [sys.executable, "-m", "scaoed_deploy.cli", "build-engine", "--int8", "--target", "onnxruntime-cpu",
-           "--onnx", str(k2_maps_onnx), "--calib", str(calib), "--calib-count", "6", "--export-dir",
-           str(tmp_path / "export")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scaoed_deploy.cli",
+        "build-engine",
+        "--int8",
+        "--target",
+        "onnxruntime-cpu",
+        "--onnx",
+        str(k2_maps_onnx),
+        "--calib",
+        str(calib),
+        "--calib-count",
+        "6",
+        "--export-dir",
+        str(tmp_path / "export"),
+    ]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                              preexec_fn=lambda: procs.write_text(str(os.getpid())))
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=300, preexec_fn=lambda: procs.write_text(str(os.getpid()))
+        )
     finally:
         time.sleep(0.2)
         group.rmdir()
     line = one_error(done.stderr)
     assert done.returncode == 1, done.stderr
-    assert "INT8 calibration (onnxruntime-cpu) needs about" in line and "under this process's memory cgroup limit" in line
+    assert (
+        "INT8 calibration (onnxruntime-cpu) needs about" in line and "under this process's memory cgroup limit" in line
+    )
     assert "fewer --stages" in line and "nothing was written" in line
     assert not (tmp_path / "export").exists() or not list((tmp_path / "export").iterdir())
 

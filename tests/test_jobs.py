@@ -20,8 +20,10 @@ def test_a_list_of_paths_plans_one_job_each_relative_to_the_list(tmp_path):
     a, b = _png(tmp_path / "x" / "a.png"), _png(tmp_path / "y" / "b.png")
     (tmp_path / "list.txt").write_text(f"# two images\nx/a.png\n\n{b}\nx/a.png\n")
     plan = plan_jobs(tmp_path / "list.txt", tmp_path / "out")
-    assert not plan.single and [(j.src, j.dst) for j in plan.jobs] == [(a, tmp_path / "out" / "a.png"),
-                                                                       (b, tmp_path / "out" / "b.png")]
+    assert not plan.single and [(j.src, j.dst) for j in plan.jobs] == [
+        (a, tmp_path / "out" / "a.png"),
+        (b, tmp_path / "out" / "b.png"),
+    ]
 
 
 def test_a_list_with_two_images_of_one_name_is_refused(tmp_path):

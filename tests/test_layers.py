@@ -73,7 +73,7 @@ def _cycle(edges: dict[str, set[str]]) -> list[str] | None:
         stack.append(v)
         for w in sorted(edges.get(v, ())):
             if state.get(w) == 1:
-                return stack[stack.index(w):] + [w]
+                return stack[stack.index(w) :] + [w]
             if w not in state:
                 found = visit(w)
                 if found:
@@ -100,14 +100,23 @@ def test_the_package_is_read_whole():
 
 
 def test_own_modules_are_imported_at_the_top_of_each_file():
-    inside = [f"{name}: {target}" for name, path in MODULES.items()
-              for target, _, at_top in _own_imports(name, path) if not at_top]
+    inside = [
+        f"{name}: {target}"
+        for name, path in MODULES.items()
+        for target, _, at_top in _own_imports(name, path)
+        if not at_top
+    ]
     assert inside == []
 
 
 def test_no_private_name_is_imported_across_modules():
-    private = [f"{name}: {target}.{n}" for name, path in MODULES.items()
-               for target, names, _ in _own_imports(name, path) for n in names if n.startswith("_")]
+    private = [
+        f"{name}: {target}.{n}"
+        for name, path in MODULES.items()
+        for target, names, _ in _own_imports(name, path)
+        for n in names
+        if n.startswith("_")
+    ]
     assert private == []
 
 

@@ -6,21 +6,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import needs_reference
-from references import (
-    np_cig_ca,
-    np_cig_sa,
-    np_nfae,
-    official_forward,
-    official_state_dict,
-)
+from references import np_cig_ca, np_cig_sa, np_nfae, official_forward, official_state_dict
 
 from scaoed_deploy.checkpoint import official_to_ours
-from scaoed_deploy.model import (
-    NFAE,
-    CIGChannelAttention,
-    CIGSpatialAttention,
-    ScaoedNet,
-)
+from scaoed_deploy.model import NFAE, CIGChannelAttention, CIGSpatialAttention, ScaoedNet
 
 
 def _wb(conv):
@@ -61,7 +50,12 @@ def test_cig_sa_matches_numpy(seed):
     _randomise(m, seed)
     h = torch.randn(2, 8, 6, 10, generator=torch.Generator().manual_seed(seed + 10)).double()
     out = m(h).detach().numpy()
-    p = {"compress": _wb(m.channel_compress), "conv": _wb(m.conv), "gate": _wb(m.channel_gate), "out": _wb(m.weight_out)}
+    p = {
+        "compress": _wb(m.channel_compress),
+        "conv": _wb(m.conv),
+        "gate": _wb(m.channel_gate),
+        "out": _wb(m.weight_out),
+    }
     for b in range(2):
         np.testing.assert_allclose(out[b], np_cig_sa(h[b].numpy(), p), rtol=1e-9, atol=1e-12)
 

@@ -103,8 +103,20 @@ def test_a_failed_write_leaves_no_ir(tmp_path):
 
 def test_bf16_build_summary(tmp_path, tiny_checkpoint, tiny_k1_onnx, capsys):
     shutil.copyfile(tiny_k1_onnx, tmp_path / tiny_k1_onnx.name)
-    code = main(["build-engine", "--bf16", "--target", "openvino", "-c", str(tiny_checkpoint), "--stages", "1",
-                 "--export-dir", str(tmp_path)])
+    code = main(
+        [
+            "build-engine",
+            "--bf16",
+            "--target",
+            "openvino",
+            "-c",
+            str(tiny_checkpoint),
+            "--stages",
+            "1",
+            "--export-dir",
+            str(tmp_path),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "2. bf16 OpenVINO IR (openvino.convert_model (bf16 inference precision))" in out
@@ -119,11 +131,19 @@ def test_fp16_is_refused_for_openvino(capsys):
 def _cli_capped_at_avx2(*commands: list[str]) -> subprocess.CompletedProcess:
     """CLI commands, one after the other, in one process whose oneDNN (torch's and OpenVINO's convolutions) stops
     at AVX2: no VNNI. Stops at the first that fails."""
-    script = ("import sys; from scaoed_deploy.cli import main; "
-              "sys.exit(next((c for c in map(main, __import__('json').loads(sys.argv[1])) if c), 0))")
+    script = (
+        "import sys; from scaoed_deploy.cli import main; "
+        "sys.exit(next((c for c in map(main, __import__('json').loads(sys.argv[1])) if c), 0))"
+    )
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
-    return subprocess.run([sys.executable, "-c", script, json.dumps(commands)], capture_output=True, text=True,
-                          env=env, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", script, json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_int8_build_keeps_nfae_in_float_and_runs_everywhere(tmp_path, tiny_checkpoint, tiny_k1_onnx, calib_dir, capsys):
@@ -136,9 +156,27 @@ def test_int8_build_keeps_nfae_in_float_and_runs_everywhere(tmp_path, tiny_check
     noisy = tmp_path / "in.png"
     write_image(noisy, Image(rgb=np.random.default_rng(3).random((37, 50, 3), dtype=np.float32)))
     capped = _cli_capped_at_avx2(
-        ["build-engine", "--int8", "--target", "openvino", "-c", str(tiny_checkpoint), "--stages", "1",
-         "--calib", str(calib_dir), "--calib-count", "4", "--int8-rounds", "1", "--export-dir", str(export), "--json"],
-        ["denoise", str(noisy), str(tmp_path / "avx2.png"), "-m", str(xml), "--bit-depth", "16"])
+        [
+            "build-engine",
+            "--int8",
+            "--target",
+            "openvino",
+            "-c",
+            str(tiny_checkpoint),
+            "--stages",
+            "1",
+            "--calib",
+            str(calib_dir),
+            "--calib-count",
+            "4",
+            "--int8-rounds",
+            "1",
+            "--export-dir",
+            str(export),
+            "--json",
+        ],
+        ["denoise", str(noisy), str(tmp_path / "avx2.png"), "-m", str(xml), "--bit-depth", "16"],
+    )
     assert capped.returncode == 0, capped.stderr[-2000:]
     result, _ = json.JSONDecoder().raw_decode(capped.stdout)  # the build's JSON, then denoise's line
     assert result["target"] == "openvino" and result["precision_onnx"] == str(xml) and result["parity"]["passed"]
@@ -155,8 +193,11 @@ def test_int8_build_keeps_nfae_in_float_and_runs_everywhere(tmp_path, tiny_check
     assert len(float_convs) == (1 if rounds else 0)
     # the audit's int8 convolutions are the ones OpenVINO's CPU plugin runs on 8-bit data and weights
     runtime = ov.Core().compile_model(str(xml), "CPU").get_runtime_model()
-    executed = [tuple(op.input(i).get_element_type().get_type_name() for i in range(2))
-                for op in runtime.get_ordered_ops() if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+    executed = [
+        tuple(op.input(i).get_element_type().get_type_name() for i in range(2))
+        for op in runtime.get_ordered_ops()
+        if op.get_rt_info()["layerType"].astype(str) == "Convolution"
+    ]
     assert len(executed) == len(float_convs) + a.compute["int8"]["Convolution"]
     assert sum(e in {("u8", "i8"), ("i8", "i8")} for e in executed) == a.compute["int8"]["Convolution"]
 
@@ -180,14 +221,18 @@ def test_bench_rows_report_what_openvino_compiled(random_k1_onnx, tmp_path):
     from scaoed_deploy.build import newest_export
 
     shutil.copyfile(random_k1_onnx, tmp_path / "scaoednet_k1_t1_fp32.onnx")  # made from the same weights
-    cfg = BenchConfig([(32, 32)], [1], ["openvino", "openvino-bf16"], warmup=1, iters=2, threads=1, quality=False,
-                      export_dir=tmp_path)
+    cfg = BenchConfig(
+        [(32, 32)], [1], ["openvino", "openvino-bf16"], warmup=1, iters=2, threads=1, quality=False, export_dir=tmp_path
+    )
     weights = ckpt.random_weights(blocks=1, seed=0)
     result = run_bench(weights, cfg)
     rows = {r["backend"]: r for r in result["rows"]}
     assert rows["openvino"]["status"] == "ok" and rows["openvino"]["ratio_to_eager"] > 0
-    assert rows["openvino"]["runtime_precision"] == {**rows["openvino"]["runtime_precision"],
-                                                     "inference_precision": "f32", "threads": 1}
+    assert rows["openvino"]["runtime_precision"] == {
+        **rows["openvino"]["runtime_precision"],
+        "inference_precision": "f32",
+        "threads": 1,
+    }
     assert rows["openvino-bf16"]["runtime_precision"]["inference_precision"] == ("bf16" if HAS_BF16 else "f32")
     assert (tmp_path / "bench" / "scaoednet_k1_t1_bf16_openvino.xml").is_file()  # bench's own, out of export/'s top
     assert not list(tmp_path.glob("*.xml"))

@@ -22,26 +22,19 @@ from conftest import DATA, needs_data
 from references import one_error
 
 from scaoed_deploy.cli import main
-from scaoed_deploy.optimize import (
-    Candidate,
-    Constraint,
-    NothingMeets,
-    choose,
-    pareto_front,
-)
-from scaoed_deploy.optimize.choose import (
-    NEAR_BEST_DB,
-    PSNR_TIE_DB,
-    latency_prune,
-    quality_prune,
-)
+from scaoed_deploy.optimize import Candidate, Constraint, NothingMeets, choose, pareto_front
+from scaoed_deploy.optimize.choose import NEAR_BEST_DB, PSNR_TIE_DB, latency_prune, quality_prune
 
 BACKENDS = "torch,onnxruntime"
 
 
 def _cands(points) -> list[Candidate]:
-    return [Candidate(f"c{i}", k=1 + i % 3, backend=f"b{i % 4}", precision="fp32", status="built", latency_ms=lat,
-                      psnr=psnr) for i, (lat, psnr) in enumerate(points)]
+    return [
+        Candidate(
+            f"c{i}", k=1 + i % 3, backend=f"b{i % 4}", precision="fp32", status="built", latency_ms=lat, psnr=psnr
+        )
+        for i, (lat, psnr) in enumerate(points)
+    ]
 
 
 def _random_points(rng: random.Random, n: int):
@@ -54,8 +47,16 @@ def _random_points(rng: random.Random, n: int):
 def brute_front(cands):
     """Every point that no other point dominates: none as fast or faster that scores as high or higher, within the
     PSNR tie (and better on one of the two)."""
-    return {c.id for c in cands if not any(d.latency_ms <= c.latency_ms and d.psnr >= c.psnr - PSNR_TIE_DB and
-                                           (d.latency_ms < c.latency_ms or d.psnr > c.psnr) for d in cands)}
+    return {
+        c.id
+        for c in cands
+        if not any(
+            d.latency_ms <= c.latency_ms
+            and d.psnr >= c.psnr - PSNR_TIE_DB
+            and (d.latency_ms < c.latency_ms or d.psnr > c.psnr)
+            for d in cands
+        )
+    }
 
 
 def brute_choice(cands, kind, value):
@@ -92,8 +93,12 @@ def test_each_constraint_chooses_what_brute_force_chooses(kind):
     checked = 0
     for _ in range(300):
         cands = _cands(_random_points(rng, rng.randint(1, 12)))
-        value = {"max_latency_ms": rng.uniform(1, 50), "min_psnr": rng.uniform(27, 30), "max_dpsnr": rng.uniform(0, 1),
-                 None: None}[kind]
+        value = {
+            "max_latency_ms": rng.uniform(1, 50),
+            "min_psnr": rng.uniform(27, 30),
+            "max_dpsnr": rng.uniform(0, 1),
+            None: None,
+        }[kind]
         want = brute_choice(cands, kind, value)
         try:
             got = choose(cands, Constraint(kind, value)).id
@@ -136,12 +141,36 @@ def run(tmp_path_factory, tiny_checkpoint, tiny_k1_onnx, exports):
         (data / sub).mkdir(parents=True)
         for name in sorted(p.name for p in (DATA / "sidd" / "noisy").iterdir())[:2]:
             (data / sub / name).symlink_to(DATA / "sidd" / sub / name)
-    args = ["optimize", "--res", "32", "--stages", "1,2", "--backends", BACKENDS, "--checkpoint", str(tiny_checkpoint),
-            "--threads", "1", "--iters", "3", "--warmup", "0", "--export-dir", str(export), "--data", str(data)]
+    args = [
+        "optimize",
+        "--res",
+        "32",
+        "--stages",
+        "1,2",
+        "--backends",
+        BACKENDS,
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--threads",
+        "1",
+        "--iters",
+        "3",
+        "--warmup",
+        "0",
+        "--export-dir",
+        str(export),
+        "--data",
+        str(data),
+    ]
     code = main([*args, "-o", str(root / "pkg"), "--json"])
     assert code == 0
-    return {"root": root, "export": export, "args": args, "pkg": root / "pkg",
-            "sel": json.loads((root / "pkg" / "selection.json").read_text())}
+    return {
+        "root": root,
+        "export": export,
+        "args": args,
+        "pkg": root / "pkg",
+        "sel": json.loads((root / "pkg" / "selection.json").read_text()),
+    }
 
 
 @needs_data
@@ -152,8 +181,19 @@ def test_selection_json_holds_every_candidate_and_the_choice(run):
     ids = [c["id"] for c in sel["candidates"]]
     assert ids == [f"k{k}-{b}" for k in (1, 2) for b in BACKENDS.split(",")]
     for c in sel["candidates"]:
-        assert {"id", "k", "backend", "precision", "artifact", "latency_ms", "psnr", "dpsnr", "parity", "status",
-                "reason"} <= set(c)
+        assert {
+            "id",
+            "k",
+            "backend",
+            "precision",
+            "artifact",
+            "latency_ms",
+            "psnr",
+            "dpsnr",
+            "parity",
+            "status",
+            "reason",
+        } <= set(c)
         if c["status"] == "pruned":  # the tiny weights score lower at K = 2 than at K = 1: dominated from K = 1
             assert c["k"] == 2 and c["backend"] != "torch" and "off the front, never chosen" in c["reason"], c
             continue
@@ -187,8 +227,9 @@ def test_reproduce_sh_of_a_package_made_with_o_runs_to_the_end_and_says_whether_
     import sys
 
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    done = subprocess.run(["sh", str(run["pkg"] / "reproduce.sh")], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        ["sh", str(run["pkg"] / "reproduce.sh")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     last = done.stdout.strip().splitlines()[-1]
     if done.returncode == 0:
         assert last.startswith("matches: ") and f"the same choice: {run['sel']['chosen']}" in done.stdout
@@ -206,8 +247,9 @@ def test_two_packages_compare_by_choice_and_by_what_their_artifacts_hold(tmp_pat
         d.mkdir()
         shipped = ["m.xml", "m.bin", "r.json"]
         (d / "selection.json").write_text(json.dumps({"chosen": "k1-openvino", "shipped": shipped}))
-        (d / "m.xml").write_text(f'<net><layer id="0" {ir} type="Convolution"/>'
-                                 f'<rt_info><x value="{d.name}"/></rt_info></net>')
+        (d / "m.xml").write_text(
+            f'<net><layer id="0" {ir} type="Convolution"/><rt_info><x value="{d.name}"/></rt_info></net>'
+        )
         (d / "m.bin").write_bytes(b"weights")
         (d / "r.json").write_text(d.name)  # a record with its own time: not compared
     same, lines = compare_packages(a, b)
@@ -275,8 +317,9 @@ def test_report_html_says_what_report_md_says_and_reads_at_phone_width(run):
     rng = np.random.default_rng(0)
     clean = rng.random((40, 48, 3), dtype=np.float32)
     noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
-    page = report_html(sel, [{"name": "x.png", "noisy": noisy, "clean": clean, "reference": clean * 0.99,
-                              "chosen": clean * 0.98}])
+    page = report_html(
+        sel, [{"name": "x.png", "noisy": noisy, "clean": clean, "reference": clean * 0.99, "chosen": clean * 0.98}]
+    )
     text = re.sub(r"<[^>]+>", " ", page)
     words = lambda t: re.sub(r"[*`|]|\s+", " ", t).split()  # noqa: E731
     md_words, page_words = words(markdown(sel)), words(html.unescape(text))
@@ -315,13 +358,17 @@ def test_a_sabotaged_artifact_fails_parity_is_excluded_and_never_chosen(run, tmp
     assert code == 0
     sel = json.loads((tmp_path / "pkg" / "selection.json").read_text())
     status = {c["id"]: (c["status"], c["reason"]) for c in sel["candidates"]}
-    assert status["k1-onnxruntime"][0] == "excluded" and "failed parity (tensor: max abs error" in status["k1-onnxruntime"][1]
+    assert (
+        status["k1-onnxruntime"][0] == "excluded"
+        and "failed parity (tensor: max abs error" in status["k1-onnxruntime"][1]
+    )
     assert sel["chosen"] == "k1-torch" and sel["pareto"] == ["k1-torch"]
 
 
 @needs_data
-def test_an_impossible_budget_exits_1_naming_the_closest_and_pruned_candidates_are_never_built(run, tmp_path,
-                                                                                               capsys, monkeypatch):
+def test_an_impossible_budget_exits_1_naming_the_closest_and_pruned_candidates_are_never_built(
+    run, tmp_path, capsys, monkeypatch
+):
     from scaoed_deploy.bench import Backends
 
     made, real = [], Backends.make
@@ -397,7 +444,9 @@ def test_time_left_counts_the_measured_seconds_per_gmac_and_drops_backends_that_
     assert eta.text() == ""  # nothing measured yet: no guess
     c = Candidate("k1-torch", 1, "torch", "fp32", status="built", extra={"wall_s": 5.0})
     assert eta.add(c) is True  # the first measured candidate: the estimate is said
-    assert eta.add(Candidate("k1-onnxruntime", 1, "onnxruntime", "fp32", status="built", extra={"wall_s": 15.0})) is False
+    assert (
+        eta.add(Candidate("k1-onnxruntime", 1, "onnxruntime", "fp32", status="built", extra={"wall_s": 15.0})) is False
+    )
     eta.add(Candidate("k1-tensorrt", 1, "tensorrt", "fp32", status="skipped"))
     # 20 s for 20 GMAC; left: K = 2's torch and onnxruntime (20 GMAC each), not its tensorrt
     assert eta.text() == ", about 40 s left"
@@ -422,8 +471,13 @@ def test_a_long_step_says_a_line_in_30_s_in_a_log_and_every_tick_on_a_terminal(m
     for i in range(1, 61):  # two minutes of ticks, one each 2 s
         clock[0] += 2
         steps.tick(f"AutoCast: {2 * i} s spent")
-    assert lines == ["AutoCast: 0 s spent", "AutoCast: 30 s spent", "AutoCast: 60 s spent", "AutoCast: 90 s spent",
-                     "AutoCast: 120 s spent"]
+    assert lines == [
+        "AutoCast: 0 s spent",
+        "AutoCast: 30 s spent",
+        "AutoCast: 60 s spent",
+        "AutoCast: 90 s spent",
+        "AutoCast: 120 s spent",
+    ]
 
 
 # ---------------------------------------------------------------------------- racing, against brute force
@@ -450,20 +504,26 @@ class _Simulated:
                 # a backend's dPSNR alike at every K within 0.01 dB (as measured; choose.likely_reach relies on it)
                 jitter = min(margin_db(p), max(-margin_db(p), loss[b] + rng.uniform(-0.01, 0.01)))
                 d = 0.0 if b == "torch" else jitter
-                self.truth[c.id] = {"latency_ms": true_ms, "psnr": fp32[k] + d, "dpsnr": d,
-                                    "times_s": [true_ms * (1 + rng.uniform(0, 0.1)) / 1000 for _ in range(iters)]}
+                self.truth[c.id] = {
+                    "latency_ms": true_ms,
+                    "psnr": fp32[k] + d,
+                    "dpsnr": d,
+                    "times_s": [true_ms * (1 + rng.uniform(0, 0.1)) / 1000 for _ in range(iters)],
+                }
                 cands.append(c)
         sim = self
 
         class Search_(Search):
             def __init__(self):  # the real run(), measure() and racing; opening, parity and the clock simulated
-                self.cfg = OptimizeConfig(resolutions=[(64, 64)], backends=list(precisions), stages=ks,
-                                          constraint=constraint, iters=iters)
+                self.cfg = OptimizeConfig(
+                    resolutions=[(64, 64)], backends=list(precisions), stages=ks, constraint=constraint, iters=iters
+                )
                 self.step, self.advance = (lambda s: None), (lambda c, g: None)
                 self.cands, self.gmacs = cands, sim.gmacs
                 self.fp32 = {k: {"psnr": v, "ssim": None} for k, v in fp32.items()}
-                self.backends = type("B", (), {"open": lambda _, b, k: type("F", (), {"close": lambda _: None})(),
-                                              "build_peaks": {}})()
+                self.backends = type(
+                    "B", (), {"open": lambda _, b, k: type("F", (), {"close": lambda _: None})(), "build_peaks": {}}
+                )()
 
             def fp32_quality(self):
                 pass
@@ -486,8 +546,18 @@ class _Simulated:
         self.search = Search_()
 
     def truth_cands(self) -> list[Candidate]:
-        return [Candidate(c.id, c.k, c.backend, c.precision, status="built", latency_ms=self.truth[c.id]["latency_ms"],
-                          psnr=self.truth[c.id]["psnr"]) for c in self.search.cands]
+        return [
+            Candidate(
+                c.id,
+                c.k,
+                c.backend,
+                c.precision,
+                status="built",
+                latency_ms=self.truth[c.id]["latency_ms"],
+                psnr=self.truth[c.id]["psnr"],
+            )
+            for c in self.search.cands
+        ]
 
 
 @pytest.mark.parametrize("kind", ["max_latency_ms", "min_psnr", "max_dpsnr", None])
@@ -499,8 +569,12 @@ def test_racing_and_dominance_pruning_choose_what_brute_force_chooses_on_every_c
         probe = _Simulated(random.Random(seed), Constraint())
         lats = sorted(t["latency_ms"] for t in probe.truth.values())
         psnrs = sorted(t["psnr"] for t in probe.truth.values())
-        value = {"max_latency_ms": rng.choice(lats) * 1.12, "min_psnr": rng.choice(psnrs) - 1e-9,
-                 "max_dpsnr": rng.uniform(0, 0.5), None: None}[kind]  # budgets between measured and the next true
+        value = {
+            "max_latency_ms": rng.choice(lats) * 1.12,
+            "min_psnr": rng.choice(psnrs) - 1e-9,
+            "max_dpsnr": rng.uniform(0, 0.5),
+            None: None,
+        }[kind]  # budgets between measured and the next true
         sim = _Simulated(random.Random(seed), Constraint(kind, value))
         sim.search.run()
         cands = sim.search.cands

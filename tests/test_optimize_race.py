@@ -8,15 +8,7 @@ import pytest
 from race_sim import agreement
 
 from scaoed_deploy.optimize.choose import Candidate, Constraint
-from scaoed_deploy.optimize.race import (
-    DEFAULT,
-    finalists,
-    margin,
-    noise_of,
-    robust_ms,
-    settle,
-    stop_timing,
-)
+from scaoed_deploy.optimize.race import DEFAULT, finalists, margin, noise_of, robust_ms, settle, stop_timing
 
 D = Candidate("k1-d", 1, "d", "int8", status="built", latency_ms=100.0, psnr=29.0)
 NONE, BUDGET = Constraint(), Constraint("max_latency_ms", 100.0)

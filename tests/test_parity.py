@@ -12,19 +12,14 @@ import numpy as np
 import onnx
 import pytest
 from conftest import DATA, needs_data
-from references import one_error
 from onnx import TensorProto, helper, numpy_helper
+from references import one_error
 
 from scaoed_deploy import checkpoint as ckpt
 from scaoed_deploy.artifact import count_nfae_epsilons, infer_onnx_precision
 from scaoed_deploy.cli import main
 from scaoed_deploy.errors import ScaoedError, VerificationError
-from scaoed_deploy.parity import (
-    load_artifact,
-    run_parity,
-    thresholds_for,
-    write_reports,
-)
+from scaoed_deploy.parity import load_artifact, run_parity, thresholds_for, write_reports
 from scaoed_deploy.serve import RepoOptions, make_repository
 
 
@@ -41,7 +36,11 @@ def fp32_artifact(k2_maps_onnx):
 def _without_nfae_epsilon(src, dst):
     """The pitfall, planted: every Add of 1e-16 removed and its consumers rewired."""
     m = onnx.load(str(src))
-    eps = {i.name for i in m.graph.initializer if i.dims in ([], [1]) and abs(numpy_helper.to_array(i).item() - 1e-16) < 1e-20}
+    eps = {
+        i.name
+        for i in m.graph.initializer
+        if i.dims in ([], [1]) and abs(numpy_helper.to_array(i).item() - 1e-16) < 1e-20
+    }
     rename, keep = {}, []
     for n in m.graph.node:
         if n.op_type == "Add" and set(n.input) & eps:
@@ -101,7 +100,9 @@ def test_perturbed_conv_weight_fails_and_is_localised(fp32_artifact, weights, tm
         run_parity(load_artifact(broken), weights)
     r = run_parity(load_artifact(broken), weights, allow_unverified=True)
     failed = {o.check: o for o in r.failures}
-    assert set(failed) == {"tensor: max abs error vs eager"} and failed["tensor: max abs error vs eager"].measured > 1e-4
+    assert (
+        set(failed) == {"tensor: max abs error vs eager"} and failed["tensor: max abs error vs eager"].measured > 1e-4
+    )
     assert r.localisation["module"] == "z_net.blocks.0.head.convs.1" and r.localisation["op_type"] == "Conv"
     assert not r.localisation["nonfinite"]
 
@@ -162,11 +163,20 @@ def test_engine_without_tensorrt_says_so(tmp_path, weights):
 def _tiny_graph(dtype, with_qdq=False):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
-    nodes = [helper.make_node("Cast", ["x"], ["h"], to=dtype), helper.make_node("Cast", ["h"], ["y"], to=TensorProto.FLOAT)]
+    nodes = [
+        helper.make_node("Cast", ["x"], ["h"], to=dtype),
+        helper.make_node("Cast", ["h"], ["y"], to=TensorProto.FLOAT),
+    ]
     inits = []
     if with_qdq:
-        inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z")]
-        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+        inits = [
+            numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+            numpy_helper.from_array(np.array(0, np.int8), "z"),
+        ]
+        nodes = [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"]),
+        ]
     return helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits))
 
 
@@ -207,8 +217,11 @@ def test_cli_parity_pass_and_fail(fp32_artifact, tmp_path, capsys):
     assert report["passed"] and (tmp_path / "ok" / "parity.json").is_file()
     record = json.loads((tmp_path / "k2.parity.json").read_text())
     assert record["sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest() and record["passed"]
-    assert record["checks"] == {o["check"]: o["measured"] for o in report["artifacts"][0]["outcomes"]
-                                if o["measured"] is not None} != {}
+    assert (
+        record["checks"]
+        == {o["check"]: o["measured"] for o in report["artifacts"][0]["outcomes"] if o["measured"] is not None}
+        != {}
+    )
     # triton-repo reads the record back for exactly this file, and ignores it once the file changes
     made = make_repository([artifact], tmp_path / "repo", RepoOptions(python_backend=True))
     params = made["models"][0]["parameters"]
@@ -253,5 +266,7 @@ def test_localisation_compares_against_a_reference_built_like_the_artifact(fp32_
 
 def test_progress_names_the_artifact_by_its_final_name(fp32_artifact, weights):
     seen = []
-    run_parity(load_artifact(fp32_artifact), weights, localise=False, step=seen.append, label="scaoednet_k2_t2_fp16.onnx")
+    run_parity(
+        load_artifact(fp32_artifact), weights, localise=False, step=seen.append, label="scaoednet_k2_t2_fp16.onnx"
+    )
     assert seen and all(s.startswith("scaoednet_k2_t2_fp16.onnx: ") for s in seen)

@@ -31,7 +31,9 @@ def setup(tmp_path_factory, random_k1_onnx):
     for i in range(3):  # smooth images plus noise: stand-ins for real noisy photos
         yy, xx = np.mgrid[0:96, 0:112] / 96.0
         base = np.stack([np.sin(3 * xx + i), np.cos(2 * yy - i), xx * yy], axis=2) * 0.4 + 0.5
-        write_image(noisy / f"p{i}.png", Image(rgb=np.clip(base + rng.normal(0, 0.05, base.shape), 0, 1).astype(np.float32)))
+        write_image(
+            noisy / f"p{i}.png", Image(rgb=np.clip(base + rng.normal(0, 0.05, base.shape), 0, 1).astype(np.float32))
+        )
     calib = calibration_set([str(noisy)], count=8, sizes=(48, 64), seed=0)
     return path, calib
 
@@ -77,7 +79,9 @@ def test_fp16_keeps_nfae_in_fp32_and_stays_finite(setup):
         got, ref = runner(x), fp32(x)
         assert np.isfinite(got).all()
         assert psnr_against(ref, got) > 50
-    assert lint(m) == [] or not errors(lint(m, {"noisy": {"min": (1, 3, 8, 8), "opt": (1, 3, 8, 8), "max": (1, 3, 8, 8)}}))
+    assert lint(m) == [] or not errors(
+        lint(m, {"noisy": {"min": (1, 3, 8, 8), "opt": (1, 3, 8, 8), "max": (1, 3, 8, 8)}})
+    )
 
 
 def test_int8_for_tensorrt_is_symmetric_s8_and_lints_clean(setup):
@@ -219,25 +223,37 @@ def test_calibration_holds_one_image_at_a_time_and_matches_all_at_once(tmp_path,
             def get_next(self):
                 return next(self.it, None)
 
-        quantize_static(str(src), str(tmp_path / "whole.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        op_types_to_quantize=["Conv"],
-                        calibrate_method=CalibrationMethod.Entropy if method == "entropy" else CalibrationMethod.MinMax,
-                        extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False})
+        quantize_static(
+            str(src),
+            str(tmp_path / "whole.onnx"),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["Conv"],
+            calibrate_method=CalibrationMethod.Entropy if method == "entropy" else CalibrationMethod.MinMax,
+            extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False},
+        )
     finally:
         owner.collect_data = original
     assert held == ["all"]
 
     def scales(path):
-        return {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer
-                if i.name.endswith("_scale")}
+        return {
+            i.name: onnx.numpy_helper.to_array(i)
+            for i in onnx.load(str(path)).graph.initializer
+            if i.name.endswith("_scale")
+        }
 
     chunked, whole = scales(tmp_path / "chunked.onnx"), scales(tmp_path / "whole.onnx")
     assert chunked.keys() == whole.keys() and chunked
     for name in chunked:
         np.testing.assert_allclose(chunked[name], whole[name], rtol=rtol, err_msg=name)
     x = calib[0].x
-    run = [ort.InferenceSession(str(tmp_path / f"{n}.onnx"), providers=["CPUExecutionProvider"]).run(None, {"noisy": x})[0]
-           for n in ("chunked", "whole")]
+    run = [
+        ort.InferenceSession(str(tmp_path / f"{n}.onnx"), providers=["CPUExecutionProvider"]).run(None, {"noisy": x})[0]
+        for n in ("chunked", "whole")
+    ]
     step = max(float(v.max()) for k, v in whole.items() if "denoised" in k or "noisy" in k)
     assert np.abs(run[0] - run[1]).max() <= 2 * step

@@ -8,11 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from scaoed_deploy.precision.emulate import (
-    emulate,
-    low_precision_tensors,
-    original_node,
-)
+from scaoed_deploy.precision.emulate import emulate, low_precision_tensors, original_node
 
 
 def _run(model, x):
@@ -22,11 +18,17 @@ def _run(model, x):
 
 def _cast_graph(lp: int):
     """x (fp32) -> Cast(lp) -> Mul by itself (in lp) -> Cast(fp32)."""
-    nodes = [helper.make_node("Cast", ["x"], ["a"], to=lp, name="to_lp"),
-             helper.make_node("Mul", ["a", "a"], ["b"], name="square"),
-             helper.make_node("Cast", ["b"], ["y"], to=TensorProto.FLOAT, name="to_fp32")]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    nodes = [
+        helper.make_node("Cast", ["x"], ["a"], to=lp, name="to_lp"),
+        helper.make_node("Mul", ["a", "a"], ["b"], name="square"),
+        helper.make_node("Cast", ["b"], ["y"], to=TensorProto.FLOAT, name="to_fp32"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
 
 

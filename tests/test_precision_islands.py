@@ -38,20 +38,21 @@ def test_bf16_keeps_the_epsilon_but_not_the_range_problem(k2_export):
 def test_a_model_without_trouble_has_no_islands():
     w = numpy_helper.from_array(np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.1, "w")
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["h"], name="conv", pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["h"], ["y"], name="relu")],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+        [
+            helper.make_node("Conv", ["x", "w"], ["h"], name="conv", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["h"], ["y"], name="relu"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     assert select_islands(model, [np.random.default_rng(2).random((1, 3, 8, 8), dtype=np.float32)]) == []
 
 
 def test_one_negligible_weight_does_not_make_an_island():
-    from scaoed_deploy.precision.islands import (
-        FP16_MAX,
-        FP16_SMALLEST,
-        _constant_problem,
-    )
+    from scaoed_deploy.precision.islands import FP16_MAX, FP16_SMALLEST, _constant_problem
 
     w = np.full(1000, 0.1, np.float32)
     w[0] = 1e-9

@@ -32,7 +32,9 @@ def qdq_conv(zero_point=0, zp_dtype=np.int8, scale=None, axis=0, weight_dtype=np
     ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, "h", "w"])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, "h", "w"])
-    return helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", opset)])
+    return helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", opset)]
+    )
 
 
 def rules(model, profile=PROFILE):
@@ -74,8 +76,10 @@ def _unary(op, name, **attrs):
     return helper.make_node(op, ["y"], [name + "_out"], name=name, **attrs)
 
 
-@pytest.mark.parametrize("op", ["ConvInteger", "MatMulInteger", "QLinearConv", "DynamicQuantizeLinear", "Unique",
-                                "BitShift", "Compress", "Det"])
+@pytest.mark.parametrize(
+    "op",
+    ["ConvInteger", "MatMulInteger", "QLinearConv", "DynamicQuantizeLinear", "Unique", "BitShift", "Compress", "Det"],
+)
 def test_ops_the_matrix_refuses_are_errors(op):
     node = helper.make_node(op, ["xq", "w_q"], [f"{op}_out"], name=f"{op.lower()}_node")
     found = [v for v in errors(lint(qdq_conv(extra_nodes=[node]), PROFILE)) if v.where == f"{op.lower()}_node"]
@@ -83,8 +87,21 @@ def test_ops_the_matrix_refuses_are_errors(op):
     assert "TensorRT 10.15" in found[0].message  # the matrix is named
 
 
-@pytest.mark.parametrize("op", ["Reciprocal", "NonZero", "OneHot", "Mod", "IsInf", "Hardmax", "Shrink",
-                                "MeanVarianceNormalization", "RoiAlign", "RandomNormal"])
+@pytest.mark.parametrize(
+    "op",
+    [
+        "Reciprocal",
+        "NonZero",
+        "OneHot",
+        "Mod",
+        "IsInf",
+        "Hardmax",
+        "Shrink",
+        "MeanVarianceNormalization",
+        "RoiAlign",
+        "RandomNormal",
+    ],
+)
 def test_ops_the_current_matrix_allows_are_not_refused(op):
     # refused by TensorRT 8.4's matrix, supported since: no error and no warning at the node
     node = helper.make_node(op, ["y"], [f"{op}_out"], name=f"{op.lower()}_node")
@@ -100,7 +117,10 @@ def test_an_op_outside_the_matrix_is_a_warning():
 def _mish_model(dtype):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     m = helper.make_tensor_value_info("m", dtype, [1, 4])
-    nodes = [helper.make_node("Cast", ["x"], ["xc"], name="cast", to=dtype), helper.make_node("Mish", ["xc"], ["m"], name="mish")]
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xc"], name="cast", to=dtype),
+        helper.make_node("Mish", ["xc"], ["m"], name="mish"),
+    ]
     return helper.make_model(helper.make_graph(nodes, "g", [x], [m]), opset_imports=[helper.make_opsetid("", 22)])
 
 

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _commands(text: str) -> list[str]:
-    return [ln.strip() for ln in text.splitlines() if re.match(r"\s*(python3 -m )?(pip|pytest)", ln.strip())]
+    return [ln.strip() for ln in text.splitlines() if re.match(r"\s*(python3 -m )?(pip|pytest|ruff)", ln.strip())]
 
 
 def test_ci_runs_the_readme_setup_commands():

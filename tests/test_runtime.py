@@ -61,7 +61,7 @@ def test_tiled_and_whole_agree_closely_on_the_model():
     weights = ckpt.random_weights(blocks=1, seed=3)
     runner = open_runner(None, options=RunOptions(weights=weights, stages=1, device="cpu"))
     yy, xx = np.mgrid[0:96, 0:112] / 96.0
-    rgb = (np.stack([xx, yy, 0.5 + 0.2 * np.sin(6 * xx)], 2) + np.random.default_rng(1).normal(0, 0.05, (96, 112, 3)))
+    rgb = np.stack([xx, yy, 0.5 + 0.2 * np.sin(6 * xx)], 2) + np.random.default_rng(1).normal(0, 0.05, (96, 112, 3))
     rgb = np.clip(rgb, 0, 1).astype(np.float32)
     whole = Denoiser(runner, tile=None).denoise_array(rgb)
     tiled = Denoiser(runner, tile=64, overlap=24).denoise_array(rgb)
@@ -73,7 +73,11 @@ def test_tiled_and_whole_agree_closely_on_the_model():
 def test_ensemble_is_the_mean_of_the_eight_transformed_passes():
     def biased(x):  # not equivariant: depends on row index and channel
         n, c, h, w = x.shape
-        return x * 0.9 + np.arange(h, dtype=np.float32)[None, None, :, None] * 0.01 + np.arange(c)[None, :, None, None] * 0.1
+        return (
+            x * 0.9
+            + np.arange(h, dtype=np.float32)[None, None, :, None] * 0.01
+            + np.arange(c)[None, :, None, None] * 0.1
+        )
 
     rgb = np.random.default_rng(2).random((20, 26, 3), dtype=np.float32)
     got = Denoiser(biased, tile=None, ensemble=True).denoise_array(rgb)
@@ -206,7 +210,9 @@ def test_cpu_runner_keeps_freed_activation_memory_for_the_next_call():
     def run(malloc):
         env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
         env["SCAOED_DEPLOY_MALLOC"] = malloc
-        out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _FAULTS_SCRIPT], env=env, capture_output=True, text=True, check=True
+        )
         faults, state = out.stdout.strip().split(" ", 1)
         return int(faults), state
 
@@ -238,8 +244,12 @@ def test_auto_tile_takes_the_largest_tile_then_batch_that_fits_half_the_memory_l
     for available in (4 * gib, 5 * gib, 8 * gib):
         left = available - h * w * IMAGE_BYTES_PER_PIXEL  # the image's own buffers take 3.7 GB of it
         got = auto_tile(h, w, 32, available)
-        fits = [(t, b) for t in (1024, 768, 512, 384, 256, 128, 64) for b in (4, 2, 1)
-                if b * t * t * TILE_BYTES_PER_PIXEL <= left / 2]
+        fits = [
+            (t, b)
+            for t in (1024, 768, 512, 384, 256, 128, 64)
+            for b in (4, 2, 1)
+            if b * t * t * TILE_BYTES_PER_PIXEL <= left / 2
+        ]
         assert (got.tile, got.tile_batch) == fits[0]  # brute force: the first that fits, largest tile first
     assert auto_tile(100, 60, 8, 4 * gib).tile_batch == 1  # a small image is one run
     with pytest.raises(ScaoedError, match="not enough memory for a 8000x5500 image"):

@@ -8,24 +8,12 @@ import onnx
 import pytest
 from references import edited, one_error, sealed_onnx, tiny_conv_onnx
 
-from scaoed_deploy.artifact import (
-    load_artifact,
-    metadata_of,
-    read_metadata,
-    write_metadata,
-)
+from scaoed_deploy.artifact import load_artifact, metadata_of, read_metadata, write_metadata
 from scaoed_deploy.cli import main
 from scaoed_deploy.errors import ScaoedError, VerificationError
 from scaoed_deploy.images import Image, write_image
 from scaoed_deploy.runtime import RunOptions, open_runner
-from scaoed_deploy.seal import (
-    SEAL_KEY,
-    check_seal,
-    content_digest,
-    ir_digest,
-    onnx_digest,
-    seal_ir,
-)
+from scaoed_deploy.seal import SEAL_KEY, check_seal, content_digest, ir_digest, onnx_digest, seal_ir
 from scaoed_deploy.serve import RepoOptions, make_repository
 
 

@@ -28,14 +28,7 @@ from scaoed_deploy.runtime import Denoiser
 from scaoed_deploy.runtime.base import Limits
 from scaoed_deploy.runtime.tensorrt import BuildPlan, ShapeProfile, write_sidecar
 from scaoed_deploy.runtime.triton_client import TritonRunner, config_limits, parse_url
-from scaoed_deploy.serve import (
-    RepoOptions,
-    TritonServer,
-    bundled_server,
-    free_port,
-    make_repository,
-    read_config,
-)
+from scaoed_deploy.serve import RepoOptions, TritonServer, bundled_server, free_port, make_repository, read_config
 from scaoed_deploy.serve.repository import default_max_side
 from scaoed_deploy.serve.server import process_tree_rss, shm_regions
 
@@ -59,7 +52,9 @@ def test_native_onnx_config_reads_back_with_the_artifacts_io(tiny, tmp_path):
     cfg = read_config(tmp_path / "repo" / "tiny" / "config.pbtxt")
     assert out["models"][0]["name"] == "tiny" == cfg.name
     assert cfg.backend == "onnxruntime" and cfg.max_batch_size == 4
-    assert [(i.name, pb.DataType.Name(i.data_type), list(i.dims)) for i in cfg.input] == [("noisy", "TYPE_FP32", [3, -1, -1])]
+    assert [(i.name, pb.DataType.Name(i.data_type), list(i.dims)) for i in cfg.input] == [
+        ("noisy", "TYPE_FP32", [3, -1, -1])
+    ]
     assert [o.name for o in cfg.output] == ["denoised"]
     assert list(cfg.dynamic_batching.preferred_batch_size) == [2, 4]
     assert cfg.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
@@ -80,7 +75,10 @@ def test_python_backend_variant_and_overwrite_rule(tiny, tmp_path):
     cfg = read_config(repo / "tiny" / "config.pbtxt")
     assert cfg.backend == "python" and cfg.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
     assert {k: cfg.parameters[k].string_value for k in ("artifact", "backend", "threads")} == {
-        "artifact": "tiny.onnx", "backend": "onnxruntime", "threads": "1"}
+        "artifact": "tiny.onnx",
+        "backend": "onnxruntime",
+        "threads": "1",
+    }
     assert sorted(p.name for p in (repo / "tiny" / "1").iterdir()) == ["model.py", "tiny.onnx"]
     with pytest.raises(ScaoedError, match="exists; --overwrite"):
         make_repository([tiny], repo, opts)
@@ -95,10 +93,13 @@ def test_python_backend_variant_and_overwrite_rule(tiny, tmp_path):
 def test_engine_config_comes_from_its_profile(tiny, tmp_path):
     engine = tmp_path / "k1_fp16.engine"
     engine.write_bytes(b"a serialized plan")
-    plan = BuildPlan(tiny, engine, "fp16", 1, 2, ShapeProfile(min_hw=(64, 64), opt_hw=(256, 256), max_hw=(512, 512),
-                                                              batch=(1, 2, 4)))
-    write_sidecar(plan, {"tensorrt": "11.0.0", "gpu": "NVIDIA H100", "compute_capability": "9.0",
-                         "engine_sha256": sha256_of(engine)})
+    plan = BuildPlan(
+        tiny, engine, "fp16", 1, 2, ShapeProfile(min_hw=(64, 64), opt_hw=(256, 256), max_hw=(512, 512), batch=(1, 2, 4))
+    )
+    write_sidecar(
+        plan,
+        {"tensorrt": "11.0.0", "gpu": "NVIDIA H100", "compute_capability": "9.0", "engine_sha256": sha256_of(engine)},
+    )
     make_repository([engine], tmp_path / "repo")
     cfg = read_config(tmp_path / "repo" / "k1_fp16" / "config.pbtxt")
     assert cfg.platform == "tensorrt_plan" and cfg.default_model_filename == "model.plan"
@@ -123,7 +124,9 @@ def test_openvino_ir_config(tiny, tmp_path):
     assert cfg.backend == "openvino" and cfg.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
     assert cfg.parameters["INFERENCE_NUM_THREADS"].string_value == "2"
     # unbatched, N dynamic: that backend would pin the batch at max_batch_size
-    assert cfg.max_batch_size == 0 and list(cfg.input[0].dims) == [-1, 3, -1, -1] and not cfg.HasField("dynamic_batching")
+    assert (
+        cfg.max_batch_size == 0 and list(cfg.input[0].dims) == [-1, 3, -1, -1] and not cfg.HasField("dynamic_batching")
+    )
     assert sorted(p.name for p in (tmp_path / "repo" / "tiny_openvino" / "1").iterdir()) == ["model.bin", "model.xml"]
 
 
@@ -153,14 +156,18 @@ def _server_or_skip():
 
 def _python_repo(tiny: Path, root: Path, delay_us: int = 200_000) -> Path:
     repo = root / "repo"
-    make_repository([tiny], repo, RepoOptions(python_backend=True, allow_unverified=True, max_batch=8,
-                                              max_queue_delay_us=delay_us, threads=1))
+    make_repository(
+        [tiny],
+        repo,
+        RepoOptions(python_backend=True, allow_unverified=True, max_batch=8, max_queue_delay_us=delay_us, threads=1),
+    )
     return repo
 
 
 def _server(repo: Path, log: Path) -> TritonServer:
-    return TritonServer(repo, free_port(), free_port(), free_port(), address="127.0.0.1", log_path=log,
-                        ready_timeout=90)
+    return TritonServer(
+        repo, free_port(), free_port(), free_port(), address="127.0.0.1", log_path=log, ready_timeout=90
+    )
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +196,11 @@ def _ready_facts(proc: subprocess.Popen, timeout: float = 120) -> dict:
 
 def _metric(server: TritonServer, name: str) -> float:
     text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") and 'model="tiny"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") and 'model="tiny"' in line
+    )
 
 
 def test_one_request_over_http_and_grpc_equals_onnx_runtime(server, tiny):
@@ -217,13 +227,17 @@ def test_config_read_back_from_the_server(server):
     assert [int(d) for d in served["input"][0]["dims"]] == list(mine.input[0].dims)
     assert served["dynamic_batching"]["preferred_batch_size"] == list(mine.dynamic_batching.preferred_batch_size)
     assert {k: v["string_value"] for k, v in served["parameters"].items()} == {
-        k: v.string_value for k, v in mine.parameters.items()}
+        k: v.string_value for k, v in mine.parameters.items()
+    }
     side = int(mine.parameters["max_side"].string_value)
     assert side == default_max_side(8) and runner.limits.max_batch == 8 and runner.limits.max_hw == (side, side)
 
 
 def test_concurrent_requests_are_batched(server, tiny):
-    before_req, before_exec = _metric(server, "nv_inference_request_success"), _metric(server, "nv_inference_exec_count")
+    before_req, before_exec = (
+        _metric(server, "nv_inference_request_success"),
+        _metric(server, "nv_inference_exec_count"),
+    )
     xs = [np.random.default_rng(i).random((1, 3, 16, 16), dtype=np.float32) for i in range(8)]
     results, barrier = [None] * 8, threading.Barrier(8)
 
@@ -269,16 +283,43 @@ def test_denoise_against_the_server_equals_local(server, tiny, tmp_path, capsys)
     rng = np.random.default_rng(3)
     for name in ("a.png", "b.png"):
         Image.fromarray(rng.integers(0, 256, (30, 44, 3), dtype=np.uint8)).save(src / name)
-    assert main(["denoise", str(src), str(tmp_path / "remote"), "--server", server.grpc_url, "--tile", "16",
-                 "--overlap", "4", "--json"]) == 0
+    assert (
+        main(
+            [
+                "denoise",
+                str(src),
+                str(tmp_path / "remote"),
+                "--server",
+                server.grpc_url,
+                "--tile",
+                "16",
+                "--overlap",
+                "4",
+                "--json",
+            ]
+        )
+        == 0
+    )
     with Denoiser.open(tiny, tile=16, overlap=4) as local:
         for name in ("a.png", "b.png"):
             want = local.denoise_image(read_image(src / name)).rgb
             got = read_image(tmp_path / "remote" / name).rgb
             assert np.abs(got - want).max() <= 1 / 255 + 1e-6
     assert json.loads(capsys.readouterr().out)["model"].startswith("model 'tiny' on the Triton server")
-    assert main(["denoise", str(src / "a.png"), str(tmp_path / "x.png"), "--server", server.http_url,
-                 "--backend", "onnxruntime"]) == 2  # a usage error
+    assert (
+        main(
+            [
+                "denoise",
+                str(src / "a.png"),
+                str(tmp_path / "x.png"),
+                "--server",
+                server.http_url,
+                "--backend",
+                "onnxruntime",
+            ]
+        )
+        == 2
+    )  # a usage error
     assert "--backend does not apply with --server" in capsys.readouterr().err
 
 
@@ -331,9 +372,24 @@ def test_server_death_mid_folder_stops_and_a_second_run_resumes(tiny, tmp_path, 
     monkeypatch.undo()
 
     port = free_port()
-    cmd = [sys.executable, "-m", "scaoed_deploy.cli", "serve", str(repo), "--http-port", str(port), "--grpc-port",
-           str(free_port()), "--metrics-port", str(free_port()), "--address", "127.0.0.1", "--json",
-           "--log", str(tmp_path / "s2.log")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scaoed_deploy.cli",
+        "serve",
+        str(repo),
+        "--http-port",
+        str(port),
+        "--grpc-port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+        "--address",
+        "127.0.0.1",
+        "--json",
+        "--log",
+        str(tmp_path / "s2.log"),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         facts = _ready_facts(proc)

@@ -47,8 +47,18 @@ def _json_infer(shape, data) -> bytes:
 
 def _binary_infer(x: np.ndarray) -> tuple[bytes, dict]:
     raw = np.ascontiguousarray(x, dtype=np.float32).tobytes()
-    head = json.dumps({"inputs": [{"name": "noisy", "shape": list(x.shape), "datatype": "FP32",
-                                   "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "noisy",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        }
+    ).encode()
     return head + raw, {"Inference-Header-Content-Length": str(len(head))}
 
 
@@ -59,10 +69,18 @@ def served(tmp_path_factory):
     _server_or_skip()
     root = tmp_path_factory.mktemp("faults")
     tiny = tiny_conv_onnx(root / "tiny.onnx")
-    make_repository([tiny], root / "repo", RepoOptions(python_backend=True, allow_unverified=True, threads=1,
-                                                       max_side=MAX_SIDE))
-    s = TritonServer(root / "repo", free_port(), free_port(), free_port(), address="127.0.0.1",
-                     log_path=root / "server.log", ready_timeout=90).start()
+    make_repository(
+        [tiny], root / "repo", RepoOptions(python_backend=True, allow_unverified=True, threads=1, max_side=MAX_SIDE)
+    )
+    s = TritonServer(
+        root / "repo",
+        free_port(),
+        free_port(),
+        free_port(),
+        address="127.0.0.1",
+        log_path=root / "server.log",
+        ready_timeout=90,
+    ).start()
     yield s, tiny
     s.stop(timeout=0)  # killed: a clean stop is test_a_clean_stop_...'s
     s.cleanup()
@@ -91,13 +109,16 @@ def test_a_60000_square_request_is_refused_and_the_server_keeps_serving(served):
     _good(served)
 
 
-@pytest.mark.parametrize("case, shape, fill, says", [
-    ("nan", (1, 3, 8, 8), np.nan, "NaN or Inf"),
-    ("inf", (1, 3, 8, 8), np.inf, "NaN or Inf"),
-    ("odd", (1, 3, 7, 9), 0.5, "even and positive, got 7x9"),
-    ("zero", (1, 3, 0, 0), 0.5, "even and positive, got 0x0"),
-    ("too large", (1, 3, MAX_SIDE + 2, 8), 0.5, f"at most {MAX_SIDE}"),
-])
+@pytest.mark.parametrize(
+    "case, shape, fill, says",
+    [
+        ("nan", (1, 3, 8, 8), np.nan, "NaN or Inf"),
+        ("inf", (1, 3, 8, 8), np.inf, "NaN or Inf"),
+        ("odd", (1, 3, 7, 9), 0.5, "even and positive, got 7x9"),
+        ("zero", (1, 3, 0, 0), 0.5, "even and positive, got 0x0"),
+        ("too large", (1, 3, MAX_SIDE + 2, 8), 0.5, f"at most {MAX_SIDE}"),
+    ],
+)
 def test_bad_inputs_are_400s_that_name_the_cause(served, case, shape, fill, says):
     server, _ = served
     body, headers = _binary_infer(np.full(shape, fill, np.float32))
@@ -111,8 +132,10 @@ def test_grpc_bad_inputs_are_refused_by_the_model_with_invalid_argument(served):
 
     server, _ = served
     client = grpcclient.InferenceServerClient(server.grpc_url.removeprefix("grpc://"))
-    for x, says in ((np.full((1, 3, 8, 8), np.nan, np.float32), "NaN or Inf"),
-                    (np.zeros((1, 3, MAX_SIDE + 2, 8), np.float32), f"at most {MAX_SIDE}")):
+    for x, says in (
+        (np.full((1, 3, 8, 8), np.nan, np.float32), "NaN or Inf"),
+        (np.zeros((1, 3, MAX_SIDE + 2, 8), np.float32), f"at most {MAX_SIDE}"),
+    ):
         inp = grpcclient.InferInput("noisy", list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
         with pytest.raises(InferenceServerException, match=says) as e:
@@ -124,8 +147,9 @@ def test_grpc_bad_inputs_are_refused_by_the_model_with_invalid_argument(served):
 
 def test_tritons_own_http_port_takes_no_inference_without_the_guard(served):
     server, _ = served
-    code, text = _post(f"http://127.0.0.1:{server.triton_http_port}/v2/models/tiny/infer",
-                       _json_infer([1, 3, 8, 8], [0.5] * 192))
+    code, text = _post(
+        f"http://127.0.0.1:{server.triton_http_port}/v2/models/tiny/infer", _json_infer([1, 3, 8, 8], [0.5] * 192)
+    )
     assert code == 403 and "restricted" in text
 
 
@@ -142,8 +166,9 @@ def test_check_infer_against_brute_force_limits():
     for n in (0, 1, 4, 5):
         for h in (0, 2, 3, 64, 66):
             size = {"binary_data_size": n * 3 * h * 8 * 4}
-            why = check_infer({"inputs": [{"name": "noisy", "shape": [n, 3, h, 8], "datatype": "FP32",
-                                           "parameters": size}]}, limits)
+            why = check_infer(
+                {"inputs": [{"name": "noisy", "shape": [n, 3, h, 8], "datatype": "FP32", "parameters": size}]}, limits
+            )
             ok = 1 <= n <= 4 and 0 < h <= 64 and h % 2 == 0
             assert (why is None) == ok, (n, h, why)
     assert "unknown input" in check_infer({"inputs": [{"name": "x", "shape": [1, 3, 8, 8]}]}, limits)
@@ -152,14 +177,17 @@ def test_check_infer_against_brute_force_limits():
     assert "integers" in check_infer({"inputs": [{**fp32, "shape": [1, 3, "8", 8]}]}, limits)
     nested = [[[[0.0] * 8] * 8] * 3]
     assert check_infer({"inputs": [{**fp32, "shape": [1, 3, 8, 8], "data": nested}]}, limits) is None
-    assert "must be FP32" in check_infer({"inputs": [{**fp32, "datatype": "BYTES", "shape": [1, 3, 8, 8],
-                                                      "data": nested}]}, limits)
-    assert "binary_data_size is 4" in check_infer({"inputs": [{**fp32, "shape": [1, 3, 8, 8],
-                                                                "parameters": {"binary_data_size": 4}}]}, limits)
+    assert "must be FP32" in check_infer(
+        {"inputs": [{**fp32, "datatype": "BYTES", "shape": [1, 3, 8, 8], "data": nested}]}, limits
+    )
+    assert "binary_data_size is 4" in check_infer(
+        {"inputs": [{**fp32, "shape": [1, 3, 8, 8], "parameters": {"binary_data_size": 4}}]}, limits
+    )
     assert "sends no data" in check_infer({"inputs": [{**fp32, "shape": [1, 3, 8, 8]}]}, limits)
     shm = {"shared_memory_region": "r", "shared_memory_byte_size": 768}
     assert "only the parameter binary_data_size" in check_infer(
-        {"inputs": [{**fp32, "shape": [1, 3, 8, 8], "parameters": shm}]}, limits)
+        {"inputs": [{**fp32, "shape": [1, 3, 8, 8], "parameters": shm}]}, limits
+    )
 
 
 @pytest.mark.slow  # starts a server of its own
@@ -170,28 +198,50 @@ def test_a_killed_serve_takes_its_server_with_it_and_the_next_start_cleans_up(tm
     tiny = tiny_conv_onnx(tmp_path / "tiny.onnx")
     make_repository([tiny], tmp_path / "repo", RepoOptions(python_backend=True, allow_unverified=True, threads=1))
     ports = [str(free_port()) for _ in range(3)]
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from scaoed_deploy.cli import main; sys.exit(main())",
-                             "serve", str(tmp_path / "repo"),
-                             "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2],
-                             "--address", "127.0.0.1", "--log", str(tmp_path / "server.log")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from scaoed_deploy.cli import main; sys.exit(main())",
+            "serve",
+            str(tmp_path / "repo"),
+            "--http-port",
+            ports[0],
+            "--grpc-port",
+            ports[1],
+            "--metrics-port",
+            ports[2],
+            "--address",
+            "127.0.0.1",
+            "--log",
+            str(tmp_path / "server.log"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and "Ctrl-C stops it" not in (line := proc.stdout.readline()):
             assert line or proc.poll() is None, "serve exited before it was ready"
         tree = process_tree(proc.pid) - {proc.pid}
         assert len(tree) >= 2  # tritonserver and its python stub
-        workdirs = [p for p in Path("/tmp").glob(WORKDIR_PREFIX + "*") if (p / OWNER_FILE).is_file()
-                    and (p / OWNER_FILE).read_text() == str(proc.pid)]
+        workdirs = [
+            p
+            for p in Path("/tmp").glob(WORKDIR_PREFIX + "*")
+            if (p / OWNER_FILE).is_file() and (p / OWNER_FILE).read_text() == str(proc.pid)
+        ]
         assert len(workdirs) == 1
         proc.kill()  # kill -9: no clean-up of its own runs
         proc.wait()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() and
-                                                   "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]
-                                                   for p in tree):
+        while time.monotonic() < deadline and any(
+            Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2] for p in tree
+        ):
             time.sleep(0.2)
-        alive = [p for p in tree if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
+        alive = [
+            p for p in tree if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]
+        ]
         assert alive == []  # the server and its stub died with it
         assert clean_stale()["folders"] == [str(workdirs[0])] and not workdirs[0].exists()
     finally:
@@ -223,8 +273,9 @@ def test_a_clean_stop_removes_the_log_it_chose(tmp_path):
     _server_or_skip()
     tiny = tiny_conv_onnx(tmp_path / "tiny.onnx")
     make_repository([tiny], tmp_path / "repo", RepoOptions(python_backend=True, allow_unverified=True, threads=1))
-    s = TritonServer(tmp_path / "repo", free_port(), free_port(), free_port(), address="127.0.0.1",
-                     ready_timeout=90).start()
+    s = TritonServer(
+        tmp_path / "repo", free_port(), free_port(), free_port(), address="127.0.0.1", ready_timeout=90
+    ).start()
     log = s.log_path
     assert log.is_file() and s.stop() == 0
     s.cleanup()
@@ -237,7 +288,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def _request_table() -> list[tuple[str, int, str]]:
     """(request, HTTP status, quoted error) from the README's table of requests to a served model."""
     text = README.read_text()
-    section = text[text.index("| request to a served model |"):]
+    section = text[text.index("| request to a served model |") :]
     rows = []
     for line in section.splitlines()[2:]:
         if not line.startswith("|"):
@@ -253,9 +304,12 @@ def _row_request(name: str, server) -> tuple[str, bytes, dict]:
         return url, _json_infer([1, 3, 60000, 60000], [0.5] * 12), {}
     if name.startswith("a shape of 1 x 3 x 8 x 8 with 12 values"):
         return url, _json_infer([1, 3, 8, 8], [0.5] * 12), {}
-    shape, fill = {"NaN or Inf values": ((1, 3, 8, 8), np.nan), "odd size, 1 x 3 x 7 x 9": ((1, 3, 7, 9), 0.5),
-                   "zero size, 1 x 3 x 0 x 0": ((1, 3, 0, 0), 0.5),
-                   "a side over `--max-side`": ((1, 3, MAX_SIDE + 2, 8), 0.5)}.get(name, ((1, 3, 8, 8), 0.5))
+    shape, fill = {
+        "NaN or Inf values": ((1, 3, 8, 8), np.nan),
+        "odd size, 1 x 3 x 7 x 9": ((1, 3, 7, 9), 0.5),
+        "zero size, 1 x 3 x 0 x 0": ((1, 3, 0, 0), 0.5),
+        "a side over `--max-side`": ((1, 3, MAX_SIDE + 2, 8), 0.5),
+    }.get(name, ((1, 3, 8, 8), 0.5))
     body, headers = _binary_infer(np.full(shape, fill, np.float32))
     if name.startswith("Triton's own HTTP port"):
         url = f"http://127.0.0.1:{server.triton_http_port}/v2/models/tiny/infer"
@@ -303,64 +357,140 @@ SMALL = [1, 3, 2, 2]
 
 
 def _dup_key_body(first, second) -> bytes:
-    return (b'{"inputs":[{"name":"noisy","shape":%s,"datatype":"FP32","data":%s,"shape":%s}]}'
-            % (json.dumps(first).encode(), json.dumps([0.5] * 12).encode(), json.dumps(second).encode()))
+    return b'{"inputs":[{"name":"noisy","shape":%s,"datatype":"FP32","data":%s,"shape":%s}]}' % (
+        json.dumps(first).encode(),
+        json.dumps([0.5] * 12).encode(),
+        json.dumps(second).encode(),
+    )
 
 
 BYPASSES = {  # name: (request bytes for the guard's port, status, what the error says)
-    "duplicate shape key": (lambda: _http("POST", "/v2/models/tiny/infer", _dup_key_body(HUGE, SMALL)), 400,
-                            "appears twice"),
-    "duplicate inputs key": (lambda: _http("POST", "/v2/models/tiny/infer", b'{"inputs":' + json.dumps(
-        [{"name": "noisy", "shape": HUGE, "datatype": "FP32", "data": [0.5] * 12}]).encode() + b',"inputs":' +
-        json.dumps([{"name": "noisy", "shape": SMALL, "datatype": "FP32", "data": [0.5] * 12}]).encode() + b"}"),
-        400, "appears twice"),
-    "absolute-form target": (lambda: _http("POST", "http://127.0.0.1:1/v2/models/tiny/infer",
-                                           _json_infer(HUGE, [0.5] * 12)), 400, "origin form"),
-    "100,000-deep nesting": (lambda: _http("POST", "/v2/models/tiny/infer", b"[" * 100_000 + b"]" * 100_000), 400,
-                             "nested too deeply"),
-    "percent-encoded path": (lambda: _http("POST", "/v2/models/tiny/%69nfer", _json_infer(HUGE, [0.5] * 12)), 400,
-                             "percent-encoding"),
-    "double slash": (lambda: _http("POST", "/v2//models/tiny/infer", _json_infer(HUGE, [0.5] * 12)), 400,
-                     "empty"),
-    "leading double slash": (lambda: _http("POST", "//v2/models/tiny/infer", _json_infer(HUGE, [0.5] * 12)), 400,
-                             "at most"),
+    "duplicate shape key": (
+        lambda: _http("POST", "/v2/models/tiny/infer", _dup_key_body(HUGE, SMALL)),
+        400,
+        "appears twice",
+    ),
+    "duplicate inputs key": (
+        lambda: _http(
+            "POST",
+            "/v2/models/tiny/infer",
+            b'{"inputs":'
+            + json.dumps([{"name": "noisy", "shape": HUGE, "datatype": "FP32", "data": [0.5] * 12}]).encode()
+            + b',"inputs":'
+            + json.dumps([{"name": "noisy", "shape": SMALL, "datatype": "FP32", "data": [0.5] * 12}]).encode()
+            + b"}",
+        ),
+        400,
+        "appears twice",
+    ),
+    "absolute-form target": (
+        lambda: _http("POST", "http://127.0.0.1:1/v2/models/tiny/infer", _json_infer(HUGE, [0.5] * 12)),
+        400,
+        "origin form",
+    ),
+    "100,000-deep nesting": (
+        lambda: _http("POST", "/v2/models/tiny/infer", b"[" * 100_000 + b"]" * 100_000),
+        400,
+        "nested too deeply",
+    ),
+    "percent-encoded path": (
+        lambda: _http("POST", "/v2/models/tiny/%69nfer", _json_infer(HUGE, [0.5] * 12)),
+        400,
+        "percent-encoding",
+    ),
+    "double slash": (lambda: _http("POST", "/v2//models/tiny/infer", _json_infer(HUGE, [0.5] * 12)), 400, "empty"),
+    "leading double slash": (
+        lambda: _http("POST", "//v2/models/tiny/infer", _json_infer(HUGE, [0.5] * 12)),
+        400,
+        "at most",
+    ),
     "dot segment": (lambda: _http("POST", "/v2/models/tiny/./infer", _json_infer(HUGE, [0.5] * 12)), 400, "'.'"),
-    "dot-dot segment": (lambda: _http("POST", "/v2/models/x/../tiny/infer", _json_infer(HUGE, [0.5] * 12)), 400,
-                        "'..'"),
-    "query string": (lambda: _http("POST", "/v2/models/tiny/infer?x=1", _json_infer(HUGE, [0.5] * 12)), 400,
-                     "no query"),
-    "Transfer-Encoding and Content-Length": (lambda: _http(
-        "POST", "/v2/models/tiny/infer", b"0\r\n\r\n",
-        ("Content-Length: 5", "Transfer-Encoding: chunked")), 411, "Transfer-Encoding"),
-    "Transfer-Encoding in odd case": (lambda: _http(
-        "POST", "/v2/models/tiny/infer", b"0\r\n\r\n", ("tRANSFER-eNCODING: Chunked", "content-length: 5")), 411,
-        "Transfer-Encoding"),
-    "two Content-Lengths in two cases": (lambda: _http(
-        "POST", "/v2/models/tiny/infer", _json_infer(SMALL, [0.5] * 12),
-        (f"Content-Length: {len(_json_infer(SMALL, [0.5] * 12))}", "CONTENT-LENGTH: 4")), 400, "more than once"),
-    "two Inference-Header-Content-Lengths": (lambda: _http(
-        "POST", "/v2/models/tiny/infer", _json_infer(SMALL, [0.5] * 12),
-        ("Inference-Header-Content-Length: 10", "inference-header-content-length: 20")), 400, "more than once"),
-    "compressed body": (lambda: _http("POST", "/v2/models/tiny/infer", b"\x1f\x8b", ("Content-Encoding: gzip",)),
-                        400, "Content-Encoding"),
+    "dot-dot segment": (
+        lambda: _http("POST", "/v2/models/x/../tiny/infer", _json_infer(HUGE, [0.5] * 12)),
+        400,
+        "'..'",
+    ),
+    "query string": (
+        lambda: _http("POST", "/v2/models/tiny/infer?x=1", _json_infer(HUGE, [0.5] * 12)),
+        400,
+        "no query",
+    ),
+    "Transfer-Encoding and Content-Length": (
+        lambda: _http(
+            "POST", "/v2/models/tiny/infer", b"0\r\n\r\n", ("Content-Length: 5", "Transfer-Encoding: chunked")
+        ),
+        411,
+        "Transfer-Encoding",
+    ),
+    "Transfer-Encoding in odd case": (
+        lambda: _http(
+            "POST", "/v2/models/tiny/infer", b"0\r\n\r\n", ("tRANSFER-eNCODING: Chunked", "content-length: 5")
+        ),
+        411,
+        "Transfer-Encoding",
+    ),
+    "two Content-Lengths in two cases": (
+        lambda: _http(
+            "POST",
+            "/v2/models/tiny/infer",
+            _json_infer(SMALL, [0.5] * 12),
+            (f"Content-Length: {len(_json_infer(SMALL, [0.5] * 12))}", "CONTENT-LENGTH: 4"),
+        ),
+        400,
+        "more than once",
+    ),
+    "two Inference-Header-Content-Lengths": (
+        lambda: _http(
+            "POST",
+            "/v2/models/tiny/infer",
+            _json_infer(SMALL, [0.5] * 12),
+            ("Inference-Header-Content-Length: 10", "inference-header-content-length: 20"),
+        ),
+        400,
+        "more than once",
+    ),
+    "compressed body": (
+        lambda: _http("POST", "/v2/models/tiny/infer", b"\x1f\x8b", ("Content-Encoding: gzip",)),
+        400,
+        "Content-Encoding",
+    ),
     "model load API": (lambda: _http("POST", "/v2/repository/models/tiny/load", b"{}"), 404, "not served"),
     "GET on infer": (lambda: _http("GET", "/v2/models/tiny/infer"), 404, "not served"),
-    "unknown model": (lambda: _http("POST", "/v2/models/other/infer", _json_infer(SMALL, [0.5] * 12)), 404,
-                      "unknown model"),
-    "NaN literal": (lambda: _http("POST", "/v2/models/tiny/infer",
-                                  _json_infer([1, 3, 2, 2], [0.5] * 11).replace(b"]}]", b", NaN]}]")), 400,
-                    "not JSON"),
-    "binary size that lies": (lambda: _http("POST", "/v2/models/tiny/infer", *_lying_binary()), 400,
-                              "binary_data_size"),
-    "BYTES datatype": (lambda: _http("POST", "/v2/models/tiny/infer", json.dumps(
-        {"inputs": [{"name": "noisy", "shape": SMALL, "datatype": "BYTES", "data": ["a"] * 12}]}).encode()), 400,
-        "must be FP32"),
+    "unknown model": (
+        lambda: _http("POST", "/v2/models/other/infer", _json_infer(SMALL, [0.5] * 12)),
+        404,
+        "unknown model",
+    ),
+    "NaN literal": (
+        lambda: _http(
+            "POST", "/v2/models/tiny/infer", _json_infer([1, 3, 2, 2], [0.5] * 11).replace(b"]}]", b", NaN]}]")
+        ),
+        400,
+        "not JSON",
+    ),
+    "binary size that lies": (
+        lambda: _http("POST", "/v2/models/tiny/infer", *_lying_binary()),
+        400,
+        "binary_data_size",
+    ),
+    "BYTES datatype": (
+        lambda: _http(
+            "POST",
+            "/v2/models/tiny/infer",
+            json.dumps(
+                {"inputs": [{"name": "noisy", "shape": SMALL, "datatype": "BYTES", "data": ["a"] * 12}]}
+            ).encode(),
+        ),
+        400,
+        "must be FP32",
+    ),
 }
 
 
 def _lying_binary() -> tuple[bytes, tuple]:
-    head = json.dumps({"inputs": [{"name": "noisy", "shape": SMALL, "datatype": "FP32",
-                                   "parameters": {"binary_data_size": 8}}]}).encode()
+    head = json.dumps(
+        {"inputs": [{"name": "noisy", "shape": SMALL, "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}
+    ).encode()
     return head + b"\0" * 8, (f"Inference-Header-Content-Length: {len(head)}",)
 
 

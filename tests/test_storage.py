@@ -79,8 +79,10 @@ def _inputs(d: Path) -> Path:
     exif[0x0112] = 6
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     im.save(d / "b.jpg", icc_profile=icc, exif=exif.tobytes(), quality=95)
-    write_image(d / "c_rgba.png", Image(rgb=rng.random((28, 28, 3), dtype=np.float32),
-                                        alpha=rng.random((28, 28), dtype=np.float32)))
+    write_image(
+        d / "c_rgba.png",
+        Image(rgb=rng.random((28, 28, 3), dtype=np.float32), alpha=rng.random((28, 28), dtype=np.float32)),
+    )
     (d / "d_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     return d
 
@@ -91,8 +93,9 @@ def _same(a_path: Path, b_path: Path) -> None:
     assert np.array_equal(a.rgb, b.rgb) and a.icc_profile == b.icc_profile and a.exif == b.exif, a_path.name
 
 
-def test_a_prefix_in_and_out_equals_local_denoise_resumes_and_lists_the_corrupt_object(s3, tmp_path, tiny_checkpoint,
-                                                                                         capsys):
+def test_a_prefix_in_and_out_equals_local_denoise_resumes_and_lists_the_corrupt_object(
+    s3, tmp_path, tiny_checkpoint, capsys
+):
     local_in = _inputs(tmp_path / "in")
     for p in local_in.iterdir():
         _put(s3, f"in/{p.name}", p)
@@ -103,8 +106,9 @@ def test_a_prefix_in_and_out_equals_local_denoise_resumes_and_lists_the_corrupt_
     summary = json.loads(capsys.readouterr().out)
     assert [f["input"] for f in summary["failures"]] == [f"s3://{BUCKET}/in/d_corrupt.png"]
     assert "not a PNG" in summary["failures"][0]["error"] and "/tmp" not in summary["failures"][0]["error"]
-    assert sorted(r["output"] for r in summary["results"]) == [f"s3://{BUCKET}/out/{n}" for n in
-                                                               ("a16.png", "b.jpg", "c_rgba.png")]
+    assert sorted(r["output"] for r in summary["results"]) == [
+        f"s3://{BUCKET}/out/{n}" for n in ("a16.png", "b.jpg", "c_rgba.png")
+    ]
     assert _keys(s3, "out") == ["a16.png", "b.jpg", "c_rgba.png"]  # nothing for the corrupt one, no temporary
     for name in _keys(s3, "out"):
         _same(tmp_path / "local" / name, _get(s3, f"out/{name}", tmp_path / f"got_{name}"))

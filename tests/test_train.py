@@ -30,8 +30,19 @@ def clean_dir(tmp_path):
 
 
 def _cfg(clean_dir, steps, **kw):
-    return TrainConfig(clean=[str(clean_dir)], stages=2, blocks=1, patch=32, batch=4, steps=steps, lr=1e-3,
-                       val_every=5, save_every=5, val_images=2, **kw)
+    return TrainConfig(
+        clean=[str(clean_dir)],
+        stages=2,
+        blocks=1,
+        patch=32,
+        batch=4,
+        steps=steps,
+        lr=1e-3,
+        val_every=5,
+        save_every=5,
+        val_images=2,
+        **kw,
+    )
 
 
 @pytest.mark.slow
@@ -86,8 +97,23 @@ def test_a_time_budget_stops_saves_and_resumes_exactly(clean_dir, tmp_path, caps
     a, b = load_file(tmp_path / "a.safetensors"), load_file(tmp_path / "b.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
-    args = ["train", "--clean", str(clean_dir), "--stages", "1", "--blocks", "1", "--patch", "32", "--batch", "2",
-            "--steps", "3", "-o", str(tmp_path / "c.safetensors")]
+    args = [
+        "train",
+        "--clean",
+        str(clean_dir),
+        "--stages",
+        "1",
+        "--blocks",
+        "1",
+        "--patch",
+        "32",
+        "--batch",
+        "2",
+        "--steps",
+        "3",
+        "-o",
+        str(tmp_path / "c.safetensors"),
+    ]
     assert main(args + ["--max-minutes", "0"]) == 0
     out, err = capsys.readouterr()
     assert "stopped by --max-minutes at step 1 of 3" in out and "--resume" in out
@@ -107,8 +133,28 @@ def test_the_sidd_crops_are_never_training_data(tmp_path, clean_dir):
 
 
 def test_cli_train_json(clean_dir, tmp_path, capsys):
-    code = main(["train", "--clean", str(clean_dir), "--stages", "1", "--blocks", "1", "--patch", "32", "--batch", "2",
-                 "--steps", "3", "--val-every", "3", "-o", str(tmp_path / "w.safetensors"), "--json"])
+    code = main(
+        [
+            "train",
+            "--clean",
+            str(clean_dir),
+            "--stages",
+            "1",
+            "--blocks",
+            "1",
+            "--patch",
+            "32",
+            "--batch",
+            "2",
+            "--steps",
+            "3",
+            "--val-every",
+            "3",
+            "-o",
+            str(tmp_path / "w.safetensors"),
+            "--json",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert json.loads(out)["steps"] == 3 and (tmp_path / "w.safetensors").is_file()

@@ -26,8 +26,10 @@ def rerun_inside(script: str | Path, argv: list[str]) -> int:
     """Run ``script argv`` in a namespace of its own with lo up; its exit code."""
     line = f"ip link set lo up && exec {sys.executable} {Path(script).resolve()} " + " ".join(argv)
     token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    return subprocess.run(["unshare", "--net", "--pid", "--fork", "--mount-proc", "--", "sh", "-c", line],
-                          env=dict(os.environ, **token, **{INSIDE: "1"})).returncode
+    return subprocess.run(
+        ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--", "sh", "-c", line],
+        env=dict(os.environ, **token, **{INSIDE: "1"}),
+    ).returncode
 
 
 def write_record(name: str, result: dict, markdown: str) -> None:

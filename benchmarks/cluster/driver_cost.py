@@ -68,13 +68,20 @@ def fixed_cost(tmp: Path, count: int) -> dict:
     folder = small_set(tmp / "small", count)
     common = ["--stages", "1", "--json"]
     local_s, _ = cli(["denoise", str(folder), str(tmp / "out_local"), "--threads", "2", *common])
-    ray_s, summary = cli(["denoise", str(folder), str(tmp / "out_ray"), "--ray", ADDRESS, "--workers", "2",
-                          "--threads", "1", *common])
+    ray_s, summary = cli(
+        ["denoise", str(folder), str(tmp / "out_ray"), "--ray", ADDRESS, "--workers", "2", "--threads", "1", *common]
+    )
     t = summary["timings"]  # after the first result, the workers run side by side
     per_image = (t["run_s"] - t["first_result_s"]) / max(1, count - 1) * summary["workers"]
-    return {"images": count, "local_s": round(local_s, 2), "ray_s": round(ray_s, 2),
-            "extra_s": round(ray_s - local_s, 2), "timings": summary["timings"],
-            "per_worker": summary["per_worker"], "seconds_per_image_per_worker": round(per_image, 3)}
+    return {
+        "images": count,
+        "local_s": round(local_s, 2),
+        "ray_s": round(ray_s, 2),
+        "extra_s": round(ray_s - local_s, 2),
+        "timings": summary["timings"],
+        "per_worker": summary["per_worker"],
+        "seconds_per_image_per_worker": round(per_image, 3),
+    }
 
 
 def scale(tmp: Path, count: int) -> dict:
@@ -98,18 +105,28 @@ def scale(tmp: Path, count: int) -> dict:
         before = peak_mb()
         t = time.perf_counter()
         plan = plan_jobs(src, out)
-        rows[name] = {"seconds": round(time.perf_counter() - t, 2), "peak_growth_mb": round(peak_mb() - before, 1),
-                      "jobs": len(plan.jobs), "skipped": len(plan.skipped)}
+        rows[name] = {
+            "seconds": round(time.perf_counter() - t, 2),
+            "peak_growth_mb": round(peak_mb() - before, 1),
+            "jobs": len(plan.jobs),
+            "skipped": len(plan.skipped),
+        }
         del plan
     before = peak_mb()
-    seconds, summary = cli(["denoise", str(src), str(dst), "--stages", "1", "--ray", ADDRESS, "--workers", "2",
-                            "--threads", "1", "--json"])
+    seconds, summary = cli(
+        ["denoise", str(src), str(dst), "--stages", "1", "--ray", ADDRESS, "--workers", "2", "--threads", "1", "--json"]
+    )
     manifest = dst / "scaoed-denoise.jsonl"
-    rows["whole --ray run"] = {"seconds": round(seconds, 1), "peak_growth_mb": round(peak_mb() - before, 1),
-                               "driver_peak_mb": round(peak_mb(), 1), "done": summary["done"],
-                               "failed": summary["failed"], "timings": summary["timings"],
-                               "manifest_lines": sum(1 for _ in manifest.open()),
-                               "images_per_s": summary["images_per_s"]}
+    rows["whole --ray run"] = {
+        "seconds": round(seconds, 1),
+        "peak_growth_mb": round(peak_mb() - before, 1),
+        "driver_peak_mb": round(peak_mb(), 1),
+        "done": summary["done"],
+        "failed": summary["failed"],
+        "timings": summary["timings"],
+        "manifest_lines": sum(1 for _ in manifest.open()),
+        "images_per_s": summary["images_per_s"],
+    }
     return {"paths": count, "made_in_s": round(made_s, 1), "rows": rows}
 
 
@@ -118,8 +135,20 @@ def run(args) -> dict:
 
     ray = str(Path(sys.executable).with_name("ray"))
     t = time.perf_counter()
-    subprocess.run([ray, "start", "--head", "--port=6379", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                    "--include-dashboard=false", "--disable-usage-stats"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            ray,
+            "start",
+            "--head",
+            "--port=6379",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        capture_output=True,
+    )
     head_s = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:
         fixed = fixed_cost(Path(tmp), args.small) if args.small else None
@@ -127,18 +156,30 @@ def run(args) -> dict:
         big = scale(Path(tmp), args.paths) if args.paths else None
     import ray as ray_module
 
-    return {"command": "python3 benchmarks/cluster/driver_cost.py " + " ".join(sys.argv[1:]),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), "ray": ray_module.__version__,
-            "head_start_s": round(head_s, 1), "fixed_cost": fixed, "scale": big,
-            "load_average_at_end": os.getloadavg()}
+    return {
+        "command": "python3 benchmarks/cluster/driver_cost.py " + " ".join(sys.argv[1:]),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "ray": ray_module.__version__,
+        "head_start_s": round(head_s, 1),
+        "fixed_cost": fixed,
+        "scale": big,
+        "load_average_at_end": os.getloadavg(),
+    }
 
 
 def markdown(r: dict) -> str:
     m, f, s = r["machine"], r["fixed_cost"], r["scale"]
-    lines = ["# What a `denoise --ray` run costs beyond its images", "", f"`{r['command'].strip()}`", "",
-             f"Machine: {m['cpu']} ({', '.join(m['isa'])}), {m['cores']} cores; Ray {r['ray']}, one head of 2 CPUs "
-             f"on 127.0.0.1 started once ({r['head_start_s']} s, not counted). Load average at the end: "
-             f"{', '.join(f'{x:.1f}' for x in r['load_average_at_end'])}.", ""]
+    lines = [
+        "# What a `denoise --ray` run costs beyond its images",
+        "",
+        f"`{r['command'].strip()}`",
+        "",
+        f"Machine: {m['cpu']} ({', '.join(m['isa'])}), {m['cores']} cores; Ray {r['ray']}, one head of 2 CPUs "
+        f"on 127.0.0.1 started once ({r['head_start_s']} s, not counted). Load average at the end: "
+        f"{', '.join(f'{x:.1f}' for x in r['load_average_at_end'])}.",
+        "",
+    ]
     if f:
         lines += _fixed_lines(f)
     if s:
@@ -148,25 +189,38 @@ def markdown(r: dict) -> str:
 
 def _fixed_lines(f: dict) -> list[str]:
     t = f["timings"]
-    return [f"## Fixed cost: {f['images']} SIDD crops of 256 x 256, K = 1 demo weights", "",
-             "| part | seconds |", "|---|---:|",
-             f"| local `denoise`, 2 threads, whole command | {f['local_s']} |",
-             f"| `--ray`, 2 workers x 1 thread, whole command | {f['ray_s']} |",
-             f"| of which: planning | {t['plan_s']} |",
-             f"| of which: connecting to the cluster | {t['connect_s']} |",
-             f"| of which: until the first result (actors start, model load, first image) | {t['first_result_s']} |",
-             f"| of which: the run, first result to last | {round(t['run_s'] - t['first_result_s'], 2)} |",
-             f"| `--ray` minus local | {f['extra_s']} |", "",
-             f"Per image and worker, after the first result: {f['seconds_per_image_per_worker']} s.", ""]
+    return [
+        f"## Fixed cost: {f['images']} SIDD crops of 256 x 256, K = 1 demo weights",
+        "",
+        "| part | seconds |",
+        "|---|---:|",
+        f"| local `denoise`, 2 threads, whole command | {f['local_s']} |",
+        f"| `--ray`, 2 workers x 1 thread, whole command | {f['ray_s']} |",
+        f"| of which: planning | {t['plan_s']} |",
+        f"| of which: connecting to the cluster | {t['connect_s']} |",
+        f"| of which: until the first result (actors start, model load, first image) | {t['first_result_s']} |",
+        f"| of which: the run, first result to last | {round(t['run_s'] - t['first_result_s'], 2)} |",
+        f"| `--ray` minus local | {f['extra_s']} |",
+        "",
+        f"Per image and worker, after the first result: {f['seconds_per_image_per_worker']} s.",
+        "",
+    ]
 
 
 def _scale_lines(s: dict) -> list[str]:
-    lines = [f"## The driver at {s['paths']:,} paths (8 x 8 PNG, made in {s['made_in_s']} s)", "",
-             "| step | seconds | driver's peak growth MB | what |", "|---|---:|---:|---|"]
+    lines = [
+        f"## The driver at {s['paths']:,} paths (8 x 8 PNG, made in {s['made_in_s']} s)",
+        "",
+        "| step | seconds | driver's peak growth MB | what |",
+        "|---|---:|---:|---|",
+    ]
     for name, row in s["rows"].items():
-        what = (f"{row['jobs']:,} jobs, {row['skipped']:,} skipped" if "jobs" in row else
-                f"done {row['done']:,}, failed {row['failed']}, {row['images_per_s']} img/s, manifest "
-                f"{row['manifest_lines']:,} lines, driver peak {row['driver_peak_mb']} MB; timings {row['timings']}")
+        what = (
+            f"{row['jobs']:,} jobs, {row['skipped']:,} skipped"
+            if "jobs" in row
+            else f"done {row['done']:,}, failed {row['failed']}, {row['images_per_s']} img/s, manifest "
+            f"{row['manifest_lines']:,} lines, driver peak {row['driver_peak_mb']} MB; timings {row['timings']}"
+        )
         lines.append(f"| {name} | {row['seconds']} | {row['peak_growth_mb']} | {what} |")
     return lines
 

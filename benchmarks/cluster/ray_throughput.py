@@ -8,7 +8,8 @@ Inputs, made once under a temporary folder from the real SIDD noisy crops: --sma
 real camera noise), through the K = 1 demo ONNX on ONNX Runtime: local `denoise` with 1 and with 2
 threads, and `--ray local` with 1 worker x 1 thread and 2 workers x 1 thread, each on the small set; the
 large set with the two 2-thread configurations (local 2 threads, 2 workers x 1 thread) unless --large-all
-(each 1-thread pass over the large set takes about 15 minutes on a 2-core machine). Times are whole commands in this process (model loads, and for Ray its actors' start, included;
+(each 1-thread pass over the large set takes about 15 minutes on a 2-core machine). Times are whole commands in this
+process (model loads, and for Ray its actors' start, included;
 Ray's own start, `ray.init`, reported apart). Ray runs on loopback only: the script re-executes itself
 inside a private network and PID namespace (`unshare`, as root), which also ends every Ray process with
 it. Records ray_throughput.json and .md beside this script.
@@ -49,8 +50,12 @@ def make_inputs(root: Path, small: int, large: int) -> dict[str, Path]:
     for i in range(large):
         rows = []
         for _ in range(6):  # 6 x 8 tiles of 250 x 250 from the crops: 1500 x 2000
-            rows.append(np.concatenate([np.rot90(crops[rng.integers(len(crops))], k=int(rng.integers(4)))[:250, :250]
-                                        for _ in range(8)], axis=1))
+            rows.append(
+                np.concatenate(
+                    [np.rot90(crops[rng.integers(len(crops))], k=int(rng.integers(4)))[:250, :250] for _ in range(8)],
+                    axis=1,
+                )
+            )
         write_image(out["large"] / f"l{i:02d}.png", Image(rgb=np.ascontiguousarray(np.concatenate(rows, axis=0))))
     return out
 
@@ -78,34 +83,60 @@ def run(args) -> dict:
                     cmd += ["--ray", "local", "--workers", str(workers)]
                 seconds, summary, _ = timed_cli(cmd)
                 count = len(list(folder.iterdir()))
-                rows.append({"path": kind, "threads": threads, "workers": workers, "set": name, "images": count,
-                             "seconds": round(seconds, 2), "images_per_s": round(count / seconds, 3),
-                             "per_worker": (summary or {}).get("per_worker")})
+                rows.append(
+                    {
+                        "path": kind,
+                        "threads": threads,
+                        "workers": workers,
+                        "set": name,
+                        "images": count,
+                        "seconds": round(seconds, 2),
+                        "images_per_s": round(count / seconds, 3),
+                        "per_worker": (summary or {}).get("per_worker"),
+                    }
+                )
                 print(f"{kind} threads={threads} workers={workers} {name}: {seconds:.1f} s", file=sys.stderr)
                 shutil.rmtree(out)
         ray.shutdown()
     for r in rows:  # each Ray row against local with the same total threads
         if r["path"] == "ray":
-            local = next(x for x in rows if x["path"] == "local" and x["set"] == r["set"]
-                         and x["threads"] == r["threads"] * r["workers"])
+            local = next(
+                x
+                for x in rows
+                if x["path"] == "local" and x["set"] == r["set"] and x["threads"] == r["threads"] * r["workers"]
+            )
             r["vs_local_same_threads"] = round(r["images_per_s"] / local["images_per_s"], 3)
-    return {"command": "python3 benchmarks/cluster/ray_throughput.py " + " ".join(sys.argv[1:]),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), "artifact": onnx.name,
-            "ray": ray.__version__, "ray_init_seconds": round(ray_start, 2), "rows": rows}
+    return {
+        "command": "python3 benchmarks/cluster/ray_throughput.py " + " ".join(sys.argv[1:]),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "artifact": onnx.name,
+        "ray": ray.__version__,
+        "ray_init_seconds": round(ray_start, 2),
+        "rows": rows,
+    }
 
 
 def markdown(r: dict) -> str:
     m = r["machine"]
-    lines = [f"# denoise --ray against local denoise: {r['artifact']}", "", f"`{r['command'].strip()}`", "",
-             f"Machine: {m['cpu']} ({', '.join(m['isa'])}), {m['cores']} cores; Ray {r['ray']} on one node "
-             f"(`--ray local`), started in {r['ray_init_seconds']} s (not in the times below).", "",
-             "| images | path | threads x workers | seconds | img/s | x local, same total threads | per worker |",
-             "|---|---|---|---:|---:|---:|---|"]
+    lines = [
+        f"# denoise --ray against local denoise: {r['artifact']}",
+        "",
+        f"`{r['command'].strip()}`",
+        "",
+        f"Machine: {m['cpu']} ({', '.join(m['isa'])}), {m['cores']} cores; Ray {r['ray']} on one node "
+        f"(`--ray local`), started in {r['ray_init_seconds']} s (not in the times below).",
+        "",
+        "| images | path | threads x workers | seconds | img/s | x local, same total threads | per worker |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
     for x in r["rows"]:
         who = f"{x['threads']} thread(s)" if x["path"] == "local" else f"{x['threads']} x {x['workers']}"
         per = ", ".join(str(n) for n in (x["per_worker"] or {}).values()) if x["per_worker"] else "-"
-        lines.append(f"| {x['images']} x {'256 x 256' if x['set'] == 'small' else '2000 x 1500'} | {x['path']} | "
-                     f"{who} | {x['seconds']} | {x['images_per_s']} | {x.get('vs_local_same_threads', '-')} | {per} |")
+        lines.append(
+            f"| {x['images']} x {'256 x 256' if x['set'] == 'small' else '2000 x 1500'} | {x['path']} | "
+            f"{who} | {x['seconds']} | {x['images_per_s']} | {x.get('vs_local_same_threads', '-')} | {per} |"
+        )
     lines += ["", "Times are whole commands (model loads and Ray's actor start included).", ""]
     return "\n".join(lines)
 

@@ -72,7 +72,9 @@ def main() -> int:
     ap.add_argument("--weights", default=str(DEMO_PATH))
     ap.add_argument("--fp32", default=None, help="the same weights in float32, to check fp16 storage")
     ap.add_argument("--stages", default="1,2,3,4,5")
-    ap.add_argument("--ensemble", action="store_true", help="also the x8 self-ensemble (denoise --ensemble) at the best K")
+    ap.add_argument(
+        "--ensemble", action="store_true", help="also the x8 self-ensemble (denoise --ensemble) at the best K"
+    )
     args = ap.parse_args()
     torch.set_num_threads(2)
     shared = shared_data_dir()
@@ -81,22 +83,37 @@ def main() -> int:
         return 1
     weights = read_checkpoint(args.weights)
     samples = load_samples(shared / "sidd")
-    results = {"command": "python " + " ".join(sys.argv), "weights": Path(args.weights).name,
-               "weights_sha256": weights.identity, "trained_stages": weights.stages, "by_stages": {}}
+    results = {
+        "command": "python " + " ".join(sys.argv),
+        "weights": Path(args.weights).name,
+        "weights_sha256": weights.identity,
+        "trained_stages": weights.stages,
+        "by_stages": {},
+    }
     for k in [int(v) for v in args.stages.split(",")]:
         t = time.perf_counter()
         rows = sidd_scores(weights, k, samples)
-        results["by_stages"][k] = {"rows": rows, "mean_psnr": float(np.mean([r["psnr"] for r in rows])),
-                                   "mean_ssim": float(np.mean([r["ssim"] for r in rows])),
-                                   "seconds": round(time.perf_counter() - t, 1)}
-        print(f"K={k}: mean PSNR {results['by_stages'][k]['mean_psnr']:.2f} dB, "
-              f"SSIM {results['by_stages'][k]['mean_ssim']:.4f}", flush=True)
+        results["by_stages"][k] = {
+            "rows": rows,
+            "mean_psnr": float(np.mean([r["psnr"] for r in rows])),
+            "mean_ssim": float(np.mean([r["ssim"] for r in rows])),
+            "seconds": round(time.perf_counter() - t, 1),
+        }
+        print(
+            f"K={k}: mean PSNR {results['by_stages'][k]['mean_psnr']:.2f} dB, "
+            f"SSIM {results['by_stages'][k]['mean_ssim']:.4f}",
+            flush=True,
+        )
     best = max(results["by_stages"], key=lambda k: results["by_stages"][k]["mean_psnr"])
     results["best_stages"] = best
     if args.ensemble:
         rows = sidd_scores(weights, best, samples, ensemble=True)
-        results["ensemble"] = {"stages": best, "rows": rows, "mean_psnr": float(np.mean([r["psnr"] for r in rows])),
-                               "mean_ssim": float(np.mean([r["ssim"] for r in rows]))}
+        results["ensemble"] = {
+            "stages": best,
+            "rows": rows,
+            "mean_psnr": float(np.mean([r["psnr"] for r in rows])),
+            "mean_ssim": float(np.mean([r["ssim"] for r in rows])),
+        }
         print(f"K={best} x8 self-ensemble: mean PSNR {results['ensemble']['mean_psnr']:.2f} dB", flush=True)
     if args.fp32:
         ref = sidd_scores(read_checkpoint(args.fp32), weights.stages, samples)
@@ -109,10 +126,17 @@ def main() -> int:
         }
     with atomic_path(HERE / "results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["# Demo weights on the 4 SIDD crops (real noise)", "", f"Command: `{results['command']}`", "",
-             "| K | " + " | ".join(s.name for s in samples) + " | mean PSNR | mean SSIM |",
-             "|---|" + "---:|" * (len(samples) + 2)]
-    noisy_row = "| noisy | " + " | ".join(f"{r['psnr_in']:.2f} / {r['ssim_in']:.4f}" for r in next(iter(results["by_stages"].values()))["rows"])
+    lines = [
+        "# Demo weights on the 4 SIDD crops (real noise)",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        "| K | " + " | ".join(s.name for s in samples) + " | mean PSNR | mean SSIM |",
+        "|---|" + "---:|" * (len(samples) + 2),
+    ]
+    noisy_row = "| noisy | " + " | ".join(
+        f"{r['psnr_in']:.2f} / {r['ssim_in']:.4f}" for r in next(iter(results["by_stages"].values()))["rows"]
+    )
     noisy_mean = np.mean([r["psnr_in"] for r in next(iter(results["by_stages"].values()))["rows"]])
     lines.append(noisy_row + f" | {noisy_mean:.2f} | |")
     for k, v in results["by_stages"].items():
@@ -125,8 +149,11 @@ def main() -> int:
     lines += ["", "Cells: PSNR (dB) / SSIM, 8-bit output, scikit-image PSNR and Gaussian SSIM.", ""]
     if "fp16_storage" in results:
         f = results["fp16_storage"]
-        lines += [f"fp16 storage: K={f['stages']} mean PSNR {f['mean_psnr_fp16_storage']:.3f} dB vs "
-                  f"{f['mean_psnr_fp32']:.3f} dB with float32 weights (max per-crop |dPSNR| {f['max_abs_dpsnr']:.4f} dB)", ""]
+        lines += [
+            f"fp16 storage: K={f['stages']} mean PSNR {f['mean_psnr_fp16_storage']:.3f} dB vs "
+            f"{f['mean_psnr_fp32']:.3f} dB with float32 weights (max per-crop |dPSNR| {f['max_abs_dpsnr']:.4f} dB)",
+            "",
+        ]
     with atomic_path(HERE / "results.md") as tmp:
         tmp.write_text("\n".join(lines))
     contact_sheet(weights, best, shared / "RNI15", HERE / "rni15_contact_sheet.png")

@@ -39,15 +39,32 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--val-every", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--noise", choices=["v1", "v2", "ccm", "tone"], default="v2",
-                    help="v1: run 2's noise; v2: run 3's (the defaults); ccm, tone: the experiments (train.NOISE_*)")
+    ap.add_argument(
+        "--noise",
+        choices=["v1", "v2", "ccm", "tone"],
+        default="v2",
+        help="v1: run 2's noise; v2: run 3's (the defaults); ccm, tone: the experiments (train.NOISE_*)",
+    )
     args = ap.parse_args()
     shared = shared_data_dir()
     torch.set_num_threads(args.threads)
-    cfg = TrainConfig(clean=[str(shared / "CBSD68"), str(shared / "McMaster")], stages=5, blocks=16,
-                      patch=args.patch, batch=args.batch, steps=args.steps, lr=args.lr, seed=args.seed,
-                      val_every=args.val_every, save_every=50, val_images=4, val=str(shared / "sidd"), amp="bf16",
-                      init=args.init, stage_choices=[1, 2, 3, 4, 5])
+    cfg = TrainConfig(
+        clean=[str(shared / "CBSD68"), str(shared / "McMaster")],
+        stages=5,
+        blocks=16,
+        patch=args.patch,
+        batch=args.batch,
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        val_every=args.val_every,
+        save_every=50,
+        val_images=4,
+        val=str(shared / "sidd"),
+        amp="bf16",
+        init=args.init,
+        stage_choices=[1, 2, 3, 4, 5],
+    )
 
     def report(d):
         if d["step"] % 25 == 0 or "val_psnr_synthetic" in d:

@@ -25,16 +25,24 @@ from scaoed_deploy.weights import DEMO_PATH
 
 HERE = Path(__file__).parent
 # The first run (benchmarks/demo_weights/train.py), which had no init.
-FIRST_PHASES = ["K=2: float32 to step 1000 (cosine over 3000); bf16 autocast to 1550 (over 5000); bf16 to 4500 "
-                "(over 4500), noise v1: benchmarks/demo_weights/train.py"]
+FIRST_PHASES = [
+    "K=2: float32 to step 1000 (cosine over 3000); bf16 autocast to 1550 (over 5000); bf16 to 4500 "
+    "(over 4500), noise v1: benchmarks/demo_weights/train.py"
+]
 
 
 def _phase(p: dict, script: str = "benchmarks/demo_weights/finetune.py") -> str:
-    resumed = (f" (run to step {p['resumed_from_step']}, then resumed from its training state with the cosine "
-               f"restarted over {p['steps']} steps: scaoed-deploy train --resume)" if p.get("resumed_from_step") else "")
-    return (f"fine-tuned from {p['init']} for {p['steps']} steps{resumed}, K drawn per batch from "
-            f"{p.get('stages_trained')}, {p.get('patch')} px x {p.get('batch')}, bf16, peak lr {p.get('lr')} cosine, "
-            f"noise {p.get('noise')}: {script}")
+    resumed = (
+        f" (run to step {p['resumed_from_step']}, then resumed from its training state with the cosine "
+        f"restarted over {p['steps']} steps: scaoed-deploy train --resume)"
+        if p.get("resumed_from_step")
+        else ""
+    )
+    return (
+        f"fine-tuned from {p['init']} for {p['steps']} steps{resumed}, K drawn per batch from "
+        f"{p.get('stages_trained')}, {p.get('patch')} px x {p.get('batch')}, bf16, peak lr {p.get('lr')} cosine, "
+        f"noise {p.get('noise')}: {script}"
+    )
 
 
 def main() -> int:
@@ -42,8 +50,11 @@ def main() -> int:
     ap.add_argument("trained")
     ap.add_argument("--stages", type=int, default=None)
     ap.add_argument("--init-config", default=None, help="JSON config of the weights TRAINED was fine-tuned from")
-    ap.add_argument("--script", default="benchmarks/demo_weights/finetune.py",
-                    help="what ran this phase, as the provenance should name it")
+    ap.add_argument(
+        "--script",
+        default="benchmarks/demo_weights/finetune.py",
+        help="what ran this phase, as the provenance should name it",
+    )
     args = ap.parse_args()
     w = read_checkpoint(args.trained)
     results = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").is_file() else {}
@@ -54,8 +65,10 @@ def main() -> int:
     if provenance.get("init"):
         init_json = Path(args.init_config) if args.init_config else DEMO_PATH.with_suffix(".json")
         if not args.init_config and provenance["init"] != DEMO_PATH.name:
-            print(f"{args.trained} was fine-tuned from {provenance['init']}: pass its JSON as --init-config",
-                  file=sys.stderr)
+            print(
+                f"{args.trained} was fine-tuned from {provenance['init']}: pass its JSON as --init-config",
+                file=sys.stderr,
+            )
             return 2
         before = json.loads(init_json.read_text())["provenance"]
         old = before.get("training_phases", [])
@@ -63,19 +76,21 @@ def main() -> int:
             old = FIRST_PHASES + [_phase(dict(before, steps=int(before["steps"]) - 4500))]
         phases = old + [_phase(provenance, args.script)]
         total = int(before["steps"]) + int(provenance["steps"])
-    provenance.update({
-        "noise_model": NOISE_MODEL,  # as the noise module that trained them describes itself (parameters: "noise")
-        "notice": "demo weights trained by scaoed-deploy on synthetic noise; not the paper's weights",
-        "trained_from": Path(args.trained).name,
-        "trained_sha256": w.sha256,
-        "storage": "float16 (read back as float32)",
-        "default_stages_chosen_by": "best mean PSNR on the 4 SIDD crops over K = 1..5 (evaluation only)",
-        "sidd_mean_psnr_by_stages": {k: round(v["mean_psnr"], 3) for k, v in by_k.items()},
-        "sidd_mean_ssim_by_stages": {k: round(v["mean_ssim"], 4) for k, v in by_k.items()},
-        "training_phases": phases,
-        "steps_this_phase": provenance.get("steps"),
-        "steps": total,
-    })
+    provenance.update(
+        {
+            "noise_model": NOISE_MODEL,  # as the noise module that trained them describes itself (parameters: "noise")
+            "notice": "demo weights trained by scaoed-deploy on synthetic noise; not the paper's weights",
+            "trained_from": Path(args.trained).name,
+            "trained_sha256": w.sha256,
+            "storage": "float16 (read back as float32)",
+            "default_stages_chosen_by": "best mean PSNR on the 4 SIDD crops over K = 1..5 (evaluation only)",
+            "sidd_mean_psnr_by_stages": {k: round(v["mean_psnr"], 3) for k, v in by_k.items()},
+            "sidd_mean_ssim_by_stages": {k: round(v["mean_ssim"], 4) for k, v in by_k.items()},
+            "training_phases": phases,
+            "steps_this_phase": provenance.get("steps"),
+            "steps": total,
+        }
+    )
     provenance.pop("history", None)
     provenance.pop("default_stages", None)  # the training run's validation K; the shipped default is below
     save_safetensors(w, DEMO_PATH, stages=stages, provenance=provenance, dtype=torch.float16)

@@ -26,8 +26,12 @@ from race_sim import agreement  # noqa: E402
 
 from scaoed_deploy.optimize.race import DEFAULT, SINGLE_CALL  # noqa: E402
 
-KINDS = {"max_latency_ms": "--max-latency-ms", "min_psnr": "--min-psnr", "max_dpsnr": "--max-dpsnr",
-         None: "no constraint (the front)"}
+KINDS = {
+    "max_latency_ms": "--max-latency-ms",
+    "min_psnr": "--min-psnr",
+    "max_dpsnr": "--max-dpsnr",
+    None: "no constraint (the front)",
+}
 
 
 def main() -> int:
@@ -43,19 +47,32 @@ def main() -> int:
         after = agreement(DEFAULT, kind, args.cases, **noise)
         rows.append({"constraint": label, "before": before, "after": after})
         print(f"{label}: {before['rate']:.1%} -> {after['rate']:.1%}", file=sys.stderr)
-    result = {"command": "python3 benchmarks/optimize/race_simulation.py " + " ".join(sys.argv[1:]),
-              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cases": args.cases, **noise, "rows": rows}
-    lines = ["# optimize's choice on a noisy machine, simulated", "", f"`{result['command'].strip()}`", "",
-             f"{args.cases} random machines per constraint; {args.slow_share:.0%} of timed calls "
-             f"{args.slow_factor:g}x slower, 2 % jitter (tests/race_sim.py). Agreement: the search's choice is brute "
-             "force's on the true figures. Calls: timed calls per search (5 per candidate at most, plus the "
-             "finalists' rounds).", "",
-             "| constraint | before: one call decides | calls | now: noise margins, 3 calls near, finalists | calls |",
-             "|---|---:|---:|---:|---:|"]
+    result = {
+        "command": "python3 benchmarks/optimize/race_simulation.py " + " ".join(sys.argv[1:]),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cases": args.cases,
+        **noise,
+        "rows": rows,
+    }
+    lines = [
+        "# optimize's choice on a noisy machine, simulated",
+        "",
+        f"`{result['command'].strip()}`",
+        "",
+        f"{args.cases} random machines per constraint; {args.slow_share:.0%} of timed calls "
+        f"{args.slow_factor:g}x slower, 2 % jitter (tests/race_sim.py). Agreement: the search's choice is brute "
+        "force's on the true figures. Calls: timed calls per search (5 per candidate at most, plus the "
+        "finalists' rounds).",
+        "",
+        "| constraint | before: one call decides | calls | now: noise margins, 3 calls near, finalists | calls |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         b, a = r["before"], r["after"]
-        lines.append(f"| {r['constraint']} | {b['rate']:.1%} | {b['calls_per_case']:.1f} | {a['rate']:.1%} | "
-                     f"{a['calls_per_case']:.1f} |")
+        lines.append(
+            f"| {r['constraint']} | {b['rate']:.1%} | {b['calls_per_case']:.1f} | {a['rate']:.1%} | "
+            f"{a['calls_per_case']:.1f} |"
+        )
     (HERE / "race_simulation.json").write_text(json.dumps(result, indent=2) + "\n")
     (HERE / "race_simulation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

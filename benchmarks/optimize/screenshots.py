@@ -18,8 +18,15 @@ import sys
 
 WIDTHS = {"desktop": (1280, 900), "phone": (420, 860)}
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 MEASURE = """() => {
   const vw = document.documentElement.clientWidth;
@@ -73,10 +80,12 @@ def main(folder: str) -> int:
     (out / "layout.json").write_text(json.dumps(facts, indent=1) + "\n")
     for name in WIDTHS:
         m = facts[name]
-        print(f"{name}: viewport {m['viewport_width']} px, page {m['page_width']} px, chart {m['chart_width']:.0f} px, "
-              f"{m['images']} images ({len(m['images_broken'])} broken), table scrolls inside: "
-              f"{m['table_scrolls_inside']}, {m['captions_with_psnr']} captions with PSNR, "
-              f"{m['notes_filled']}/{m['rows']} notes filled")
+        print(
+            f"{name}: viewport {m['viewport_width']} px, page {m['page_width']} px, chart {m['chart_width']:.0f} px, "
+            f"{m['images']} images ({len(m['images_broken'])} broken), table scrolls inside: "
+            f"{m['table_scrolls_inside']}, {m['captions_with_psnr']} captions with PSNR, "
+            f"{m['notes_filled']}/{m['rows']} notes filled"
+        )
     for line in failed:
         print("FAILED", line)
     return 1 if failed else 0

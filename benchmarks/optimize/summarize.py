@@ -28,9 +28,15 @@ for name in sys.argv[2:] or ("front", "budget", "warm"):  # record.sh passes the
     sel = json.loads((work / name / "selection.json").read_text())
     (out / "chart.png").write_bytes(chart_png(sel))
     t0, t1 = map(float, (work / f"{name}.times").read_text().split())
-    times[name] = {"command_s": round(t1 - t0, 1), "search_s": sel["wall_s"], "chosen": sel["chosen"],
-                   "command": sel["command"], "built": sum(c["status"] == "built" for c in sel["candidates"]),
-                   "pruned": sum(c["status"] == "pruned" for c in sel["candidates"]), "commit": commit,
-                   "machine": sel["machine"]}
+    times[name] = {
+        "command_s": round(t1 - t0, 1),
+        "search_s": sel["wall_s"],
+        "chosen": sel["chosen"],
+        "command": sel["command"],
+        "built": sum(c["status"] == "built" for c in sel["candidates"]),
+        "pruned": sum(c["status"] == "pruned" for c in sel["candidates"]),
+        "commit": commit,
+        "machine": sel["machine"],
+    }
 (here / "times.json").write_text(json.dumps(times, indent=2) + "\n")
 print(json.dumps({k: {f: x for f, x in v.items() if f != "machine"} for k, v in times.items()}, indent=2))

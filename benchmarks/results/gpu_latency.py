@@ -34,8 +34,16 @@ from scaoed_deploy.errors import atomic_path
 from scaoed_deploy.images import psnr_ssim, to_uint8
 from scaoed_deploy.weights import DEMO_PATH
 
-VARIANTS = ("eager-fp32", "eager-tf32", "eager-fp16", "eager-bf16", "cudagraph-bf16", "compile-fp32",
-            "compile-bf16", "compile-bf16-cudagraphs")
+VARIANTS = (
+    "eager-fp32",
+    "eager-tf32",
+    "eager-fp16",
+    "eager-bf16",
+    "cudagraph-bf16",
+    "compile-fp32",
+    "compile-bf16",
+    "compile-bf16-cudagraphs",
+)
 
 
 def set_tf32(on: bool) -> None:
@@ -108,9 +116,14 @@ def sidd_psnr(fn, samples) -> float | None:
 
 
 def measure(variant, k, model, x, flop, peak, samples, eager_psnr, args, t_start) -> dict:
-    row = {"stages": k, "variant": variant, "res": args.res, "gflop": flop / 1e9,
-           "paper_latency_s": PAPER_LATENCY_S.get(k) if args.res == 512 else None,
-           "compute_floor_ms": flop / (peak * 1e12) * 1000}
+    row = {
+        "stages": k,
+        "variant": variant,
+        "res": args.res,
+        "gflop": flop / 1e9,
+        "paper_latency_s": PAPER_LATENCY_S.get(k) if args.res == 512 else None,
+        "compute_floor_ms": flop / (peak * 1e12) * 1000,
+    }
     elapsed = time.perf_counter() - t_start
     if variant.startswith("compile") and elapsed > args.budget_s:
         return {**row, "status": "skipped", "reason": f"time budget ({elapsed:.0f} s > {args.budget_s:.0f} s)"}
@@ -131,41 +144,65 @@ def measure(variant, k, model, x, flop, peak, samples, eager_psnr, args, t_start
     if variant == "eager-fp32":
         eager_psnr[k] = psnr
     base = eager_psnr.get(k)
-    return {**row, "status": "ok", "setup_s": round(setup, 2), "median_ms": med, "min_ms": float(np.min(times)),
-            "p90_ms": float(np.percentile(times, 90)), "iters": len(times), "tflops": flop / (med / 1000) / 1e12,
-            "peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20, "sidd_psnr": psnr,
-            "dpsnr": psnr - base if psnr is not None and base is not None else None}
+    return {
+        **row,
+        "status": "ok",
+        "setup_s": round(setup, 2),
+        "median_ms": med,
+        "min_ms": float(np.min(times)),
+        "p90_ms": float(np.percentile(times, 90)),
+        "iters": len(times),
+        "tflops": flop / (med / 1000) / 1e12,
+        "peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20,
+        "sidd_psnr": psnr,
+        "dpsnr": psnr - base if psnr is not None and base is not None else None,
+    }
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# ScaoedNet latency on {result['gpu']} (torch {result['torch']}, CUDA {result['cuda']})", "",
-             f"Command: `{result['command']}`", "",
-             f"{result['timing']}; batch 1. Weights `{result['weights']}`. Compute floor: the model's FLOPs over "
-             f"this GPU's bf16 matrix-product rate measured in the same run ({result['bf16_matmul_tflops']:.0f} "
-             "TFLOP/s, 8192^3). The RTX 3090 column is the paper's figure, not ours.", "",
-             "| K | GFLOP | variant | median ms | p90 ms | x eager fp32 | TFLOP/s | setup s | peak MB | SIDD PSNR | dPSNR "
-             "| paper RTX 3090 ms | floor ms |",
-             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# ScaoedNet latency on {result['gpu']} (torch {result['torch']}, CUDA {result['cuda']})",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        f"{result['timing']}; batch 1. Weights `{result['weights']}`. Compute floor: the model's FLOPs over "
+        f"this GPU's bf16 matrix-product rate measured in the same run ({result['bf16_matmul_tflops']:.0f} "
+        "TFLOP/s, 8192^3). The RTX 3090 column is the paper's figure, not ours.",
+        "",
+        "| K | GFLOP | variant | median ms | p90 ms | x eager fp32 | TFLOP/s | setup s | peak MB | SIDD PSNR | dPSNR "
+        "| paper RTX 3090 ms | floor ms |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
 
     def f(v, fmt):
         return format(v, fmt) if v is not None else "-"
 
-    eager = {r["stages"]: r["median_ms"] for r in result["rows"] if r["variant"] == "eager-fp32" and r["status"] == "ok"}
+    eager = {
+        r["stages"]: r["median_ms"] for r in result["rows"] if r["variant"] == "eager-fp32" and r["status"] == "ok"
+    }
     for r in sorted(result["rows"], key=lambda r: r["stages"]):
         if r["status"] != "ok":
             continue
         paper = r["paper_latency_s"] * 1000 if r["paper_latency_s"] else None
         ratio = r["median_ms"] / eager[r["stages"]] if r["stages"] in eager else None
-        lines.append(f"| {r['stages']} | {r['gflop']:.0f} | {r['variant']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | "
-                     f"{f(ratio, '.2f')} | {r['tflops']:.1f} | {r['setup_s']:.1f} | {r['peak_memory_mb']:.0f} | "
-                     f"{f(r['sidd_psnr'], '.3f')} | {f(r['dpsnr'], '+.4f')} | {f(paper, '.0f')} | "
-                     f"{r['compute_floor_ms']:.2f} |")
+        lines.append(
+            f"| {r['stages']} | {r['gflop']:.0f} | {r['variant']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | "
+            f"{f(ratio, '.2f')} | {r['tflops']:.1f} | {r['setup_s']:.1f} | {r['peak_memory_mb']:.0f} | "
+            f"{f(r['sidd_psnr'], '.3f')} | {f(r['dpsnr'], '+.4f')} | {f(paper, '.0f')} | "
+            f"{r['compute_floor_ms']:.2f} |"
+        )
     rest = [r for r in result["rows"] if r["status"] != "ok"]
     if rest:
-        lines += ["", "Not measured:", ""] + [f"- K={r['stages']} {r['variant']}: {r['status']}, {r['reason']}" for r in rest]
-    lines += ["", "SIDD PSNR: mean over the 4 SIDD crops (256 x 256, 8-bit output) of the eager rows' numerics; "
-              "dPSNR against eager fp32 at the same K. CUDA-graph and compiled rows compute what their eager "
-              "precision computes and were not re-scored.", ""]
+        lines += ["", "Not measured:", ""] + [
+            f"- K={r['stages']} {r['variant']}: {r['status']}, {r['reason']}" for r in rest
+        ]
+    lines += [
+        "",
+        "SIDD PSNR: mean over the 4 SIDD crops (256 x 256, 8-bit output) of the eager rows' numerics; "
+        "dPSNR against eager fp32 at the same K. CUDA-graph and compiled rows compute what their eager "
+        "precision computes and were not re-scored.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -201,12 +238,19 @@ def main() -> int:
     eager_psnr: dict[int, float | None] = {}
     stages = [int(s) for s in args.stages.split(",")]
     variants = args.variants.split(",")
-    header = {"gpu": gpu, "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
-              "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-              "python": platform.python_version(), "bf16_matmul_tflops": peak, "weights": Path(args.weights).name,
-              "timing": "CUDA events per call, input on the GPU, after warm-up",
-              "command": "python benchmarks/results/gpu_latency.py " + " ".join(
-                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "out")}
+    header = {
+        "gpu": gpu,
+        "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "python": platform.python_version(),
+        "bf16_matmul_tflops": peak,
+        "weights": Path(args.weights).name,
+        "timing": "CUDA events per call, input on the GPU, after warm-up",
+        "command": "python benchmarks/results/gpu_latency.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "out"),
+    }
 
     def save() -> None:  # after every row, so a run stopped by its time limit keeps what it measured
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -217,7 +261,10 @@ def main() -> int:
             tmp.write_text(markdown(result))
 
     # every eager row of every K first, then the compiles, which take minutes and may meet the budget
-    for phase in ([v for v in variants if not v.startswith("compile")], [v for v in variants if v.startswith("compile")]):
+    for phase in (
+        [v for v in variants if not v.startswith("compile")],
+        [v for v in variants if v.startswith("compile")],
+    ):
         for k in stages:
             if not phase:
                 continue

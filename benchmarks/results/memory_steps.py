@@ -65,8 +65,10 @@ def available_mb() -> float:
 def hold(gb: float) -> subprocess.Popen | None:
     if gb <= 0:
         return None
-    code = ("import sys, time\nb = bytearray(int(float(sys.argv[1]) * (1 << 30)))\n"
-            "for i in range(0, len(b), 4096):\n    b[i] = 1\nprint('held', flush=True)\ntime.sleep(1e9)\n")
+    code = (
+        "import sys, time\nb = bytearray(int(float(sys.argv[1]) * (1 << 30)))\n"
+        "for i in range(0, len(b), 4096):\n    b[i] = 1\nprint('held', flush=True)\ntime.sleep(1e9)\n"
+    )
     helper = subprocess.Popen([sys.executable, "-c", code, str(gb)], stdout=subprocess.PIPE, text=True)
     assert helper.stdout.readline().strip() == "held"
     return helper
@@ -97,7 +99,7 @@ def main() -> int:
     if "--" not in argv:
         ap.error("put the command after --")
     at = argv.index("--")
-    args, command = ap.parse_args(argv[:at]), argv[at + 1:]
+    args, command = ap.parse_args(argv[:at]), argv[at + 1 :]
     helper = hold(args.hold_gb)
     try:
         return measure(args, command, helper)
@@ -124,8 +126,10 @@ def measure(args, command: list[str], helper) -> int:
                 if text and not text.startswith(("warning", "note")):
                     with lock:
                         current[0] = text[:160]
-                        steps.setdefault(current[0], {"peak_rss_mb": 0.0, "first_s": time.monotonic() - t0,
-                                                      "last_s": time.monotonic() - t0})
+                        steps.setdefault(
+                            current[0],
+                            {"peak_rss_mb": 0.0, "first_s": time.monotonic() - t0, "last_s": time.monotonic() - t0},
+                        )
 
     reader = threading.Thread(target=read_progress, daemon=True)
     reader.start()
@@ -139,8 +143,9 @@ def measure(args, command: list[str], helper) -> int:
             least_available = min(least_available, available_mb())
             peak = max(peak, now)
             with lock:
-                entry = steps.setdefault(current[0], {"peak_rss_mb": 0.0, "first_s": time.monotonic() - t0,
-                                                      "last_s": 0.0})
+                entry = steps.setdefault(
+                    current[0], {"peak_rss_mb": 0.0, "first_s": time.monotonic() - t0, "last_s": 0.0}
+                )
                 entry["peak_rss_mb"] = max(entry["peak_rss_mb"], now)
                 entry["last_s"] = time.monotonic() - t0
             time.sleep(0.5)
@@ -152,13 +157,23 @@ def measure(args, command: list[str], helper) -> int:
     out_reader.join(5)
     wall = time.monotonic() - t0
     record = {
-        "command": " ".join(command), "exit_code": proc.returncode, "wall_s": round(wall, 1),
-        "held_by_helper_gb": args.hold_gb, "peak_tree_rss_mb": round(peak), "least_available_mb": round(least_available),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "memory_total_mb": round(int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
-                                                   .group(1)) / 1024)},
-        "steps": [{"step": name, "peak_rss_mb": round(v["peak_rss_mb"]),
-                   "seconds": round(v["last_s"] - v["first_s"], 1)} for name, v in steps.items()],
+        "command": " ".join(command),
+        "exit_code": proc.returncode,
+        "wall_s": round(wall, 1),
+        "held_by_helper_gb": args.hold_gb,
+        "peak_tree_rss_mb": round(peak),
+        "least_available_mb": round(least_available),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "memory_total_mb": round(
+                int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 1024
+            ),
+        },
+        "steps": [
+            {"step": name, "peak_rss_mb": round(v["peak_rss_mb"]), "seconds": round(v["last_s"] - v["first_s"], 1)}
+            for name, v in steps.items()
+        ],
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     record["steps"] = regroup(record["steps"])
@@ -170,15 +185,21 @@ def measure(args, command: list[str], helper) -> int:
 def write(name: str, record: dict) -> None:
     (HERE / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     worst = max(record["steps"], key=lambda s: s["peak_rss_mb"])
-    lines = [f"# Peak memory per step: `{record['command']}`", "",
-             f"Made by `python3 benchmarks/results/memory_steps.py {name} --hold-gb {record['held_by_helper_gb']:g} -- "
-             f"{record['command']}` on {record['created']}.", "",
-             f"Exit code {record['exit_code']} after {record['wall_s'] / 60:.1f} min, with a helper process holding "
-             f"{record['held_by_helper_gb']:g} GB beside it. Peak resident memory of the command's process tree: "
-             f"**{record['peak_tree_rss_mb'] / 1024:.2f} GB**, in the step `{worst['step']}`; the least memory "
-             f"available on the machine meanwhile: {record['least_available_mb'] / 1024:.2f} GB of "
-             f"{record['machine']['memory_total_mb'] / 1024:.1f} GB.", "",
-             "| step (as the command announced it) | peak tree RSS MB | seconds |", "|---|---:|---:|"]
+    lines = [
+        f"# Peak memory per step: `{record['command']}`",
+        "",
+        f"Made by `python3 benchmarks/results/memory_steps.py {name} --hold-gb {record['held_by_helper_gb']:g} -- "
+        f"{record['command']}` on {record['created']}.",
+        "",
+        f"Exit code {record['exit_code']} after {record['wall_s'] / 60:.1f} min, with a helper process holding "
+        f"{record['held_by_helper_gb']:g} GB beside it. Peak resident memory of the command's process tree: "
+        f"**{record['peak_tree_rss_mb'] / 1024:.2f} GB**, in the step `{worst['step']}`; the least memory "
+        f"available on the machine meanwhile: {record['least_available_mb'] / 1024:.2f} GB of "
+        f"{record['machine']['memory_total_mb'] / 1024:.1f} GB.",
+        "",
+        "| step (as the command announced it) | peak tree RSS MB | seconds |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {s['step'].replace('|', '/')} | {s['peak_rss_mb']} | {s['seconds']} |" for s in record["steps"]]
     (HERE / f"{name}.md").write_text("\n".join(lines) + "\n")
 

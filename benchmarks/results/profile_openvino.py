@@ -44,8 +44,9 @@ def profile(path: str, res: int, threads: int) -> dict:
     model = core.read_model(path)
     model.reshape([1, 3, res, res])
     macs = conv_macs(model)
-    compiled = core.compile_model(model, "CPU", {"PERF_COUNT": "YES", "INFERENCE_NUM_THREADS": threads,
-                                                 "INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core.compile_model(
+        model, "CPU", {"PERF_COUNT": "YES", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+    )
     request = compiled.create_infer_request()
     x = np.random.default_rng(0).random((1, 3, res, res), dtype=np.float32)
     request.infer({0: x})
@@ -88,8 +89,13 @@ def main() -> int:
         peak = cpu.peak_gmacs(args.threads) or {}
         print(f"## {cpu.describe()}\n")
         for path in args.irs:
-            out = subprocess.run([sys.executable, __file__, "--child", path, str(args.res), str(args.threads)],
-                                 capture_output=True, text=True, env=env, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", path, str(args.res), str(args.threads)],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
             r = json.loads(out.stdout.strip().splitlines()[-1])
             per = sorted(r["per"].items(), key=lambda kv: -kv[1])
             total = sum(ms for _, ms in per)
@@ -98,10 +104,17 @@ def main() -> int:
             precision = "int8" if any(k.endswith("_I8") for k in kinds) else "fp32"
             rate = r["conv_macs"] / (conv_ms / 1000) / 1e9 if conv_ms else 0.0
             print(f"### {os.path.basename(path)}: {r['wall_ms']:.0f} ms per run\n")
-            print(f"Convolutions: {conv_ms:.0f} ms ({100 * conv_ms / total:.0f} % of kernel time), "
-                  f"{r['conv_macs'] / 1e9:.1f} GMAC, {rate:.0f} GMAC/s"
-                  + (f" = {100 * rate / peak[precision]:.0f} % of this CPU's {precision} peak "
-                     f"({peak[precision]:.0f} GMAC/s)" if precision in peak else "") + "\n")
+            print(
+                f"Convolutions: {conv_ms:.0f} ms ({100 * conv_ms / total:.0f} % of kernel time), "
+                f"{r['conv_macs'] / 1e9:.1f} GMAC, {rate:.0f} GMAC/s"
+                + (
+                    f" = {100 * rate / peak[precision]:.0f} % of this CPU's {precision} peak "
+                    f"({peak[precision]:.0f} GMAC/s)"
+                    if precision in peak
+                    else ""
+                )
+                + "\n"
+            )
             print("| layer type | kernel | ms per run | share |\n|---|---|---:|---:|")
             for key, ms in per[:8]:
                 kind, kernel = key.split("|")

@@ -44,8 +44,18 @@ def _json(shape, data, name="noisy", datatype="FP32") -> dict:
 
 def _binary(x: np.ndarray) -> tuple[bytes, dict]:
     raw = np.ascontiguousarray(x, dtype=np.float32).tobytes()
-    head = json.dumps({"inputs": [{"name": "noisy", "shape": list(x.shape), "datatype": "FP32",
-                                   "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "noisy",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        }
+    ).encode()
     return head + raw, {"Inference-Header-Content-Length": str(len(head))}
 
 
@@ -56,8 +66,11 @@ def http_kinds() -> dict:
         "json 1x3x60000x60000, 12 values": ("infer", json.dumps(_json([1, 3, 60000, 60000], [0.5] * 12)).encode(), {}),
         "json shape/data count mismatch": ("infer", json.dumps(_json([1, 3, 64, 64], [0.5] * 12)).encode(), {}),
         "json negative dims": ("infer", json.dumps(_json([1, 3, -8, 8], [0.5] * 12)).encode(), {}),
-        "json FP64 over a huge shape": ("infer", json.dumps(_json([1, 3, 40000, 40000], [0.5] * 3,
-                                                                     datatype="FP64")).encode(), {}),
+        "json FP64 over a huge shape": (
+            "infer",
+            json.dumps(_json([1, 3, 40000, 40000], [0.5] * 3, datatype="FP64")).encode(),
+            {},
+        ),
         "json wrong input name": ("infer", json.dumps(_json([1, 3, 8, 8], [0.5] * 192, name="x")).encode(), {}),
         "binary NaN": ("infer", *_binary(full((1, 3, 16, 16), np.nan, np.float32))),
         "binary Inf": ("infer", *_binary(full((1, 3, 16, 16), np.inf, np.float32))),
@@ -136,7 +149,7 @@ def good_inputs(count: int, size: int = 64) -> list[np.ndarray]:
         if images:
             im = images[i % len(images)]
             y, x = rng.integers(0, im.shape[0] - size), rng.integers(0, im.shape[1] - size)
-            out.append(np.ascontiguousarray(im[y:y + size, x:x + size].transpose(2, 0, 1)[None], np.float32))
+            out.append(np.ascontiguousarray(im[y : y + size, x : x + size].transpose(2, 0, 1)[None], np.float32))
         else:
             out.append(rng.random((1, 3, size, size), dtype=np.float32))
     return out
@@ -162,15 +175,17 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        made = make_repository([onnx], repo, RepoOptions(python_backend=True, max_side=MAX_SIDE,
-                                                         threads=args.threads))
+        made = make_repository([onnx], repo, RepoOptions(python_backend=True, max_side=MAX_SIDE, threads=args.threads))
         MODEL = made["models"][0]["name"]
-        server = TritonServer(repo, free_port(), free_port(), free_port(), address="127.0.0.1",
-                              log_path=Path(tmp) / "server.log").start()
+        server = TritonServer(
+            repo, free_port(), free_port(), free_port(), address="127.0.0.1", log_path=Path(tmp) / "server.log"
+        ).start()
         try:
             pid, rss_before = server.process.pid, server.rss_bytes()
             stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}"))
-            kinds = [("http", k, v) for k, v in http_kinds().items()] + [("grpc", k, v) for k, v in grpc_kinds().items()]
+            kinds = [("http", k, v) for k, v in http_kinds().items()] + [
+                ("grpc", k, v) for k, v in grpc_kinds().items()
+            ]
             outcomes: dict[str, dict] = {}
             deaths, t0 = 0, time.perf_counter()
             for i in range(args.bad):
@@ -201,16 +216,30 @@ def main() -> int:
         finally:
             server.stop()
             server.cleanup()
-    accepted = {k: o for k, o in outcomes.items() if not any(s.startswith("4") or s == "INVALID_ARGUMENT"
-                                                              for s in o["outcomes"])}
+    accepted = {
+        k: o
+        for k, o in outcomes.items()
+        if not any(s.startswith("4") or s == "INVALID_ARGUMENT" for s in o["outcomes"])
+    }
     result = {
         "command": "python3 benchmarks/results/triton_faults.py " + " ".join(sys.argv[1:]),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), "artifact": onnx.name,
-        "max_side": MAX_SIDE, "bad_requests": args.bad, "bad_seconds": round(bad_s, 1), "server_deaths": deaths,
-        "server_alive_at_end": alive, "refused_by_guard": refused, "kinds": outcomes,
-        "kinds_not_refused": sorted(accepted), "good_requests": args.good, "good_answered": good,
-        "good_failures": failures, "good_max_abs_vs_onnxruntime": worst,
-        "rss_mib_before": round(rss_before / 2**20, 1), "rss_mib_after": round(rss_after / 2**20, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "artifact": onnx.name,
+        "max_side": MAX_SIDE,
+        "bad_requests": args.bad,
+        "bad_seconds": round(bad_s, 1),
+        "server_deaths": deaths,
+        "server_alive_at_end": alive,
+        "refused_by_guard": refused,
+        "kinds": outcomes,
+        "kinds_not_refused": sorted(accepted),
+        "good_requests": args.good,
+        "good_answered": good,
+        "good_failures": failures,
+        "good_max_abs_vs_onnxruntime": worst,
+        "rss_mib_before": round(rss_before / 2**20, 1),
+        "rss_mib_after": round(rss_after / 2**20, 1),
     }
     (HERE / "triton_faults.json").write_text(json.dumps(result, indent=2) + "\n")
     (HERE / "triton_faults.md").write_text(markdown(result))
@@ -220,22 +249,36 @@ def main() -> int:
 
 def markdown(r: dict) -> str:
     m = r["machine"]
-    lines = [f"# Triton fault run: {r['artifact']}", "", f"`{r['command'].strip()}`", "",
-             f"Machine: {m['cpu']} ({', '.join(m['isa'])}), {m['cores']} cores. Served through `serve`'s request guard, "
-             f"python backend, `--max-side {r['max_side']}`.", "",
-             f"**{r['bad_requests']} hostile requests** in {r['bad_seconds']} s: server deaths {r['server_deaths']}, "
-             f"server alive at the end: {'yes' if r['server_alive_at_end'] else 'NO'}; refused by the guard before "
-             f"Triton: {r['refused_by_guard']}; kinds not refused: {', '.join(r['kinds_not_refused']) or 'none'}.", "",
-             "| kind | sent | outcome | the answer says |", "|---|---:|---|---|"]
+    lines = [
+        f"# Triton fault run: {r['artifact']}",
+        "",
+        f"`{r['command'].strip()}`",
+        "",
+        f"Machine: {m['cpu']} ({', '.join(m['isa'])}), {m['cores']} cores. Served through `serve`'s request guard, "
+        f"python backend, `--max-side {r['max_side']}`.",
+        "",
+        f"**{r['bad_requests']} hostile requests** in {r['bad_seconds']} s: server deaths {r['server_deaths']}, "
+        f"server alive at the end: {'yes' if r['server_alive_at_end'] else 'NO'}; refused by the guard before "
+        f"Triton: {r['refused_by_guard']}; kinds not refused: {', '.join(r['kinds_not_refused']) or 'none'}.",
+        "",
+        "| kind | sent | outcome | the answer says |",
+        "|---|---:|---|---|",
+    ]
     for kind, o in r["kinds"].items():
         outcome = ", ".join(f"{s} x{n}" for s, n in o["outcomes"].items())
         lines.append(f"| {kind} | {o['sent']} | {outcome} | {o['message'].replace('|', '/')} |")
-    lines += ["", f"**{r['good_requests']} good requests** (64 x 64 real noisy crops) after them: "
-              f"{r['good_answered']} answered, max abs difference to ONNX Runtime in process "
-              f"{r['good_max_abs_vs_onnxruntime']:.1e}" + (f"; failures: {r['good_failures']}" if r["good_failures"]
-                                                           else "") + ".", "",
-              f"Server resident memory (server + python stub): {r['rss_mib_before']} MiB before the hostile requests, "
-              f"{r['rss_mib_after']} MiB after all of them.", ""]
+    lines += [
+        "",
+        f"**{r['good_requests']} good requests** (64 x 64 real noisy crops) after them: "
+        f"{r['good_answered']} answered, max abs difference to ONNX Runtime in process "
+        f"{r['good_max_abs_vs_onnxruntime']:.1e}"
+        + (f"; failures: {r['good_failures']}" if r["good_failures"] else "")
+        + ".",
+        "",
+        f"Server resident memory (server + python stub): {r['rss_mib_before']} MiB before the hostile requests, "
+        f"{r['rss_mib_after']} MiB after all of them.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -88,10 +88,20 @@ def run_clients(make_denoiser, images, clients: int, requests: int, max_seconds:
         t.join()
     wall = time.perf_counter() - t0
     sent = state["next"]
-    return {"clients": clients, "requested": requests, "sent": sent, "ok": len(latencies), "failed": len(failures),
-            "lost": sent - len(latencies) - len(failures), "failures": failures[:5], "seconds": round(wall, 2),
-            "throughput_img_s": round(len(latencies) / wall, 3), "p50_ms": round(percentile(latencies, 50), 1),
-            "p99_ms": round(percentile(latencies, 99), 1), "_outputs": outputs}
+    return {
+        "clients": clients,
+        "requested": requests,
+        "sent": sent,
+        "ok": len(latencies),
+        "failed": len(failures),
+        "lost": sent - len(latencies) - len(failures),
+        "failures": failures[:5],
+        "seconds": round(wall, 2),
+        "throughput_img_s": round(len(latencies) / wall, 3),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+        "_outputs": outputs,
+    }
 
 
 def main() -> int:
@@ -114,8 +124,9 @@ def main() -> int:
         repo = Path(tmp) / "repo"
         made = make_repository([args.onnx], repo, RepoOptions(python_backend=True, threads=args.threads))
         model = made["models"][0]["name"]
-        server = TritonServer(repo, free_port(), free_port(), free_port(), address="127.0.0.1",
-                              log_path=Path(tmp) / "server.log")
+        server = TritonServer(
+            repo, free_port(), free_port(), free_port(), address="127.0.0.1", log_path=Path(tmp) / "server.log"
+        )
         t = time.perf_counter()
         server.start()
         start_s = time.perf_counter() - t
@@ -129,8 +140,13 @@ def main() -> int:
             for c in clients:
                 print(f"{c} client(s): {args.requests} requests", file=sys.stderr)
                 before = executions(server)
-                row = run_clients(lambda: Denoiser(TritonRunner(server.http_url, model), tile=None), images, c,
-                                  args.requests, args.max_seconds)
+                row = run_clients(
+                    lambda: Denoiser(TritonRunner(server.http_url, model), tile=None),
+                    images,
+                    c,
+                    args.requests,
+                    args.max_seconds,
+                )
                 after = executions(server)
                 row["server_executions"] = after[1] - before[1]
                 row["mean_batch"] = round((after[0] - before[0]) / max(1.0, after[1] - before[1]), 2)
@@ -141,44 +157,72 @@ def main() -> int:
             server.cleanup()
 
     print("in process: Denoiser over ONNX Runtime", file=sys.stderr)
-    local = run_clients(lambda: Denoiser.open(args.onnx, threads=args.threads, tile=None), images, 1, args.requests,
-                        args.max_seconds)
+    local = run_clients(
+        lambda: Denoiser.open(args.onnx, threads=args.threads, tile=None), images, 1, args.requests, args.max_seconds
+    )
     for row in served:  # the server must compute what the process computes
-        row["max_abs_vs_in_process"] = max(float(np.abs(out - local["_outputs"][k]).max())
-                                           for k, out in row.pop("_outputs").items() if k in local["_outputs"])
+        row["max_abs_vs_in_process"] = max(
+            float(np.abs(out - local["_outputs"][k]).max())
+            for k, out in row.pop("_outputs").items()
+            if k in local["_outputs"]
+        )
     local.pop("_outputs")
     record = {
         "command": " ".join(["python3 benchmarks/results/triton_load.py", *sys.argv[1:]]),
-        "model": {"onnx": str(Path(args.onnx).relative_to(ROOT) if Path(args.onnx).is_relative_to(ROOT) else args.onnx),
-                  "sha256": made["models"][0]["parameters"]["sha256"], "served_as": model},
+        "model": {
+            "onnx": str(Path(args.onnx).relative_to(ROOT) if Path(args.onnx).is_relative_to(ROOT) else args.onnx),
+            "sha256": made["models"][0]["parameters"]["sha256"],
+            "served_as": model,
+        },
         "images": f"{len(images)} SIDD noisy crops, 256 x 256, one per request, cycled",
-        "server": {"tritonserver": "bundled in nvidia-pytriton 0.7.0 (python backend)", "instances": 1,
-                   "threads": args.threads, "max_batch": 8, "max_queue_delay_us": 2000,
-                   "start_seconds": round(start_s, 1), "rss_mib_ready": round(rss_ready / 2**20, 1),
-                   "rss_mib_before_load": round(rss_before / 2**20, 1), "rss_mib_after_load": round(rss_after / 2**20, 1),
-                   "exit_code": code},
+        "server": {
+            "tritonserver": "bundled in nvidia-pytriton 0.7.0 (python backend)",
+            "instances": 1,
+            "threads": args.threads,
+            "max_batch": 8,
+            "max_queue_delay_us": 2000,
+            "start_seconds": round(start_s, 1),
+            "rss_mib_ready": round(rss_ready / 2**20, 1),
+            "rss_mib_before_load": round(rss_before / 2**20, 1),
+            "rss_mib_after_load": round(rss_after / 2**20, 1),
+            "exit_code": code,
+        },
         "served": served,
         "in_process": local,
         "machine": dict(machine(), load_average_at_end=round(os.getloadavg()[0], 2)),
     }
     (HERE / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
-    lines = [f"# Triton load run: {record['model']['onnx']} at 256 x 256", "",
-             f"`{record['command']}`", "",
-             f"Server: {record['server']['tritonserver']}, 1 instance, {args.threads} threads, max batch 8, "
-             f"started in {record['server']['start_seconds']} s; resident memory (server + python stub) "
-             f"{record['server']['rss_mib_before_load']} MiB before the load, {record['server']['rss_mib_after_load']} "
-             f"MiB after.", "",
-             f"Machine: {record['machine'].get('cpu')}, {args.threads} threads.", "",
-             "| path | clients | requests ok / failed / lost | img/s | p50 ms | p99 ms | mean batch | max abs vs in-process |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Triton load run: {record['model']['onnx']} at 256 x 256",
+        "",
+        f"`{record['command']}`",
+        "",
+        f"Server: {record['server']['tritonserver']}, 1 instance, {args.threads} threads, max batch 8, "
+        f"started in {record['server']['start_seconds']} s; resident memory (server + python stub) "
+        f"{record['server']['rss_mib_before_load']} MiB before the load, {record['server']['rss_mib_after_load']} "
+        f"MiB after.",
+        "",
+        f"Machine: {record['machine'].get('cpu')}, {args.threads} threads.",
+        "",
+        "| path | clients | requests ok / failed / lost | img/s | p50 ms | p99 ms | mean batch "
+        "| max abs vs in-process |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in served:
-        lines.append(f"| Triton HTTP | {r['clients']} | {r['ok']} / {r['failed']} / {r['lost']} | {r['throughput_img_s']} "
-                     f"| {r['p50_ms']} | {r['p99_ms']} | {r['mean_batch']} | {r['max_abs_vs_in_process']:.1e} |")
-    lines.append(f"| Denoiser in process (ONNX Runtime) | 1 | {local['ok']} / {local['failed']} / {local['lost']} | "
-                 f"{local['throughput_img_s']} | {local['p50_ms']} | {local['p99_ms']} | 1 | - |")
-    lines += ["", "Latency counts from the client's call to its answer, queueing included; one instance computes one "
-              "batch at a time on the machine's cores. Memory after the load includes ONNX Runtime's arena, which grows "
-              "to the largest batch the dynamic batcher formed (up to max batch 8 at 256 x 256)."]
+        lines.append(
+            f"| Triton HTTP | {r['clients']} | {r['ok']} / {r['failed']} / {r['lost']} | {r['throughput_img_s']} "
+            f"| {r['p50_ms']} | {r['p99_ms']} | {r['mean_batch']} | {r['max_abs_vs_in_process']:.1e} |"
+        )
+    lines.append(
+        f"| Denoiser in process (ONNX Runtime) | 1 | {local['ok']} / {local['failed']} / {local['lost']} | "
+        f"{local['throughput_img_s']} | {local['p50_ms']} | {local['p99_ms']} | 1 | - |"
+    )
+    lines += [
+        "",
+        "Latency counts from the client's call to its answer, queueing included; one instance computes one "
+        "batch at a time on the machine's cores. Memory after the load includes ONNX Runtime's arena, which grows "
+        "to the largest batch the dynamic batcher formed (up to max batch 8 at 256 x 256).",
+    ]
     (HERE / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if all(r["failed"] == 0 and r["lost"] == 0 for r in served) else 1

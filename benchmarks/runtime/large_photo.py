@@ -29,8 +29,9 @@ from scaoed_deploy.runtime.denoiser import Denoiser, denoise_file
 def synthetic_photo(path: Path, height: int = 3000, width: int = 4000) -> Path:
     """A CBSD68 image upscaled to height x width with the training noise model on top, written to ``path``."""
     src = read_image(list_images(shared_data_dir() / "CBSD68")[0]).rgb
-    big = torch.nn.functional.interpolate(torch.from_numpy(src.transpose(2, 0, 1).copy())[None], size=(height, width),
-                                          mode="bicubic", align_corners=False).clamp(0, 1)
+    big = torch.nn.functional.interpolate(
+        torch.from_numpy(src.transpose(2, 0, 1).copy())[None], size=(height, width), mode="bicubic", align_corners=False
+    ).clamp(0, 1)
     noisy = synthesize(big, torch.Generator().manual_seed(0))[0].numpy().transpose(1, 2, 0)
     write_image(path, Image(rgb=np.ascontiguousarray(noisy)))
     return path
@@ -59,10 +60,18 @@ def main() -> int:
             t0 = time.perf_counter()
             with RssSampler() as rss:
                 denoise_file(d, path, Path(tmp) / "out.png")
-            out.setdefault("photo_4000x3000", []).append({
-                "model": whole.description, "tile": tile, "overlap": 32, "tile_batch": batch,
-                "seconds": round(time.perf_counter() - t0, 1), "rss_before_mb": round(base / 2**20),
-                "rss_peak_mb": round(rss.peak / 2**20), "added_mb": round((rss.peak - base) / 2**20)})
+            out.setdefault("photo_4000x3000", []).append(
+                {
+                    "model": whole.description,
+                    "tile": tile,
+                    "overlap": 32,
+                    "tile_batch": batch,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    "rss_before_mb": round(base / 2**20),
+                    "rss_peak_mb": round(rss.peak / 2**20),
+                    "added_mb": round((rss.peak - base) / 2**20),
+                }
+            )
             print(json.dumps(out["photo_4000x3000"][-1]), file=sys.stderr, flush=True)
     print(json.dumps(out, indent=2))
     return 0

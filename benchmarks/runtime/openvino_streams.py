@@ -45,15 +45,23 @@ def main() -> int:
     dynamic = core.read_model(path)
     static = core.read_model(path)
     static.reshape([1, 3, 512, 512])
-    latency = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
-               "INFERENCE_NUM_THREADS": threads}
+    latency = {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": "1",
+        "INFERENCE_NUM_THREADS": threads,
+    }
     streams = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": "2", "INFERENCE_NUM_THREADS": threads}
-    rows = [("dynamic shape, 1 stream, one request at a time (the runner)", one_at_a_time(dynamic, latency)),
-            ("static 1 x 3 x 512 x 512, 1 stream, one request at a time", one_at_a_time(static, latency)),
-            ("static, 2 streams, 2 requests in flight", queued(static, streams, 2)),
-            ("dynamic, 2 streams, 2 requests in flight", queued(dynamic, streams, 2))]
-    print(f"Command: `python benchmarks/runtime/openvino_streams.py {' '.join(sys.argv[1:])}`, {threads} cores, "
-          f"{n} tiles of 512 x 512\n")
+    rows = [
+        ("dynamic shape, 1 stream, one request at a time (the runner)", one_at_a_time(dynamic, latency)),
+        ("static 1 x 3 x 512 x 512, 1 stream, one request at a time", one_at_a_time(static, latency)),
+        ("static, 2 streams, 2 requests in flight", queued(static, streams, 2)),
+        ("dynamic, 2 streams, 2 requests in flight", queued(dynamic, streams, 2)),
+    ]
+    print(
+        f"Command: `python benchmarks/runtime/openvino_streams.py {' '.join(sys.argv[1:])}`, {threads} cores, "
+        f"{n} tiles of 512 x 512\n"
+    )
     print("| configuration | seconds | against the first |\n|---|---:|---:|")
     for name, seconds in rows:
         print(f"| {name} | {seconds:.2f} | {seconds / rows[0][1]:.2f} |")

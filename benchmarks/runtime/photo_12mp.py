@@ -16,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).parent))
 from large_photo import synthetic_photo  # noqa: E402
 
@@ -33,14 +32,25 @@ def main() -> int:
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--tile-batch", type=int, default=4)
     args = ap.parse_args()
-    out = {"command": "python benchmarks/runtime/photo_12mp.py " + " ".join(sys.argv[1:]), "machine": machine(),
-           "tile": args.tile, "overlap": 32, "tile_batch": args.tile_batch, "rows": []}
+    out = {
+        "command": "python benchmarks/runtime/photo_12mp.py " + " ".join(sys.argv[1:]),
+        "machine": machine(),
+        "tile": args.tile,
+        "overlap": 32,
+        "tile_batch": args.tile_batch,
+        "rows": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         photo = synthetic_photo(Path(tmp) / "photo.png")
         reference = None
         for i, model in enumerate(args.models):
-            d = Denoiser.open(None if model == "torch" else model, stages=args.stages if model == "torch" else None,
-                              tile=args.tile, overlap=32, tile_batch=args.tile_batch)
+            d = Denoiser.open(
+                None if model == "torch" else model,
+                stages=args.stages if model == "torch" else None,
+                tile=args.tile,
+                overlap=32,
+                tile_batch=args.tile_batch,
+            )
             dst = Path(tmp) / f"out{i}.png"
             base = RssSampler.rss()
             t0 = time.perf_counter()
@@ -49,9 +59,14 @@ def main() -> int:
             seconds = time.perf_counter() - t0
             img = to_uint8(read_image(dst).rgb)
             reference = img if reference is None else reference
-            row = {"model": model, "description": d.description, "seconds": round(seconds, 1),
-                   "rss_before_mb": round(base / 2**20), "rss_peak_mb": round(rss.peak / 2**20),
-                   "psnr_vs_first": None if img is reference else round(psnr_ssim(img, reference)[0], 2)}
+            row = {
+                "model": model,
+                "description": d.description,
+                "seconds": round(seconds, 1),
+                "rss_before_mb": round(base / 2**20),
+                "rss_peak_mb": round(rss.peak / 2**20),
+                "psnr_vs_first": None if img is reference else round(psnr_ssim(img, reference)[0], 2),
+            }
             row["x_first"] = round(seconds / out["rows"][0]["seconds"], 3) if out["rows"] else 1.0
             out["rows"].append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)

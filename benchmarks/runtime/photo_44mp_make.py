@@ -1,6 +1,8 @@
 """A 44 MP (8000 x 5500) synthetic noisy image, photo_44mp.png in the current folder, for --tile auto."""
+
 import numpy as np
 from PIL import Image
+
 rng = np.random.default_rng(0)
 h, w = 5500, 8000
 yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)

@@ -24,16 +24,7 @@ from .candidates import (
 )
 from .report import markdown, plot, write_results
 from .run import Row, check_inference_memory, mean_quality, prepare, quality, run_bench
-from .timing import (
-    LoadMeter,
-    Measurement,
-    RssSampler,
-    cuda_event_times,
-    latency_stats,
-    machine,
-    measure,
-    time_calls,
-)
+from .timing import LoadMeter, Measurement, RssSampler, cuda_event_times, latency_stats, machine, measure, time_calls
 
 __all__ = [
     "BACKENDS",

@@ -29,7 +29,9 @@ BACKENDS = tuple(VARIANTS)
 CPU_DEFAULT = tuple(default_variants("cpu"))
 GPU_DEFAULT = tuple(default_variants("cuda"))
 BASELINE = "torch"
-BENCH_CACHE = "bench"  # bench's and optimize's own artifacts: a folder inside the export folder, out of build-engine's sight
+BENCH_CACHE = (
+    "bench"  # bench's and optimize's own artifacts: a folder inside the export folder, out of build-engine's sight
+)
 
 
 class Skip(Exception):
@@ -94,9 +96,17 @@ class Backends:
         if path is None:
             self.step(f"making {name} (in {cache})")
             fp32 = self.cfg.export_dir / precision_filename(stages, self.weights.blocks, "fp32")
-            req = BuildRequest(precision, self.weights, stages, target=target, calib_count=self.cfg.calib_count,
-                               onnx=fp32 if fp32.name != name and made_from(fp32, self.weights, stages) else None,
-                               export_dir=cache, data=self.cfg.data, engine_step=False)
+            req = BuildRequest(
+                precision,
+                self.weights,
+                stages,
+                target=target,
+                calib_count=self.cfg.calib_count,
+                onnx=fp32 if fp32.name != name and made_from(fp32, self.weights, stages) else None,
+                export_dir=cache,
+                data=self.cfg.data,
+                engine_step=False,
+            )
             try:
                 out = build(req, self.step)
             except ScaoedError as e:
@@ -135,9 +145,16 @@ class Backends:
         v = VARIANTS[name]
         if v.runtime != "torch":
             return {"tensorrt": self._tensorrt, "onnxruntime": self._onnxruntime, "openvino": self._openvino}[
-                v.runtime](v, stages)
-        options = RunOptions(stages=stages, device="cuda" if cuda else "cpu", threads=cfg.threads, weights=self.weights,
-                             amp=v.amp, compile=v.compile)
+                v.runtime
+            ](v, stages)
+        options = RunOptions(
+            stages=stages,
+            device="cuda" if cuda else "cpu",
+            threads=cfg.threads,
+            weights=self.weights,
+            amp=v.amp,
+            compile=v.compile,
+        )
         try:
             return open_runner(None, "torch", options)
         except ScaoedError as e:  # torch.compile refused, say
@@ -179,6 +196,7 @@ class Backends:
 
     def _tensorrt(self, v: Variant, stages: int):
         import importlib.util
+
         if importlib.util.find_spec("tensorrt") is None:
             raise Skip("tensorrt is not installed (pip install tensorrt on a machine with an NVIDIA GPU)")
         if self.cfg.device not in v.devices:
@@ -188,11 +206,17 @@ class Backends:
         h, w = max(r[0] for r in self.cfg.resolutions), max(r[1] for r in self.cfg.resolutions)
         lo = (min(r[0] for r in self.cfg.resolutions), min(r[1] for r in self.cfg.resolutions))
         b = self.cfg.batch
-        req = BuildRequest(precision, self.weights, stages, calib_count=self.cfg.calib_count,
-                           export_dir=self.cfg.export_dir, data=self.cfg.data,
-                           profile=ShapeProfile(lo, (h, w), (h, w), (b, b, b)),
-                           engine=Path("engines") / f"bench_k{stages}_{precision}_{h}x{w}_b{b}.engine",
-                           timing_cache=Path("engines/timing.cache"))
+        req = BuildRequest(
+            precision,
+            self.weights,
+            stages,
+            calib_count=self.cfg.calib_count,
+            export_dir=self.cfg.export_dir,
+            data=self.cfg.data,
+            profile=ShapeProfile(lo, (h, w), (h, w), (b, b, b)),
+            engine=Path("engines") / f"bench_k{stages}_{precision}_{h}x{w}_b{b}.engine",
+            timing_cache=Path("engines/timing.cache"),
+        )
         try:
             out = build(req, self.step)
         except ScaoedError as e:
@@ -218,8 +242,11 @@ def emulated_rows(cfg: BenchConfig) -> list[str]:
     if not cfg.explicit:
         return []
     whys = {name: not_native(name, cfg) for name in dict.fromkeys(cfg.backends)}
-    return [f"{name} runs although {why}; expect it to be slow and its ratio to mean little"
-            for name, why in whys.items() if why]
+    return [
+        f"{name} runs although {why}; expect it to be slow and its ratio to mean little"
+        for name, why in whys.items()
+        if why
+    ]
 
 
 @functools.cache

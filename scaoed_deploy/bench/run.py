@@ -42,15 +42,7 @@ from ..runtime.base import cpu_threads
 from ..runtime.cpu_memory import keep_freed_memory, release_free_memory
 from ..runtime.torch_backend import pick_device
 from ..runtime.variants import VARIANTS
-from .candidates import (
-    BASELINE,
-    Backends,
-    BenchConfig,
-    Skip,
-    check_backends,
-    emulated_rows,
-    peak_precision,
-)
+from .candidates import BASELINE, Backends, BenchConfig, Skip, check_backends, emulated_rows, peak_precision
 from .timing import LoadMeter, machine, measure
 
 
@@ -85,13 +77,19 @@ class Row:
     artifact: str | None = None
     runtime_precision: dict | None = None  # OpenVINO: the compiled model's inference precision, layers per precision
     row_peak_rss_mb: float | None = None  # the process's own peak during the row: its artifact made, opened, timed
-    build_peak_rss_mb: dict | None = None  # each build step's own peak (a child's included), where the row made its artifact
+    build_peak_rss_mb: dict | None = (
+        None  # each build step's own peak (a child's included), where the row made its artifact
+    )
 
 
 def quality(fn, pairs: list) -> tuple[float, float]:
     """Mean PSNR and SSIM of ``fn``'s outputs against the clean images of the real (noisy, clean) pairs."""
-    scores = [psnr_ssim(to_uint8(fn(noisy[None].astype(np.float32))[0].transpose(1, 2, 0)),
-                        to_uint8(clean.transpose(1, 2, 0))) for noisy, clean in pairs]
+    scores = [
+        psnr_ssim(
+            to_uint8(fn(noisy[None].astype(np.float32))[0].transpose(1, 2, 0)), to_uint8(clean.transpose(1, 2, 0))
+        )
+        for noisy, clean in pairs
+    ]
     return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
 
 
@@ -119,9 +117,12 @@ def prepare(cfg: BenchConfig) -> tuple[str, list[Sample]]:
         allocator = keep_freed_memory()
     cfg.data = cfg.data if cfg.data else (default_sidd_dir() if cfg.quality else None)
     samples = [s for s in load_samples(cfg.data) if s.clean is not None] if cfg.quality and cfg.data else []
-    timing = ("CUDA events (torch) / synchronised wall clock (ONNX Runtime, TensorRT) after warm-up, "
-              "host-to-device copies included"
-              if cfg.device == "cuda" else f"perf_counter per call after warm-up, {threads} threads pinned, {allocator}")
+    timing = (
+        "CUDA events (torch) / synchronised wall clock (ONNX Runtime, TensorRT) after warm-up, "
+        "host-to-device copies included"
+        if cfg.device == "cuda"
+        else f"perf_counter per call after warm-up, {threads} threads pinned, {allocator}"
+    )
     return timing, samples
 
 
@@ -130,8 +131,9 @@ def check_inference_memory(cfg: BenchConfig, blocks: int) -> None:
     model's footprint at each resolution and K); the calibration steps check their own when they start."""
     (h, w), k = max(cfg.resolutions, key=lambda r: r[0] * r[1]), max(cfg.stages)
     need = model_footprint(k, blocks, h, w, cfg.batch).inference_mb()
-    check_fits(f"a forward pass at K={k}, {h}x{w}, batch {cfg.batch}", need,
-               "a smaller --res or --batch, or free memory")
+    check_fits(
+        f"a forward pass at K={k}, {h}x{w}, batch {cfg.batch}", need, "a smaller --res or --batch, or free memory"
+    )
 
 
 def peak_fraction(name: str, gmacs_per_s: float | None, cfg: BenchConfig) -> float | None:
@@ -142,8 +144,13 @@ def peak_fraction(name: str, gmacs_per_s: float | None, cfg: BenchConfig) -> flo
     return gmacs_per_s / peak[peak_precision(name)] if peak else None
 
 
-def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = lambda s: None,
-              advance: Callable[[], None] = lambda: None, rows: list | None = None) -> dict:
+def run_bench(
+    weights: Weights,
+    cfg: BenchConfig,
+    step: Callable[[str], None] = lambda s: None,
+    advance: Callable[[], None] = lambda: None,
+    rows: list | None = None,
+) -> dict:
     """The rows of ``cfg`` (see the module doc); ``rows``: a list the finished rows are added to as they finish
     (the CLI keeps them on a forced stop)."""
     timing, samples = prepare(cfg)
@@ -165,19 +172,31 @@ def run_bench(weights: Weights, cfg: BenchConfig, step: Callable[[str], None] = 
         "load": meter.result,
         "warnings": warnings + [w for w in [meter.warning()] if w],
         "machine": machine(),
-        "config": {**asdict(cfg), "resolutions": [list(r) for r in cfg.resolutions],
-                   "data": str(cfg.data) if cfg.data else None, "export_dir": str(cfg.export_dir)},
+        "config": {
+            **asdict(cfg),
+            "resolutions": [list(r) for r in cfg.resolutions],
+            "data": str(cfg.data) if cfg.data else None,
+            "export_dir": str(cfg.export_dir),
+        },
         "weights": {"identity": weights.identity, "blocks": weights.blocks, "source": Path(weights.source).name},
         "timing": timing,
         "rows": [asdict(r) for r in rows],
     }
 
 
-def _run_rows(weights: Weights, cfg: BenchConfig, backends: Backends, order: list[str], pairs: list,
-              rows: list[Row], step, advance) -> None:
+def _run_rows(
+    weights: Weights,
+    cfg: BenchConfig,
+    backends: Backends,
+    order: list[str],
+    pairs: list,
+    rows: list[Row],
+    step,
+    advance,
+) -> None:
     """Time every (resolution, K, backend) row into ``rows``, eager first at each (resolution, K)."""
     eager_psnr: dict[int, float] = {}
-    for (h, w) in cfg.resolutions:
+    for h, w in cfg.resolutions:
         for k in cfg.stages:
             cost = model_cost(k, weights.blocks, h, w, cfg.batch)
             x = np.random.default_rng(0).random((cfg.batch, 3, h, w), dtype=np.float32)  # timing input, every backend
@@ -186,8 +205,22 @@ def _run_rows(weights: Weights, cfg: BenchConfig, backends: Backends, order: lis
                 release_free_memory()  # the last row's freed heap goes back first: the next row's peak is its own
                 peaks: dict = {}
                 with peak_of("row", peaks):
-                    row = _run_row(weights, cfg, backends, name, k, h, w, cost, x, pairs, eager_psnr, eager_median,
-                                   eager_rate, step)
+                    row = _run_row(
+                        weights,
+                        cfg,
+                        backends,
+                        name,
+                        k,
+                        h,
+                        w,
+                        cost,
+                        x,
+                        pairs,
+                        eager_psnr,
+                        eager_median,
+                        eager_rate,
+                        step,
+                    )
                 row.row_peak_rss_mb = peaks["row"]
                 row.build_peak_rss_mb = dict(backends.build_peaks) or None
                 backends.build_peaks.clear()
@@ -197,12 +230,35 @@ def _run_rows(weights: Weights, cfg: BenchConfig, backends: Backends, order: lis
                 advance()
 
 
-def _run_row(weights: Weights, cfg: BenchConfig, backends: Backends, name: str, k: int, h: int, w: int, cost, x,
-             pairs: list, eager_psnr: dict, eager_median: float | None, eager_rate: float | None, step) -> Row:
+def _run_row(
+    weights: Weights,
+    cfg: BenchConfig,
+    backends: Backends,
+    name: str,
+    k: int,
+    h: int,
+    w: int,
+    cost,
+    x,
+    pairs: list,
+    eager_psnr: dict,
+    eager_median: float | None,
+    eager_rate: float | None,
+    step,
+) -> Row:
     """One (resolution, K, backend) row: its runner made (Skip: a skipped row), timed, scored on the pairs."""
-    row = Row(name, k, h, w, cfg.batch, "ok", parameters=cost.parameters, gmacs=cost.total_macs / 1e9,
-              paper_gmacs=cost.paper_gmacs,
-              paper_latency_s=PAPER_LATENCY_S.get(k) if (h, w, cfg.batch, weights.blocks) == (512, 512, 1, 16) else None)
+    row = Row(
+        name,
+        k,
+        h,
+        w,
+        cfg.batch,
+        "ok",
+        parameters=cost.parameters,
+        gmacs=cost.total_macs / 1e9,
+        paper_gmacs=cost.paper_gmacs,
+        paper_latency_s=PAPER_LATENCY_S.get(k) if (h, w, cfg.batch, weights.blocks) == (512, 512, 1, 16) else None,
+    )
     step(f"{name}, K={k}, {h}x{w}: setting up")
     t0 = time.perf_counter()
     try:

@@ -29,8 +29,18 @@ def machine() -> dict:
 
     cpu = this_cpu()
     versions = {}
-    for pkg in ("scaoed-deploy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "nvidia-modelopt",
-                "tensorrt", "polygraphy"):
+    for pkg in (
+        "scaoed-deploy",
+        "torch",
+        "onnx",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "openvino",
+        "nncf",
+        "nvidia-modelopt",
+        "tensorrt",
+        "polygraphy",
+    ):
         try:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -39,13 +49,26 @@ def machine() -> dict:
     if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability(0)
         gpu = {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
-    peak = {"clock_mhz": cpu.mhz, "macs_per_cycle_per_core": cpu.macs_per_cycle(), "gmacs_per_s_per_core":
-            cpu.peak_gmacs(1), "assumes": "a run's peak: its threads x the clock /proc/cpuinfo reports x "
-            "macs_per_cycle (cpu.py); a kernel that multiplies less than a direct convolution (Winograd) or a boosted "
-            "clock can exceed it"}
-    return {"cpu": cpu.name, "cores": os.cpu_count(), "isa": cpu.isa, "isa_class": cpu.isa_class, "peak": peak,
-            "isa_capped_by": cpu.capped_by, "gpu": gpu,
-            "python": platform.python_version(), "platform": platform.platform(), "versions": versions}
+    peak = {
+        "clock_mhz": cpu.mhz,
+        "macs_per_cycle_per_core": cpu.macs_per_cycle(),
+        "gmacs_per_s_per_core": cpu.peak_gmacs(1),
+        "assumes": "a run's peak: its threads x the clock /proc/cpuinfo reports x "
+        "macs_per_cycle (cpu.py); a kernel that multiplies less than a direct convolution (Winograd) or a boosted "
+        "clock can exceed it",
+    }
+    return {
+        "cpu": cpu.name,
+        "cores": os.cpu_count(),
+        "isa": cpu.isa,
+        "isa_class": cpu.isa_class,
+        "peak": peak,
+        "isa_capped_by": cpu.capped_by,
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
 
 
 # ---------------------------------------------------------------------------- memory
@@ -91,8 +114,9 @@ class RssSampler:
 Until = Callable[[list[float]], "str | None"]
 
 
-def time_calls(fn, x: np.ndarray, warmup: int, iters: int, cuda: bool,
-               until: Until | None = None) -> tuple[list, str | None]:
+def time_calls(
+    fn, x: np.ndarray, warmup: int, iters: int, cuda: bool, until: Until | None = None
+) -> tuple[list, str | None]:
     """Seconds per call after ``warmup`` calls, and why timing stopped before ``iters`` calls (None: it did not)."""
     import torch
 
@@ -136,8 +160,14 @@ def cuda_event_times(fn, x, warmup: int, iters: int, until: Until | None = None)
 
 def latency_stats(times: list[float]) -> dict:
     t = np.asarray(times) * 1000
-    return {"median": float(np.median(t)), "p90": float(np.percentile(t, 90)), "p99": float(np.percentile(t, 99)),
-            "min": float(t.min()), "std": float(t.std()), "iters": len(times)}
+    return {
+        "median": float(np.median(t)),
+        "p90": float(np.percentile(t, 90)),
+        "p99": float(np.percentile(t, 99)),
+        "min": float(t.min()),
+        "std": float(t.std()),
+        "iters": len(times),
+    }
 
 
 # ---------------------------------------------------------------------------- machine load
@@ -185,8 +215,10 @@ class LoadMeter:
         r = self.result
         if not r["busy"]:
             return None
-        return (f"the machine was busy: other processes took {r['other_processes_cores']:.2f} cores on average "
-                f"during the run ({r['other_processes_cpu_s']:.0f} CPU s); its ratios are not to be quoted")
+        return (
+            f"the machine was busy: other processes took {r['other_processes_cores']:.2f} cores on average "
+            f"during the run ({r['other_processes_cpu_s']:.0f} CPU s); its ratios are not to be quoted"
+        )
 
 
 @dataclass
@@ -199,8 +231,9 @@ class Measurement:
     times_ms: list = field(default_factory=list)  # every timed call, in order
 
 
-def measure(fn, x: np.ndarray, warmup: int, iters: int, cuda: bool, t0: float, events: bool = False,
-            until: Until | None = None) -> Measurement:
+def measure(
+    fn, x: np.ndarray, warmup: int, iters: int, cuda: bool, t0: float, events: bool = False, until: Until | None = None
+) -> Measurement:
     """Time ``fn(x)``: its first call (compilation, allocation) ends the setup begun at ``t0``, then ``warmup``
     untimed and up to ``iters`` timed calls (fewer when ``until`` says why); by CUDA events when ``events``
     (torch on CUDA), else by the wall clock."""
@@ -216,7 +249,14 @@ def measure(fn, x: np.ndarray, warmup: int, iters: int, cuda: bool, t0: float, e
         else:
             times, stopped = time_calls(fn, x, warmup, iters, cuda, until)
     if cuda:
-        return Measurement(latency_stats(times), torch.cuda.max_memory_allocated() / 2**20,
-                           "CUDA peak (torch allocator)", setup_s, stopped, [t * 1000 for t in times])
-    return Measurement(latency_stats(times), rss.peak / 2**20, "process RSS peak", setup_s, stopped,
-                       [t * 1000 for t in times])
+        return Measurement(
+            latency_stats(times),
+            torch.cuda.max_memory_allocated() / 2**20,
+            "CUDA peak (torch allocator)",
+            setup_s,
+            stopped,
+            [t * 1000 for t in times],
+        )
+    return Measurement(
+        latency_stats(times), rss.peak / 2**20, "process RSS peak", setup_s, stopped, [t * 1000 for t in times]
+    )

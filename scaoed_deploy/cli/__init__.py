@@ -8,7 +8,6 @@ stderr and a non-zero exit code:
   3 an artifact failed verification - 4 TensorRT needed but missing
 """
 
-
 from . import bench, build, denoise, export, info, optimize, parity, serve, train  # noqa: F401 - each registers its commands
 from .main import cli, main
 

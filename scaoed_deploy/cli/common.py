@@ -96,8 +96,9 @@ def chosen_backends(backends: str | None, device: str) -> list[str]:
     else:
         chosen = [b.strip() for b in backends.split(",") if b.strip()]
         if not chosen:  # '' or ',,': no backend named is a mistake, not "the defaults"
-            raise click.BadParameter(f"names no backend ({backends!r}); leave it out for the defaults",
-                                     param_hint="--backends")
+            raise click.BadParameter(
+                f"names no backend ({backends!r}); leave it out for the defaults", param_hint="--backends"
+            )
     try:
         check_backends(chosen)
     except ScaoedError as e:
@@ -127,8 +128,11 @@ def progress_bar(*columns, quiet: bool, **kwargs):
     from rich.progress import Progress
 
     console = stderr_console()
-    log = None if quiet or console.is_terminal else (
-        lambda text: console.print(f"  {text}", highlight=False, soft_wrap=True))
+    log = (
+        None
+        if quiet or console.is_terminal
+        else (lambda text: console.print(f"  {text}", highlight=False, soft_wrap=True))
+    )
     return Progress(*columns, console=console, disable=quiet or log is not None, **kwargs), log
 
 
@@ -137,8 +141,14 @@ def counted_progress(label: str, clock, quiet: bool):
     (a rich elapsed- or remaining-time column)."""
     from rich.progress import BarColumn, TextColumn
 
-    return progress_bar(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TextColumn("{task.fields[info]}"), clock, quiet=quiet)
+    return progress_bar(
+        TextColumn(label),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"),
+        clock,
+        quiet=quiet,
+    )
 
 
 #: In a log, a long step's progress (step.tick) is a line every this many seconds; on a terminal, every tick.
@@ -172,8 +182,9 @@ def progress_steps(quiet: bool = False):
         with console.status("starting") as status:
             yield Steps(status.update)
     else:  # a log line: unwrapped
-        yield Steps(lambda message: console.print(f"  {message}", highlight=False, soft_wrap=True),
-                    tick_every=TICK_LOG_S)
+        yield Steps(
+            lambda message: console.print(f"  {message}", highlight=False, soft_wrap=True), tick_every=TICK_LOG_S
+        )
 
 
 # ---------------------------------------------------------------------------- shared option groups
@@ -182,24 +193,37 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 
 def stages_option(help: str, default: int | None = None):
     """--stages K, bounded by the model's own limit."""
-    return click.option("--stages", type=click.IntRange(1, ScaoedNet.MAX_STAGES), default=default,
-                        show_default=default is not None, help=help)
+    return click.option(
+        "--stages",
+        type=click.IntRange(1, ScaoedNet.MAX_STAGES),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
 
 
 def weights_options(random_help: str = "Seeded random weights instead (for tests and timing)."):
     """--checkpoint, --random-seed and --blocks: the weights a command runs (load_weights reads them)."""
+
     def apply(f):
-        f = click.option("--blocks", default=16, show_default=True, type=click.IntRange(1, 64),
-                         help="T, with --random-seed.")(f)
+        f = click.option(
+            "--blocks", default=16, show_default=True, type=click.IntRange(1, 64), help="T, with --random-seed."
+        )(f)
         f = click.option("--random-seed", type=int, default=None, help=random_help)(f)
         return click.option("--checkpoint", "-c", type=click.Path(), help="Weights (default: the demo weights).")(f)
+
     return apply
 
 
 def stage_list_option(default: str, help: str, name: str = "--stages"):
     """--stages 1,3,5: several K, each within the model's limit."""
-    return click.option(name, default=default, show_default=default is not None, callback=stage_list,
-                        help=f"{help} (1 to {ScaoedNet.MAX_STAGES}, comma-separated)")
+    return click.option(
+        name,
+        default=default,
+        show_default=default is not None,
+        callback=stage_list,
+        help=f"{help} (1 to {ScaoedNet.MAX_STAGES}, comma-separated)",
+    )
 
 
 def resolutions_option(help: str):

@@ -14,15 +14,7 @@ from ..runtime.jobs import plan_jobs
 from ..runtime.triton_client import ServerLostError, TritonRunner
 from ..storage import is_url
 from ..weights import DEMO_NOTICE
-from .common import (
-    Steps,
-    emit_json,
-    json_option,
-    notice,
-    notice_if_busy,
-    progress_bar,
-    stages_option,
-)
+from .common import Steps, emit_json, json_option, notice, notice_if_busy, progress_bar, stages_option
 from .main import cli
 
 
@@ -59,37 +51,98 @@ def tile_value(ctx, param, value):
 @cli.command()
 @click.argument("src", type=LOCATION)  # an image, a folder, a .txt list of image paths, or an s3:// URL of one
 @click.argument("dst", type=LOCATION_OUT)
-@click.option("--model", "-m", "--checkpoint", "-c", "model", type=click.Path(),
-              help="A checkpoint (.pth/.safetensors), an .onnx file, a TensorRT .engine or an OpenVINO .xml (default: "
-                   "the demo weights); with --server, the server's model name (default: its only model).")
-@click.option("--server", default=None, metavar="URL",
-              help="Run on a Triton server instead: http://HOST:8000 or grpc://HOST:8001 (scaoed-deploy serve starts one).")
-@click.option("--backend", type=click.Choice(list(BACKENDS)), default=None,
-              help="Default: from the model file (checkpoint: torch; .onnx: onnxruntime; .engine: tensorrt).")
+@click.option(
+    "--model",
+    "-m",
+    "--checkpoint",
+    "-c",
+    "model",
+    type=click.Path(),
+    help="A checkpoint (.pth/.safetensors), an .onnx file, a TensorRT .engine or an OpenVINO .xml (default: "
+    "the demo weights); with --server, the server's model name (default: its only model).",
+)
+@click.option(
+    "--server",
+    default=None,
+    metavar="URL",
+    help="Run on a Triton server instead: http://HOST:8000 or grpc://HOST:8001 (scaoed-deploy serve starts one).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(list(BACKENDS)),
+    default=None,
+    help="Default: from the model file (checkpoint: torch; .onnx: onnxruntime; .engine: tensorrt).",
+)
 @stages_option("Stage count K for checkpoints (default: the checkpoint's).")
-@click.option("--reference", "-r", type=LOCATION,
-              help="Clean image (or folder of same-named images): print PSNR/SSIM as the paper evaluates.")
-@click.option("--tile", default="512", show_default=True, callback=tile_value,
-              help="Tile size for large images (overlapping tiles, blended), or auto: the largest tile and tile batch "
-                   "that fit the memory available, per image. 0 is not allowed: use a large value for whole images.")
+@click.option(
+    "--reference",
+    "-r",
+    type=LOCATION,
+    help="Clean image (or folder of same-named images): print PSNR/SSIM as the paper evaluates.",
+)
+@click.option(
+    "--tile",
+    default="512",
+    show_default=True,
+    callback=tile_value,
+    help="Tile size for large images (overlapping tiles, blended), or auto: the largest tile and tile batch "
+    "that fit the memory available, per image. 0 is not allowed: use a large value for whole images.",
+)
 @click.option("--overlap", type=click.IntRange(0), default=32, show_default=True, help="Tile overlap in pixels.")
 @click.option("--tile-batch", type=click.IntRange(1), default=4, show_default=True, help="Tiles per run.")
 @click.option("--ensemble", is_flag=True, help="Self-ensemble: average the 8 flips/rotations (8x the time).")
-@click.option("--bit-depth", type=click.Choice(["8", "16"]), default=None, help="Output bit depth (default: the input's).")
-@click.option("--overwrite", is_flag=True, help="Replace outputs that exist. Without it a folder run skips them (so runs "
-              "resume) and a single file whose output exists is refused.")
+@click.option(
+    "--bit-depth", type=click.Choice(["8", "16"]), default=None, help="Output bit depth (default: the input's)."
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace outputs that exist. Without it a folder run skips them (so runs "
+    "resume) and a single file whose output exists is refused.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads.")
-@click.option("--allow-unverified", is_flag=True,
-              help="Run an ONNX file or IR whose graph or weights were edited after its verification (refused otherwise).")
-@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
-              help="Run on a Ray cluster: local (a Ray for this run), auto (the cluster this machine joined), HOST:PORT "
-                   "or ray://HOST:PORT. Paths must be visible to every node.")
-@click.option("--workers", type=click.IntRange(1), default=None,
-              help="With --ray: the actor pool's size (default: the cluster's CPUs / --threads, or its GPUs).")
+@click.option(
+    "--allow-unverified",
+    is_flag=True,
+    help="Run an ONNX file or IR whose graph or weights were edited after its verification (refused otherwise).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    metavar="ADDRESS",
+    help="Run on a Ray cluster: local (a Ray for this run), auto (the cluster this machine joined), HOST:PORT "
+    "or ray://HOST:PORT. Paths must be visible to every node.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="With --ray: the actor pool's size (default: the cluster's CPUs / --threads, or its GPUs).",
+)
 @json_option
-def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, tile_batch, ensemble, bit_depth,
-            overwrite, device, threads, allow_unverified, ray_address, workers, as_json):
+def denoise(
+    src,
+    dst,
+    model,
+    server,
+    backend,
+    stages,
+    reference,
+    tile,
+    overlap,
+    tile_batch,
+    ensemble,
+    bit_depth,
+    overwrite,
+    device,
+    threads,
+    allow_unverified,
+    ray_address,
+    workers,
+    as_json,
+):
     """Denoise an image file (or every image in a folder, or a .txt list of paths) into DST with any artifact, on
     a Triton server, or on a Ray cluster."""
     if workers and not ray_address:
@@ -97,22 +150,60 @@ def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, 
     if ray_address and server:
         raise click.UsageError("--ray and --server do not go together: choose where the model runs")
     if ray_address:
-        return _denoise_on_ray(src, dst, model, ray_address, workers, threads, backend, stages, device, reference, tile,
-                               overlap, tile_batch, ensemble, bit_depth, overwrite, allow_unverified, as_json)
+        return _denoise_on_ray(
+            src,
+            dst,
+            model,
+            ray_address,
+            workers,
+            threads,
+            backend,
+            stages,
+            device,
+            reference,
+            tile,
+            overlap,
+            tile_batch,
+            ensemble,
+            bit_depth,
+            overwrite,
+            allow_unverified,
+            as_json,
+        )
     if server:
-        local = [name for name, value in (("--backend", backend), ("--stages", stages), ("--threads", threads),
-                                          ("--device", device if device != "auto" else None)) if value]
+        local = [
+            name
+            for name, value in (
+                ("--backend", backend),
+                ("--stages", stages),
+                ("--threads", threads),
+                ("--device", device if device != "auto" else None),
+            )
+            if value
+        ]
         if local:
-            raise click.UsageError(f"{', '.join(local)} {'does' if len(local) == 1 else 'do'} not apply with "
-                                   "--server: the server's model decides")
+            raise click.UsageError(
+                f"{', '.join(local)} {'does' if len(local) == 1 else 'do'} not apply with "
+                "--server: the server's model decides"
+            )
     plan = plan_jobs(src, dst, reference, overwrite)  # every rule on the files, said before the model loads
     if server:
-        denoiser = Denoiser(TritonRunner(server, model), tile=tile, overlap=overlap, tile_batch=tile_batch,
-                            ensemble=ensemble)
+        denoiser = Denoiser(
+            TritonRunner(server, model), tile=tile, overlap=overlap, tile_batch=tile_batch, ensemble=ensemble
+        )
     else:
-        denoiser = Denoiser.open(model, backend=backend, stages=stages, device=device, threads=threads, tile=tile,
-                                 overlap=overlap, tile_batch=tile_batch, ensemble=ensemble,
-                                 allow_unverified=allow_unverified)
+        denoiser = Denoiser.open(
+            model,
+            backend=backend,
+            stages=stages,
+            device=device,
+            threads=threads,
+            tile=tile,
+            overlap=overlap,
+            tile_batch=tile_batch,
+            ensemble=ensemble,
+            allow_unverified=allow_unverified,
+        )
     if model is None and not server:
         notice(DEMO_NOTICE)
     notice_if_busy(threads, denoiser.runner.on_cpu)
@@ -120,11 +211,19 @@ def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, 
         notice(f"warning: {warning}")
     skipped, jobs = plan.skipped, [(j.src, j.dst, j.ref) for j in plan.jobs]
     with denoiser:  # the session or engine is released when the jobs are done
-        results, failures = _run_denoise_jobs(denoiser, jobs, int(bit_depth) if bit_depth else None, quiet=as_json,
-                                              single=plan.single)
-    summary = {"model": denoiser.description, "tile": tile, "overlap": overlap, "ensemble": ensemble,
-               "results": results, "skipped_existing": skipped, "failures": failures,
-               "removed_temporaries": plan.swept}
+        results, failures = _run_denoise_jobs(
+            denoiser, jobs, int(bit_depth) if bit_depth else None, quiet=as_json, single=plan.single
+        )
+    summary = {
+        "model": denoiser.description,
+        "tile": tile,
+        "overlap": overlap,
+        "ensemble": ensemble,
+        "results": results,
+        "skipped_existing": skipped,
+        "failures": failures,
+        "removed_temporaries": plan.swept,
+    }
     if as_json:
         emit_json(summary)
     else:
@@ -133,22 +232,56 @@ def denoise(src, dst, model, server, backend, stages, reference, tile, overlap, 
             click.echo(f"skipped {len(skipped)} image(s) whose output exists (--overwrite to redo them)")
         click.echo(f"model: {denoiser.description}")
         if plan.swept:
-            notice(f"removed {len(plan.swept)} temporary file(s) that an interrupted run left: "
-                   f"{', '.join(plan.swept[:3])}")
+            notice(
+                f"removed {len(plan.swept)} temporary file(s) that an interrupted run left: {', '.join(plan.swept[:3])}"
+            )
         for f in failures:
             notice(f"failed: {f['input']}: {f['error']}")
     if failures:
         raise ScaoedError(f"{len(failures)} of {len(jobs)} image(s) failed")
 
 
-def _denoise_on_ray(src, dst, model, address, workers, threads, backend, stages, device, reference, tile, overlap,
-                    tile_batch, ensemble, bit_depth, overwrite, allow_unverified, as_json):
+def _denoise_on_ray(
+    src,
+    dst,
+    model,
+    address,
+    workers,
+    threads,
+    backend,
+    stages,
+    device,
+    reference,
+    tile,
+    overlap,
+    tile_batch,
+    ensemble,
+    bit_depth,
+    overwrite,
+    allow_unverified,
+    as_json,
+):
     with _RunProgress() as progress:  # on stderr, with --json too: the summary alone goes to stdout
-        summary = denoise_on_ray(src, dst, model, address=address, workers=workers, threads=threads,
-                                 backend=backend, stages=stages, device=device, reference=reference, tile=tile,
-                                 overlap=overlap, tile_batch=tile_batch, ensemble=ensemble,
-                                 bit_depth=int(bit_depth) if bit_depth else None, overwrite=overwrite,
-                                 allow_unverified=allow_unverified, progress=progress)
+        summary = denoise_on_ray(
+            src,
+            dst,
+            model,
+            address=address,
+            workers=workers,
+            threads=threads,
+            backend=backend,
+            stages=stages,
+            device=device,
+            reference=reference,
+            tile=tile,
+            overlap=overlap,
+            tile_batch=tile_batch,
+            ensemble=ensemble,
+            bit_depth=int(bit_depth) if bit_depth else None,
+            overwrite=overwrite,
+            allow_unverified=allow_unverified,
+            progress=progress,
+        )
     if model is None:
         notice(DEMO_NOTICE)
     if as_json:
@@ -156,10 +289,12 @@ def _denoise_on_ray(src, dst, model, address, workers, threads, backend, stages,
     else:
         _print_results(summary["results"], reference)
         per_worker = ", ".join(f"{w}: {n}" for w, n in sorted(summary["per_worker"].items()))
-        click.echo(f"done {summary['done']}, skipped {summary['skipped']} (output exists), failed {summary['failed']} "
-                   f"in {summary['seconds']:.1f} s ({summary['images_per_s']:.2f} img/s) on {summary['workers_ran']} "
-                   f"worker(s) x {summary['threads_per_worker']} thread(s) at {address}" +
-                   (f"; per worker: {per_worker}" if per_worker else ""))
+        click.echo(
+            f"done {summary['done']}, skipped {summary['skipped']} (output exists), failed {summary['failed']} "
+            f"in {summary['seconds']:.1f} s ({summary['images_per_s']:.2f} img/s) on {summary['workers_ran']} "
+            f"worker(s) x {summary['threads_per_worker']} thread(s) at {address}"
+            + (f"; per worker: {per_worker}" if per_worker else "")
+        )
         for note in summary["notes"]:
             notice(f"note: {note}")
         for f in summary["failures"]:
@@ -177,9 +312,14 @@ class _RunProgress:
     def __enter__(self):
         from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
-        self.bar, self.log = progress_bar(TextColumn("denoising"), BarColumn(),
-                                          TextColumn("{task.fields[counts]}"), TimeRemainingColumn(), quiet=False,
-                                          transient=True)
+        self.bar, self.log = progress_bar(
+            TextColumn("denoising"),
+            BarColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeRemainingColumn(),
+            quiet=False,
+            transient=True,
+        )
         self.bar.__enter__()
         self.task, self.t0 = None, time.monotonic()
         self.say = Steps(self.log, tick_every=self.EVERY_S) if self.log else None  # a line in EVERY_S at most
@@ -213,6 +353,7 @@ def _print_results(results: list[dict], reference) -> None:
             line += f": PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} (input {r['psnr_in']:.2f} dB, {r['ssim_in']:.4f})"
         click.echo(line)
     if len(results) > 1 and reference:
+
         def mean(key):
             return sum(r[key] for r in results) / len(results)
 
@@ -223,8 +364,14 @@ def _tile_progress(denoiser, quiet: bool):
     """Progress over the tiles of one large image, with the time left (tiles are equal work)."""
     from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
-    progress, log = progress_bar(TextColumn("denoising"), BarColumn(), TextColumn("{task.completed}/{task.total} tiles"),
-                                 TimeRemainingColumn(), quiet=quiet, transient=True)
+    progress, log = progress_bar(
+        TextColumn("denoising"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} tiles"),
+        TimeRemainingColumn(),
+        quiet=quiet,
+        transient=True,
+    )
     task = progress.add_task("tiles", total=None)
     t0, said = time.perf_counter(), [0]
 
@@ -260,8 +407,11 @@ def _denoise_each(denoiser, jobs, bit_depth, single: bool, log, advance):
             # every later image would fail the same way: stop, keep what is written
             if single:
                 raise
-            again = "" if isinstance(e, ContractError) else \
-                "; what was written is kept: run the same command again to resume"
+            again = (
+                ""
+                if isinstance(e, ContractError)
+                else "; what was written is kept: run the same command again to resume"
+            )
             raise type(e)(f"{e}; stopped after {len(results)} of {len(jobs)} image(s){again}") from e
         except ScaoedError as e:
             if single:
@@ -270,5 +420,3 @@ def _denoise_each(denoiser, jobs, bit_depth, single: bool, log, advance):
         if advance:
             advance()
     return results, failures
-
-

@@ -10,14 +10,7 @@ from ..cpu import this_cpu
 from ..precision.convert import ort_int8_format
 from ..precision.openvino import int8_format as openvino_int8_format
 from ..runtime.base import cpu_threads
-from .common import (
-    emit_json,
-    json_option,
-    resolutions_option,
-    stage_list_option,
-    stages_option,
-    stdout_console,
-)
+from .common import emit_json, json_option, resolutions_option, stage_list_option, stages_option, stdout_console
 from .main import cli
 
 
@@ -36,17 +29,23 @@ def info(resolutions, stages, blocks, as_json):
         return
     from rich.table import Table
 
-    table = Table(title=f"ScaoedNet cost, T={blocks}: {rows[0]['parameters']:,} parameters at every K",
-                  caption="GMAC = 10^9 multiply-accumulates (the paper's 'FLOPs'); paper figures at 512x512")
+    table = Table(
+        title=f"ScaoedNet cost, T={blocks}: {rows[0]['parameters']:,} parameters at every K",
+        caption="GMAC = 10^9 multiply-accumulates (the paper's 'FLOPs'); paper figures at 512x512",
+    )
     for col in ("res", "K", "conv GMAC", "other GMAC", "total GMAC", "paper GMAC", "vs paper"):
         table.add_column(col, justify="right")
     for r in rows:
         paper = f"{r['paper_gmacs']:.0f}" if r["paper_gmacs"] else "-"
         diff = f"{100 * r['vs_paper']:+.1f}%" if r["vs_paper"] is not None else "-"
         table.add_row(
-            f"{r['height']}x{r['width']}", str(r["stages"]),
-            f"{r['conv_macs'] / 1e9:.1f}", f"{r['other_macs'] / 1e9:.1f}", f"{r['total_macs'] / 1e9:.1f}",
-            paper, diff,
+            f"{r['height']}x{r['width']}",
+            str(r["stages"]),
+            f"{r['conv_macs'] / 1e9:.1f}",
+            f"{r['other_macs'] / 1e9:.1f}",
+            f"{r['total_macs'] / 1e9:.1f}",
+            paper,
+            diff,
         )
     console = stdout_console()
     console.print(table)
@@ -59,29 +58,44 @@ def cpu_info() -> dict:
     cpu, cores = this_cpu(), cpu_threads()
     caps = cpu.capabilities(cores)
     ship = ["openvino-int8"] + (["openvino-bf16"] if caps["bf16"]["native"] else [])
-    return {**cpu.to_dict(), "cores": cores, "clock_mhz": cpu.mhz, "precisions": caps,
-            "int8_formats": {"onnxruntime": {"reduce_range": ort_int8_format(cpu)["reduce_range"]},
-                             "openvino": openvino_int8_format(cpu)},
-            "ship": ship}
+    return {
+        **cpu.to_dict(),
+        "cores": cores,
+        "clock_mhz": cpu.mhz,
+        "precisions": caps,
+        "int8_formats": {
+            "onnxruntime": {"reduce_range": ort_int8_format(cpu)["reduce_range"]},
+            "openvino": openvino_int8_format(cpu),
+        },
+        "ship": ship,
+    }
 
 
 def cpu_lines(c: dict) -> str:
     def peak(p):
         return f" ({c['precisions'][p]['peak_gmacs']:.0f} GMAC/s peak)" if c["precisions"][p]["peak_gmacs"] else ""
 
-    native = [p + (f" with {c['precisions'][p]['dot_product'].split(' (')[0]}" if p == "int8" else "") + peak(p)
-              for p, v in c["precisions"].items() if v["native"]]
+    native = [
+        p + (f" with {c['precisions'][p]['dot_product'].split(' (')[0]}" if p == "int8" else "") + peak(p)
+        for p, v in c["precisions"].items()
+        if v["native"]
+    ]
     missing = [p for p, v in c["precisions"].items() if not v["native"]]
     ort, ov = c["int8_formats"]["onnxruntime"], c["int8_formats"]["openvino"]
-    return "\n".join([
-        f"This CPU: {c['cpu']} ({', '.join(c['isa']) or 'no AVX2'}"
-        + (f", capped by {c['capped_by']}" if c.get("capped_by") else "") + f"), class {c['isa_class']}, "
-        f"{c['cores']} cores" + (f" at {c['clock_mhz']:.0f} MHz" if c["clock_mhz"] else ""),
-        f"  native: {', '.join(native)}"
-        + (f"; not native: {', '.join(missing)} (bench skips them)" if missing else ""),
-        f"  INT8 built here: ONNX Runtime with {'7-bit' if ort['reduce_range'] else 'full-range'} weights, OpenVINO "
-        f"with NNCF's overflow fix '{ov['overflow_fix']}'",
-        f"  ship on this CPU kind: {' or '.join(c['ship'])} (README: Which artifact for which CPU)"])
+    return "\n".join(
+        [
+            f"This CPU: {c['cpu']} ({', '.join(c['isa']) or 'no AVX2'}"
+            + (f", capped by {c['capped_by']}" if c.get("capped_by") else "")
+            + f"), class {c['isa_class']}, "
+            f"{c['cores']} cores" + (f" at {c['clock_mhz']:.0f} MHz" if c["clock_mhz"] else ""),
+            f"  native: {', '.join(native)}"
+            + (f"; not native: {', '.join(missing)} (bench skips them)" if missing else ""),
+            f"  INT8 built here: ONNX Runtime with "
+            f"{'7-bit' if ort['reduce_range'] else 'full-range'} weights, OpenVINO "
+            f"with NNCF's overflow fix '{ov['overflow_fix']}'",
+            f"  ship on this CPU kind: {' or '.join(c['ship'])} (README: Which artifact for which CPU)",
+        ]
+    )
 
 
 @cli.command()
@@ -99,5 +113,3 @@ def convert(src, dst, stages, as_json):
             f"wrote {result['output']} ({result['output_format']}, T={result['blocks']}, "
             f"{result['parameters']:,} parameters) from {result['source']} ({result['source_layout']} layout)"
         )
-
-

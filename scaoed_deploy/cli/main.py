@@ -19,18 +19,25 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
 # ---------------------------------------------------------------------------- commands
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="scaoed-deploy")
-@click.option("--as-cpu", type=click.Choice(TARGETS), default=None,
-              help="Run the command as on an AVX2-only CPU: every library's CPUID is masked (Linux x86-64 with "
-              "CPUID faulting; a C compiler builds the mask once), so artifacts for such CPUs are built, verified "
-              "and timed on the kernels they will run there.")
+@click.option(
+    "--as-cpu",
+    type=click.Choice(TARGETS),
+    default=None,
+    help="Run the command as on an AVX2-only CPU: every library's CPUID is masked (Linux x86-64 with "
+    "CPUID faulting; a C compiler builds the mask once), so artifacts for such CPUs are built, verified "
+    "and timed on the kernels they will run there.",
+)
 @click.pass_context
 def cli(ctx, as_cpu):
     """ScaoedNet from PyTorch checkpoint to verified ONNX and TensorRT artifacts."""
     if as_cpu and not ctx.resilient_parsing:
         argv = list(ctx.obj["argv"])
-        i = argv.index("--as-cpu") if "--as-cpu" in argv else next(
-            i for i, a in enumerate(argv) if a.startswith("--as-cpu="))
-        rest = argv[:i] + argv[i + (1 if "=" in argv[i] else 2):]
+        i = (
+            argv.index("--as-cpu")
+            if "--as-cpu" in argv
+            else next(i for i, a in enumerate(argv) if a.startswith("--as-cpu="))
+        )
+        rest = argv[:i] + argv[i + (1 if "=" in argv[i] else 2) :]
         ctx.exit(run_as(as_cpu, rest))
 
 

@@ -9,13 +9,7 @@ import click
 
 from ..bench import BACKENDS, emulated_rows
 from ..errors import ScaoedError, UsageError
-from ..optimize import (
-    Constraint,
-    OptimizeConfig,
-    default_output,
-    run_optimize,
-    write_package,
-)
+from ..optimize import Constraint, OptimizeConfig, default_output, run_optimize, write_package
 from ..optimize.report import summary_line, table
 from ..optimize.search import gmacs_by_k
 from ..runtime.torch_backend import pick_device
@@ -39,8 +33,11 @@ from .main import cli
 
 
 def _constraint(max_latency_ms, min_psnr, max_dpsnr) -> Constraint:
-    given = [(k, v) for k, v in (("max_latency_ms", max_latency_ms), ("min_psnr", min_psnr),
-                                 ("max_dpsnr", max_dpsnr)) if v is not None]
+    given = [
+        (k, v)
+        for k, v in (("max_latency_ms", max_latency_ms), ("min_psnr", min_psnr), ("max_dpsnr", max_dpsnr))
+        if v is not None
+    ]
     if len(given) > 1:
         raise UsageError("give one constraint: --max-latency-ms, --min-psnr or --max-dpsnr")
     return Constraint(*given[0]) if given else Constraint()
@@ -82,7 +79,7 @@ class TimeLeft:
         a step, not standing still); never below zero."""
         if not self.work:
             return ""
-        s = self.seconds / self.work * sum(self.gmacs[k] for k, b in self.plan[self.done:] if b not in self.dropped)
+        s = self.seconds / self.work * sum(self.gmacs[k] for k, b in self.plan[self.done :] if b not in self.dropped)
         s = max(0.0, s - (time.monotonic() - self.at))
         return f", about {s / 60:.0f} min left" if s >= 90 else f", about {s:.0f} s left"
 
@@ -90,31 +87,78 @@ class TimeLeft:
 @cli.command()
 @resolutions_option("Resolution the candidates are timed at (one: 512 or 512x768).")
 @stage_list_option("1,2,3,4,5", "Stage counts K to consider")
-@click.option("--backends", default=None, help=f"Comma-separated, from: {', '.join(BACKENDS)} (default: bench's for "
-              "the device; torch eager fp32 always runs, for the ratios).")
+@click.option(
+    "--backends",
+    default=None,
+    help=f"Comma-separated, from: {', '.join(BACKENDS)} (default: bench's for "
+    "the device; torch eager fp32 always runs, for the ratios).",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Ship the best PSNR whose median latency is within this.")
+@click.option(
+    "--max-latency-ms",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Ship the best PSNR whose median latency is within this.",
+)
 @click.option("--min-psnr", type=float, default=None, help="Ship the fastest candidate with at least this mean PSNR.")
-@click.option("--max-dpsnr", type=click.FloatRange(min=0), default=None,
-              help="Ship the fastest candidate within this many dB of the best one.")
+@click.option(
+    "--max-dpsnr",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Ship the fastest candidate within this many dB of the best one.",
+)
 @click.option("--batch", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--warmup", type=click.IntRange(0), default=1, show_default=True)
-@click.option("--iters", type=click.IntRange(1), default=5, show_default=True,
-              help="Timed runs per candidate at most: fewer once its last 3 agree within 5 %, or once it is slower "
-              "than a measured candidate that scores at least as high (or over --max-latency-ms).")
+@click.option(
+    "--iters",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    help="Timed runs per candidate at most: fewer once its last 3 agree within 5 %, or once it is slower "
+    "than a measured candidate that scores at least as high (or over --max-latency-ms).",
+)
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads, pinned (default: all cores).")
 @weights_options("Seeded random weights instead (their PSNR means nothing).")
 @data_option("Evaluation pairs (noisy/ and clean/; default ../shared/data/sidd).")
-@click.option("--calib-count", type=click.IntRange(4, 4096), default=32, show_default=True,
-              help="Calibration crops for INT8 candidates.")
-@click.option("--export-dir", default="export", show_default=True, type=click.Path(file_okay=False),
-              help="Where artifacts are reused from (or cached in, under bench/).")
+@click.option(
+    "--calib-count",
+    type=click.IntRange(4, 4096),
+    default=32,
+    show_default=True,
+    help="Calibration crops for INT8 candidates.",
+)
+@click.option(
+    "--export-dir",
+    default="export",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where artifacts are reused from (or cached in, under bench/).",
+)
 @click.option("-o", "--output", default=None, type=click.Path(), help="Package folder (default optimize/<time>/).")
 @click.option("--triton", is_flag=True, help="Also a Triton model repository of the choice (python backend).")
 @json_option
-def optimize(resolutions, stages, backends, device, max_latency_ms, min_psnr, max_dpsnr, batch, warmup, iters, threads,
-             checkpoint, random_seed, blocks, data, calib_count, export_dir, output, triton, as_json):
+def optimize(
+    resolutions,
+    stages,
+    backends,
+    device,
+    max_latency_ms,
+    min_psnr,
+    max_dpsnr,
+    batch,
+    warmup,
+    iters,
+    threads,
+    checkpoint,
+    random_seed,
+    blocks,
+    data,
+    calib_count,
+    export_dir,
+    output,
+    triton,
+    as_json,
+):
     """Choose K, precision and backend by measurement: a package with the choice, its proof and a report."""
     from rich.progress import BarColumn, TextColumn
 
@@ -126,17 +170,34 @@ def optimize(resolutions, stages, backends, device, max_latency_ms, min_psnr, ma
     chosen = chosen_backends(backends, device)
     weights = load_weights(checkpoint, random_seed=random_seed, blocks=blocks)
     notice_if_busy(threads, device == "cpu")
-    cfg = OptimizeConfig(resolutions=resolutions, stages=stages, backends=chosen, device=device, batch=batch,
-                         warmup=warmup, iters=iters, threads=threads, data=Path(data) if data else None,
-                         export_dir=Path(export_dir), calib_count=calib_count, explicit=backends is not None,
-                         constraint=constraint, command=command_line())
+    cfg = OptimizeConfig(
+        resolutions=resolutions,
+        stages=stages,
+        backends=chosen,
+        device=device,
+        batch=batch,
+        warmup=warmup,
+        iters=iters,
+        threads=threads,
+        data=Path(data) if data else None,
+        export_dir=Path(export_dir),
+        calib_count=calib_count,
+        explicit=backends is not None,
+        constraint=constraint,
+        command=command_line(),
+    )
     for warning in emulated_rows(cfg):
         notice(f"warning: {warning}")
     order = list(dict.fromkeys(["torch", *chosen]))
     n = len(set(stages)) * len(order)
     eta = TimeLeft([(k, b) for k in sorted(set(stages)) for b in order], gmacs_by_k(cfg, weights))
-    progress, log = progress_bar(TextColumn("optimize"), BarColumn(), TextColumn("{task.fields[n]}"),
-                                 TextColumn("{task.fields[info]}"), quiet=as_json)
+    progress, log = progress_bar(
+        TextColumn("optimize"),
+        BarColumn(),
+        TextColumn("{task.fields[n]}"),
+        TextColumn("{task.fields[info]}"),
+        quiet=as_json,
+    )
 
     with progress:
         task = progress.add_task("optimize", total=n, info="", n=f"0/{n}")
@@ -153,15 +214,19 @@ def optimize(resolutions, stages, backends, device, max_latency_ms, min_psnr, ma
             first = eta.add(c)
             progress.update(task, completed=eta.done, n=f"{eta.done}/{n}")
             if first:
-                notice(f"estimate:{eta.text().lstrip(',')} (the measured candidates' seconds per GMAC times the MACs of "
-                       "those left; backends skipped at a lower K are not counted; candidates that racing leaves out "
-                       "later make it shorter)")
+                notice(
+                    f"estimate:{eta.text().lstrip(',')} (the measured candidates' seconds per GMAC times the MACs of "
+                    "those left; backends skipped at a lower K are not counted; candidates that racing leaves out "
+                    "later make it shorter)"
+                )
 
         try:
             selection, previews = run_optimize(weights, cfg, step=step, advance=advance)
         except KeyboardInterrupt:
-            notice(f"interrupted: the artifacts made so far are kept in {cfg.export_dir / 'bench'} (exports in "
-                   f"{cfg.export_dir}); the same command resumes")
+            notice(
+                f"interrupted: the artifacts made so far are kept in {cfg.export_dir / 'bench'} (exports in "
+                f"{cfg.export_dir}); the same command resumes"
+            )
             raise
     paths = write_package(selection, previews, weights, out, triton=triton)
     for w in selection["warnings"]:
@@ -174,6 +239,7 @@ def optimize(resolutions, stages, backends, device, max_latency_ms, min_psnr, ma
         click.echo("\n".join(table(selection)))
         click.echo(summary_line(selection))
         triton_dir = ["triton/"] if (selection.get("triton") or {}).get("repository") else []
-        click.echo(f"wrote {out}/ (selection.json, report.md, report.html, reproduce.sh, "
-                   f"{', '.join(selection['shipped'] + triton_dir)})")
-
+        click.echo(
+            f"wrote {out}/ (selection.json, report.md, report.html, reproduce.sh, "
+            f"{', '.join(selection['shipped'] + triton_dir)})"
+        )

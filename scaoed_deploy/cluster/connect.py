@@ -78,8 +78,12 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         except OSError:
             answer = b""
         if len(answer) < 9 or answer[3] != 0x04:
-            raise _unreachable(address, "what answers there is not a Ray head (no gRPC answer)",
-                               "check the port (`ray start --head` prints it)", via)
+            raise _unreachable(
+                address,
+                "what answers there is not a Ray head (no gRPC answer)",
+                "check the port (`ray start --head` prints it)",
+                via,
+            )
 
 
 def connect(ray, address: str) -> bool:
@@ -103,8 +107,16 @@ def connect(ray, address: str) -> bool:
 
 def alive_nodes(ray) -> list[dict]:
     """The cluster's live nodes: id, address and CPUs / GPUs of each."""
-    return [{"id": n["NodeID"], "address": n["NodeManagerAddress"], "cpus": int(n["Resources"].get("CPU", 0)),
-             "gpus": int(n["Resources"].get("GPU", 0))} for n in ray.nodes() if n.get("Alive")]
+    return [
+        {
+            "id": n["NodeID"],
+            "address": n["NodeManagerAddress"],
+            "cpus": int(n["Resources"].get("CPU", 0)),
+            "gpus": int(n["Resources"].get("GPU", 0)),
+        }
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
 
 
 def pool_size(nodes: list[dict], workers: int | None, threads: int | None, cuda: bool) -> dict:
@@ -122,11 +134,15 @@ def pool_size(nodes: list[dict], workers: int | None, threads: int | None, cuda:
         threads = threads or (max(1, cpus // workers) if workers else 1)
         fits = sum(n["cpus"] // threads for n in nodes)
         if fits < 1:
-            raise ScaoedError(f"--threads {threads}: no node of this cluster has {threads} CPUs (the largest has "
-                              f"{max((n['cpus'] for n in nodes), default=0)})")
+            raise ScaoedError(
+                f"--threads {threads}: no node of this cluster has {threads} CPUs (the largest has "
+                f"{max((n['cpus'] for n in nodes), default=0)})"
+            )
     asked = workers or fits
     warning = None
     if asked > fits:
-        warning = (f"asked for {asked} workers x {threads} thread(s); the cluster's {len(nodes)} node(s) hold "
-                   f"{fits} at once, so {fits} run")
+        warning = (
+            f"asked for {asked} workers x {threads} thread(s); the cluster's {len(nodes)} node(s) hold "
+            f"{fits} at once, so {fits} run"
+        )
     return {"workers": min(asked, fits), "threads": threads, "asked": asked, "warning": warning}

@@ -66,16 +66,33 @@ def _leftover_temporaries(plan: Plan) -> list[Path]:
     found = []
     for folder, names in wanted.items():
         if folder.is_dir():
-            found.extend(p for p in folder.iterdir()
-                         if is_temporary(p) and (p.name[1:].split(TEMP_MARK)[0], p.suffix) in names)
+            found.extend(
+                p for p in folder.iterdir() if is_temporary(p) and (p.name[1:].split(TEMP_MARK)[0], p.suffix) in names
+            )
     return found
 
 
-def denoise_on_ray(src, dst, model: str | None = None, *, address: str = "local", workers: int | None = None,
-                   threads: int | None = None, backend: str | None = None, stages: int | None = None,
-                   device: str = "auto", reference=None, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                   tile_batch: int = 4, ensemble: bool = False, bit_depth: int | None = None, overwrite: bool = False,
-                   allow_unverified: bool = False, progress=None) -> dict:
+def denoise_on_ray(
+    src,
+    dst,
+    model: str | None = None,
+    *,
+    address: str = "local",
+    workers: int | None = None,
+    threads: int | None = None,
+    backend: str | None = None,
+    stages: int | None = None,
+    device: str = "auto",
+    reference=None,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    tile_batch: int = 4,
+    ensemble: bool = False,
+    bit_depth: int | None = None,
+    overwrite: bool = False,
+    allow_unverified: bool = False,
+    progress=None,
+) -> dict:
     """Denoise ``src`` (an image, a folder, a .txt list of paths, or their s3:// URLs) into ``dst`` on a Ray
     cluster; returns the summary (done / skipped / failed, images per second, per-worker counts, failures, the
     time each part took). ``progress(done, failed, total, note)`` is called as images finish and when a node is
@@ -95,9 +112,18 @@ def denoise_on_ray(src, dst, model: str | None = None, *, address: str = "local"
         timings["connect_s"] = time.perf_counter() - t
         manifest = _manifest_for(plan)
         try:
-            options = dict(model=str(model) if model else None, backend=backend, stages=stages, device=device,
-                           allow_unverified=allow_unverified, tile=tile, overlap=overlap, tile_batch=tile_batch,
-                           ensemble=ensemble, bit_depth=bit_depth)
+            options = dict(
+                model=str(model) if model else None,
+                backend=backend,
+                stages=stages,
+                device=device,
+                allow_unverified=allow_unverified,
+                tile=tile,
+                overlap=overlap,
+                tile_batch=tile_batch,
+                ensemble=ensemble,
+                bit_depth=bit_depth,
+            )
             summary = _run(ray, plan, options, workers, threads, manifest, progress or (lambda *a: None), timings)
         finally:
             if manifest is not None:
@@ -150,11 +176,16 @@ def _run(ray, plan: Plan, options: dict, workers, threads, manifest, progress, t
         per_block = paths_per_block(len(items), size["workers"])
         ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_block))
         mapped = ds.map_batches(
-            DenoiseWorker, fn_constructor_kwargs=dict(options, threads=size["threads"]), batch_size=per_block,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size["workers"],
-                                               initial_size=size["workers"]),  # all start now; 1 is enough to go
-            num_cpus=0 if cuda else size["threads"], num_gpus=1 if cuda else 0,
-            runtime_env={"env_vars": env} if env else None)
+            DenoiseWorker,
+            fn_constructor_kwargs=dict(options, threads=size["threads"]),
+            batch_size=per_block,
+            compute=ray.data.ActorPoolStrategy(
+                min_size=1, max_size=size["workers"], initial_size=size["workers"]
+            ),  # all start now; 1 is enough to go
+            num_cpus=0 if cuda else size["threads"],
+            num_gpus=1 if cuda else 0,
+            runtime_env={"env_vars": env} if env else None,
+        )
         before = len(rows)
         try:
             for row in mapped.iter_rows():
@@ -175,8 +206,10 @@ def _run(ray, plan: Plan, options: dict, workers, threads, manifest, progress, t
             written = _written([j for j in pending if str(j.src) not in rows])
             pending = [j for j in pending if str(j.src) not in rows and str(j.dst) not in written]
             lost.extend(sorted(gone))
-            note = (f"{'a node was lost' if gone else 'the Ray job stopped'} ({first_line(_cause(e), 120)}): "
-                    f"{len(pending)} image(s) left, going on with {len(now)} node(s)")
+            note = (
+                f"{'a node was lost' if gone else 'the Ray job stopped'} ({first_line(_cause(e), 120)}): "
+                f"{len(pending)} image(s) left, going on with {len(now)} node(s)"
+            )
             notes.append(note)
             counts["done"] += len(written)
             progress(counts["done"], counts["failed"], total, note)
@@ -208,13 +241,23 @@ def _summary(plan: Plan, rows: dict, pool: dict, options: dict, notes: list, los
     unreported = sorted(str(j.dst) for j in plan.jobs if str(j.src) not in rows)  # written on a node then lost
     per_worker = Counter(r["worker"] for r in ok)
     return {
-        "workers": pool["workers"], "workers_asked": pool["asked"], "workers_ran": len(per_worker),
-        "threads_per_worker": pool["threads"], "device": options["device"],
-        "model": options["model"] or "demo weights", "done": len(ok) + len(unreported), "skipped": len(plan.skipped),
-        "failed": len(failed), "seconds": round(seconds, 2),
+        "workers": pool["workers"],
+        "workers_asked": pool["asked"],
+        "workers_ran": len(per_worker),
+        "threads_per_worker": pool["threads"],
+        "device": options["device"],
+        "model": options["model"] or "demo weights",
+        "done": len(ok) + len(unreported),
+        "skipped": len(plan.skipped),
+        "failed": len(failed),
+        "seconds": round(seconds, 2),
         "images_per_s": round(len(ok) / seconds, 3) if ok and seconds > 0 else 0.0,
-        "per_worker": dict(per_worker), "per_node": dict(Counter(r["node"] for r in ok)), "failures": failed,
-        "skipped_existing": plan.skipped, "written_before_a_node_was_lost": unreported, "nodes_lost": lost,
+        "per_worker": dict(per_worker),
+        "per_node": dict(Counter(r["node"] for r in ok)),
+        "failures": failed,
+        "skipped_existing": plan.skipped,
+        "written_before_a_node_was_lost": unreported,
+        "nodes_lost": lost,
         "notes": notes + ([pool["warning"]] if pool["warning"] else []),
         "results": [as_local(r) for r in ok],
     }

@@ -14,20 +14,54 @@ from ..runtime.denoiser import Denoiser, denoise_file
 INT_KEYS = ("bit_depth_in", "channels_out", "peak_rss_mb")
 TEXT_KEYS = ("metadata_kept", "warnings")
 METRICS = ("psnr", "ssim", "psnr_in", "ssim_in")
-COLUMNS = ("src", "dst", "ref", "status", "error", "worker", "node", "seconds", "width", "height", "bit_depth_out",
-           *INT_KEYS, *TEXT_KEYS, *METRICS)
+COLUMNS = (
+    "src",
+    "dst",
+    "ref",
+    "status",
+    "error",
+    "worker",
+    "node",
+    "seconds",
+    "width",
+    "height",
+    "bit_depth_out",
+    *INT_KEYS,
+    *TEXT_KEYS,
+    *METRICS,
+)
 
 
 class DenoiseWorker:
     """A Denoiser opened once (any artifact the registry opens), then ``denoise_file`` on each row's paths or
     URLs: a bad image is a failed row, not a failed task."""
 
-    def __init__(self, model: str | None, backend: str | None, stages: int | None, device: str,
-                 threads: int | None, allow_unverified: bool, tile: int, overlap: int, tile_batch: int,
-                 ensemble: bool, bit_depth: int | None):
-        self.denoiser = Denoiser.open(model, backend=backend, stages=stages, device=device, threads=threads,
-                                      allow_unverified=allow_unverified, tile=tile, overlap=overlap,
-                                      tile_batch=tile_batch, ensemble=ensemble)
+    def __init__(
+        self,
+        model: str | None,
+        backend: str | None,
+        stages: int | None,
+        device: str,
+        threads: int | None,
+        allow_unverified: bool,
+        tile: int,
+        overlap: int,
+        tile_batch: int,
+        ensemble: bool,
+        bit_depth: int | None,
+    ):
+        self.denoiser = Denoiser.open(
+            model,
+            backend=backend,
+            stages=stages,
+            device=device,
+            threads=threads,
+            allow_unverified=allow_unverified,
+            tile=tile,
+            overlap=overlap,
+            tile_batch=tile_batch,
+            ensemble=ensemble,
+        )
         self.bit_depth = bit_depth
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.node = _node_id()
@@ -42,11 +76,19 @@ class DenoiseWorker:
                 status, error = "done", ""
             except ScaoedError as e:  # a bad image: a failed row, the rest go on
                 status, error = "failed", str(e)
-            for key, value in (("src", str(src)), ("dst", str(dst)), ("ref", str(ref)), ("status", status),
-                               ("error", error), ("worker", self.name), ("node", self.node),
-                               ("seconds", time.perf_counter() - t), ("width", r.get("width", 0)),
-                               ("height", r.get("height", 0)),
-                               ("bit_depth_out", r.get("bit_depth_out", 0))):
+            for key, value in (
+                ("src", str(src)),
+                ("dst", str(dst)),
+                ("ref", str(ref)),
+                ("status", status),
+                ("error", error),
+                ("worker", self.name),
+                ("node", self.node),
+                ("seconds", time.perf_counter() - t),
+                ("width", r.get("width", 0)),
+                ("height", r.get("height", 0)),
+                ("bit_depth_out", r.get("bit_depth_out", 0)),
+            ):
                 rows[key].append(value)
             for key in INT_KEYS:
                 rows[key].append(int(r.get(key, 0)))
@@ -65,9 +107,16 @@ def _node_id() -> str:
 
 def as_local(row: dict) -> dict:
     """A worker's row with the keys a local run's result has (input, output, ...; no metric without a reference)."""
-    out = {"input": row["src"], "output": row["dst"], "worker": row["worker"], "node": row["node"],
-           "seconds": round(row["seconds"], 3), "width": int(row["width"]), "height": int(row["height"]),
-           "bit_depth_out": int(row["bit_depth_out"])}
+    out = {
+        "input": row["src"],
+        "output": row["dst"],
+        "worker": row["worker"],
+        "node": row["node"],
+        "seconds": round(row["seconds"], 3),
+        "width": int(row["width"]),
+        "height": int(row["height"]),
+        "bit_depth_out": int(row["bit_depth_out"]),
+    }
     if row["ref"]:
         out["reference"] = row["ref"]
     out.update({k: float(row[k]) for k in METRICS if row[k] == row[k]})

@@ -151,5 +151,7 @@ def check_fits(step: str, need_mb: float, hint: str) -> None:
     """Refuse a step whose expected peak (``need_mb`` more than this process holds now) is over what is free."""
     free, source = available_mb()
     if need_mb > free:
-        raise ScaoedError(f"{step} needs about {need_mb / 1024:.1f} GB more, but {free / 1024:.1f} GB is free "
-                          f"({source}); {hint}; nothing was written")
+        raise ScaoedError(
+            f"{step} needs about {need_mb / 1024:.1f} GB more, but {free / 1024:.1f} GB is free "
+            f"({source}); {hint}; nothing was written"
+        )

@@ -16,5 +16,14 @@ from .choose import Candidate, Constraint, NothingMeets, choose, pareto_front
 from .package import default_output, write_package
 from .search import OptimizeConfig, run_optimize
 
-__all__ = ["Candidate", "Constraint", "NothingMeets", "OptimizeConfig", "choose", "default_output", "pareto_front",
-           "run_optimize", "write_package"]
+__all__ = [
+    "Candidate",
+    "Constraint",
+    "NothingMeets",
+    "OptimizeConfig",
+    "choose",
+    "default_output",
+    "pareto_front",
+    "run_optimize",
+    "write_package",
+]

@@ -38,8 +38,11 @@ class Constraint:
         return {"kind": self.kind, "value": self.value}
 
     def describe(self) -> str:
-        return {"max_latency_ms": f"--max-latency-ms {self.value:g}", "min_psnr": f"--min-psnr {self.value:g}",
-                "max_dpsnr": f"--max-dpsnr {self.value:g}"}.get(self.kind, "no constraint")
+        return {
+            "max_latency_ms": f"--max-latency-ms {self.value:g}",
+            "min_psnr": f"--min-psnr {self.value:g}",
+            "max_dpsnr": f"--max-dpsnr {self.value:g}",
+        }.get(self.kind, "no constraint")
 
 
 @dataclass
@@ -86,8 +89,11 @@ def pareto_front(cands: list[Candidate]) -> list[str]:
     front: list[Candidate] = []
     best = None  # the highest PSNR of the points before this one
     for c in pts:
-        if best is None or c.psnr > best + PSNR_TIE_DB or (c.psnr, c.latency_ms) == (front[-1].psnr,
-                                                                                      front[-1].latency_ms):
+        if (
+            best is None
+            or c.psnr > best + PSNR_TIE_DB
+            or (c.psnr, c.latency_ms) == (front[-1].psnr, front[-1].latency_ms)
+        ):
             front.append(c)
         best = c.psnr if best is None else max(best, c.psnr)
     return [c.id for c in front]
@@ -112,8 +118,10 @@ def choose(cands: list[Candidate], constraint: Constraint) -> Candidate:
         pruned = [c for c in cands if "fp32_psnr" in c.extra]
         if pruned:  # pruned on fp32's quality alone: the K nearest to the floor is the closest
             c = max(pruned, key=lambda c: (c.extra["fp32_psnr"], c.id))
-            raise NothingMeets(f"no candidate meets {constraint.describe()}: the closest is {c.id}, fp32 at K={c.k} "
-                               f"scoring {c.extra['fp32_psnr']:.2f} dB (every candidate was pruned before it was made)")
+            raise NothingMeets(
+                f"no candidate meets {constraint.describe()}: the closest is {c.id}, fp32 at K={c.k} "
+                f"scoring {c.extra['fp32_psnr']:.2f} dB (every candidate was pruned before it was made)"
+            )
         raise NothingMeets("no candidate could be measured: every one was skipped, pruned or excluded (see the table)")
     best = max(c.psnr for c in done)
     kind, v = constraint.kind, constraint.value
@@ -121,16 +129,20 @@ def choose(cands: list[Candidate], constraint: Constraint) -> Candidate:
         pool = [c for c in done if c.latency_ms <= v]
         if not pool:
             c = _fastest(done)
-            raise NothingMeets(f"no candidate meets {constraint.describe()}: the closest is {c.id} at "
-                               f"{c.latency_ms:.1f} ms ({c.psnr:.2f} dB)")
+            raise NothingMeets(
+                f"no candidate meets {constraint.describe()}: the closest is {c.id} at "
+                f"{c.latency_ms:.1f} ms ({c.psnr:.2f} dB)"
+            )
         top = max(c.psnr for c in pool)
         return _fastest([c for c in pool if c.psnr >= top - PSNR_TIE_DB])
     if kind == "min_psnr":
         pool = [c for c in done if c.psnr >= v]
         if not pool:
             c = max(done, key=lambda c: (c.psnr, -c.latency_ms))
-            raise NothingMeets(f"no candidate meets {constraint.describe()}: the closest is {c.id} at "
-                               f"{c.psnr:.2f} dB ({c.latency_ms:.1f} ms)")
+            raise NothingMeets(
+                f"no candidate meets {constraint.describe()}: the closest is {c.id} at "
+                f"{c.psnr:.2f} dB ({c.latency_ms:.1f} ms)"
+            )
         return _fastest(pool)
     if kind == "max_dpsnr":
         return _fastest([c for c in done if c.psnr >= best - v])
@@ -166,13 +178,17 @@ def quality_prune(c: Candidate, fp32_psnr: dict[int, float], constraint: Constra
     """Why ``c`` cannot meet a PSNR constraint, from fp32's quality at its K alone (measured once per K), or None."""
     at_k, most = fp32_psnr[c.k], reach(c, fp32_psnr)
     if constraint.kind == "min_psnr" and most < constraint.value:
-        return (f"fp32 at K={c.k} scores {at_k:.2f} dB and a {c.precision} candidate passes parity only within "
-                f"{margin_db(c.precision):g} dB of it: below {constraint.describe()}")
+        return (
+            f"fp32 at K={c.k} scores {at_k:.2f} dB and a {c.precision} candidate passes parity only within "
+            f"{margin_db(c.precision):g} dB of it: below {constraint.describe()}"
+        )
     if constraint.kind == "max_dpsnr":
         floor = max(fp32_psnr.values()) - constraint.value
         if most < floor:
-            return (f"fp32 at K={c.k} scores {at_k:.2f} dB, more than {constraint.value:g} dB (+{margin_db(c.precision):g} "
-                    f"parity margin) below fp32 at its best K ({max(fp32_psnr.values()):.2f} dB)")
+            return (
+                f"fp32 at K={c.k} scores {at_k:.2f} dB, more than {constraint.value:g} dB (+{margin_db(c.precision):g} "
+                f"parity margin) below fp32 at its best K ({max(fp32_psnr.values()):.2f} dB)"
+            )
     return None
 
 
@@ -181,8 +197,11 @@ def latency_prune(c: Candidate, done: list[Candidate], gmacs: dict[int, float], 
     already over it (or was pruned for it); None otherwise."""
     if constraint.kind != "max_latency_ms":
         return None
-    lower = [d for d in done if d.backend == c.backend and d.k < c.k and
-             (d.latency_ms is not None or d.extra.get("latency_pruned"))]
+    lower = [
+        d
+        for d in done
+        if d.backend == c.backend and d.k < c.k and (d.latency_ms is not None or d.extra.get("latency_pruned"))
+    ]
     if not lower:
         return None
     d = max(lower, key=lambda d: d.k)
@@ -191,8 +210,10 @@ def latency_prune(c: Candidate, done: list[Candidate], gmacs: dict[int, float], 
     predicted = d.latency_ms * gmacs[c.k] / gmacs[d.k]
     if predicted * LATENCY_PRUNE_FRACTION <= constraint.value:
         return None
-    return (f"{c.backend} took {d.latency_ms:.1f} ms at K={d.k}; scaled by the MACs ({gmacs[c.k] / gmacs[d.k]:.2f}x) "
-            f"K={c.k} needs about {predicted:.0f} ms, over {constraint.describe()}")
+    return (
+        f"{c.backend} took {d.latency_ms:.1f} ms at K={d.k}; scaled by the MACs ({gmacs[c.k] / gmacs[d.k]:.2f}x) "
+        f"K={c.k} needs about {predicted:.0f} ms, over {constraint.describe()}"
+    )
 
 
 def _predicted_ms(c: Candidate, done: list[Candidate], gmacs: dict[int, float]) -> tuple[Candidate, float] | None:
@@ -221,9 +242,11 @@ def dominance_prune(c: Candidate, done: list[Candidate], gmacs: dict[int, float]
     d = dominator(psnr_bound, predicted * LATENCY_PRUNE_FRACTION, done)
     if d is None:
         return None
-    return (f"{c.backend} took {low.latency_ms:.1f} ms at K={low.k}; scaled by the MACs K={c.k} needs about "
-            f"{predicted:.0f} ms, and {d.id} scores at least as high ({d.psnr:.3f} dB, {c.precision} at K={c.k} "
-            f"at most {psnr_bound:.3f}) in {d.latency_ms:.1f} ms: off the front, never chosen")
+    return (
+        f"{c.backend} took {low.latency_ms:.1f} ms at K={low.k}; scaled by the MACs K={c.k} needs about "
+        f"{predicted:.0f} ms, and {d.id} scores at least as high ({d.psnr:.3f} dB, {c.precision} at K={c.k} "
+        f"at most {psnr_bound:.3f}) in {d.latency_ms:.1f} ms: off the front, never chosen"
+    )
 
 
 def predicted_order(cands: list[Candidate], done: list[Candidate], gmacs: dict[int, float]) -> list[Candidate]:

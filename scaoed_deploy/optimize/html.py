@@ -21,16 +21,18 @@ DIFF_GAIN = 8  # the difference map's amplification
 ZOOM = 4  # the zoomed crop: the central 1/ZOOM of each side, enlarged ZOOM x
 MARK = np.array([1.0, 0.15, 0.15], dtype=np.float32)  # the zoomed area's outline on the full images
 
-STYLE = ("body{font-family:sans-serif;margin:1em;max-width:1400px}p{line-height:1.4}"
-         ".scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;font-size:12px}"
-         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}"
-         "td:nth-child(-n+5),td:last-child{text-align:left}td:last-child{white-space:normal;min-width:24em}"
-         "tr.chosen{background:#e8f4e8;font-weight:bold}figure{margin:0 0 1em 0}"
-         ".row{display:grid;gap:6px;grid-template-columns:repeat(4,minmax(0,1fr));max-width:1100px}"
-         "@media(max-width:600px){.row{grid-template-columns:repeat(2,minmax(0,1fr))}}"
-         ".row figure{text-align:center;font-size:12px;margin:0}img{max-width:100%;height:auto}"
-         ".row img{image-rendering:pixelated;width:100%}"
-         ".warn{background:#fff3cd;padding:.4em .6em;border-left:4px solid #e0a800}")
+STYLE = (
+    "body{font-family:sans-serif;margin:1em;max-width:1400px}p{line-height:1.4}"
+    ".scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;font-size:12px}"
+    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}"
+    "td:nth-child(-n+5),td:last-child{text-align:left}td:last-child{white-space:normal;min-width:24em}"
+    "tr.chosen{background:#e8f4e8;font-weight:bold}figure{margin:0 0 1em 0}"
+    ".row{display:grid;gap:6px;grid-template-columns:repeat(4,minmax(0,1fr));max-width:1100px}"
+    "@media(max-width:600px){.row{grid-template-columns:repeat(2,minmax(0,1fr))}}"
+    ".row figure{text-align:center;font-size:12px;margin:0}img{max-width:100%;height:auto}"
+    ".row img{image-rendering:pixelated;width:100%}"
+    ".warn{background:#fff3cd;padding:.4em .6em;border-left:4px solid #e0a800}"
+)
 
 
 def png_data_uri(rgb: np.ndarray | bytes) -> str:
@@ -55,8 +57,12 @@ def _outlined(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     y, x, ch, cw = box
     out = img.copy()
     t = max(1, min(img.shape[:2]) // 128)  # a line that stays visible when the page scales the image down
-    for ys, xs in ((slice(y, y + t), slice(x, x + cw)), (slice(y + ch - t, y + ch), slice(x, x + cw)),
-                   (slice(y, y + ch), slice(x, x + t)), (slice(y, y + ch), slice(x + cw - t, x + cw))):
+    for ys, xs in (
+        (slice(y, y + t), slice(x, x + cw)),
+        (slice(y + ch - t, y + ch), slice(x, x + cw)),
+        (slice(y, y + ch), slice(x, x + t)),
+        (slice(y, y + ch), slice(x + cw - t, x + cw)),
+    ):
         out[ys, xs] = MARK
     return out
 
@@ -67,7 +73,7 @@ def panels(noisy: np.ndarray, reference: np.ndarray, chosen: np.ndarray) -> dict
     full = {"noisy input": noisy, "fp32 K=5": reference, "chosen": chosen, f"|chosen - fp32 K=5| x {DIFF_GAIN}": diff}
     box = zoom_box(*noisy.shape[:2])
     y, x, ch, cw = box
-    zoom = {f"{k} (zoom)": v[y:y + ch, x:x + cw].repeat(ZOOM, axis=0).repeat(ZOOM, axis=1) for k, v in full.items()}
+    zoom = {f"{k} (zoom)": v[y : y + ch, x : x + cw].repeat(ZOOM, axis=0).repeat(ZOOM, axis=1) for k, v in full.items()}
     return {**{k: _outlined(v, box) for k, v in full.items()}, **zoom}
 
 
@@ -98,8 +104,11 @@ def markdown_html(md: str, chosen: str | None) -> str:
                 rows.append([cell.strip() for cell in lines[i].strip().strip("|").split(" | ")])
                 i += 1
             head, body = rows[0], [r for r in rows[2:]]
-            cells = ["<div class=\"scroll\"><table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in head)
-                     + "</tr></thead><tbody>"]
+            cells = [
+                '<div class="scroll"><table><thead><tr>'
+                + "".join(f"<th>{_inline(h)}</th>" for h in head)
+                + "</tr></thead><tbody>"
+            ]
             for r in body:
                 cls = ' class="chosen"' if chosen and r[0].strip("*") == chosen else ""
                 cells.append(f"<tr{cls}>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>")
@@ -123,22 +132,29 @@ def _psnr(img: np.ndarray, clean: np.ndarray | None) -> str:
 
 
 def report_html(sel: dict, previews: list[dict]) -> str:
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>ScaoedNet: what to ship</title><style>{STYLE}</style></head><body>",
-             markdown_html(markdown(sel), sel.get("chosen")),
-             f'<figure><img alt="latency vs PSNR" src="{png_data_uri(chart_png(sel))}"></figure>']
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>ScaoedNet: what to ship</title><style>{STYLE}</style></head><body>",
+        markdown_html(markdown(sel), sel.get("chosen")),
+        f'<figure><img alt="latency vs PSNR" src="{png_data_uri(chart_png(sel))}"></figure>',
+    ]
     if previews:
-        parts.append(f"<h2>{html.escape(sel['chosen'])} against fp32 K=5</h2>"
-                     "<p>PSNR against the clean image; the red box on each full image is the zoomed area.</p>")
+        parts.append(
+            f"<h2>{html.escape(sel['chosen'])} against fp32 K=5</h2>"
+            "<p>PSNR against the clean image; the red box on each full image is the zoomed area.</p>"
+        )
     for p in previews:
         clean = p.get("clean")
-        parts.append(f"<h3>{html.escape(p['name'])}</h3><div class=\"row\">")
+        parts.append(f'<h3>{html.escape(p["name"])}</h3><div class="row">')
         for label, img in panels(p["noisy"], p["reference"], p["chosen"]).items():
             source = {"noisy input": p["noisy"], "fp32 K=5": p["reference"], "chosen": p["chosen"]}.get(label)
             caption = label + (_psnr(source, clean) if source is not None else "")
-            parts.append(f'<figure><img alt="{html.escape(label)}" src="{png_data_uri(img)}">'
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            parts.append(
+                f'<figure><img alt="{html.escape(label)}" src="{png_data_uri(img)}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
         parts.append("</div>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -21,8 +21,8 @@ from ..checkpoint import Weights, save_safetensors
 from ..errors import ScaoedError
 from ..jsonio import dumps
 from ..parity.report import parity_record_path
-from ..seal import content_digest
 from ..runtime.variants import VARIANTS
+from ..seal import content_digest
 from ..serve.repository import RepoOptions, make_repository
 from .html import report_html
 from .report import chosen_of, markdown
@@ -75,27 +75,41 @@ def reproduce_script(selection: dict, weights: Weights) -> str:
     whether it matches this package (``say_same``)."""
     c = chosen_of(selection)
     cfg, w = selection["config"], weights_args(weights)
-    lines = ["#!/bin/sh", f"# Remakes {c['id']} (K={c['k']}, {c['backend']}, {c['precision']}) from the weights "
-             f"{weights.identity}, then the whole selection.", "set -e"]
+    lines = [
+        "#!/bin/sh",
+        f"# Remakes {c['id']} (K={c['k']}, {c['backend']}, {c['precision']}) from the weights "
+        f"{weights.identity}, then the whole selection.",
+        "set -e",
+    ]
     data = f" --data {shlex.quote(cfg['data'])}" if cfg.get("data") else ""
     if c["backend"] in BUILD_FLAGS:
         lines.append(f"scaoed-deploy export --stages {c['k']} {w}".rstrip())
-        build = (f"scaoed-deploy build-engine {BUILD_FLAGS[c['backend']]} --stages {c['k']} {w}".rstrip()
-                 + (f" --calib-count {cfg['calib_count']}" if c["precision"] == "int8" else "") + data)
+        build = (
+            f"scaoed-deploy build-engine {BUILD_FLAGS[c['backend']]} --stages {c['k']} {w}".rstrip()
+            + (f" --calib-count {cfg['calib_count']}" if c["precision"] == "int8" else "")
+            + data
+        )
         tensorrt_target = "--target" not in BUILD_FLAGS[c["backend"]]
-        lines.append(build + ("  || test $? -eq 4  # 4: no TensorRT here; the precision ONNX is made" if tensorrt_target else ""))
+        lines.append(
+            build + ("  || test $? -eq 4  # 4: no TensorRT here; the precision ONNX is made" if tensorrt_target else "")
+        )
     elif c["backend"] == "onnxruntime":
         lines.append(f"scaoed-deploy export --stages {c['k']} {w}".rstrip())
     elif weights.is_random:
         lines.append(f"# {c['backend']} runs the weights themselves; seeded random ones are in the shipped safetensors")
     else:
         name = f"scaoednet_k{c['k']}_t{weights.blocks}.safetensors"
-        lines.append(f"scaoed-deploy convert {shlex.quote(str(Path(weights.source).resolve()))} {name} --stages {c['k']}"
-                     f"  # run with the {c['backend']} runner")
-    lines += ["here=$(cd \"$(dirname \"$0\")\" && pwd)", "remade=$(mktemp -d)",
-              _remade_command(selection.get("command") or "scaoed-deploy optimize") + ' -o "$remade"',
-              "python3 -c 'import sys; from scaoed_deploy.optimize.package import say_same; "
-              "sys.exit(say_same(sys.argv[1], sys.argv[2]))' \"$here\" \"$remade\""]
+        lines.append(
+            f"scaoed-deploy convert {shlex.quote(str(Path(weights.source).resolve()))} {name} --stages {c['k']}"
+            f"  # run with the {c['backend']} runner"
+        )
+    lines += [
+        'here=$(cd "$(dirname "$0")" && pwd)',
+        "remade=$(mktemp -d)",
+        _remade_command(selection.get("command") or "scaoed-deploy optimize") + ' -o "$remade"',
+        "python3 -c 'import sys; from scaoed_deploy.optimize.package import say_same; "
+        'sys.exit(say_same(sys.argv[1], sys.argv[2]))\' "$here" "$remade"',
+    ]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -122,8 +136,10 @@ def compare_packages(shipped: str | Path, remade: str | Path) -> tuple[bool, lis
     metadata or other auto-numbered layer names, a weights file with other metadata)."""
     a, b = (json.loads((Path(p) / "selection.json").read_text()) for p in (shipped, remade))
     if a["chosen"] != b["chosen"]:
-        return False, [f"differs: this package chose {a['chosen']}, the remade one {b['chosen']} (the timings of two "
-                       "runs differ; see both report.md)"]
+        return False, [
+            f"differs: this package chose {a['chosen']}, the remade one {b['chosen']} (the timings of two "
+            "runs differ; see both report.md)"
+        ]
     lines, same = [f"the same choice: {a['chosen']}"], True
     for name in (n for n in a.get("shipped", []) if n.endswith(ARTIFACT_SUFFIXES)):
         verdict = _same_artifact(Path(shipped) / name, Path(remade) / name)
@@ -140,6 +156,7 @@ def _same_artifact(x: Path, y: Path) -> str:
     if x.suffix == ".onnx" and content_digest(x) == content_digest(y):
         return "equivalent (the same graph and weights; metadata differs)"
     if x.suffix == ".xml" and x.with_suffix(".bin").read_bytes() == y.with_suffix(".bin").read_bytes():
+
         def plain(p: Path) -> str:  # without metadata and without the names OpenVINO numbers per process
             text = re.sub(r"<rt_info>.*?</rt_info>", "", p.read_text(), flags=re.S)
             return re.sub(r' (name|names)="[^"]*"', "", text)
@@ -163,8 +180,14 @@ def say_same(shipped: str, remade: str) -> int:
     return 0 if same else 1
 
 
-def write_package(selection: dict, previews: list[dict], weights: Weights, out_dir: str | Path,
-                  triton: bool = False, step=lambda s: None) -> list[Path]:
+def write_package(
+    selection: dict,
+    previews: list[dict],
+    weights: Weights,
+    out_dir: str | Path,
+    triton: bool = False,
+    step=lambda s: None,
+) -> list[Path]:
     """Write the package into ``out_dir`` (which must not exist yet, or be empty); returns its files."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -209,4 +232,3 @@ def default_output(root: Path = Path("optimize")) -> Path:
     import datetime
 
     return root / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-

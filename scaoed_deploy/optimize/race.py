@@ -83,8 +83,15 @@ def margin(noise: float, policy: RacePolicy = DEFAULT) -> float:
     return max(policy.race_factor, 1 + noise) if policy.follow_noise else policy.race_factor
 
 
-def stop_timing(psnr: float, times_ms: list[float], done: list[Candidate], constraint: Constraint,
-                race: bool = True, noise: float = 0.0, policy: RacePolicy = DEFAULT) -> str | None:
+def stop_timing(
+    psnr: float,
+    times_ms: list[float],
+    done: list[Candidate],
+    constraint: Constraint,
+    race: bool = True,
+    noise: float = 0.0,
+    policy: RacePolicy = DEFAULT,
+) -> str | None:
     """Why a candidate scoring ``psnr`` needs no more timed calls after ``times_ms`` (see the module doc), or its
     last ``STABLE_RUNS`` calls agree within ``STABLE_SPREAD``; None: time on. (A K's eager baseline does not
     race: every ratio at that K divides by it, and its calls measure the noise.)"""
@@ -97,19 +104,29 @@ def stop_timing(psnr: float, times_ms: list[float], done: list[Candidate], const
         beaten = [d for d in done if d.measured and d.psnr >= psnr and beyond(d.latency_ms)]
         if beaten:
             d = dominator(psnr, float("inf"), beaten)
-            return (f"dominated: {best:.1f} ms at best in {len(times_ms)} call(s) against {d.id}'s "
-                    f"{d.latency_ms:.1f} ms at {d.psnr:.3f} dB or more (margin {m:.2f}x)")
+            return (
+                f"dominated: {best:.1f} ms at best in {len(times_ms)} call(s) against {d.id}'s "
+                f"{d.latency_ms:.1f} ms at {d.psnr:.3f} dB or more (margin {m:.2f}x)"
+            )
         if constraint.kind == "max_latency_ms" and beyond(constraint.value):
-            return (f"over the budget: {best:.1f} ms at best in {len(times_ms)} call(s) against "
-                    f"{constraint.describe()} (margin {m:.2f}x)")
+            return (
+                f"over the budget: {best:.1f} ms at best in {len(times_ms)} call(s) against "
+                f"{constraint.describe()} (margin {m:.2f}x)"
+            )
     last = sorted(times_ms[-STABLE_RUNS:])
     if len(last) == STABLE_RUNS and (last[-1] - last[0]) <= STABLE_SPREAD * last[len(last) // 2]:
         return f"stable: the last {STABLE_RUNS} calls within {STABLE_SPREAD:.0%} of their median"
     return None
 
 
-def run_search(cands: list[Candidate], fp32_psnr: dict[int, float], gmacs: dict[int, float], constraint: Constraint,
-               measure, advance=lambda c: None) -> None:
+def run_search(
+    cands: list[Candidate],
+    fp32_psnr: dict[int, float],
+    gmacs: dict[int, float],
+    constraint: Constraint,
+    measure,
+    advance=lambda c: None,
+) -> None:
     """The search's order of work over ``cands`` (each K's eager baseline first in the list): prune what cannot
     meet the constraint, then at each K measure eager, then the others in predicted order, pruning those a
     measured candidate already beats. ``measure(c, eager)`` makes, verifies and times ``c`` (setting its status
@@ -142,8 +159,9 @@ def run_search(cands: list[Candidate], fp32_psnr: dict[int, float], gmacs: dict[
             advance(c)
 
 
-def finalists(cands: list[Candidate], chosen: Candidate, constraint: Constraint, noise: float,
-              policy: RacePolicy = DEFAULT) -> list[Candidate]:
+def finalists(
+    cands: list[Candidate], chosen: Candidate, constraint: Constraint, noise: float, policy: RacePolicy = DEFAULT
+) -> list[Candidate]:
     """The candidates the choice could turn on under this noise: the chosen one, and every measured one whose
     latency lies within the band (the policy's, or the noise's if wider) of the chosen one's or of the budget;
     the closest ``max_finalists`` of them."""
@@ -156,7 +174,7 @@ def finalists(cands: list[Candidate], chosen: Candidate, constraint: Constraint,
         return min(max(c.latency_ms / r, r / c.latency_ms) for r in refs)
 
     near = [c for c in cands if c.measured and c is not chosen and closeness(c) <= band]
-    return [chosen, *sorted(near, key=lambda c: (closeness(c), c.id))[:policy.max_finalists - 1]]
+    return [chosen, *sorted(near, key=lambda c: (closeness(c), c.id))[: policy.max_finalists - 1]]
 
 
 def settle(cands: list[Candidate], constraint: Constraint, noise: float, retime, policy: RacePolicy = DEFAULT):

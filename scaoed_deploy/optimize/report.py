@@ -20,11 +20,20 @@ def summary_line(sel: dict) -> str:
     if not sel["chosen"]:
         return sel["error"] or "nothing chosen"
     c = chosen_of(sel)
-    under = {"max_latency_ms": "the best PSNR within", "min_psnr": "the fastest within", "max_dpsnr": "the fastest within"}
-    why = (f"{under[sel['constraint']['kind']]} {constraint_text(sel)}" if sel["constraint"]["kind"]
-           else "the fastest point of the Pareto front within 0.05 dB of the best PSNR")
-    return (f"chosen: {c['id']} ({why}): {c['latency_ms']:.1f} ms median, {fmt(c['ratio_to_eager'], '.2f')} x eager, "
-            f"{c['psnr']:.2f} dB ({c['dpsnr']:+.3f} dB against the best)")
+    under = {
+        "max_latency_ms": "the best PSNR within",
+        "min_psnr": "the fastest within",
+        "max_dpsnr": "the fastest within",
+    }
+    why = (
+        f"{under[sel['constraint']['kind']]} {constraint_text(sel)}"
+        if sel["constraint"]["kind"]
+        else "the fastest point of the Pareto front within 0.05 dB of the best PSNR"
+    )
+    return (
+        f"chosen: {c['id']} ({why}): {c['latency_ms']:.1f} ms median, {fmt(c['ratio_to_eager'], '.2f')} x eager, "
+        f"{c['psnr']:.2f} dB ({c['dpsnr']:+.3f} dB against the best)"
+    )
 
 
 def constraint_text(sel: dict) -> str:
@@ -36,9 +45,11 @@ def constraint_text(sel: dict) -> str:
 
 def table(sel: dict) -> list[str]:
     front = set(sel["pareto"])
-    lines = ["| candidate | K | backend | precision | status | median ms | p90 ms | runs | x eager | img/s | peak MB | "
-             "PSNR | SSIM | dPSNR | parity | front | note |",
-             "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+    lines = [
+        "| candidate | K | backend | precision | status | median ms | p90 ms | runs | x eager | img/s | peak MB | "
+        "PSNR | SSIM | dPSNR | parity | front | note |",
+        "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
+    ]
     for c in sel["candidates"]:
         par = c["parity"] or {}
         parity = ("pass" if par.get("passed") else "FAIL") + f" ({par['source']})" if par else "-"
@@ -53,7 +64,8 @@ def table(sel: dict) -> list[str]:
             f"{fmt(c['ratio_to_eager'], '.2f')} | "
             f"{fmt(c['images_per_s'], '.2f')} | {fmt(c['peak_memory_mb'], '.0f')} | {fmt(c['psnr'], '.3f')} | "
             f"{fmt(c['ssim'], '.4f')} | {fmt(c['dpsnr'], '+.3f')} | {parity} | {'yes' if c['id'] in front else ''} | "
-            f"{note.replace('|', '/')} |")
+            f"{note.replace('|', '/')} |"
+        )
     return lines
 
 
@@ -68,42 +80,65 @@ def memory_lines(sel: dict) -> list[str]:
             parts.append(f"{c['id']} {own:.0f}" + (f" ({steps})" if steps else ""))
     if not parts:
         return []
-    return ["Peak memory (MB) of each candidate made, verified and timed, with its build steps': " + "; ".join(parts)
-            + ".", ""]
+    return [
+        "Peak memory (MB) of each candidate made, verified and timed, with its build steps': " + "; ".join(parts) + ".",
+        "",
+    ]
 
 
 def _finalist_lines(sel: dict) -> list[str]:
     """The run's noise and the finalists' interleaved re-timing (see ``race``)."""
     out = [f"Noise: eager's slowest call {sel.get('noise', 0.0):.0%} over its fastest."] if "noise" in sel else []
     if sel.get("finalists"):
-        out.append("Finalists timed again, interleaved: " + "; ".join(
-            f"{f['id']} {', '.join(f'{t:.0f}' for t in f['calls_ms'])} ms (latency now {f['latency_ms']:.1f} ms)"
-            for f in sel["finalists"]) + ".")
+        out.append(
+            "Finalists timed again, interleaved: "
+            + "; ".join(
+                f"{f['id']} {', '.join(f'{t:.0f}' for t in f['calls_ms'])} ms (latency now {f['latency_ms']:.1f} ms)"
+                for f in sel["finalists"]
+            )
+            + "."
+        )
     return out
 
 
 def markdown(sel: dict) -> str:
     m, cfg = sel["machine"], sel["config"]
-    (h, w), = cfg["resolutions"]
-    lines = ["# ScaoedNet: what to ship", "", f"Command: `{sel.get('command', '')}`", "",
-             f"**{summary_line(sel)}**", "",
-             f"Constraint: {constraint_text(sel)}. Candidates: K = {', '.join(map(str, cfg['stages']))} x "
-             f"{', '.join(cfg['backends'])}, at {h}x{w}, batch {cfg['batch']} on {cfg['device']}.",
-             f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}; class {m['isa_class']})"
-             + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "") + f". {sel['timing']}; "
-             f"{cfg['warmup']} warm-up + up to {cfg['iters']} timed runs per candidate (runs: how many; a candidate "
-             "stops once it is slower, beyond the run's noise, than one that scores at least as high, or over the "
-             f"budget, and any once its last {STABLE_RUNS} agree within {STABLE_SPREAD:.0%}: the note says which).",
-             *_finalist_lines(sel),
-             f"Quality: mean PSNR/SSIM against clean on {sel['evaluation']['pairs']} pairs of `{sel['evaluation']['data']}`; "
-             "fp32's per K measured once, each artifact's from its parity run (dPSNR there added to fp32's). "
-             "dPSNR: against the best candidate.", "", *table(sel), "",
-             "Pareto front (latency vs PSNR, fastest first): " + (", ".join(sel["pareto"]) or "-"), "",
-             *memory_lines(sel), f"The command took {sel['wall_s']:.0f} s."]
+    ((h, w),) = cfg["resolutions"]
+    lines = [
+        "# ScaoedNet: what to ship",
+        "",
+        f"Command: `{sel.get('command', '')}`",
+        "",
+        f"**{summary_line(sel)}**",
+        "",
+        f"Constraint: {constraint_text(sel)}. Candidates: K = {', '.join(map(str, cfg['stages']))} x "
+        f"{', '.join(cfg['backends'])}, at {h}x{w}, batch {cfg['batch']} on {cfg['device']}.",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}; class {m['isa_class']})"
+        + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "")
+        + f". {sel['timing']}; "
+        f"{cfg['warmup']} warm-up + up to {cfg['iters']} timed runs per candidate (runs: how many; a candidate "
+        "stops once it is slower, beyond the run's noise, than one that scores at least as high, or over the "
+        f"budget, and any once its last {STABLE_RUNS} agree within {STABLE_SPREAD:.0%}: the note says which).",
+        *_finalist_lines(sel),
+        f"Quality: mean PSNR/SSIM against clean on {sel['evaluation']['pairs']} pairs of "
+        f"`{sel['evaluation']['data']}`; "
+        "fp32's per K measured once, each artifact's from its parity run (dPSNR there added to fp32's). "
+        "dPSNR: against the best candidate.",
+        "",
+        *table(sel),
+        "",
+        "Pareto front (latency vs PSNR, fastest first): " + (", ".join(sel["pareto"]) or "-"),
+        "",
+        *memory_lines(sel),
+        f"The command took {sel['wall_s']:.0f} s.",
+    ]
     load = sel.get("load") or {}
     if load.get("busy"):
-        lines += ["", f"**Busy machine**: other processes took {load['other_processes_cores']:.2f} cores on average; "
-                  "do not quote these latencies."]
+        lines += [
+            "",
+            f"**Busy machine**: other processes took {load['other_processes_cores']:.2f} cores on average; "
+            "do not quote these latencies.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -121,16 +156,30 @@ def chart_png(sel: dict) -> bytes:
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, backend in enumerate(dict.fromkeys(c["backend"] for c in done)):
         pts = [c for c in done if c["backend"] == backend]
-        ax.scatter([c["latency_ms"] for c in pts], [c["psnr"] for c in pts], color=colours[i % len(colours)],
-                   label=backend, zorder=3)
+        ax.scatter(
+            [c["latency_ms"] for c in pts],
+            [c["psnr"] for c in pts],
+            color=colours[i % len(colours)],
+            label=backend,
+            zorder=3,
+        )
         for c in pts:
             # below and right of the point: the front's steps run right and then up from each point it passes
-            ax.annotate(f"K{c['k']}", (c["latency_ms"], c["psnr"]), textcoords="offset points", xytext=(5, -11),
-                        fontsize=8)
+            ax.annotate(
+                f"K{c['k']}", (c["latency_ms"], c["psnr"]), textcoords="offset points", xytext=(5, -11), fontsize=8
+            )
     front = [c for cid in sel["pareto"] for c in done if c["id"] == cid]
     if front:
-        ax.step([c["latency_ms"] for c in front], [c["psnr"] for c in front], where="post", color="0.3",
-                linestyle="--", linewidth=1, label="Pareto front", zorder=2)
+        ax.step(
+            [c["latency_ms"] for c in front],
+            [c["psnr"] for c in front],
+            where="post",
+            color="0.3",
+            linestyle="--",
+            linewidth=1,
+            label="Pareto front",
+            zorder=2,
+        )
     kind, v = sel["constraint"]["kind"], sel["constraint"]["value"]
     if kind == "max_latency_ms":
         ax.axvline(v, color="crimson", linewidth=1, label=f"budget {v:g} ms")
@@ -140,8 +189,16 @@ def chart_png(sel: dict) -> bytes:
         ax.axhline(sel["best_psnr"] - v, color="crimson", linewidth=1, label=f"best - {v:g} dB")
     chosen = [c for c in done if c["id"] == sel["chosen"]]
     if chosen:
-        ax.scatter([chosen[0]["latency_ms"]], [chosen[0]["psnr"]], s=220, facecolors="none", edgecolors="black",
-                   linewidths=1.5, label=f"chosen: {chosen[0]['id']}", zorder=4)
+        ax.scatter(
+            [chosen[0]["latency_ms"]],
+            [chosen[0]["psnr"]],
+            s=220,
+            facecolors="none",
+            edgecolors="black",
+            linewidths=1.5,
+            label=f"chosen: {chosen[0]['id']}",
+            zorder=4,
+        )
     ax.set_xscale("log")
     lats = [c["latency_ms"] for c in done] or [1.0]
     ticks = [m * 10**e for e in range(-1, 7) for m in (1, 2, 5) if min(lats) / 1.5 <= m * 10**e <= max(lats) * 1.5]

@@ -48,15 +48,7 @@ from ..parity import load_artifact, read_parity_record, run_parity, write_parity
 from ..parity.report import parity_record_path
 from ..runtime.torch_backend import TorchRunner
 from ..runtime.variants import VARIANTS
-from .choose import (
-    Candidate,
-    Constraint,
-    NothingMeets,
-    candidate_id,
-    margin_db,
-    pareto_front,
-    set_dpsnr,
-)
+from .choose import Candidate, Constraint, NothingMeets, candidate_id, margin_db, pareto_front, set_dpsnr
 from .race import DEFAULT as DEFAULT_RACE
 from .race import RacePolicy, judged_ms, noise_of, run_noise, run_search, settle, stop_timing
 
@@ -78,8 +70,13 @@ def artifact_parity(path: Path, weights: Weights, k: int, data: Path, step, comm
     record = read_parity_record(path, sha256_of(path))
     data_id = str(Path(data).resolve())
     if record and record.get("passed") and record.get("data") == data_id and record.get("mean_dpsnr_db") is not None:
-        return {"passed": True, "source": "record", "record": str(parity_record_path(path)),
-                "mean_dpsnr_db": record["mean_dpsnr_db"], "mean_ssim": record.get("mean_ssim")}
+        return {
+            "passed": True,
+            "source": "record",
+            "record": str(parity_record_path(path)),
+            "mean_dpsnr_db": record["mean_dpsnr_db"],
+            "mean_ssim": record.get("mean_ssim"),
+        }
     step(f"parity of {path.name}")
     result = run_parity(load_artifact(path), weights, k, data, step=step, localise=False)  # `parity` localises
     d = result.to_dict()
@@ -88,8 +85,10 @@ def artifact_parity(path: Path, weights: Weights, k: int, data: Path, step, comm
         out["record"] = str(write_parity_record(result, command))
     else:
         worst = result.failures[0]
-        out["failure"] = (f"{worst.check}: {worst.measured} vs {worst.limit}; `scaoed-deploy parity {path}` "
-                          "names the first node that diverges")
+        out["failure"] = (
+            f"{worst.check}: {worst.measured} vs {worst.limit}; `scaoed-deploy parity {path}` "
+            "names the first node that diverges"
+        )
     return out
 
 
@@ -98,8 +97,13 @@ def _task_parity(fn, c: Candidate, pairs: list, fp32: dict) -> dict:
     psnr, ssim = quality(fn, pairs)
     d = psnr - fp32[c.k]["psnr"]
     limit = margin_db(c.precision)
-    out = {"passed": abs(d) <= limit, "source": "task agreement on the evaluation pairs", "mean_dpsnr_db": d,
-           "mean_ssim": ssim, "limit_db": limit}
+    out = {
+        "passed": abs(d) <= limit,
+        "source": "task agreement on the evaluation pairs",
+        "mean_dpsnr_db": d,
+        "mean_ssim": ssim,
+        "limit_db": limit,
+    }
     if not out["passed"]:
         out["failure"] = f"|dPSNR| against fp32 {abs(d):.3f} dB vs {limit:g} dB"
     return out
@@ -107,27 +111,37 @@ def _task_parity(fn, c: Candidate, pairs: list, fp32: dict) -> dict:
 
 def gmacs_by_k(cfg: OptimizeConfig, weights: Weights) -> dict[int, float]:
     """Multiply-accumulates (G) of one call at each K, at the run's resolution and batch."""
-    (h, w), = cfg.resolutions
+    ((h, w),) = cfg.resolutions
     return {k: model_cost(k, weights.blocks, h, w, cfg.batch).total_macs / 1e9 for k in cfg.stages}
 
 
 class Search:
-    def __init__(self, weights: Weights, cfg: OptimizeConfig, step: Callable[[str], None],
-                 advance: Callable[[Candidate, float], None]):
+    def __init__(
+        self,
+        weights: Weights,
+        cfg: OptimizeConfig,
+        step: Callable[[str], None],
+        advance: Callable[[Candidate, float], None],
+    ):
         self.weights, self.cfg, self.step, self.advance = weights, cfg, step, advance
         cfg.stages = sorted(set(cfg.stages))  # --stages 3,1,3 is K = 1 and 3, once each
         self.timing, samples = prepare(cfg)
         check_inference_memory(cfg, weights.blocks)
         self.pairs, self.names = [(s.noisy, s.clean) for s in samples], [s.name for s in samples]
         if not self.pairs:
-            raise ScaoedError("optimize measures quality on real noisy/clean pairs and found none "
-                              f"({cfg.data or '../shared/data/sidd is absent'}): pass --data DIR with noisy/ and clean/")
+            raise ScaoedError(
+                "optimize measures quality on real noisy/clean pairs and found none "
+                f"({cfg.data or '../shared/data/sidd is absent'}): pass --data DIR with noisy/ and clean/"
+            )
         (h, w), b = cfg.resolutions[0], cfg.batch
         self.x = np.random.default_rng(0).random((b, 3, h, w), dtype=np.float32)
         self.gmacs = gmacs_by_k(cfg, weights)
         order = list(dict.fromkeys([BASELINE, *cfg.backends]))  # eager first: every ratio needs it
-        self.cands = [Candidate(candidate_id(k, n), k, n, VARIANTS[n].precision, gmacs=round(self.gmacs[k], 2))
-                      for k in sorted(cfg.stages) for n in order]
+        self.cands = [
+            Candidate(candidate_id(k, n), k, n, VARIANTS[n].precision, gmacs=round(self.gmacs[k], 2))
+            for k in sorted(cfg.stages)
+            for n in order
+        ]
         self.backends = Backends(weights, cfg, step)
         self.fp32: dict[int, dict] = {}
 
@@ -140,8 +154,14 @@ class Search:
 
     def run(self) -> None:
         self.fp32_quality()
-        run_search(self.cands, {k: q["psnr"] for k, q in self.fp32.items()}, self.gmacs, self.cfg.constraint,
-                   self.measure_candidate, lambda c: self.advance(c, self.gmacs[c.k]))
+        run_search(
+            self.cands,
+            {k: q["psnr"] for k, q in self.fp32.items()},
+            self.gmacs,
+            self.cfg.constraint,
+            self.measure_candidate,
+            lambda c: self.advance(c, self.gmacs[c.k]),
+        )
 
     def measure_candidate(self, c: Candidate, eager: Candidate) -> None:
         t = time.perf_counter()
@@ -220,8 +240,12 @@ class Search:
     def verify(self, c: Candidate, fn) -> dict:
         """The parity gate of an opened candidate (see ``measure``)."""
         if c.backend == BASELINE:
-            return {"passed": True, "source": "the reference (eager fp32)", "mean_dpsnr_db": 0.0,
-                    "mean_ssim": self.fp32[c.k]["ssim"]}
+            return {
+                "passed": True,
+                "source": "the reference (eager fp32)",
+                "mean_dpsnr_db": 0.0,
+                "mean_ssim": self.fp32[c.k]["ssim"],
+            }
         if c.artifact:
             return artifact_parity(Path(c.artifact), self.weights, c.k, self.cfg.data, self.step, self.cfg.command)
         self.step(f"{c.id}: PSNR on the evaluation pairs")
@@ -230,8 +254,16 @@ class Search:
     def time(self, c: Candidate, fn, t0: float, until) -> Measurement:
         """bench's timing of ``fn``, ended early when ``until`` says why (racing, see the module doc)."""
         cfg = self.cfg
-        return measure(fn, self.x, cfg.warmup, cfg.iters, cfg.device == "cuda", t0,
-                       events=VARIANTS[c.backend].runtime == "torch", until=until)
+        return measure(
+            fn,
+            self.x,
+            cfg.warmup,
+            cfg.iters,
+            cfg.device == "cuda",
+            t0,
+            events=VARIANTS[c.backend].runtime == "torch",
+            until=until,
+        )
 
     def previews(self, chosen: Candidate, count: int = 2) -> list[dict]:
         """The first ``count`` evaluation images: noisy, fp32 K = 5 (the paper's largest) and the chosen output."""
@@ -242,16 +274,27 @@ class Search:
             for i, (noisy, clean) in enumerate(self.pairs[:count]):
                 self.step(f"report: evaluation image {i + 1} through {chosen.id} and fp32 K=5")
                 x = noisy[None].astype(np.float32)
-                out.append({"name": self.names[i], "noisy": noisy.transpose(1, 2, 0), "clean": clean.transpose(1, 2, 0),
-                            "reference": reference(x)[0].transpose(1, 2, 0), "chosen": fn(x)[0].transpose(1, 2, 0)})
+                out.append(
+                    {
+                        "name": self.names[i],
+                        "noisy": noisy.transpose(1, 2, 0),
+                        "clean": clean.transpose(1, 2, 0),
+                        "reference": reference(x)[0].transpose(1, 2, 0),
+                        "chosen": fn(x)[0].transpose(1, 2, 0),
+                    }
+                )
         finally:
             fn.close()
             reference.close()
         return out
 
 
-def run_optimize(weights: Weights, cfg: OptimizeConfig, step: Callable[[str], None] = lambda s: None,
-                 advance: Callable[[Candidate, float], None] = lambda c, gmacs: None) -> tuple[dict, list[dict]]:
+def run_optimize(
+    weights: Weights,
+    cfg: OptimizeConfig,
+    step: Callable[[str], None] = lambda s: None,
+    advance: Callable[[Candidate, float], None] = lambda c, gmacs: None,
+) -> tuple[dict, list[dict]]:
     """Measure every candidate and choose (``choose.choose``): the selection as a dict (``selection.json``'s
     keys, and what the report needs), and the report's preview images of the choice. ``chosen`` is None and
     ``error`` says why when nothing meets the constraint."""
@@ -277,8 +320,14 @@ def run_optimize(weights: Weights, cfg: OptimizeConfig, step: Callable[[str], No
         "pareto": pareto_front(cands),
         "chosen": chosen,
         "noise": round(noise, 3),
-        "finalists": [{"id": c.id, "calls_ms": [round(t, 2) for t in c.extra.get("final_calls_ms", [])],
-                       "latency_ms": round(c.latency_ms, 2)} for c in final],
+        "finalists": [
+            {
+                "id": c.id,
+                "calls_ms": [round(t, 2) for t in c.extra.get("final_calls_ms", [])],
+                "latency_ms": round(c.latency_ms, 2),
+            }
+            for c in final
+        ],
         "error": error,
         "best_psnr": best,
         "fp32_quality": {str(k): v for k, v in search.fp32.items()},
@@ -287,9 +336,12 @@ def run_optimize(weights: Weights, cfg: OptimizeConfig, step: Callable[[str], No
         "load": meter.result,
         "warnings": [w for w in [meter.warning()] if w],
         "timing": search.timing,
-        "config": {**{k: v for k, v in asdict(cfg).items() if k != "constraint"},
-                   "resolutions": [list(r) for r in cfg.resolutions], "data": str(cfg.data),
-                   "export_dir": str(cfg.export_dir)},
+        "config": {
+            **{k: v for k, v in asdict(cfg).items() if k != "constraint"},
+            "resolutions": [list(r) for r in cfg.resolutions],
+            "data": str(cfg.data),
+            "export_dir": str(cfg.export_dir),
+        },
         "weights": {"identity": weights.identity, "blocks": weights.blocks, "source": weights.source},
         "command": cfg.command,
         "wall_s": round(time.perf_counter() - t0, 1),

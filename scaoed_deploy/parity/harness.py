@@ -151,7 +151,8 @@ def check_consistency(artifact: Artifact, weights: Weights, stages: int | None) 
     if recorded and recorded != weights.identity:
         hint = "pass the same --checkpoint" if not recorded.startswith("random-seed-") else f"it used {recorded}"
         raise ScaoedError(
-            f"{artifact.path} was exported from other weights ({recorded[:16]}...), not {weights.identity[:16]}...: {hint}"
+            f"{artifact.path} was exported from other weights ({recorded[:16]}...), "
+            f"not {weights.identity[:16]}...: {hint}"
         )
     return k
 
@@ -219,8 +220,10 @@ def run_parity(
     names = list(getattr(runner, "output_names", None) or artifact.output_names)
     notes: list[str] = []
     if artifact.emulated():
-        notes.append(f"{artifact.precision} arithmetic emulated on ONNX Runtime CPU: every {artifact.precision} tensor "
-                     "rounded where it is made, ops computed in float32 (precision/emulate.py)")
+        notes.append(
+            f"{artifact.precision} arithmetic emulated on ONNX Runtime CPU: every {artifact.precision} tensor "
+            "rounded where it is made, ops computed in float32 (precision/emulate.py)"
+        )
     tensors: list[Agreement] = []
     inputs: dict[str, np.ndarray] = {}
     for case, x in probe_inputs(artifact.static_hw, artifact.static_batch, shapes=3, seed=1234):
@@ -249,13 +252,28 @@ def run_parity(
         notes.append("no real noisy/clean pairs (../shared/data/sidd or --data): task agreement not measured")
     if preview is None:
         x = inputs["random #1"][:1]
-        preview = {"name": "random #1", "noisy": x[0].transpose(1, 2, 0),
-                   "eager": eager(x)[0].transpose(1, 2, 0), "artifact": runner(x)[0].transpose(1, 2, 0)}
+        preview = {
+            "name": "random #1",
+            "noisy": x[0].transpose(1, 2, 0),
+            "eager": eager(x)[0].transpose(1, 2, 0),
+            "artifact": runner(x)[0].transpose(1, 2, 0),
+        }
 
     runner.close()  # the session or engine is not needed for the verdict or the localisation
     outcomes = evaluate(tensors, task, thresholds)
-    result = ParityResult(artifact, k, thresholds, tensors, task, outcomes, notes, None, preview,
-                          read_back or _read_back(artifact), str(Path(data_dir).resolve()) if task else None)
+    result = ParityResult(
+        artifact,
+        k,
+        thresholds,
+        tensors,
+        task,
+        outcomes,
+        notes,
+        None,
+        preview,
+        read_back or _read_back(artifact),
+        str(Path(data_dir).resolve()) if task else None,
+    )
     if not result.passed and localise and artifact.kind == "onnx":
         step(f"{label}: localising the first divergent node")
         worst = _worst_case(tensors, result)
@@ -278,26 +296,61 @@ def _worst_case(tensors: list[Agreement], result: ParityResult) -> str:
 def evaluate(tensors: list[Agreement], task: list[TaskRow], t: Thresholds) -> list[Outcome]:
     out = []
     bad = [f"{c.case}/{c.output}" for c in tensors if not c.finite]
-    out.append(Outcome("no NaN/Inf in any output", float(len(bad)), "0 outputs", not bad,
-                       ("non-finite: " + ", ".join(bad[:4])) if bad else ""))
+    out.append(
+        Outcome(
+            "no NaN/Inf in any output",
+            float(len(bad)),
+            "0 outputs",
+            not bad,
+            ("non-finite: " + ", ".join(bad[:4])) if bad else "",
+        )
+    )
     finite = [c for c in tensors if c.finite]
     if t.max_abs is not None and finite:
         worst = max(finite, key=lambda c: c.max_abs)
-        out.append(Outcome("tensor: max abs error vs eager", worst.max_abs, f"<= {t.max_abs:g}",
-                           worst.max_abs <= t.max_abs, f"worst: {worst.case}/{worst.output}"))
+        out.append(
+            Outcome(
+                "tensor: max abs error vs eager",
+                worst.max_abs,
+                f"<= {t.max_abs:g}",
+                worst.max_abs <= t.max_abs,
+                f"worst: {worst.case}/{worst.output}",
+            )
+        )
     denoised = [c for c in finite if c.output == "denoised"]
     if t.min_psnr is not None and denoised:
         worst = min(denoised, key=lambda c: c.psnr)
-        out.append(Outcome("tensor: output PSNR vs eager (dB)", worst.psnr, f">= {t.min_psnr:g}",
-                           worst.psnr >= t.min_psnr, f"worst: {worst.case}"))
+        out.append(
+            Outcome(
+                "tensor: output PSNR vs eager (dB)",
+                worst.psnr,
+                f">= {t.min_psnr:g}",
+                worst.psnr >= t.min_psnr,
+                f"worst: {worst.case}",
+            )
+        )
     if t.max_dpsnr is not None:
         if task:
             d = _mean([r.dpsnr for r in task])
-            out.append(Outcome("task: |mean dPSNR| vs clean", d, f"|d| <= {t.max_dpsnr:g} dB", abs(d) <= t.max_dpsnr,
-                               f"mean over {len(task)} real pairs; eager {_mean([r.eager_psnr for r in task]):.2f} dB"))
+            out.append(
+                Outcome(
+                    "task: |mean dPSNR| vs clean",
+                    d,
+                    f"|d| <= {t.max_dpsnr:g} dB",
+                    abs(d) <= t.max_dpsnr,
+                    f"mean over {len(task)} real pairs; eager {_mean([r.eager_psnr for r in task]):.2f} dB",
+                )
+            )
         else:
-            out.append(Outcome("task: |mean dPSNR| vs clean", None, f"|d| <= {t.max_dpsnr:g} dB", None,
-                               "not evaluated: no real noisy/clean pairs"))
+            out.append(
+                Outcome(
+                    "task: |mean dPSNR| vs clean",
+                    None,
+                    f"|d| <= {t.max_dpsnr:g} dB",
+                    None,
+                    "not evaluated: no real noisy/clean pairs",
+                )
+            )
     return out
 
 

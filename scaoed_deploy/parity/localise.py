@@ -84,9 +84,13 @@ def first_divergence(artifact_proto, reference_proto, x: np.ndarray, rtol: float
                     "topological_index": index,
                     "compared_tensors": compared,
                 }
-    return {"found": False, "compared_tensors": compared,
-            "detail": "no tensor shared with the reference leaves tolerance" if compared else
-            "the artifact shares no tensor names with the reference export"}
+    return {
+        "found": False,
+        "compared_tensors": compared,
+        "detail": "no tensor shared with the reference leaves tolerance"
+        if compared
+        else "the artifact shares no tensor names with the reference export",
+    }
 
 
 def localise_failure(artifact: Artifact, weights: Weights, stages: int, x: np.ndarray, rtol: float) -> dict:

@@ -20,14 +20,16 @@ from .harness import ParityResult, format_measured
 
 
 def report_dict(results: list[ParityResult], reference: dict, command: str | None) -> dict:
-    return json_safe({
-        "command": command,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "reference": reference,
-        "checked_on": this_cpu().to_dict(),  # the CPU (and ISA) whose kernels ran the artifact
-        "passed": all(r.passed for r in results),
-        "artifacts": [r.to_dict() for r in results],
-    })
+    return json_safe(
+        {
+            "command": command,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "reference": reference,
+            "checked_on": this_cpu().to_dict(),  # the CPU (and ISA) whose kernels ran the artifact
+            "passed": all(r.passed for r in results),
+            "artifacts": [r.to_dict() for r in results],
+        }
+    )
 
 
 def parity_record_path(artifact: str | Path) -> Path:
@@ -39,13 +41,22 @@ def write_parity_record(result: ParityResult, command: str | None = None) -> Pat
     if not result.passed:
         return None
     d = result.to_dict()
-    record = {"artifact": result.artifact.path.name, "sha256": sha256_of(result.artifact.path), "passed": True,
-              "precision": d["precision"], "stages": d["stages"], "mean_dpsnr_db": d["mean_dpsnr"],
-              "mean_psnr_db": d["mean_psnr"], "mean_ssim": d["mean_ssim"], "eager_mean_psnr_db": d["eager_mean_psnr"],
-              "data": d["data"],  # the pairs the task figures come from
-              "checks": {o["check"]: o["measured"] for o in d["outcomes"] if o["measured"] is not None},
-              "command": command, "checked_on": this_cpu().to_dict(),
-              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    record = {
+        "artifact": result.artifact.path.name,
+        "sha256": sha256_of(result.artifact.path),
+        "passed": True,
+        "precision": d["precision"],
+        "stages": d["stages"],
+        "mean_dpsnr_db": d["mean_dpsnr"],
+        "mean_psnr_db": d["mean_psnr"],
+        "mean_ssim": d["mean_ssim"],
+        "eager_mean_psnr_db": d["eager_mean_psnr"],
+        "data": d["data"],  # the pairs the task figures come from
+        "checks": {o["check"]: o["measured"] for o in d["outcomes"] if o["measured"] is not None},
+        "command": command,
+        "checked_on": this_cpu().to_dict(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     path = parity_record_path(result.artifact.path)
     with atomic_path(path) as tmp:
         tmp.write_text(dumps(record) + "\n")
@@ -70,11 +81,18 @@ def markdown(results: list[ParityResult], reference: dict, command: str | None) 
     lines = ["# Parity report", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
-    lines += [f"Reference: eager PyTorch fp32, K={reference['stages']}, T={reference['blocks']}, weights `{reference['weights']}`", ""]
+    lines += [
+        f"Reference: eager PyTorch fp32, K={reference['stages']}, T={reference['blocks']}, "
+        f"weights `{reference['weights']}`",
+        "",
+    ]
     lines += [f"Checked on: {this_cpu().describe()}, class {this_cpu().isa_class}", ""]
     for r in results:
-        lines += [f"## `{r.artifact.path.name}` ({r.artifact.kind}, {r.artifact.precision}): "
-                  f"{'passed' if r.passed else 'FAILED'}", ""]
+        lines += [
+            f"## `{r.artifact.path.name}` ({r.artifact.kind}, {r.artifact.precision}): "
+            f"{'passed' if r.passed else 'FAILED'}",
+            "",
+        ]
         if r.audit:
             lines += [f"Read back: {audit_line(r.audit)}", ""]
         lines += ["| check | measured | limit | result | detail |", "|---|---:|---|---|---|"]
@@ -82,16 +100,23 @@ def markdown(results: list[ParityResult], reference: dict, command: str | None) 
             lines.append(f"| {o.check} | {format_measured(o)} | {o.limit} | {_pass_word(o.passed)} | {o.detail} |")
         lines.append("")
         if r.task:
-            lines += ["| image | eager PSNR | eager SSIM | artifact PSNR | artifact SSIM | dPSNR (dB) |",
-                      "|---|---:|---:|---:|---:|---:|"]
+            lines += [
+                "| image | eager PSNR | eager SSIM | artifact PSNR | artifact SSIM | dPSNR (dB) |",
+                "|---|---:|---:|---:|---:|---:|",
+            ]
             for t in r.task:
-                lines.append(f"| {t.image} | {t.eager_psnr:.2f} | {t.eager_ssim:.4f} | {t.artifact_psnr:.2f} | "
-                             f"{t.artifact_ssim:.4f} | {t.dpsnr:+.3f} |")
+                lines.append(
+                    f"| {t.image} | {t.eager_psnr:.2f} | {t.eager_ssim:.4f} | {t.artifact_psnr:.2f} | "
+                    f"{t.artifact_ssim:.4f} | {t.dpsnr:+.3f} |"
+                )
             lines.append("")
         lines += ["| input | output | shape | max abs | mean abs | PSNR vs eager |", "|---|---|---|---:|---:|---:|"]
         for c in r.tensors:
             psnr = "inf" if c.psnr == math.inf else f"{c.psnr:.1f}"
-            lines.append(f"| {c.case} | {c.output} | {'x'.join(map(str, c.shape))} | {c.max_abs:.3g} | {c.mean_abs:.3g} | {psnr} |")
+            lines.append(
+                f"| {c.case} | {c.output} | {'x'.join(map(str, c.shape))} | {c.max_abs:.3g} | "
+                f"{c.mean_abs:.3g} | {psnr} |"
+            )
         lines.append("")
         if r.localisation:
             lines += [f"First divergent node: {localisation_line(r.localisation)}", ""]
@@ -126,8 +151,12 @@ def save_preview(r: ParityResult, path: Path) -> None:
     peak = float(diff.max())
     gain = 1.0 / peak if peak > 0 else 1.0
     fig, axes = plt.subplots(1, 4, figsize=(14, 4), dpi=100)
-    panels = [(show(p["noisy"]), f"noisy ({p['name']})"), (show(p["eager"]), "eager fp32"),
-              (show(p["artifact"]), f"{r.artifact.path.name}"), (np.clip(diff * gain, 0, 1), f"|difference| x {gain:.3g}")]
+    panels = [
+        (show(p["noisy"]), f"noisy ({p['name']})"),
+        (show(p["eager"]), "eager fp32"),
+        (show(p["artifact"]), f"{r.artifact.path.name}"),
+        (np.clip(diff * gain, 0, 1), f"|difference| x {gain:.3g}"),
+    ]
     for ax, (img, title) in zip(axes, panels):
         ax.imshow(img, cmap="magma" if img.ndim == 2 else None, vmin=0, vmax=1)
         ax.set_title(title, fontsize=9)
@@ -139,7 +168,9 @@ def save_preview(r: ParityResult, path: Path) -> None:
     plt.close(fig)
 
 
-def write_reports(results: list[ParityResult], out_dir: str | Path, reference: dict, command: str | None = None) -> list[Path]:
+def write_reports(
+    results: list[ParityResult], out_dir: str | Path, reference: dict, command: str | None = None
+) -> list[Path]:
     out_dir = Path(out_dir)
     written = []
     with atomic_path(out_dir / "parity.json") as tmp:

@@ -63,7 +63,7 @@ def _images(folder: Path) -> list[tuple[str, np.ndarray]]:
 
 
 def _folders(sources: list[str]) -> list[tuple[Path, bool]]:
-    return [(Path(s[len("clean:"):]), True) if s.startswith("clean:") else (Path(s), False) for s in sources]
+    return [(Path(s[len("clean:") :]), True) if s.startswith("clean:") else (Path(s), False) for s in sources]
 
 
 def check_sources(sources: list[str] | None = None) -> None:
@@ -88,8 +88,9 @@ def default_sources() -> list[str]:
     return [str(shared / "RNI15"), f"clean:{shared / 'CBSD68'}", f"clean:{shared / 'McMaster'}"]
 
 
-def calibration_set(sources: list[str] | None = None, count: int = 32, sizes: tuple[int, ...] = DEFAULT_SIZES,
-                    seed: int = 0) -> list[CalibSample]:
+def calibration_set(
+    sources: list[str] | None = None, count: int = 32, sizes: tuple[int, ...] = DEFAULT_SIZES, seed: int = 0
+) -> list[CalibSample]:
     """``count`` crops spread over the sources (half real noise, half synthetic, by default), sizes cycling."""
     sources = sources or default_sources()
     rng = np.random.default_rng(seed)
@@ -115,7 +116,9 @@ def calibration_set(sources: list[str] | None = None, count: int = 32, sizes: tu
 
 def describe(samples: list[CalibSample]) -> dict:
     sizes = sorted({s.x.shape[2] for s in samples})
-    sources = sorted({s.name.split("/")[0] + (" (synthetic noise)" if s.name.endswith("+noise") else "") for s in samples})
+    sources = sorted(
+        {s.name.split("/")[0] + (" (synthetic noise)" if s.name.endswith("+noise") else "") for s in samples}
+    )
     return {"count": len(samples), "sizes": sizes, "sources": sources}
 
 
@@ -139,11 +142,12 @@ def sensitivity_input(x: np.ndarray, side: int = SENSITIVITY_SIDE) -> np.ndarray
     h, w = x.shape[2:]
     sh, sw = min(h, side) // 2 * 2, min(w, side) // 2 * 2
     top, left = (h - sh) // 2, (w - sw) // 2
-    return np.ascontiguousarray(x[:, :, top:top + sh, left:left + sw])
+    return np.ascontiguousarray(x[:, :, top : top + sh, left : left + sw])
 
 
-def check_calibration_memory(step: str, model_path, calib: list[CalibSample], per_crop: float,
-                             common_batch: int = 1) -> float:
+def check_calibration_memory(
+    step: str, model_path, calib: list[CalibSample], per_crop: float, common_batch: int = 1
+) -> float:
     """Refuse, before it starts, a calibration step that would not fit in the memory this machine has free: it
     holds ``per_crop`` times every tensor of the model on its largest crop (or ``common_batch`` crops of the
     most common size at once), and two graphs' tensors on the sensitivity crop. Returns the need in MB."""
@@ -152,8 +156,15 @@ def check_calibration_memory(step: str, model_path, calib: list[CalibSample], pe
     h, w = max((c.x.shape[2], c.x.shape[3]) for c in calib)
     common = common_shape(calib)[0].x.shape[2:]
     per = model_footprint(k, t, h, w).all_tensors_mb
-    need = STEP_BASE_MB + max(per_crop * per, common_batch * model_footprint(k, t, *common).all_tensors_mb,
-                              2 * model_footprint(k, t, SENSITIVITY_SIDE, SENSITIVITY_SIDE).all_tensors_mb)
-    check_fits(step, need, f"it holds every tensor of a {h}x{w} crop at once (about {per:.0f} MB at K={k}, T={t}); "
-                           "free memory, or use fewer --stages")
+    need = STEP_BASE_MB + max(
+        per_crop * per,
+        common_batch * model_footprint(k, t, *common).all_tensors_mb,
+        2 * model_footprint(k, t, SENSITIVITY_SIDE, SENSITIVITY_SIDE).all_tensors_mb,
+    )
+    check_fits(
+        step,
+        need,
+        f"it holds every tensor of a {h}x{w} crop at once (about {per:.0f} MB at K={k}, T={t}); "
+        "free memory, or use fewer --stages",
+    )
     return need

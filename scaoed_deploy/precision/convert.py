@@ -55,13 +55,7 @@ from ..eta import long_step
 from ..isolate import run_step
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..seal import SEAL_KEY
-from .calibration import (
-    CalibSample,
-    check_calibration_memory,
-    common_shape,
-    describe,
-    sensitivity_input,
-)
+from .calibration import CalibSample, check_calibration_memory, common_shape, describe, sensitivity_input
 from .islands import select_islands
 from .ort_int8 import quantize_onnxruntime
 from .quiet import quiet_tools
@@ -89,11 +83,18 @@ class PrecisionONNX:
     peak_rss_mb: dict[str, int] = field(default_factory=dict)  # step: peak resident memory of its own process
 
     def summary(self) -> dict:
-        return {"precision": self.precision, "target": self.target, "tool": self.tool,
-                "kept_fp32": len(self.kept_fp32), "calibration": self.calibration,
-                "check_psnr_vs_fp32": self.check_psnr, **({"int8_format": self.int8_format} if self.int8_format else {}),
-                "seconds": round(self.seconds, 1), "notes": self.notes,
-                **({"peak_rss_mb": self.peak_rss_mb} if self.peak_rss_mb else {})}
+        return {
+            "precision": self.precision,
+            "target": self.target,
+            "tool": self.tool,
+            "kept_fp32": len(self.kept_fp32),
+            "calibration": self.calibration,
+            "check_psnr_vs_fp32": self.check_psnr,
+            **({"int8_format": self.int8_format} if self.int8_format else {}),
+            "seconds": round(self.seconds, 1),
+            "notes": self.notes,
+            **({"peak_rss_mb": self.peak_rss_mb} if self.peak_rss_mb else {}),
+        }
 
 
 def _modelopt(what: str):
@@ -109,10 +110,15 @@ def _stamp(proto, source, result: PrecisionONNX, stages: int | None) -> None:
     meta.pop(SEAL_KEY, None)  # the source's digest: this file is sealed when it is verified, not before
     meta["precision"] = result.precision
     meta["precision_target"] = result.target
-    meta["precision_detail"] = json.dumps({
-        "tool": result.tool, "calibration": result.calibration, "check_psnr_vs_fp32": result.check_psnr,
-        "kept_fp32": [k["node"] for k in result.kept_fp32], **({"int8_format": result.int8_format}
-                                                                 if result.int8_format else {})})
+    meta["precision_detail"] = json.dumps(
+        {
+            "tool": result.tool,
+            "calibration": result.calibration,
+            "check_psnr_vs_fp32": result.check_psnr,
+            "kept_fp32": [k["node"] for k in result.kept_fp32],
+            **({"int8_format": result.int8_format} if result.int8_format else {}),
+        }
+    )
     write_metadata(proto, meta)
     if stages:
         check_nfae_epsilon(proto, stages)
@@ -133,8 +139,9 @@ def _quiet():
 
 
 # ---------------------------------------------------------------------------- FP16 / BF16
-def mixed_precision(fp32_path: str | Path, precision: str, calib: list[CalibSample],
-                    step: Callable[[str], None] = lambda s: None) -> PrecisionONNX:
+def mixed_precision(
+    fp32_path: str | Path, precision: str, calib: list[CalibSample], step: Callable[[str], None] = lambda s: None
+) -> PrecisionONNX:
     """AutoCast to fp16/bf16 with FP32 islands chosen from a reference run on ``calib``."""
     import onnx
 
@@ -144,8 +151,9 @@ def mixed_precision(fp32_path: str | Path, precision: str, calib: list[CalibSamp
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
     t0 = time.perf_counter()
-    check_calibration_memory(f"{precision} conversion (AutoCast)", fp32_path, calib, per_crop=1.0,
-                             common_batch=2 * AUTOCAST_IMAGES)  # its reference run: a batch, every tensor, copied
+    check_calibration_memory(
+        f"{precision} conversion (AutoCast)", fp32_path, calib, per_crop=1.0, common_batch=2 * AUTOCAST_IMAGES
+    )  # its reference run: a batch, every tensor, copied
     source = onnx.load(str(fp32_path))
     # A reference run keeps every tensor of the graph: a few images bound its memory (K=5 at 160 px is ~2 GB each).
     sample = calib[:ISLAND_IMAGES]
@@ -153,19 +161,33 @@ def mixed_precision(fp32_path: str | Path, precision: str, calib: list[CalibSamp
     islands = select_islands(source, [sensitivity_input(c.x) for c in sample], precision=precision)
     with tempfile.TemporaryDirectory() as tmp:  # AutoCast's own reference run takes one batch of one shape
         npz = Path(tmp) / "calibration.npz"
-        np.savez(npz, **{source.graph.input[0].name: np.concatenate([c.x for c in common_shape(calib)[:AUTOCAST_IMAGES]])})
+        np.savez(
+            npz, **{source.graph.input[0].name: np.concatenate([c.x for c in common_shape(calib)[:AUTOCAST_IMAGES]])}
+        )
         try:
-            with long_step(step, "autocast", f"converting to {precision} with ModelOpt AutoCast ({len(islands)} "
-                           "nodes kept in FP32)", len(source.graph.node)), _quiet():
+            with (
+                long_step(
+                    step,
+                    "autocast",
+                    f"converting to {precision} with ModelOpt AutoCast ({len(islands)} nodes kept in FP32)",
+                    len(source.graph.node),
+                ),
+                _quiet(),
+            ):
                 proto = convert_to_mixed_precision(
-                    onnx_path=str(fp32_path), low_precision_type=precision, keep_io_types=True,
-                    nodes_to_exclude=exact_patterns([i.node for i in islands]), calibration_data=str(npz),
-                    providers=["cpu"])
+                    onnx_path=str(fp32_path),
+                    low_precision_type=precision,
+                    keep_io_types=True,
+                    nodes_to_exclude=exact_patterns([i.node for i in islands]),
+                    calibration_data=str(npz),
+                    providers=["cpu"],
+                )
         except Exception as e:
             raise ScaoedError(f"ModelOpt AutoCast failed on {fp32_path}: {first_line(e)}") from e
     deduped = _tidy(proto, source)
-    result = PrecisionONNX(proto, precision, "tensorrt", "modelopt.onnx.autocast",
-                           [i.to_dict() for i in islands], describe(calib))
+    result = PrecisionONNX(
+        proto, precision, "tensorrt", "modelopt.onnx.autocast", [i.to_dict() for i in islands], describe(calib)
+    )
     if deduped:
         result.notes.append(f"{deduped} copies of shared weights merged")
     _stamp(proto, source, result, stages_of(source))
@@ -180,8 +202,15 @@ def _restoring_onnxruntime_quantization():
     quantize_static then fails later in the same process. Put the originals back afterwards."""
     from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer
 
-    owners = [calibrate, calibrate.CalibraterBase, calibrate.MinMaxCalibrater, calibrate.HistogramCalibrater,
-              calibrate.HistogramCollector, qdq_quantizer.QDQQuantizer, base_quantizer.BaseQuantizer]
+    owners = [
+        calibrate,
+        calibrate.CalibraterBase,
+        calibrate.MinMaxCalibrater,
+        calibrate.HistogramCalibrater,
+        calibrate.HistogramCollector,
+        qdq_quantizer.QDQQuantizer,
+        base_quantizer.BaseQuantizer,
+    ]
     saved = [(o, dict(vars(o))) for o in owners]
     try:
         yield
@@ -194,8 +223,16 @@ def _restoring_onnxruntime_quantization():
                     setattr(owner, name, value)
 
 
-def _quantize_quietly(target: str, src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str],
-                      input_name: str, reduce_range: bool) -> None:
+def _quantize_quietly(
+    target: str,
+    src: Path,
+    dst: Path,
+    calib: list[CalibSample],
+    method: str,
+    exclude: list[str],
+    input_name: str,
+    reduce_range: bool,
+) -> None:
     """One INT8 quantization, as a step's child process runs it (module level, so that it pickles). The tools'
     own temporary files go beside ``dst``, in the folder the parent removes, also when the child is killed."""
     tempfile.tempdir = str(dst.parent)
@@ -206,7 +243,9 @@ def _quantize_quietly(target: str, src: Path, dst: Path, calib: list[CalibSample
             quantize_onnxruntime(src, dst, calib, method, exclude, input_name, reduce_range=reduce_range)
 
 
-def _quantize_modelopt(src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str], input_name: str):
+def _quantize_modelopt(
+    src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str], input_name: str
+):
     with _restoring_onnxruntime_quantization():
         _modelopt_ptq(src, dst, calib, method, exclude, input_name)
 
@@ -215,9 +254,17 @@ def _modelopt_ptq(src: Path, dst: Path, calib: list[CalibSample], method: str, e
     from modelopt.onnx.quantization import quantize
 
     data = np.concatenate([c.x for c in common_shape(calib)])  # one batch, so one shape
-    quantize(str(src), quantize_mode="int8", calibration_data={input_name: data}, calibration_method=method,
-             calibration_eps=["cpu"], high_precision_dtype="fp32", nodes_to_exclude=exact_patterns(exclude) or None,
-             output_path=str(dst), log_level="ERROR")
+    quantize(
+        str(src),
+        quantize_mode="int8",
+        calibration_data={input_name: data},
+        calibration_method=method,
+        calibration_eps=["cpu"],
+        high_precision_dtype="fp32",
+        nodes_to_exclude=exact_patterns(exclude) or None,
+        output_path=str(dst),
+        log_level="ERROR",
+    )
 
 
 def modelopt_unquantized_convs(proto) -> list[dict]:
@@ -230,16 +277,27 @@ def modelopt_unquantized_convs(proto) -> list[dict]:
     modules = module_paths(proto)
     with _quiet():  # ModelOpt logs its scan at INFO on stdout, which --json needs clean
         names = set(find_nodes_from_convs_to_exclude(gs.import_onnx(proto), quantize_mode="int8"))
-    return [{"node": n.name, "op_type": n.op_type, "module": modules.get(n.output[0], ""),
-             "reason": "ModelOpt does not quantize this convolution (fewer than 16 channels)"}
-            for n in proto.graph.node if n.name in names]
+    return [
+        {
+            "node": n.name,
+            "op_type": n.op_type,
+            "module": modules.get(n.output[0], ""),
+            "reason": "ModelOpt does not quantize this convolution (fewer than 16 channels)",
+        }
+        for n in proto.graph.node
+        if n.name in names
+    ]
 
 
 def ort_int8_format(cpu: CPU | None = None) -> dict:
     """The ONNX Runtime CPU INT8 format for ``cpu`` (this one): U8S8, with 7-bit weights where VNNI is missing."""
     cpu = cpu or this_cpu()
-    return {"activations": "uint8", "weights": "int8 per channel", "reduce_range": not cpu.vnni,
-            "checked_on": cpu.to_dict()}
+    return {
+        "activations": "uint8",
+        "weights": "int8 per channel",
+        "reduce_range": not cpu.vnni,
+        "checked_on": cpu.to_dict(),
+    }
 
 
 def _ort_outputs(model, xs: list[np.ndarray]) -> list[np.ndarray]:
@@ -267,16 +325,30 @@ def sensitive_convs(quantized, fp32, x: np.ndarray, count: int) -> list[dict]:
         while inputs in producer and producer[inputs].op_type in ("DequantizeLinear", "QuantizeLinear"):
             inputs = producer[inputs].input[0]  # the float tensor behind the Q/DQ pair
         added = rel(node.output[0]) - rel(inputs)
-        ranked.append({"node": node.name, "op_type": "Conv", "module": modules.get(node.output[0], ""),
-                       "reason": f"INT8 adds {added:.3g} relative error here (largest in the graph)", "added": added})
+        ranked.append(
+            {
+                "node": node.name,
+                "op_type": "Conv",
+                "module": modules.get(node.output[0], ""),
+                "reason": f"INT8 adds {added:.3g} relative error here (largest in the graph)",
+                "added": added,
+            }
+        )
     ranked.sort(key=lambda r: -r["added"])
     return [{k: v for k, v in r.items() if k != "added"} for r in ranked[:count]]
 
 
-def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str = "tensorrt", method: str = "entropy",
-                  exclude: list[str] | None = None, step: Callable[[str], None] = lambda s: None,
-                  min_psnr: float = INT8_MIN_PSNR, rounds: int = INT8_ROUNDS,
-                  floor: float = INT8_FLOOR_PSNR) -> PrecisionONNX:
+def quantize_int8(
+    fp32_path: str | Path,
+    calib: list[CalibSample],
+    target: str = "tensorrt",
+    method: str = "entropy",
+    exclude: list[str] | None = None,
+    step: Callable[[str], None] = lambda s: None,
+    min_psnr: float = INT8_MIN_PSNR,
+    rounds: int = INT8_ROUNDS,
+    floor: float = INT8_FLOOR_PSNR,
+) -> PrecisionONNX:
     """INT8 Q/DQ for ``target``; keeps sensitive convolutions in FP32 until the held-out check passes."""
     import onnx
 
@@ -297,23 +369,36 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
     kept: list[dict] = [{"node": n, "op_type": "", "module": "", "reason": "asked (--exclude)"} for n in exclude or []]
     left_by_tool = modelopt_unquantized_convs(source) if target == "tensorrt" else []
     fmt = ort_int8_format() if target == "onnxruntime-cpu" else {}
-    tool = "modelopt.onnx.quantization (symmetric S8 Q/DQ)" if target == "tensorrt" else \
-        "onnxruntime.quantization.quantize_static (QDQ, U8 activations, S8 per-channel weights" + \
-        (", 7-bit range: this CPU has no VNNI)" if fmt["reduce_range"] else ")")
+    tool = (
+        "modelopt.onnx.quantization (symmetric S8 Q/DQ)"
+        if target == "tensorrt"
+        else "onnxruntime.quantization.quantize_static (QDQ, U8 activations, S8 per-channel weights"
+        + (", 7-bit range: this CPU has no VNNI)" if fmt["reduce_range"] else ")")
+    )
     notes: list[str] = []
     peaks: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for attempt in range(rounds + 1):
             dst = Path(tmp) / f"int8_{attempt}.onnx"
-            message = (f"INT8 ({target}, {method} calibration on {len(used)} images"
-                       + (f", {len(kept)} convs kept in FP32)" if kept else ")"))
+            message = f"INT8 ({target}, {method} calibration on {len(used)} images" + (
+                f", {len(kept)} convs kept in FP32)" if kept else ")"
+            )
             kind = "modelopt-quantize" if target == "tensorrt" else "ort-quantize"
             try:
                 with long_step(step, kind, message, len(source.graph.node)):
                     # in a child process: stoppable at once, its peak memory its own (see isolate)
-                    ran = run_step(_quantize_quietly, target, Path(fp32_path), dst, used, method,
-                                   [k["node"] for k in kept], input_name, fmt.get("reduce_range", False),
-                                   name=message)
+                    ran = run_step(
+                        _quantize_quietly,
+                        target,
+                        Path(fp32_path),
+                        dst,
+                        used,
+                        method,
+                        [k["node"] for k in kept],
+                        input_name,
+                        fmt.get("reduce_range", False),
+                        name=message,
+                    )
                 peaks[f"int8 round {attempt + 1}"] = round(ran.peak_rss_mb)
             except ScaoedError:
                 raise
@@ -331,21 +416,39 @@ def quantize_int8(fp32_path: str | Path, calib: list[CalibSample], target: str =
             convs = sum(1 for n in proto.graph.node if n.op_type == "Conv")
             worst = sensitive_convs(proto, source, sensitivity_input(held_out[0].x), max(1, convs // 50))
             kept += worst
-            notes.append(f"round {attempt + 1}: {check:.1f} dB < {min_psnr:g} dB; kept {len(worst)} sensitive convs in FP32")
+            notes.append(
+                f"round {attempt + 1}: {check:.1f} dB < {min_psnr:g} dB; kept {len(worst)} sensitive convs in FP32"
+            )
     if deduped:
         notes.append(f"{deduped} copies of shared weights merged")
     asked = {k["node"] for k in kept}
-    result = PrecisionONNX(proto, "int8", target, tool, kept + [t for t in left_by_tool if t["node"] not in asked],
-                           dict(describe(calib), method=method,
-                           held_out=[c.name for c in held_out]), check, fmt, notes=notes, peak_rss_mb=peaks)
+    result = PrecisionONNX(
+        proto,
+        "int8",
+        target,
+        tool,
+        kept + [t for t in left_by_tool if t["node"] not in asked],
+        dict(describe(calib), method=method, held_out=[c.name for c in held_out]),
+        check,
+        fmt,
+        notes=notes,
+        peak_rss_mb=peaks,
+    )
     _stamp(proto, source, result, stages_of(source))
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def make_precision_onnx(fp32_path: str | Path, precision: str, calib: list[CalibSample], target: str = "tensorrt",
-                        method: str = "entropy", exclude: list[str] | None = None,
-                        step: Callable[[str], None] = lambda s: None, rounds: int = INT8_ROUNDS) -> PrecisionONNX:
+def make_precision_onnx(
+    fp32_path: str | Path,
+    precision: str,
+    calib: list[CalibSample],
+    target: str = "tensorrt",
+    method: str = "entropy",
+    exclude: list[str] | None = None,
+    step: Callable[[str], None] = lambda s: None,
+    rounds: int = INT8_ROUNDS,
+) -> PrecisionONNX:
     if precision in ("fp16", "bf16"):
         return mixed_precision(fp32_path, precision, calib, step)
     if precision == "int8":

@@ -73,10 +73,14 @@ def emulate(model):
                     a.i = TensorProto.FLOAT  # the rounding follows as its own pair of casts
         nodes.append(n)
         for i, raw, name, lp in renamed:  # named after the node, so localisation can name the original
-            nodes.append(helper.make_node("Cast", [raw], [f"{name}__emulated_lp"], to=lp,
-                                          name=f"{n.name}{ROUND_SUFFIX}{i}"))
-            nodes.append(helper.make_node("Cast", [f"{name}__emulated_lp"], [name], to=TensorProto.FLOAT,
-                                          name=f"{n.name}{BACK_SUFFIX}{i}"))
+            nodes.append(
+                helper.make_node("Cast", [raw], [f"{name}__emulated_lp"], to=lp, name=f"{n.name}{ROUND_SUFFIX}{i}")
+            )
+            nodes.append(
+                helper.make_node(
+                    "Cast", [f"{name}__emulated_lp"], [name], to=TensorProto.FLOAT, name=f"{n.name}{BACK_SUFFIX}{i}"
+                )
+            )
     del g.node[:]
     g.node.extend(nodes)
     for v in (*g.value_info, *g.input, *g.output):

@@ -60,8 +60,13 @@ def _constant_problem(values: np.ndarray, largest: float, smallest: float) -> st
     return None
 
 
-def select_islands(proto, inputs: list[np.ndarray], precision: str = "fp16", data_max: float = 512.0,
-                   expand: tuple[str, ...] = ("nfae",)) -> list[Island]:
+def select_islands(
+    proto,
+    inputs: list[np.ndarray],
+    precision: str = "fp16",
+    data_max: float = 512.0,
+    expand: tuple[str, ...] = ("nfae",),
+) -> list[Island]:
     """Nodes of ``proto`` to keep in FP32 (see the module doc), in graph order."""
     from onnx import numpy_helper
 

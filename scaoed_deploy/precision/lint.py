@@ -33,7 +33,8 @@ MATRIX = "onnx-tensorrt docs/operators.md for TensorRT 10.15"
 TRT_MIN_OPSET, TRT_MAX_OPSET = 9, 24
 
 #: Operators the matrix marks supported (Y).
-SUPPORTED_OPS = frozenset("""
+SUPPORTED_OPS = frozenset(
+    """
 Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh Attention AveragePool BatchNormalization BlackmanWindow Cast
 CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DeformConv DepthToSpace
 DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather GatherElements GatherND Gelu
@@ -46,22 +47,26 @@ ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum
 ReverseSequence RMSNormalization RNN RoiAlign RotaryEmbedding Round STFT ScaledTanh Scan Scatter ScatterElements
 ScatterND Selu Shape Shrink Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze
 Sub Sum Tan Tanh TensorScatter ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
-""".split())
+""".split()
+)
 
 #: Supported operators whose matrix row lists no BF16 (and, for STFT, no FP16): a strongly typed network
 #: cannot run them in that type.
-NO_BF16 = frozenset("BlackmanWindow DeformConv GridSample HammingWindow HannWindow Mish NonMaxSuppression NonZero "
-                    "RoiAlign STFT".split())
+NO_BF16 = frozenset(
+    "BlackmanWindow DeformConv GridSample HammingWindow HannWindow Mish NonMaxSuppression NonZero RoiAlign STFT".split()
+)
 NO_FP16 = frozenset({"STFT"})
 
 #: Operators the matrix marks unsupported (N).
-UNSUPPORTED_OPS = frozenset("""
+UNSUPPORTED_OPS = frozenset(
+    """
 AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor Col2Im CenterCropPad Compress
 ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear ImageDecoder MatMulInteger MaxRoiPool MaxUnpool
 MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional OptionalGetElement OptionalHasElement QLinearConv
 QLinearMatMul RegexFullMatch SequenceAt SequenceConstruct SequenceEmpty SequenceErase SequenceInsert SequenceLength
 SequenceMap SoftmaxCrossEntropyLoss SplitToSequence StringConcat StringNormalizer StringSplit TfIdfVectorizer Unique
-""".split())
+""".split()
+)
 
 
 @dataclass
@@ -102,8 +107,11 @@ def _lint_opsets(model) -> list[Violation]:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
             if not TRT_MIN_OPSET <= imp.version <= TRT_MAX_OPSET:
-                out.append(Violation("opset", "model", f"opset {imp.version} is outside {TRT_MIN_OPSET}-{TRT_MAX_OPSET} "
-                                     f"({MATRIX})"))
+                out.append(
+                    Violation(
+                        "opset", "model", f"opset {imp.version} is outside {TRT_MIN_OPSET}-{TRT_MAX_OPSET} ({MATRIX})"
+                    )
+                )
         elif imp.domain not in ("ai.onnx.ml",):
             out.append(Violation("opset", "model", f"custom domain '{imp.domain}' needs a TensorRT plugin", "warning"))
     return out
@@ -116,16 +124,27 @@ def _lint_ops(model) -> list[Violation]:
     types = tensor_types(model, strict=False)  # where inference fails, the type rule has less to go on
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
-            out.append(Violation("unsupported-op", _name(node), f"{node.domain}::{node.op_type} is not a standard ONNX op; TensorRT needs a plugin"))
+            out.append(
+                Violation(
+                    "unsupported-op",
+                    _name(node),
+                    f"{node.domain}::{node.op_type} is not a standard ONNX op; TensorRT needs a plugin",
+                )
+            )
         elif node.op_type in UNSUPPORTED_OPS:
             out.append(Violation("unsupported-op", _name(node), f"{node.op_type} is marked unsupported ({MATRIX})"))
         elif node.op_type not in SUPPORTED_OPS:
             out.append(Violation("unsupported-op", _name(node), f"{node.op_type} is not in {MATRIX}", "warning"))
         else:
             computed = {types.get(o) for o in node.output}
-            for type_, refused, name in ((TensorProto.BFLOAT16, NO_BF16, "BF16"), (TensorProto.FLOAT16, NO_FP16, "FP16")):
+            for type_, refused, name in (
+                (TensorProto.BFLOAT16, NO_BF16, "BF16"),
+                (TensorProto.FLOAT16, NO_FP16, "FP16"),
+            ):
                 if type_ in computed and node.op_type in refused:
-                    out.append(Violation("unsupported-type", _name(node), f"{node.op_type} has no {name} support ({MATRIX})"))
+                    out.append(
+                        Violation("unsupported-type", _name(node), f"{node.op_type} has no {name} support ({MATRIX})")
+                    )
     return out
 
 
@@ -147,16 +166,26 @@ def _lint_qdq(model) -> list[Violation]:
             continue
         scale = consts[scale_name].astype(np.float64)
         if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-            out.append(Violation("qdq-scale", where, f"scales must be positive and finite (min {np.nanmin(scale):.3g})"))
+            out.append(
+                Violation("qdq-scale", where, f"scales must be positive and finite (min {np.nanmin(scale):.3g})")
+            )
         if zp_name:
             if zp_name not in consts:
-                out.append(Violation("qdq-constant", where, f"zero point '{zp_name}' must be an initializer or constant"))
+                out.append(
+                    Violation("qdq-constant", where, f"zero point '{zp_name}' must be an initializer or constant")
+                )
             else:
                 zp = consts[zp_name]
                 if zp.dtype == np.uint8:
                     out.append(Violation("qdq-type", where, "uint8 (U8) quantization: TensorRT takes signed INT8 only"))
                 if np.any(zp.astype(np.int64) != 0):
-                    out.append(Violation("qdq-zero-point", where, f"zero point {zp.reshape(-1)[:4].tolist()} must be 0: TensorRT quantizes symmetrically"))
+                    out.append(
+                        Violation(
+                            "qdq-zero-point",
+                            where,
+                            f"zero point {zp.reshape(-1)[:4].tolist()} must be 0: TensorRT quantizes symmetrically",
+                        )
+                    )
         if scale.size > 1:
             out += _lint_axis(node, where, scale, consts, consumers)
     return out
@@ -169,12 +198,33 @@ def _lint_axis(node, where, scale, consts, consumers) -> list[Violation]:
     if data is not None:
         ax = axis if axis >= 0 else axis + data.ndim
         if not 0 <= ax < data.ndim or data.shape[ax] != scale.size:
-            out.append(Violation("qdq-axis", where, f"per-channel axis {axis} does not match {scale.size} scales for shape {list(data.shape)}"))
+            out.append(
+                Violation(
+                    "qdq-axis",
+                    where,
+                    f"per-channel axis {axis} does not match {scale.size} scales for shape {list(data.shape)}",
+                )
+            )
         for consumer, idx in consumers.get(node.output[0], []):
-            if consumer.op_type in ("Conv", "ConvTranspose") and idx == 1 and ax != (1 if consumer.op_type == "ConvTranspose" else 0):
-                out.append(Violation("qdq-axis", where, f"conv weights must be quantized along output channels, not axis {axis}"))
+            if (
+                consumer.op_type in ("Conv", "ConvTranspose")
+                and idx == 1
+                and ax != (1 if consumer.op_type == "ConvTranspose" else 0)
+            ):
+                out.append(
+                    Violation(
+                        "qdq-axis", where, f"conv weights must be quantized along output channels, not axis {axis}"
+                    )
+                )
     elif node.op_type == "QuantizeLinear":
-        out.append(Violation("qdq-axis", where, "per-channel quantization of an activation: TensorRT expects per-tensor scales", "warning"))
+        out.append(
+            Violation(
+                "qdq-axis",
+                where,
+                "per-channel quantization of an activation: TensorRT expects per-tensor scales",
+                "warning",
+            )
+        )
     return out
 
 
@@ -190,10 +240,20 @@ def _lint_conv_weights(model) -> list[Violation]:
             q = producers.get(dq_in) if dq_in else None
             # an initializer; a DequantizeLinear of an INT8 initializer; or a Q/DQ pair on an fp32 initializer,
             # which TensorRT folds into quantized weights at build time
-            ok = w in consts or dq_in in consts or (q is not None and q.op_type == "QuantizeLinear" and q.input[0] in consts)
+            ok = (
+                w in consts
+                or dq_in in consts
+                or (q is not None and q.op_type == "QuantizeLinear" and q.input[0] in consts)
+            )
             if not ok:
-                out.append(Violation("conv-weights", _name(node), f"weights '{w}' must be an initializer "
-                                     "(or a DequantizeLinear of one, possibly through a QuantizeLinear)"))
+                out.append(
+                    Violation(
+                        "conv-weights",
+                        _name(node),
+                        f"weights '{w}' must be an initializer "
+                        "(or a DequantizeLinear of one, possibly through a QuantizeLinear)",
+                    )
+                )
     return out
 
 
@@ -221,16 +281,24 @@ def _lint_profile(model, profile: dict | None) -> list[Violation]:
         shapes = (profile or {}).get(inp.name)
         if shapes is None:
             if any(d is None for d in dims):
-                out.append(Violation("profile", inp.name, f"dynamic dims {dims} but no optimisation profile covers them"))
+                out.append(
+                    Violation("profile", inp.name, f"dynamic dims {dims} but no optimisation profile covers them")
+                )
             continue
         for key in ("min", "opt", "max"):
             shape = list(shapes[key])
             if len(shape) != len(dims):
-                out.append(Violation("profile", inp.name, f"profile {key} {shape} has rank {len(shape)}, input has {len(dims)}"))
+                out.append(
+                    Violation(
+                        "profile", inp.name, f"profile {key} {shape} has rank {len(shape)}, input has {len(dims)}"
+                    )
+                )
                 continue
             for i, (d, s) in enumerate(zip(dims, shape)):
                 if d is not None and d != s:
-                    out.append(Violation("profile", inp.name, f"profile {key} dim {i} = {s} but the input is static {d}"))
+                    out.append(
+                        Violation("profile", inp.name, f"profile {key} dim {i} = {s} but the input is static {d}")
+                    )
         if not all(a <= b <= c for a, b, c in zip(shapes["min"], shapes["opt"], shapes["max"])):
             out.append(Violation("profile", inp.name, "profile shapes must satisfy min <= opt <= max"))
     return out
@@ -238,8 +306,14 @@ def _lint_profile(model, profile: dict | None) -> list[Violation]:
 
 def lint(model, profile: dict | None = None) -> list[Violation]:
     """Every violation of TensorRT's rules (``MATRIX``) in ``model`` (an onnx.ModelProto)."""
-    return (_lint_opsets(model) + _lint_ops(model) + _lint_qdq(model) + _lint_conv_weights(model)
-            + _lint_float64(model) + _lint_profile(model, profile))
+    return (
+        _lint_opsets(model)
+        + _lint_ops(model)
+        + _lint_qdq(model)
+        + _lint_conv_weights(model)
+        + _lint_float64(model)
+        + _lint_profile(model, profile)
+    )
 
 
 def errors(violations: list[Violation]) -> list[Violation]:

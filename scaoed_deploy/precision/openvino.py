@@ -32,14 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import (
-    OPENVINO_PRECISIONS,
-    all_tensors,
-    metadata_of,
-    module_paths,
-    require_openvino,
-    write_ir_metadata,
-)
+from ..artifact import OPENVINO_PRECISIONS, all_tensors, metadata_of, module_paths, require_openvino, write_ir_metadata
 from ..audit import audit_ov_model
 from ..compare import check_int8_floor, held_out_psnr
 from ..cpu import CPU, this_cpu
@@ -48,20 +41,18 @@ from ..eta import long_step
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..runtime.openvino_backend import INFERENCE_PRECISION
 from ..seal import SEAL_KEY
-from .calibration import (
-    CalibSample,
-    check_calibration_memory,
-    describe,
-    sensitivity_input,
-)
+from .calibration import CalibSample, check_calibration_memory, describe, sensitivity_input
 from .islands import select_islands
 from .quiet import quiet_tools
 
 INT8_MIN_PSNR = 40.0  # dB against the fp32 ONNX on held-out calibration crops (as for the ONNX INT8 paths)
 INT8_ROUNDS = 2
 ISLAND_IMAGES = 8
-TOOL = {"fp32": "openvino.convert_model", "bf16": "openvino.convert_model (bf16 inference precision)",
-        "int8": "nncf.quantize (OpenVINO IR, FakeQuantize: asymmetric activations, S8 per-channel weights)"}
+TOOL = {
+    "fp32": "openvino.convert_model",
+    "bf16": "openvino.convert_model (bf16 inference precision)",
+    "int8": "nncf.quantize (OpenVINO IR, FakeQuantize: asymmetric activations, S8 per-channel weights)",
+}
 
 
 @dataclass
@@ -76,10 +67,17 @@ class OpenVINOIR:
     int8_format: dict = field(default_factory=dict)  # INT8: NNCF's overflow fix for the CPU it was built on
 
     def summary(self) -> dict:
-        return {"precision": self.precision, "target": "openvino", "tool": TOOL[self.precision],
-                "inference_precision": INFERENCE_PRECISION[self.precision], "kept_fp32": len(self.kept_float),
-                "calibration": self.calibration, "check_psnr_vs_fp32": self.check_psnr,
-                "seconds": round(self.seconds, 1), "notes": self.notes}
+        return {
+            "precision": self.precision,
+            "target": "openvino",
+            "tool": TOOL[self.precision],
+            "inference_precision": INFERENCE_PRECISION[self.precision],
+            "kept_fp32": len(self.kept_float),
+            "calibration": self.calibration,
+            "check_psnr_vs_fp32": self.check_psnr,
+            "seconds": round(self.seconds, 1),
+            "notes": self.notes,
+        }
 
 
 def _compile(model, inference_precision: str = "f32"):
@@ -137,11 +135,20 @@ def sensitive_convs(quantized, source, x: np.ndarray, count: int, skip: set[str]
         r = ref[name].astype(np.float64)
         return float(np.sqrt(np.mean((got[name] - r) ** 2)) / (np.sqrt(np.mean(r**2)) + 1e-12))
 
-    ranked = [{"node": name, "op_type": "Convolution", "module": modules.get(out, ""), "added": rel(out) - rel(inp)}
-              for name, _, out, inp in convs]
+    ranked = [
+        {"node": name, "op_type": "Convolution", "module": modules.get(out, ""), "added": rel(out) - rel(inp)}
+        for name, _, out, inp in convs
+    ]
     ranked.sort(key=lambda r: -r["added"])
-    return [{"node": r["node"], "op_type": "Convolution", "module": r["module"],
-             "reason": f"INT8 adds {r['added']:.3g} relative error here (largest in the graph)"} for r in ranked[:count]]
+    return [
+        {
+            "node": r["node"],
+            "op_type": "Convolution",
+            "module": r["module"],
+            "reason": f"INT8 adds {r['added']:.3g} relative error here (largest in the graph)",
+        }
+        for r in ranked[:count]
+    ]
 
 
 def int8_format(cpu: CPU | None = None) -> dict:
@@ -160,17 +167,28 @@ def _quantize(ov_model, samples: list[CalibSample], ignored: list[str], overflow
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     with quiet_tools("nncf"):
-        return nncf.quantize(ov_model, nncf.Dataset([c.x for c in samples]), subset_size=len(samples),
-                             preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True,
-                             ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
-                             advanced_parameters=AdvancedQuantizationParameters(
-                                 overflow_fix=nncf.OverflowFix(overflow_fix),
-                                 activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX))
+        return nncf.quantize(
+            ov_model,
+            nncf.Dataset([c.x for c in samples]),
+            subset_size=len(samples),
+            preset=nncf.QuantizationPreset.MIXED,
+            fast_bias_correction=True,
+            ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
+            advanced_parameters=AdvancedQuantizationParameters(
+                overflow_fix=nncf.OverflowFix(overflow_fix),
+                activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
+            ),
+        )
 
 
-def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSample] | None = None,
-                     step: Callable[[str], None] = lambda s: None, min_psnr: float = INT8_MIN_PSNR,
-                     rounds: int = INT8_ROUNDS) -> OpenVINOIR:
+def make_openvino_ir(
+    fp32_path: str | Path,
+    precision: str,
+    calib: list[CalibSample] | None = None,
+    step: Callable[[str], None] = lambda s: None,
+    min_psnr: float = INT8_MIN_PSNR,
+    rounds: int = INT8_ROUNDS,
+) -> OpenVINOIR:
     """The IR for ``precision`` (see the module doc); nothing is written (``save_ir`` does that)."""
     import onnx
 
@@ -194,9 +212,11 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
             raise ScaoedError(f"OpenVINO INT8 needs NNCF: pip install nncf ({first_line(e)})") from e
         step("choosing the layers NNCF leaves in float (NFAE)")
         names = {o.get_friendly_name() for o in model.get_ordered_ops()}
-        islands = [{"node": i.node, "op_type": i.op_type, "module": i.module, "reason": i.reason}
-                   for i in select_islands(source, [sensitivity_input(c.x) for c in calib[:ISLAND_IMAGES]], "fp16")
-                   if i.node in names]
+        islands = [
+            {"node": i.node, "op_type": i.op_type, "module": i.module, "reason": i.reason}
+            for i in select_islands(source, [sensitivity_input(c.x) for c in calib[:ISLAND_IMAGES]], "fp16")
+            if i.node in names
+        ]
         fmt = result.int8_format = int8_format()
         if fmt["overflow_fix"] == "enable":
             result.notes.append("7-bit weights (NNCF overflow fix on every layer): this CPU has no VNNI")
@@ -206,8 +226,11 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
         references = [runner(c.x) for c in held_out]
         kept: list[dict] = []
         for attempt in range(rounds + 1):
-            message = (f"INT8 (NNCF on {len(used)} images, {len(islands)} NFAE nodes"
-                       + (f" and {len(kept)} convs" if kept else "") + " left in float)")
+            message = (
+                f"INT8 (NNCF on {len(used)} images, {len(islands)} NFAE nodes"
+                + (f" and {len(kept)} convs" if kept else "")
+                + " left in float)"
+            )
             fresh = ov.convert_model(str(fp32_path)) if attempt else model
             try:
                 with long_step(step, "nncf", message, len(source.graph.node)):
@@ -222,25 +245,38 @@ def make_openvino_ir(fp32_path: str | Path, precision: str, calib: list[CalibSam
                     result.notes.append(f"still {check:.1f} dB against fp32 after {rounds} rounds")
                 break
             convs = sum(1 for o in quantized.get_ordered_ops() if o.get_type_name() == "Convolution")
-            worst = sensitive_convs(quantized, source, sensitivity_input(held_out[0].x), max(1, convs // 50),
-                                    {k["node"] for k in kept})
+            worst = sensitive_convs(
+                quantized, source, sensitivity_input(held_out[0].x), max(1, convs // 50), {k["node"] for k in kept}
+            )
             kept += worst
-            result.notes.append(f"round {attempt + 1}: {check:.1f} dB < {min_psnr:g} dB; kept {len(worst)} "
-                                "sensitive convs in float")
+            result.notes.append(
+                f"round {attempt + 1}: {check:.1f} dB < {min_psnr:g} dB; kept {len(worst)} sensitive convs in float"
+            )
         asked = {k["node"] for k in kept}
-        left = [{"node": n, "op_type": "Convolution", "module": "", "reason": "NNCF left an input unquantized"}
-                for n, op, p in audit_ov_model(quantized).nodes
-                if op == "Convolution" and p == "float32" and n not in asked]
+        left = [
+            {"node": n, "op_type": "Convolution", "module": "", "reason": "NNCF left an input unquantized"}
+            for n, op, p in audit_ov_model(quantized).nodes
+            if op == "Convolution" and p == "float32" and n not in asked
+        ]
         result.model, result.kept_float, result.check_psnr = quantized, islands + kept + left, check
         result.calibration = dict(describe(calib), held_out=[c.name for c in held_out])
     meta = metadata_of(source)
     meta.pop(SEAL_KEY, None)  # the source's digest: this file is sealed when it is verified, not before
-    meta.update(precision=precision, precision_target="openvino", inference_precision=INFERENCE_PRECISION[precision],
-                precision_detail=json.dumps({"tool": TOOL[precision], "calibration": result.calibration,
-                                             "check_psnr_vs_fp32": result.check_psnr,
-                                             "checked_on": this_cpu().to_dict(),
-                                             **({"int8_format": result.int8_format} if result.int8_format else {}),
-                                             "kept_float": [k["node"] for k in result.kept_float]}))
+    meta.update(
+        precision=precision,
+        precision_target="openvino",
+        inference_precision=INFERENCE_PRECISION[precision],
+        precision_detail=json.dumps(
+            {
+                "tool": TOOL[precision],
+                "calibration": result.calibration,
+                "check_psnr_vs_fp32": result.check_psnr,
+                "checked_on": this_cpu().to_dict(),
+                **({"int8_format": result.int8_format} if result.int8_format else {}),
+                "kept_float": [k["node"] for k in result.kept_float],
+            }
+        ),
+    )
     write_ir_metadata(result.model, meta)
     result.seconds = time.perf_counter() - t0
     return result

@@ -16,8 +16,15 @@ from pathlib import Path
 from .calibration import CalibSample, common_shape
 
 
-def quantize_onnxruntime(src: Path, dst: Path, calib: list[CalibSample], method: str, exclude: list[str],
-                         input_name: str, reduce_range: bool = False) -> None:
+def quantize_onnxruntime(
+    src: Path,
+    dst: Path,
+    calib: list[CalibSample],
+    method: str,
+    exclude: list[str],
+    input_name: str,
+    reduce_range: bool = False,
+) -> None:
     """``src`` quantized into ``dst`` by ``onnxruntime.quantization.quantize_static``, calibrated on ``calib``
     (``method``: max or entropy) in bounded memory; ``exclude``: nodes kept in float."""
     from onnxruntime.quantization import (
@@ -39,11 +46,20 @@ def quantize_onnxruntime(src: Path, dst: Path, calib: list[CalibSample], method:
             return next(self.it, None)
 
     with _bounded_histogram_calibration():
-        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        reduce_range=reduce_range, op_types_to_quantize=["Conv"], nodes_to_exclude=exclude,
-                        calibrate_method=CalibrationMethod.MinMax if method == "max" else CalibrationMethod.Entropy,
-                        extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False})
+        quantize_static(
+            str(src),
+            str(dst),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=reduce_range,
+            op_types_to_quantize=["Conv"],
+            nodes_to_exclude=exclude,
+            calibrate_method=CalibrationMethod.MinMax if method == "max" else CalibrationMethod.Entropy,
+            extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False},
+        )
 
 
 #: Calibration images whose every intermediate tensor is held at once: ONNX Runtime's calibrators keep every
@@ -59,11 +75,7 @@ def _bounded_histogram_calibration():
     """Each ONNX Runtime calibrator reads the whole calibration set into memory before it takes ranges or
     histograms from it; fed ``CALIB_CHUNK`` images a call instead, it merges each call into what it has.
     Restored afterwards."""
-    from onnxruntime.quantization.calibrate import (
-        CalibrationDataReader,
-        HistogramCalibrater,
-        MinMaxCalibrater,
-    )
+    from onnxruntime.quantization.calibrate import CalibrationDataReader, HistogramCalibrater, MinMaxCalibrater
 
     originals = {cls: cls.collect_data for cls in (HistogramCalibrater, MinMaxCalibrater)}
     HELD_AT_ONCE.clear()
@@ -85,6 +97,7 @@ def _bounded_histogram_calibration():
                     break
                 HELD_AT_ONCE.append(len(items))
                 original(self, Chunk(items))  # holds these images' tensors, merges what they show, frees them
+
         return collect_in_chunks
 
     for cls, original in originals.items():

@@ -11,5 +11,15 @@ from .onnxruntime_backend import OnnxRuntimeRunner
 from .registry import BACKENDS, open_runner
 from .torch_backend import TorchRunner, pick_device
 
-__all__ = ["BACKENDS", "BaseRunner", "Denoiser", "Limits", "OnnxRuntimeRunner", "RunOptions", "TorchRunner",
-           "denoise_file", "open_runner", "pick_device"]
+__all__ = [
+    "BACKENDS",
+    "BaseRunner",
+    "Denoiser",
+    "Limits",
+    "OnnxRuntimeRunner",
+    "RunOptions",
+    "TorchRunner",
+    "denoise_file",
+    "open_runner",
+    "pick_device",
+]

@@ -45,8 +45,10 @@ def busy_warning(threads: int | None = None) -> str | None:
     load, cores = os.getloadavg()[0], cpu_threads()
     if load < cores:
         return None
-    return (f"warning: the machine is busy (load average {load:.1f} on {cores} core(s) this process may use): "
-            f"timings will be slow and noisy; fewer --threads than {cpu_threads(threads)} may run faster")
+    return (
+        f"warning: the machine is busy (load average {load:.1f} on {cores} core(s) this process may use): "
+        f"timings will be slow and noisy; fewer --threads than {cpu_threads(threads)} may run faster"
+    )
 
 
 @dataclass
@@ -124,8 +126,9 @@ class BaseRunner:
     def refuse_nonfinite(self, outs: list[np.ndarray]) -> list[np.ndarray]:
         """``outs``, or one clear error when ``check_finite`` is on and any holds NaN/Inf."""
         if self.check_finite and not all(np.isfinite(o).all() for o in outs):
-            raise ScaoedError(f"{self.description} gave NaN/Inf for a finite input: {self.nonfinite_cause} "
-                              "(nothing written)")
+            raise ScaoedError(
+                f"{self.description} gave NaN/Inf for a finite input: {self.nonfinite_cause} (nothing written)"
+            )
         return outs
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

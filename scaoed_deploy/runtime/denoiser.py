@@ -55,7 +55,7 @@ def _ramp(n: int, overlap: int, start: bool, end: bool) -> np.ndarray:
         if start:
             w[:overlap] = r
         if end:
-            w[n - overlap:] = np.minimum(w[n - overlap:], r[::-1])
+            w[n - overlap :] = np.minimum(w[n - overlap :], r[::-1])
     return w
 
 
@@ -71,9 +71,16 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
 class Denoiser:
     """Denoise images of any size with a runner (see the module doc)."""
 
-    def __init__(self, runner, tile: int | str | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                 tile_batch: int = 4, ensemble: bool = False, limits: Limits | None = None,
-                 description: str | None = None):
+    def __init__(
+        self,
+        runner,
+        tile: int | str | None = DEFAULT_TILE,
+        overlap: int = DEFAULT_OVERLAP,
+        tile_batch: int = 4,
+        ensemble: bool = False,
+        limits: Limits | None = None,
+        description: str | None = None,
+    ):
         """``tile="auto"``: the tile and tile batch are chosen per image from the memory available
         (``tiling.auto_tile``); ``tile_choice`` then says what was chosen for the last image."""
         self.auto = tile == "auto"
@@ -103,13 +110,21 @@ class Denoiser:
             raise UsageError(f"--tile-batch must be at least 1, got {tile_batch}")
 
     @classmethod
-    def open(cls, model: str | Path | None = None, backend: str | None = None, stages: int | None = None,
-             device: str = "auto", threads: int | None = None, allow_unverified: bool = False,
-             **options) -> Denoiser:
+    def open(
+        cls,
+        model: str | Path | None = None,
+        backend: str | None = None,
+        stages: int | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        allow_unverified: bool = False,
+        **options,
+    ) -> Denoiser:
         """A Denoiser over a checkpoint, an .onnx file or an engine (None: the demo weights); ``allow_unverified``
         runs a file edited after its verification (refused otherwise)."""
-        runner = open_runner(model, backend, RunOptions(stages=stages, device=device, threads=threads,
-                                                        allow_unverified=allow_unverified))
+        runner = open_runner(
+            model, backend, RunOptions(stages=stages, device=device, threads=threads, allow_unverified=allow_unverified)
+        )
         return cls(runner, **options)
 
     def close(self) -> None:
@@ -211,8 +226,13 @@ def inverse_transform(chw: np.ndarray, mode: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(y, k=-(mode % 4), axes=(1, 2)))
 
 
-def denoise_file(denoiser: Denoiser, src: str | Path, dst: str | Path, reference: str | Path | None = None,
-                 bit_depth: int | None = None) -> dict:
+def denoise_file(
+    denoiser: Denoiser,
+    src: str | Path,
+    dst: str | Path,
+    reference: str | Path | None = None,
+    bit_depth: int | None = None,
+) -> dict:
     """Denoise one file; with ``reference``, also PSNR/SSIM of input and output against it. Everything that can
     fail (the input, the reference and its size, the model, the metrics) is done before the output is written,
     so a failed image leaves no output and a rerun redoes it."""
@@ -235,8 +255,10 @@ def _denoise_file(denoiser: Denoiser, src, dst, reference, bit_depth: int | None
     image = read_image(src)
     ref_image = read_image(reference) if reference is not None else None
     if ref_image is not None and (ref_image.height, ref_image.width) != (image.height, image.width):
-        raise ImageError(f"{reference}: the reference is {ref_image.width}x{ref_image.height}, the input {src} "
-                         f"{image.width}x{image.height}; nothing written")
+        raise ImageError(
+            f"{reference}: the reference is {ref_image.width}x{ref_image.height}, the input {src} "
+            f"{image.width}x{image.height}; nothing written"
+        )
     out = denoiser.denoise_image(image)
     result = {"input": str(src), "height": image.height, "width": image.width, "bit_depth_in": image.bit_depth}
     if denoiser.tile_choice is not None:  # --tile auto: what this image was run with
@@ -253,8 +275,12 @@ def _denoise_file(denoiser: Denoiser, src, dst, reference, bit_depth: int | None
         psnr_out, ssim_out = psnr_ssim(pixels(out), ref)
         result.update(reference=str(reference), psnr_in=psnr_in, ssim_in=ssim_in, psnr=psnr_out, ssim=ssim_out)
     written = write_image(dst, out, bit_depth=bit_depth)
-    result.update(output=written["path"], bit_depth_out=written["bit_depth"], channels_out=written["channels"],
-                  metadata_kept=written["metadata"])
+    result.update(
+        output=written["path"],
+        bit_depth_out=written["bit_depth"],
+        channels_out=written["channels"],
+        metadata_kept=written["metadata"],
+    )
     if image.warnings:  # what reading changed (a dropped profile, clipped samples): said, never silent
         result["warnings"] = list(image.warnings)
     return result

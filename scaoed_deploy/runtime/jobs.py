@@ -60,8 +60,7 @@ def listed(path: Path) -> list[Path | str]:
     return out
 
 
-def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = None,
-              overwrite: bool = False) -> Plan:
+def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = None, overwrite: bool = False) -> Plan:
     """The jobs of a run (see the module doc); raises ScaoedError for a run that must not start."""
     src_p, dst_p = Path(src), Path(dst)
     listing = listed(src_p) if src_p.suffix.lower() in LIST_SUFFIXES and src_p.is_file() else None  # read once
@@ -72,16 +71,21 @@ def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = N
         check_writable_suffix(dst_p)
         if dst_p.exists() and not overwrite:
             same = dst_p.resolve() == src_p.resolve()
-            raise ScaoedError(f"{dst_p} is the input itself; --overwrite to replace it" if same else
-                              f"{dst_p} exists; --overwrite to replace it")
+            raise ScaoedError(
+                f"{dst_p} is the input itself; --overwrite to replace it"
+                if same
+                else f"{dst_p} exists; --overwrite to replace it"
+            )
         swept = [str(t) for t in sweep_stale_temporaries(dst_p.parent)]
         return Plan([Job(src_p, dst_p, Path(reference) if reference else None)], single=True, swept=swept)
     if dst_p.exists() and not dst_p.is_dir():
         raise ScaoedError(f"{dst_p} is a file; a folder or list in needs a folder out")
     if src_p.is_dir():
         if dst_p.exists() and dst_p.resolve() == src_p.resolve():
-            raise ScaoedError(f"{dst_p} is the input folder: a folder run never writes over its own inputs; "
-                              "name another output folder")
+            raise ScaoedError(
+                f"{dst_p} is the input folder: a folder run never writes over its own inputs; "
+                "name another output folder"
+            )
         inputs = list_images(src_p)
         if not inputs:
             raise ScaoedError(f"no images in {src_p} (looked for {' '.join(sorted(READ_SUFFIXES))})")
@@ -92,8 +96,10 @@ def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = N
         names: dict[str, Path] = {}
         for p in inputs:
             if p.name in names and names[p.name] != p:
-                raise ScaoedError(f"{src_p} lists two images named {p.name} ({names[p.name]} and {p}): their outputs "
-                                  f"would be one file in {dst_p}")
+                raise ScaoedError(
+                    f"{src_p} lists two images named {p.name} ({names[p.name]} and {p}): their outputs "
+                    f"would be one file in {dst_p}"
+                )
             names[p.name] = p
         inputs = list(dict.fromkeys(inputs))
     else:
@@ -102,8 +108,9 @@ def plan_jobs(src: str | Path, dst: str | Path, reference: str | Path | None = N
     dst_real = dst_p.resolve()
     into_inputs = [p for p in inputs if real[p.parent] == dst_real]  # an output path that is its input's path
     if into_inputs:
-        raise ScaoedError(f"{dst_p / into_inputs[0].name} would be written over its own input; name another output "
-                          "folder")
+        raise ScaoedError(
+            f"{dst_p / into_inputs[0].name} would be written over its own input; name another output folder"
+        )
     jobs = [Job(p, dst_p / p.name, Path(reference) / p.name if reference else None) for p in inputs]
     if reference:
         missing = [str(j.ref) for j in jobs if not j.ref.is_file()]
@@ -118,8 +125,13 @@ def _folder_plan(jobs: list[Job], dst, overwrite: bool) -> Plan:
     existing = set() if overwrite else names_at(dst)
     done = [j for j in jobs if base_name(j.dst) in existing]
     swept = [] if is_url(dst) else [str(t) for t in sweep_stale_temporaries(dst)]
-    return Plan([j for j in jobs if base_name(j.dst) not in existing], single=False, skipped=[str(j.dst) for j in done],
-                skipped_inputs=[str(j.src) for j in done], swept=swept)
+    return Plan(
+        [j for j in jobs if base_name(j.dst) not in existing],
+        single=False,
+        skipped=[str(j.dst) for j in done],
+        skipped_inputs=[str(j.src) for j in done],
+        swept=swept,
+    )
 
 
 def _images_at(folder: str) -> list[Path | str]:
@@ -149,8 +161,9 @@ def _at(folder: str, name: str) -> Path | str:
     return join(folder, name) if is_url(folder) else Path(folder) / name
 
 
-def plan_with_objects(src: str, dst: str, reference: str | None, overwrite: bool,
-                      listing: list[Path | str] | None = None) -> Plan:
+def plan_with_objects(
+    src: str, dst: str, reference: str | None, overwrite: bool, listing: list[Path | str] | None = None
+) -> Plan:
     """plan_jobs for a run that reads or writes object storage: the same rules, each folder or prefix listed once;
     a missing bucket or refused credentials is one line here, before any work (every listing checks its
     bucket). ``listing``: the lines of a list ``src``, when the caller has read them."""
@@ -172,8 +185,9 @@ def plan_with_objects(src: str, dst: str, reference: str | None, overwrite: bool
         return Plan([Job(inputs[0], _at(out_folder, out_name), ref)], single=True)
     if is_url(src) or Path(src).is_dir():
         if src.rstrip("/") == dst.rstrip("/"):
-            raise ScaoedError(f"{dst} is the input folder: a folder run never writes over its own inputs; name "
-                              "another output folder")
+            raise ScaoedError(
+                f"{dst} is the input folder: a folder run never writes over its own inputs; name another output folder"
+            )
         inputs = _images_at(src)
         if not inputs:
             raise ScaoedError(f"no images in {src} (looked for {' '.join(sorted(READ_SUFFIXES))})")
@@ -185,16 +199,21 @@ def plan_with_objects(src: str, dst: str, reference: str | None, overwrite: bool
     for item in inputs:
         check_writable_suffix(base_name(item))
         if base_name(item) in names:
-            raise ScaoedError(f"{src} lists two images named {base_name(item)} ({names[base_name(item)]} and {item}): "
-                              f"their outputs would be one file in {dst}")
+            raise ScaoedError(
+                f"{src} lists two images named {base_name(item)} ({names[base_name(item)]} and {item}): "
+                f"their outputs would be one file in {dst}"
+            )
         names[base_name(item)] = item
     if not is_url(dst) and Path(dst).exists() and not Path(dst).is_dir():
         raise ScaoedError(f"{dst} is a file; a folder or list in needs a folder out")
-    jobs = [Job(item, _at(dst, base_name(item)), _at(reference, base_name(item)) if reference else None)
-            for item in inputs]
+    jobs = [
+        Job(item, _at(dst, base_name(item)), _at(reference, base_name(item)) if reference else None) for item in inputs
+    ]
     if any(str(j.dst) == str(j.src) for j in jobs):
-        raise ScaoedError(f"{next(j.dst for j in jobs if str(j.dst) == str(j.src))} would be written over its own "
-                          "input; name another output folder")
+        raise ScaoedError(
+            f"{next(j.dst for j in jobs if str(j.dst) == str(j.src))} would be written over its own "
+            "input; name another output folder"
+        )
     if reference:
         have = names_at(reference)
         missing = [str(j.ref) for j in jobs if base_name(j.ref) not in have]

@@ -26,8 +26,9 @@ class OnnxRuntimeRunner(BaseRunner):
     name = "onnxruntime"
 
     @classmethod
-    def open(cls, path: Path, options: RunOptions, artifact: Artifact | None = None,
-             providers: list[str] | None = None) -> OnnxRuntimeRunner:
+    def open(
+        cls, path: Path, options: RunOptions, artifact: Artifact | None = None, providers: list[str] | None = None
+    ) -> OnnxRuntimeRunner:
         art = artifact or load_artifact(path)  # one clear line for a corrupt file, before ONNX Runtime's
         check_seal(path, art.metadata, options.allow_unverified)  # edited after verification: refused
         runner = cls(path, providers=providers, threads=options.threads)
@@ -59,12 +60,15 @@ class OnnxRuntimeRunner(BaseRunner):
         # that silently became a CPU run would time and check the wrong thing.
         lost = [p for p in providers if p != "CPUExecutionProvider" and p not in self.session.get_providers()]
         if lost:
-            raise ScaoedError(f"ONNX Runtime could not use {', '.join(lost)} here (it would have fallen back to the "
-                              f"CPU): onnxruntime-gpu and the CUDA/cuDNN libraries it was built for are needed")
+            raise ScaoedError(
+                f"ONNX Runtime could not use {', '.join(lost)} here (it would have fallen back to the "
+                f"CPU): onnxruntime-gpu and the CUDA/cuDNN libraries it was built for are needed"
+            )
         self.on_cpu = "CUDAExecutionProvider" not in self.session.get_providers()
         where = "the model" if isinstance(model, bytes) else str(model)
-        check_signature(where, [_tensor(i) for i in self.session.get_inputs()],
-                        [_tensor(o) for o in self.session.get_outputs()])
+        check_signature(
+            where, [_tensor(i) for i in self.session.get_inputs()], [_tensor(o) for o in self.session.get_outputs()]
+        )
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         # Reduced-precision artifacts may take float16 input; outputs always come back as float32.
@@ -86,6 +90,6 @@ class OnnxRuntimeRunner(BaseRunner):
 
 def _tensor(arg) -> Tensor:
     """An ONNX Runtime NodeArg as the contract reads it ('tensor(float)' is float32)."""
-    kind = arg.type[len("tensor("):-1] if arg.type.startswith("tensor(") else arg.type
+    kind = arg.type[len("tensor(") : -1] if arg.type.startswith("tensor(") else arg.type
     dims = [d if isinstance(d, (int, str)) and d != "" else None for d in arg.shape] if arg.shape is not None else None
     return Tensor(arg.name, {"float": "float32", "double": "float64"}.get(kind, kind), dims)

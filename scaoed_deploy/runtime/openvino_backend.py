@@ -37,8 +37,13 @@ class OpenVINORunner(BaseRunner):
         runner.warnings += verified_elsewhere(art)
         return runner
 
-    def __init__(self, model: str | Path, precision: str = "fp32", threads: int | None = None,
-                 inference_precision: str | None = None):
+    def __init__(
+        self,
+        model: str | Path,
+        precision: str = "fp32",
+        threads: int | None = None,
+        inference_precision: str | None = None,
+    ):
         super().__init__()
         self.path = Path(model)
         self.precision = precision
@@ -46,8 +51,9 @@ class OpenVINORunner(BaseRunner):
         self.threads = cpu_threads(threads)
         self._compiled = None
         self._request = None
-        self.description = (f"{self.path} on OpenVINO (CPU, a {precision} file, run at {self.inference_precision} "
-                            "inference precision)")
+        self.description = (
+            f"{self.path} on OpenVINO (CPU, a {precision} file, run at {self.inference_precision} inference precision)"
+        )
 
     def activate(self) -> None:
         if self._compiled is not None:
@@ -55,8 +61,12 @@ class OpenVINORunner(BaseRunner):
         ov = require_openvino(f"running {self.path}")
         model = read_ir(self.path)
         check_signature(str(self.path), [_tensor(p) for p in model.inputs], [_tensor(p) for p in model.outputs])
-        config = {"INFERENCE_PRECISION_HINT": self.inference_precision, "PERFORMANCE_HINT": "LATENCY",
-                  "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(self.threads)}
+        config = {
+            "INFERENCE_PRECISION_HINT": self.inference_precision,
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": "1",
+            "INFERENCE_NUM_THREADS": str(self.threads),
+        }
         try:
             self._compiled = ov.Core().compile_model(model, "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError with a multi-line message
@@ -72,8 +82,10 @@ class OpenVINORunner(BaseRunner):
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
-        return [np.array(self._request.get_output_tensor(i).data, dtype=np.float32)
-                for i in range(len(self._compiled.outputs))]
+        return [
+            np.array(self._request.get_output_tensor(i).data, dtype=np.float32)
+            for i in range(len(self._compiled.outputs))
+        ]
 
     def precision_report(self) -> dict:
         """What the compiled model runs: its inference precision and executed layers per runtime precision."""
@@ -85,9 +97,11 @@ class OpenVINORunner(BaseRunner):
                 p = str(info["runtimePrecision"].astype(str)).lower()
                 counts[p] = counts.get(p, 0) + 1
         hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")
-        return {"inference_precision": hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint),
-                "threads": int(self._compiled.get_property("INFERENCE_NUM_THREADS")),
-                "layers_by_runtime_precision": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
+        return {
+            "inference_precision": hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint),
+            "threads": int(self._compiled.get_property("INFERENCE_NUM_THREADS")),
+            "layers_by_runtime_precision": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+        }
 
     def close(self) -> None:
         self._request = None

@@ -34,14 +34,25 @@ class Backend:
     device: str | None = None  # picked for its files when RunOptions.device asks for this device
 
 
-BACKENDS = {b.name: b for b in (
-    Backend("torch", CHECKPOINT_SUFFIXES, "a checkpoint", TorchRunner.open),
-    Backend("onnxruntime", frozenset(ONNX_SUFFIXES), "an ONNX file", partial(OnnxRuntimeRunner.open, providers=CPU)),
-    Backend("onnxruntime-cuda", frozenset(ONNX_SUFFIXES), "an ONNX file",
-            partial(OnnxRuntimeRunner.open, providers=CUDA), default=False, device="cuda"),
-    Backend("tensorrt", frozenset(ENGINE_SUFFIXES), "a TensorRT engine", TensorRTRunner.open),
-    Backend("openvino", frozenset(OPENVINO_SUFFIXES), "an OpenVINO IR", OpenVINORunner.open),
-)}
+BACKENDS = {
+    b.name: b
+    for b in (
+        Backend("torch", CHECKPOINT_SUFFIXES, "a checkpoint", TorchRunner.open),
+        Backend(
+            "onnxruntime", frozenset(ONNX_SUFFIXES), "an ONNX file", partial(OnnxRuntimeRunner.open, providers=CPU)
+        ),
+        Backend(
+            "onnxruntime-cuda",
+            frozenset(ONNX_SUFFIXES),
+            "an ONNX file",
+            partial(OnnxRuntimeRunner.open, providers=CUDA),
+            default=False,
+            device="cuda",
+        ),
+        Backend("tensorrt", frozenset(ENGINE_SUFFIXES), "a TensorRT engine", TensorRTRunner.open),
+        Backend("openvino", frozenset(OPENVINO_SUFFIXES), "an OpenVINO IR", OpenVINORunner.open),
+    )
+}
 
 
 def _model_types() -> str:
@@ -51,8 +62,9 @@ def _model_types() -> str:
     return ", ".join(f"{kind} ({'/'.join(sorted(suffixes))})" for kind, suffixes in kinds.items())
 
 
-def open_runner(model: str | Path | Artifact | None = None, backend: str | None = None,
-                options: RunOptions | None = None) -> BaseRunner:
+def open_runner(
+    model: str | Path | Artifact | None = None, backend: str | None = None, options: RunOptions | None = None
+) -> BaseRunner:
     """A runner for a checkpoint or an artifact file (``model`` None: the demo weights, or ``options.weights``,
     on torch; an already loaded ``Artifact`` is not read again). ``backend`` None: the file's default backend,
     or the one made for ``options.device`` (ONNX on CUDA when it is cuda)."""
@@ -74,8 +86,9 @@ def open_runner(model: str | Path | Artifact | None = None, backend: str | None 
     chosen = BACKENDS[backend]
     if suffix not in chosen.suffixes:
         if path is None or suffix in CHECKPOINT_SUFFIXES:
-            raise ScaoedError(f"--backend {backend} needs {chosen.kind} ({'/'.join(sorted(chosen.suffixes))}), "
-                              "not a checkpoint")
+            raise ScaoedError(
+                f"--backend {backend} needs {chosen.kind} ({'/'.join(sorted(chosen.suffixes))}), not a checkpoint"
+            )
         names = " or ".join(f"--backend {b.name}" for b in fits)
         raise ScaoedError(f"{model} is {fits[0].kind}: use {names}")
     runner = chosen.open(path, o, art)

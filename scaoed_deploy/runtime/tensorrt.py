@@ -68,15 +68,20 @@ class ShapeProfile:
         for name, (h, w) in (("min", self.min_hw), ("opt", self.opt_hw), ("max", self.max_hw)):
             if h <= 0 or w <= 0 or h % 2 or w % 2:
                 raise ScaoedError(f"--{name} {h}x{w}: ScaoedNet needs positive, even heights and widths")
-        if not (self.min_hw[0] <= self.opt_hw[0] <= self.max_hw[0] and self.min_hw[1] <= self.opt_hw[1] <= self.max_hw[1]):
+        if not (
+            self.min_hw[0] <= self.opt_hw[0] <= self.max_hw[0] and self.min_hw[1] <= self.opt_hw[1] <= self.max_hw[1]
+        ):
             raise ScaoedError(f"profile must satisfy min <= opt <= max, got {self.describe()}")
         b = self.batch
         if not (1 <= b[0] <= b[1] <= b[2]):
             raise ScaoedError(f"--batch must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, got {b[0]}:{b[1]}:{b[2]}")
 
     def shapes(self) -> dict[str, tuple[int, int, int, int]]:
-        return {"min": (self.batch[0], 3, *self.min_hw), "opt": (self.batch[1], 3, *self.opt_hw),
-                "max": (self.batch[2], 3, *self.max_hw)}
+        return {
+            "min": (self.batch[0], 3, *self.min_hw),
+            "opt": (self.batch[1], 3, *self.opt_hw),
+            "max": (self.batch[2], 3, *self.max_hw),
+        }
 
     def describe(self) -> str:
         return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in self.shapes().items())
@@ -166,12 +171,7 @@ def build_engine(plan: BuildPlan, step: Callable[[str], None] = lambda s: None) 
     """Build ``plan.engine`` and its sidecar; returns the sidecar. Needs tensorrt and a GPU."""
     trt = require_tensorrt(f"building {plan.engine}")
     gpu = gpu_description()
-    from polygraphy.backend.trt import (
-        CreateConfig,
-        EngineBytesFromNetwork,
-        NetworkFromOnnxPath,
-        Profile,
-    )
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
 
     quiet_polygraphy()
     s = plan.profile.shapes()
@@ -186,14 +186,18 @@ def build_engine(plan: BuildPlan, step: Callable[[str], None] = lambda s: None) 
     network = NetworkFromOnnxPath(str(plan.onnx), strongly_typed=True)
     try:
         engine_bytes = EngineBytesFromNetwork(
-            network, CreateConfig(**kwargs),
-            save_timing_cache=str(plan.timing_cache) if plan.timing_cache else None)()
+            network, CreateConfig(**kwargs), save_timing_cache=str(plan.timing_cache) if plan.timing_cache else None
+        )()
     except Exception as e:  # polygraphy raises PolygraphyException with TensorRT's own message
         raise ScaoedError(f"TensorRT could not build {plan.onnx}: {str(e).strip().splitlines()[-1][:200]}") from e
     with atomic_path(plan.engine) as tmp:
         tmp.write_bytes(bytes(engine_bytes))
-    built = {"tensorrt": trt.__version__, **gpu, "build_seconds": round(time.perf_counter() - t0, 1),
-             "engine_sha256": sha256_of(plan.engine)}
+    built = {
+        "tensorrt": trt.__version__,
+        **gpu,
+        "build_seconds": round(time.perf_counter() - t0, 1),
+        "engine_sha256": sha256_of(plan.engine),
+    }
     write_sidecar(plan, built)
     return plan.sidecar(built)
 
@@ -214,20 +218,27 @@ def _engine_sidecar(engine_path: Path) -> dict:
         raise ScaoedError(f"{engine_path}: no sidecar {sidecar.name}; rebuild it with scaoed-deploy build-engine")
     meta = read_json_object(sidecar, "engine sidecar")
     if not meta.get("built"):
-        raise ScaoedError(f"{engine_path}: its sidecar is a build plan; the engine was never built ({meta.get('trtexec')})")
+        raise ScaoedError(
+            f"{engine_path}: its sidecar is a build plan; the engine was never built ({meta.get('trtexec')})"
+        )
     if meta.get("engine_sha256") and sha256_of(engine_path) != meta["engine_sha256"]:
-        raise ScaoedError(f"{engine_path}: the file is not the engine its sidecar {sidecar.name} describes (sha256 "
-                          "differs: changed or replaced after the build); rebuild it")
+        raise ScaoedError(
+            f"{engine_path}: the file is not the engine its sidecar {sidecar.name} describes (sha256 "
+            "differs: changed or replaced after the build); rebuild it"
+        )
     return meta
 
 
 def _check_engine_target(engine_path: Path, meta: dict, trt_version: str, gpu: dict) -> None:
     if meta.get("tensorrt") != trt_version:
-        raise ScaoedError(f"{engine_path} was built with TensorRT {meta.get('tensorrt')}, this is {trt_version}: rebuild it")
+        raise ScaoedError(
+            f"{engine_path} was built with TensorRT {meta.get('tensorrt')}, this is {trt_version}: rebuild it"
+        )
     if meta.get("compute_capability") != gpu.get("compute_capability"):
-        raise ScaoedError(f"{engine_path} was built for {meta.get('gpu')} (sm {meta.get('compute_capability')}), "
-                          f"this GPU is {gpu.get('gpu')} (sm {gpu.get('compute_capability')}): rebuild it")
-
+        raise ScaoedError(
+            f"{engine_path} was built for {meta.get('gpu')} (sm {meta.get('compute_capability')}), "
+            f"this GPU is {gpu.get('gpu')} (sm {gpu.get('compute_capability')}): rebuild it"
+        )
 
 
 class TensorRTRunner(BaseRunner):
@@ -244,12 +255,17 @@ class TensorRTRunner(BaseRunner):
         super().__init__()
         self.engine_path = Path(engine_path)
         self.sidecar = _engine_sidecar(self.engine_path)  # a tampered or never-built engine: refused before TensorRT
-        _check_engine_target(self.engine_path, self.sidecar, require_tensorrt(f"running {engine_path}").__version__,
-                             gpu_description())
+        _check_engine_target(
+            self.engine_path, self.sidecar, require_tensorrt(f"running {engine_path}").__version__, gpu_description()
+        )
         prof = self.sidecar.get("profile", {})
         lo, hi = prof.get("min"), prof.get("max")
-        self.limits = Limits(tuple(lo[2:]) if lo else None, tuple(hi[2:]) if hi else None,
-                             hi[0] if lo and hi and lo[0] == hi[0] else None, hi[0] if hi else None)
+        self.limits = Limits(
+            tuple(lo[2:]) if lo else None,
+            tuple(hi[2:]) if hi else None,
+            hi[0] if lo and hi and lo[0] == hi[0] else None,
+            hi[0] if hi else None,
+        )
         self.description = f"{engine_path} on TensorRT ({self.sidecar.get('precision')})"
         self._runner = None
 

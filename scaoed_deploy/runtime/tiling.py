@@ -56,6 +56,8 @@ def auto_tile(h: int, w: int, overlap: int, available: int, max_batch: int | Non
             need = batch * th * tw * TILE_BYTES_PER_PIXEL
             if need <= budget:
                 return TileChoice(tile, batch, round(available / 2**20), round(need / 2**20))
-    raise ScaoedError(f"not enough memory for a {w}x{h} image: {available / 2**20:.0f} MB available, "
-                      f"{h * w * IMAGE_BYTES_PER_PIXEL / 2**20:.0f} MB for the image's own buffers and "
-                      f"{TILES[-1] ** 2 * TILE_BYTES_PER_PIXEL / 2**20:.0f} MB for the smallest tile")
+    raise ScaoedError(
+        f"not enough memory for a {w}x{h} image: {available / 2**20:.0f} MB available, "
+        f"{h * w * IMAGE_BYTES_PER_PIXEL / 2**20:.0f} MB for the image's own buffers and "
+        f"{TILES[-1] ** 2 * TILE_BYTES_PER_PIXEL / 2**20:.0f} MB for the smallest tile"
+    )

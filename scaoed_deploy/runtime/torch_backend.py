@@ -40,8 +40,16 @@ class TorchRunner(BaseRunner):
         weights = read_checkpoint(path) if path else (o.weights if o.weights is not None else demo_weights())
         return cls(weights, stages=o.stages, device=o.device, amp=o.amp, compile=o.compile, threads=o.threads)
 
-    def __init__(self, weights: Weights | None, stages: int | None = None, device: str = "auto", model=None,
-                 amp: str | None = None, compile: bool = False, threads: int | None = None):
+    def __init__(
+        self,
+        weights: Weights | None,
+        stages: int | None = None,
+        device: str = "auto",
+        model=None,
+        amp: str | None = None,
+        compile: bool = False,
+        threads: int | None = None,
+    ):
         """Build the model from ``weights``, or run an already built ``model`` (the exporter's)."""
         super().__init__()
         if amp not in AMP_DTYPES:
@@ -61,12 +69,16 @@ class TorchRunner(BaseRunner):
                 self._forward = torch.compile(self.model)
             except Exception as e:  # noqa: BLE001 - torch.compile's failures have many types
                 raise ScaoedError(f"torch.compile failed: {first_line(e)}") from e
-            self.nonfinite_cause = ("torch.compile's kernels are wrong where eager's are not (a stale Inductor "
-                                    "cache, TORCHINDUCTOR_CACHE_DIR, can cause it)")
+            self.nonfinite_cause = (
+                "torch.compile's kernels are wrong where eager's are not (a stale Inductor "
+                "cache, TORCHINDUCTOR_CACHE_DIR, can cause it)"
+            )
         self.output_names = ["denoised"] + [f"noise_map_{i + 1}" for i in range(self.stages)]
         source = Path(weights.source).name if weights is not None else "the model"
-        self.description = (f"{source} on torch{'.compile' if compile else ''} ({self.device}, K={self.stages}"
-                            f"{', ' + amp if self.dtype else ''})")
+        self.description = (
+            f"{source} on torch{'.compile' if compile else ''} ({self.device}, K={self.stages}"
+            f"{', ' + amp if self.dtype else ''})"
+        )
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)

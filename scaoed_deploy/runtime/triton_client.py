@@ -84,11 +84,11 @@ class TritonRunner(BaseRunner):
         if self.protocol == "grpc":
             self.client = self.tc.InferenceServerClient(self.hostport)
         else:
-            self.client = self.tc.InferenceServerClient(self.hostport, connection_timeout=10.0,
-                                                        network_timeout=timeout)
+            self.client = self.tc.InferenceServerClient(self.hostport, connection_timeout=10.0, network_timeout=timeout)
         if not self._live():
-            raise ScaoedError(f"cannot reach a Triton server at {url}: is it running? (scaoed-deploy serve REPO "
-                              "starts one)")
+            raise ScaoedError(
+                f"cannot reach a Triton server at {url}: is it running? (scaoed-deploy serve REPO starts one)"
+            )
         self.model = model or self._only_model()
         try:
             ready = self.client.is_model_ready(self.model)
@@ -114,8 +114,10 @@ class TritonRunner(BaseRunner):
     def _only_model(self) -> str:
         names = self._ready_models()
         if len(names) != 1:
-            raise ScaoedError(f"the server at {self.url} has {len(names)} ready models "
-                              f"({', '.join(names) or 'none'}): name one with --model")
+            raise ScaoedError(
+                f"the server at {self.url} has {len(names)} ready models "
+                f"({', '.join(names) or 'none'}): name one with --model"
+            )
         return names[0]
 
     def _read_config(self) -> None:
@@ -129,7 +131,9 @@ class TritonRunner(BaseRunner):
         self.input_type, self.input_dtype = TYPES.get(first.get("data_type", "TYPE_FP32"), ("FP32", np.float32))
         self.output_names = [o["name"] for o in cfg["output"]]
         self.limits = config_limits(cfg)
-        self.description = f"model {self.model!r} on the Triton server at {self.url} ({cfg.get('backend') or cfg.get('platform')})"
+        self.description = (
+            f"model {self.model!r} on the Triton server at {self.url} ({cfg.get('backend') or cfg.get('platform')})"
+        )
 
     # -------------------------------------------------------------- running
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
@@ -148,8 +152,9 @@ class TritonRunner(BaseRunner):
         except Exception as e:  # refused by the server, or the server is gone: tell them apart
             if not self._live():
                 raise ServerLostError(f"the Triton server at {self.url} stopped answering ({first_line(e)})") from e
-            raise ScaoedError(f"the server refused a {'x'.join(map(str, x.shape))} request to {self.model!r}: "
-                              f"{first_line(e)}") from e
+            raise ScaoedError(
+                f"the server refused a {'x'.join(map(str, x.shape))} request to {self.model!r}: {first_line(e)}"
+            ) from e
         return [np.asarray(result.as_numpy(n), dtype=np.float32) for n in self.output_names]
 
     def close(self) -> None:

@@ -64,23 +64,36 @@ class Variant:
         return cpu.not_native(self.precision) if self.cpu_may_emulate else None
 
 
-VARIANTS = {v.name: v for v in (
-    Variant("torch", "torch", "fp32", BOTH, cpu_default=True, gpu_default=1),
-    Variant("torch-bf16", "torch", "bf16", BOTH, cpu_default=True, gpu_default=3, amp="bf16"),
-    Variant("torch-fp16", "torch", "fp16", BOTH, gpu_default=2, amp="fp16"),
-    Variant("torch-compile", "torch", "fp32", BOTH, cpu_default=True, gpu_default=4, compile=True),
-    Variant("onnxruntime", "onnxruntime", "fp32", BOTH, cpu_default=True, gpu_default=5),
-    Variant("onnxruntime-fp16", "onnxruntime", "fp16", BOTH, cpu_default=True, gpu_default=6, build_flags="--fp16"),
-    Variant("onnxruntime-bf16", "onnxruntime", "bf16", BOTH, cpu_default=True, build_flags="--bf16"),
-    Variant("onnxruntime-int8", "onnxruntime", "int8", BOTH, cpu_default=True,
-            build_flags="--int8 --target onnxruntime-cpu"),
-    Variant("openvino", "openvino", "fp32", CPU_ONLY, cpu_default=True, build_flags="--fp32 --target openvino"),
-    Variant("openvino-bf16", "openvino", "bf16", CPU_ONLY, cpu_default=True, build_flags="--bf16 --target openvino"),
-    Variant("openvino-int8", "openvino", "int8", CPU_ONLY, cpu_default=True, build_flags="--int8 --target openvino"),
-    Variant("tensorrt", "tensorrt", "fp32", GPU_ONLY, gpu_default=7, build_flags="--fp32"),
-    Variant("tensorrt-fp16", "tensorrt", "fp16", GPU_ONLY, cpu_default=True, gpu_default=8, build_flags="--fp16"),
-    Variant("tensorrt-int8", "tensorrt", "int8", GPU_ONLY, cpu_default=True, gpu_default=9, build_flags="--int8"),
-)}
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("torch", "torch", "fp32", BOTH, cpu_default=True, gpu_default=1),
+        Variant("torch-bf16", "torch", "bf16", BOTH, cpu_default=True, gpu_default=3, amp="bf16"),
+        Variant("torch-fp16", "torch", "fp16", BOTH, gpu_default=2, amp="fp16"),
+        Variant("torch-compile", "torch", "fp32", BOTH, cpu_default=True, gpu_default=4, compile=True),
+        Variant("onnxruntime", "onnxruntime", "fp32", BOTH, cpu_default=True, gpu_default=5),
+        Variant("onnxruntime-fp16", "onnxruntime", "fp16", BOTH, cpu_default=True, gpu_default=6, build_flags="--fp16"),
+        Variant("onnxruntime-bf16", "onnxruntime", "bf16", BOTH, cpu_default=True, build_flags="--bf16"),
+        Variant(
+            "onnxruntime-int8",
+            "onnxruntime",
+            "int8",
+            BOTH,
+            cpu_default=True,
+            build_flags="--int8 --target onnxruntime-cpu",
+        ),
+        Variant("openvino", "openvino", "fp32", CPU_ONLY, cpu_default=True, build_flags="--fp32 --target openvino"),
+        Variant(
+            "openvino-bf16", "openvino", "bf16", CPU_ONLY, cpu_default=True, build_flags="--bf16 --target openvino"
+        ),
+        Variant(
+            "openvino-int8", "openvino", "int8", CPU_ONLY, cpu_default=True, build_flags="--int8 --target openvino"
+        ),
+        Variant("tensorrt", "tensorrt", "fp32", GPU_ONLY, gpu_default=7, build_flags="--fp32"),
+        Variant("tensorrt-fp16", "tensorrt", "fp16", GPU_ONLY, cpu_default=True, gpu_default=8, build_flags="--fp16"),
+        Variant("tensorrt-int8", "tensorrt", "int8", GPU_ONLY, cpu_default=True, gpu_default=9, build_flags="--int8"),
+    )
+}
 
 
 def variant(name: str) -> Variant:

@@ -9,5 +9,12 @@ so ``Denoiser`` and ``denoise --server`` work against a server as against a loca
 from .repository import RepoOptions, make_repository, model_config, read_config
 from .server import TritonServer, bundled_server, free_port
 
-__all__ = ["RepoOptions", "TritonServer", "bundled_server", "free_port", "make_repository", "model_config",
-           "read_config"]
+__all__ = [
+    "RepoOptions",
+    "TritonServer",
+    "bundled_server",
+    "free_port",
+    "make_repository",
+    "model_config",
+    "read_config",
+]

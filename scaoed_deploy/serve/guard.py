@@ -125,8 +125,10 @@ def check_infer(header: dict, limits: ModelLimits) -> str | None:
         elif "binary_data_size" in params:
             size = params["binary_data_size"]
             if not isinstance(size, int) or isinstance(size, bool) or size != count * ITEM_BYTES[limits.datatype]:
-                return (f"input {limits.input_name!r} declares {count} values (shape {shape}) but binary_data_size "
-                        f"is {size!r}")
+                return (
+                    f"input {limits.input_name!r} declares {count} values (shape {shape}) but binary_data_size "
+                    f"is {size!r}"
+                )
         else:
             return f"input {limits.input_name!r} sends no data"
     return None
@@ -288,8 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
             return why
         binary = sum(i.get("parameters", {}).get("binary_data_size", 0) for i in head["inputs"])
         if binary != len(body) - len(head_bytes):
-            return (f"the request's binary data is {len(body) - len(head_bytes)} bytes but its inputs declare "
-                    f"{binary}")
+            return f"the request's binary data is {len(body) - len(head_bytes)} bytes but its inputs declare {binary}"
         return None
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
@@ -298,8 +299,15 @@ class _Handler(BaseHTTPRequestHandler):
 class RequestGuard:
     """The guard on ``address:port`` in front of Triton's HTTP endpoint at ``127.0.0.1:upstream_port``."""
 
-    def __init__(self, address: str, port: int, upstream_port: int, models: dict[str, ModelLimits], token: str,
-                 timeout: float = 600.0):
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        upstream_port: int,
+        models: dict[str, ModelLimits],
+        token: str,
+        timeout: float = 600.0,
+    ):
         self.models, self.token, self.upstream_port, self.timeout = models, token, upstream_port, timeout
         self.refused = 0
         handler = type("Handler", (_Handler,), {"guard": self})

@@ -67,8 +67,11 @@ def shm_regions(pid: int) -> set[str]:
     names = set()
     for p in process_tree(pid):
         with contextlib.suppress(OSError):
-            names.update(a.decode() for a in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
-                         if a.startswith(SHM_PREFIX.encode()))
+            names.update(
+                a.decode()
+                for a in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
+                if a.startswith(SHM_PREFIX.encode())
+            )
     return names
 
 
@@ -77,8 +80,11 @@ def _named_in_live_processes() -> set[str]:
     names = set()
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         with contextlib.suppress(OSError):
-            names.update(a.decode(errors="replace") for a in cmdline.read_bytes().split(b"\0")
-                         if a.startswith(SHM_PREFIX.encode()))
+            names.update(
+                a.decode(errors="replace")
+                for a in cmdline.read_bytes().split(b"\0")
+                if a.startswith(SHM_PREFIX.encode())
+            )
     return names
 
 

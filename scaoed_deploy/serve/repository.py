@@ -59,8 +59,6 @@ class RepoOptions:
     max_side: int | None = None  # the largest H or W a request may have (dynamic sizes; default: default_max_side)
 
 
-
-
 def default_max_side(max_batch: int, memory_bytes: int | None = None) -> int:
     """The largest image side such that a full batch of such images fits in half this machine's memory (a
     multiple of 32): a request past it is refused before any buffer is made, instead of taking the server down."""
@@ -90,10 +88,17 @@ class ModelEntry:
     kind: str = "KIND_CPU"
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "artifact": str(self.artifact.path), "platform": self.platform,
-                "max_batch_size": self.max_batch, "instance_kind": self.kind,
-                "inputs": [vars(t) for t in self.inputs], "outputs": [vars(t) for t in self.outputs],
-                "files": sorted(self.files), "parameters": self.parameters}
+        return {
+            "name": self.name,
+            "artifact": str(self.artifact.path),
+            "platform": self.platform,
+            "max_batch_size": self.max_batch,
+            "instance_kind": self.kind,
+            "inputs": [vars(t) for t in self.inputs],
+            "outputs": [vars(t) for t in self.outputs],
+            "files": sorted(self.files),
+            "parameters": self.parameters,
+        }
 
 
 def model_config_pb2():
@@ -112,7 +117,9 @@ def _onnx_io(path: Path, batched: bool) -> tuple[list[TensorSpec], list[TensorSp
     graph = onnx.load(str(path), load_external_data=False).graph
 
     def spec(v) -> TensorSpec:
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in v.type.tensor_type.shape.dim]
+        dims = [
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in v.type.tensor_type.shape.dim
+        ]
         t = v.type.tensor_type.elem_type
         if t not in ONNX_TYPES:
             raise ScaoedError(f"{path}: tensor {v.name} has ONNX element type {t}, which this repository does not map")
@@ -128,8 +135,11 @@ def _ir_io(art: Artifact, batched: bool) -> tuple[list[TensorSpec], list[TensorS
     def spec(port) -> TensorSpec:
         shape = port.get_partial_shape()
         dims = [shape[i].get_length() if shape[i].is_static else -1 for i in range(shape.rank.get_length())]
-        return TensorSpec(port.get_any_name(), types.get(port.get_element_type().get_type_name(), "TYPE_FP32"),
-                          dims[1:] if batched else dims)
+        return TensorSpec(
+            port.get_any_name(),
+            types.get(port.get_element_type().get_type_name(), "TYPE_FP32"),
+            dims[1:] if batched else dims,
+        )
 
     return [spec(p) for p in model.inputs], [spec(p) for p in model.outputs]
 
@@ -156,8 +166,13 @@ def _recorded(art: Artifact, sidecar: dict | None) -> dict[str, str]:
     """What the artifact records of itself, for the model's parameters (strings, as Triton's are)."""
     meta = art.metadata
     sha = sha256_of(art.path)
-    out = {"sha256": sha, "kind": art.kind, "precision": art.precision,
-           "source": str(art.path.resolve()), "made_with": f"scaoed-deploy {version('scaoed-deploy')}"}
+    out = {
+        "sha256": sha,
+        "kind": art.kind,
+        "precision": art.precision,
+        "source": str(art.path.resolve()),
+        "made_with": f"scaoed-deploy {version('scaoed-deploy')}",
+    }
     for key in ("stages", "blocks", "weights", "weights_source", "verification", "command"):
         if meta.get(key):
             out[key] = str(meta[key])
@@ -196,10 +211,14 @@ def plan_model(path: str | Path, options: RepoOptions) -> ModelEntry:
         sidecar = check_engine_sidecar(art.path)  # a tampered or never-built engine: refused (no TensorRT needed)
     elif not check_seal(art.path, art.metadata, options.allow_unverified) and not options.allow_unverified:
         if "verification" not in art.metadata:
-            raise ScaoedError(f"{art.path} records no verification (it was not made by scaoed-deploy export or "
-                              "build-engine); verify it, or pass --allow-unverified to serve it as it is")
-        raise ScaoedError(f"{art.path} records a verification but no content digest binding it to the file (made "
-                          "before artifacts were sealed): export or build it again, or pass --allow-unverified")
+            raise ScaoedError(
+                f"{art.path} records no verification (it was not made by scaoed-deploy export or "
+                "build-engine); verify it, or pass --allow-unverified to serve it as it is"
+            )
+        raise ScaoedError(
+            f"{art.path} records a verification but no content digest binding it to the file (made "
+            "before artifacts were sealed): export or build it again, or pass --allow-unverified"
+        )
     if options.device == "cuda" and art.kind == "openvino":
         raise ScaoedError(f"{art.path}: an OpenVINO IR is served on CPU instances; drop --device cuda for it")
     if options.device == "cpu" and art.kind == "engine":
@@ -225,7 +244,9 @@ def plan_model(path: str | Path, options: RepoOptions) -> ModelEntry:
     if options.python_backend:
         entry.platform = "python"
         entry.kind = "KIND_GPU" if gpu else "KIND_CPU"
-        backend = {"engine": "tensorrt", "openvino": "openvino"}.get(art.kind, "onnxruntime-cuda" if gpu else "onnxruntime")
+        backend = {"engine": "tensorrt", "openvino": "openvino"}.get(
+            art.kind, "onnxruntime-cuda" if gpu else "onnxruntime"
+        )
         params.update(artifact=art.path.name, backend=backend)
         if options.allow_unverified:  # the model's runner would refuse a file edited after verification
             params["allow_unverified"] = "yes"
@@ -359,8 +380,12 @@ def _write_model(entry: ModelEntry, options: RepoOptions, repo: Path) -> Path:
     return final
 
 
-def make_repository(artifacts: list[str | Path], repo: str | Path, options: RepoOptions | None = None,
-                    step: Callable[[str], None] = lambda s: None) -> dict:
+def make_repository(
+    artifacts: list[str | Path],
+    repo: str | Path,
+    options: RepoOptions | None = None,
+    step: Callable[[str], None] = lambda s: None,
+) -> dict:
     """Write one model per artifact into ``repo`` (see the module doc); returns what was written."""
     options = options or RepoOptions()
     if options.max_batch < 1:
@@ -386,5 +411,9 @@ def make_repository(artifacts: list[str | Path], repo: str | Path, options: Repo
             written.append(_write_model(e, options, repo))
         except OSError as err:
             raise ScaoedError(f"cannot write {repo / e.name}: {err.strerror or err}") from err
-    return {"repository": str(repo), "python_backend": options.python_backend,
-            "models": [e.to_dict() for e in entries], "written": [str(p) for p in written]}
+    return {
+        "repository": str(repo),
+        "python_backend": options.python_backend,
+        "models": [e.to_dict() for e in entries],
+        "written": [str(p) for p in written],
+    }

@@ -48,14 +48,7 @@ from pathlib import Path
 
 from ..errors import ScaoedError
 from .guard import GUARD_HEADER, ModelLimits, RequestGuard
-from .processes import (
-    OWNER_FILE,
-    WORKDIR_PREFIX,
-    clean_stale,
-    die_with_parent,
-    process_tree_rss,
-    shm_regions,
-)
+from .processes import OWNER_FILE, WORKDIR_PREFIX, clean_stale, die_with_parent, process_tree_rss, shm_regions
 from .repository import CONFIG, check_config, read_config
 
 BUNDLED_BACKENDS = {"python"}
@@ -68,8 +61,10 @@ def bundled_server() -> Path:
     """The folder of the ``tritonserver`` bundled in the nvidia-pytriton wheel (found without importing it)."""
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
-        raise ScaoedError("serving needs a tritonserver: pip install --no-deps nvidia-pytriton==0.7.0 (its bundled "
-                          "server), or name one with --tritonserver")
+        raise ScaoedError(
+            "serving needs a tritonserver: pip install --no-deps nvidia-pytriton==0.7.0 (its bundled "
+            "server), or name one with --tritonserver"
+        )
     root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
     if not (root / "bin" / "tritonserver").is_file():
         raise ScaoedError(f"{root}: the nvidia-pytriton install holds no tritonserver binary; reinstall it")
@@ -80,9 +75,15 @@ def _stub(root: Path) -> Path:
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
-        have = sorted(p.name for p in (root / "python_backend_stubs").iterdir()) if (root / "python_backend_stubs").is_dir() else []
-        raise ScaoedError(f"the bundled tritonserver has no python backend stub for Python {version} "
-                          f"(it has {', '.join(have) or 'none'})")
+        have = (
+            sorted(p.name for p in (root / "python_backend_stubs").iterdir())
+            if (root / "python_backend_stubs").is_dir()
+            else []
+        )
+        raise ScaoedError(
+            f"the bundled tritonserver has no python backend stub for Python {version} "
+            f"(it has {', '.join(have) or 'none'})"
+        )
     return stub
 
 
@@ -128,8 +129,10 @@ def repository_configs(repo: str | Path) -> dict:
     models = {}
     for d in sorted(p for p in repo.iterdir() if p.is_dir()):
         if not (d / CONFIG).is_file():  # Triton would take the folder for a model, and fail to start
-            raise ScaoedError(f"{d}: a folder without {CONFIG} in the repository (Triton would take it for a model): "
-                              "remove it, or make the model with scaoed-deploy triton-repo")
+            raise ScaoedError(
+                f"{d}: a folder without {CONFIG} in the repository (Triton would take it for a model): "
+                "remove it, or make the model with scaoed-deploy triton-repo"
+            )
         cfg = read_config(d / CONFIG)
         check_config(cfg, d)
         models[d.name] = cfg
@@ -159,10 +162,19 @@ def free_port(address: str = "127.0.0.1") -> int:
 class TritonServer:
     """A ``tritonserver`` process on ``repo``: ``start()`` (waits until ready), ``stop()``; a context manager."""
 
-    def __init__(self, repo: str | Path, http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
-                 address: str = "0.0.0.0", tritonserver: str | Path | None = None,
-                 backend_dir: str | Path | None = None, log_path: str | Path | None = None,
-                 ready_timeout: float = READY_TIMEOUT_S, guard: bool = True):
+    def __init__(
+        self,
+        repo: str | Path,
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        address: str = "0.0.0.0",
+        tritonserver: str | Path | None = None,
+        backend_dir: str | Path | None = None,
+        log_path: str | Path | None = None,
+        ready_timeout: float = READY_TIMEOUT_S,
+        guard: bool = True,
+    ):
         self.repo = Path(repo)
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.address, self.ready_timeout = address, ready_timeout
@@ -200,15 +212,29 @@ class TritonServer:
 
     # -------------------------------------------------------------- lifecycle
     def command(self) -> list[str]:
-        http = (["--http-address=127.0.0.1", f"--http-port={self.triton_http_port}",
-                 f"--http-restricted-api=inference:{GUARD_HEADER}={self._guard_token}"] if self.use_guard
-                else [f"--http-address={self.address}", f"--http-port={self.http_port}"])
-        return [str(self.binary), f"--model-repository={self.repo.resolve()}",
-                f"--backend-directory={self.backend_dir}", *http,
-                f"--grpc-address={self.address}", f"--grpc-port={self.grpc_port}",
-                f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
-                f"--exit-timeout-secs={EXIT_TIMEOUT_S}", "--exit-on-error=true", "--disable-auto-complete-config",
-                "--log-verbose=0"] + (["--allow-gpu-metrics=false"] if self.bundled else [])
+        http = (
+            [
+                "--http-address=127.0.0.1",
+                f"--http-port={self.triton_http_port}",
+                f"--http-restricted-api=inference:{GUARD_HEADER}={self._guard_token}",
+            ]
+            if self.use_guard
+            else [f"--http-address={self.address}", f"--http-port={self.http_port}"]
+        )
+        return [
+            str(self.binary),
+            f"--model-repository={self.repo.resolve()}",
+            f"--backend-directory={self.backend_dir}",
+            *http,
+            f"--grpc-address={self.address}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.address}",
+            f"--metrics-port={self.metrics_port}",
+            f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+            "--exit-on-error=true",
+            "--disable-auto-complete-config",
+            "--log-verbose=0",
+        ] + (["--allow-gpu-metrics=false"] if self.bundled else [])
 
     def start(self, step=lambda s: None) -> TritonServer:
         """Check the repository and ports, start the server, and wait until it and every model are ready."""
@@ -221,13 +247,18 @@ class TritonServer:
             need = {m: b for m, b in self.models.items() if b not in BUNDLED_BACKENDS}
             if need:
                 model, backend = next(iter(need.items()))
-                raise ScaoedError(f"model {model!r} needs Triton's {backend} backend, which the bundled tritonserver "
-                                  "lacks (python backend only): make the repository with triton-repo --python-backend, "
-                                  "or serve it with a full Triton (--tritonserver, --backend-directory)")
+                raise ScaoedError(
+                    f"model {model!r} needs Triton's {backend} backend, which the bundled tritonserver "
+                    "lacks (python backend only): make the repository with triton-repo --python-backend, "
+                    "or serve it with a full Triton (--tritonserver, --backend-directory)"
+                )
         elif not self.binary.is_file():
             raise ScaoedError(f"tritonserver not found: {self.binary}")
-        for name, port in (("--http-port", self.http_port), ("--grpc-port", self.grpc_port),
-                           ("--metrics-port", self.metrics_port)):
+        for name, port in (
+            ("--http-port", self.http_port),
+            ("--grpc-port", self.grpc_port),
+            ("--metrics-port", self.metrics_port),
+        ):
             if not port_free(port, self.address):
                 raise ScaoedError(f"port {port} ({name}) is in use: stop what holds it or choose another {name}")
         clean_stale()  # what servers killed before left: their shared memory and temporary folders
@@ -239,7 +270,9 @@ class TritonServer:
         elif self.backend_dir is None:
             self.backend_dir = self.binary.parent.parent / "backends"
         # The log outlives the server (the errors below point to it): a named file, else one in the temp folder.
-        self.log_path = self.log_path or Path(tempfile.gettempdir()) / f"scaoed-tritonserver-{os.getpid()}-{self.http_port}.log"
+        self.log_path = (
+            self.log_path or Path(tempfile.gettempdir()) / f"scaoed-tritonserver-{os.getpid()}-{self.http_port}.log"
+        )
         try:
             self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         except OSError as e:
@@ -249,12 +282,22 @@ class TritonServer:
             if self.use_guard:  # the public HTTP port is the guard's; Triton's own is a loopback one behind it
                 ours = {self.http_port, self.grpc_port, self.metrics_port}
                 self.triton_http_port = next(p for p in iter(lambda: free_port("127.0.0.1"), None) if p not in ours)
-                self.guard = RequestGuard(self.address, self.http_port, self.triton_http_port,
-                                          {name: model_limits(cfg) for name, cfg in configs.items()},
-                                          self._guard_token).start()
-            self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, env=server_env(root), start_new_session=True,
-                                            preexec_fn=die_with_parent)
+                self.guard = RequestGuard(
+                    self.address,
+                    self.http_port,
+                    self.triton_http_port,
+                    {name: model_limits(cfg) for name, cfg in configs.items()},
+                    self._guard_token,
+                ).start()
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=server_env(root),
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
             self.wait_ready(step)
         except BaseException:
             self.stop()
@@ -292,8 +335,9 @@ class TritonServer:
             if self.ready():
                 return
             if time.monotonic() > deadline:
-                raise ScaoedError(f"tritonserver was not ready after {self.ready_timeout:.0f} s; stopped it "
-                                  f"(log: {self.log_path})")
+                raise ScaoedError(
+                    f"tritonserver was not ready after {self.ready_timeout:.0f} s; stopped it (log: {self.log_path})"
+                )
             time.sleep(0.25)
 
     def ready(self) -> bool:

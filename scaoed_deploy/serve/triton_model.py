@@ -65,8 +65,11 @@ class TritonPythonModel:
         path = Path(args["model_repository"]) / args["model_version"] / params["artifact"]
         threads = int(params["threads"]) if params.get("threads") else None
         self.max_side = int(params["max_side"]) if params.get("max_side") else None
-        self.runner = open_runner(path, params.get("backend") or None,
-                                  RunOptions(threads=threads, allow_unverified=params.get("allow_unverified") == "yes"))
+        self.runner = open_runner(
+            path,
+            params.get("backend") or None,
+            RunOptions(threads=threads, allow_unverified=params.get("allow_unverified") == "yes"),
+        )
         self.runner.activate()
         self.input_name = config["input"][0]["name"]
         self.output_names = [o["name"] for o in config["output"]]
@@ -79,7 +82,8 @@ class TritonPythonModel:
             why = request_error(x, self.max_side)
             if why:  # this request alone is refused, as a bad request; the rest of the batch runs
                 responses[i] = pb_utils.InferenceResponse(
-                    output_tensors=[], error=pb_utils.TritonError(why, pb_utils.TritonError.INVALID_ARG))
+                    output_tensors=[], error=pb_utils.TritonError(why, pb_utils.TritonError.INVALID_ARG)
+                )
                 continue
             arrays[i] = x
             groups.setdefault(x.shape[1:], []).append(i)
@@ -95,7 +99,7 @@ class TritonPythonModel:
             start = 0
             for i in members:
                 n = arrays[i].shape[0]
-                tensors = [output_tensor(name, o[start:start + n]) for name, o in zip(self.output_names, outs)]
+                tensors = [output_tensor(name, o[start : start + n]) for name, o in zip(self.output_names, outs)]
                 responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
                 start += n
         return responses

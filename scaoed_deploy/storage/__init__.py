@@ -22,5 +22,17 @@ from .objects import (
 )
 from .staged import local_copy, staged_output
 
-__all__ = ["ObjectError", "check_bucket", "is_url", "join", "list_objects", "local_copy", "name_of",
-           "object_names", "read_text", "staged_output", "suffix_of", "write_bytes"]
+__all__ = [
+    "ObjectError",
+    "check_bucket",
+    "is_url",
+    "join",
+    "list_objects",
+    "local_copy",
+    "name_of",
+    "object_names",
+    "read_text",
+    "staged_output",
+    "suffix_of",
+    "write_bytes",
+]

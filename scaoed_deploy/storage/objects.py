@@ -64,9 +64,13 @@ def filesystem():
     fs = _arrow()
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
-    return fs.S3FileSystem(endpoint_override=endpoint, region=region, connect_timeout=CONNECT_TIMEOUT_S,
-                           request_timeout=REQUEST_TIMEOUT_S,
-                           retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=3))
+    return fs.S3FileSystem(
+        endpoint_override=endpoint,
+        region=region,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        request_timeout=REQUEST_TIMEOUT_S,
+        retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=3),
+    )
 
 
 def _path(url: str) -> str:
@@ -93,8 +97,10 @@ def check_bucket(url: str) -> None:
     except OSError as e:
         raise _error(url, e, "reach its bucket") from e
     if info.type == fs.FileType.NotFound:
-        raise ObjectError(f"{url}: no bucket named {bucket!r} at "
-                          f"{os.environ.get('AWS_ENDPOINT_URL_S3') or os.environ.get('AWS_ENDPOINT_URL') or 'AWS'}")
+        raise ObjectError(
+            f"{url}: no bucket named {bucket!r} at "
+            f"{os.environ.get('AWS_ENDPOINT_URL_S3') or os.environ.get('AWS_ENDPOINT_URL') or 'AWS'}"
+        )
 
 
 def list_objects(folder_url: str) -> list[tuple[str, int]]:
