@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ScaoedError, VerificationError, first_line, read_json_object
+from .errors import ScaoedError, VerificationError, first_line
 from .model.scaoednet import NFAE_EPS
+from .util.files import read_json_object
+from .util.optional import optional_import
 
 META_PREFIX = "scaoed."
 MODULE_KEY = "scaoed.module"  # per node: the module that made it ('u_ini.nfae')
@@ -365,11 +367,7 @@ def load_artifact(path: str | Path, precision: str | None = None) -> Artifact:
 
 def require_openvino(what: str):
     """The ``openvino`` module, or one line saying that ``what`` needs it."""
-    try:
-        import openvino
-    except ImportError as e:
-        raise ScaoedError(f"{what} needs OpenVINO: pip install openvino ({first_line(e)})") from e
-    return openvino
+    return optional_import("openvino", f"{what} needs OpenVINO: pip install openvino")
 
 
 def read_ir(path: str | Path):

@@ -30,7 +30,7 @@ from .artifact import OPENVINO_PRECISIONS, PRECISIONS, TARGETS, load_artifact, p
 from .audit import audit, audit_ir, check_int8_convs, check_islands, check_weights
 from .checkpoint import DEFAULT_STAGES, Weights
 from .data import default_sidd_dir
-from .errors import ScaoedError, VerificationError, atomic_path
+from .errors import ScaoedError, VerificationError
 from .export import ExportSpec, default_filename, export_onnx
 from .isolate.memory import peak_of
 from .parity import run_parity, write_parity_record
@@ -40,6 +40,7 @@ from .precision.lint import errors, lint
 from .precision.openvino import atomic_ir, make_openvino_ir, save_ir
 from .runtime.tensorrt import BuildPlan, ShapeProfile, TensorRTMissing, build_engine, write_sidecar
 from .seal import seal_ir, seal_onnx
+from .util.files import atomic_path
 
 
 @dataclass

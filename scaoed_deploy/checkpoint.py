@@ -12,7 +12,6 @@ checked against ``CONFIG_SCHEMA`` (types and ranges) when read: a wrong value is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import zipfile
@@ -21,9 +20,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, ScaoedError, atomic_path, first_line, read_json_object, short_list
+from .errors import CheckpointError, ScaoedError, first_line, short_list
 from .model import ScaoedNet
 from .model.layout import OFFICIAL_MARKER, OURS_MARKER, count_blocks, official_key_map
+from .util.files import atomic_path, read_json_object, sha256_of
 
 FORMAT = "scaoed-deploy"
 #: The authors' default: 4 loop iterations, i.e. K = 5.
@@ -79,14 +79,6 @@ class Weights:
     def identity(self) -> str:
         """What ONNX metadata and reports quote: the file's sha256 or 'random-seed-N'."""
         return self.sha256 or self.source
-
-
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _expected_shapes(blocks: int) -> dict[str, torch.Size]:

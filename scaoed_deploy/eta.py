@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import atomic_path
+from .util.files import atomic_path, cache_dir
 
 #: Seconds per unit on a 2-core CPU, a unit being an ONNX node, or for AutoCast a node squared: it took 8 s at K = 1
 #: (887 nodes) and 352 s at K = 5 (4,380), about quadratic. NNCF (one round): 166 s at K = 5; ONNX Runtime's
@@ -29,14 +28,6 @@ DEFAULT_SECONDS_PER_UNIT = {"autocast": 1.8e-5, "nncf": 0.038, "ort-quantize": 0
 TICKER_PREFIX = "long_step:"
 #: How a step's time grows with the node count: units = nodes ** power.
 POWER = {"autocast": 2}
-
-
-def cache_dir() -> Path:
-    """Where learned figures live: $SCAOED_DEPLOY_CACHE, else $XDG_CACHE_HOME/scaoed-deploy, else ~/.cache/..."""
-    explicit = os.environ.get("SCAOED_DEPLOY_CACHE")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "scaoed-deploy"
 
 
 def _times_file() -> Path:

@@ -46,10 +46,11 @@ from .checkpoint import Weights, build_model
 from .compare import Agreement, agreement
 from .cost import model_cost
 from .data import probe_inputs, real_inputs
-from .errors import ScaoedError, VerificationError, atomic_path, first_line
+from .errors import ScaoedError, VerificationError, first_line
 from .runtime.onnxruntime_backend import OnnxRuntimeRunner
 from .runtime.torch_backend import TorchRunner
 from .seal import seal_onnx
+from .util.files import atomic_path
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 17

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError, atomic_path, first_line, is_temporary
+from .errors import ImageError, first_line
+from .util.files import atomic_path, is_temporary
 
 READ_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 WRITE_SUFFIXES = set(READ_SUFFIXES)  # a folder of any readable format can be written back

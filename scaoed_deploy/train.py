@@ -24,10 +24,11 @@ import torch.nn.functional as F
 
 from .checkpoint import Weights, read_checkpoint, save_safetensors
 from .data import is_evaluation_data, load_samples
-from .errors import ScaoedError, atomic_path
+from .errors import ScaoedError
 from .images import list_images, read_image
 from .model import ScaoedNet
 from .noise import NoiseConfig, synthesize
+from .util.files import atomic_path
 
 
 @dataclass

@@ -16,6 +16,7 @@ from scaoed_deploy.errors import CheckpointError
 from scaoed_deploy.images import Image, write_image
 from scaoed_deploy.model import ScaoedNet
 from scaoed_deploy.model.layout import official_key_map
+from scaoed_deploy.util.files import sha256_of
 
 pytestmark = needs_reference
 
@@ -60,7 +61,7 @@ def test_full_authors_checkpoint_round_trips_through_safetensors(tmp_path):
     assert info["parameters"] == 3_371_750
     config = json.loads((tmp_path / "m.json").read_text())
     assert config["stages"] == 3 and config["blocks"] == 16 and config["format"] == "scaoed-deploy"
-    assert config["provenance"]["source_sha256"] == ckpt.sha256_of(src)
+    assert config["provenance"]["source_sha256"] == sha256_of(src)
     w = ckpt.read_checkpoint(tmp_path / "m.safetensors")
     assert w.stages == 3 and w.layout == "ours"
     ckpt.convert(tmp_path / "m.safetensors", tmp_path / "back.pth")

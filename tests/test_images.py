@@ -7,8 +7,9 @@ import pytest
 import tifffile
 from PIL import Image as PILImage
 
-from scaoed_deploy.errors import ImageError, ScaoedError, atomic_path
+from scaoed_deploy.errors import ImageError, ScaoedError
 from scaoed_deploy.images import Image, psnr_ssim, read_image, to_uint8, write_image
+from scaoed_deploy.util.files import atomic_path
 
 
 @pytest.fixture
@@ -331,7 +332,7 @@ def test_a_killed_writers_temporary_file_is_never_an_input_and_is_swept(tmp_path
     src.mkdir()
     write_image(src / "a.png", Image(rgb=np.zeros((4, 4, 3), np.float32)))
     code = (
-        "import sys, time\nfrom scaoed_deploy.errors import atomic_path\n"
+        "import sys, time\nfrom scaoed_deploy.util.files import atomic_path\n"
         "with atomic_path(sys.argv[1]) as t:\n    t.write_bytes(b'half')\n    print('in', flush=True)\n"
         "    time.sleep(60)\n"
     )

@@ -134,3 +134,12 @@ def test_the_bottom_layer_imports_no_pipeline_step():
 def test_the_checker_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_utilities_import_nothing_of_the_package_but_errors():
+    """``util`` (files, optional imports, the torch device) sits under every step: it may use the error types only."""
+    utilities = [m for m in MODULES if subsystem(m) == "util"]
+    assert utilities, "no util subpackage"
+    for module in utilities:
+        used = {t for t, _, _ in _own_imports(module, MODULES[module])}
+        assert used <= {"scaoed_deploy.errors"} | set(utilities), (module, used)

@@ -209,7 +209,7 @@ def test_selection_json_holds_every_candidate_and_the_choice(run):
     for name in sel["shipped"]:
         assert (run["pkg"] / name).is_file()
     if chosen["artifact"]:
-        from scaoed_deploy.checkpoint import sha256_of
+        from scaoed_deploy.util.files import sha256_of
 
         shipped = run["pkg"] / chosen["artifact"].rsplit("/", 1)[-1]
         record = json.loads(shipped.with_name(shipped.stem + ".parity.json").read_text())

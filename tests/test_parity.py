@@ -148,8 +148,8 @@ def test_engine_without_tensorrt_says_so(tmp_path, weights):
         pytest.skip("tensorrt is importable here")
     except ImportError:
         pass
-    from scaoed_deploy.checkpoint import sha256_of
     from scaoed_deploy.runtime.tensorrt import TensorRTMissing
+    from scaoed_deploy.util.files import sha256_of
 
     (tmp_path / "m.engine").write_bytes(b"not really an engine")
     # its sidecar matches (a tampered or unbuilt engine is refused before TensorRT is even needed)

@@ -20,9 +20,9 @@ import torch
 
 from scaoed_deploy.checkpoint import read_checkpoint
 from scaoed_deploy.data import load_samples, shared_data_dir
-from scaoed_deploy.errors import atomic_path
 from scaoed_deploy.images import psnr_ssim, read_image, to_uint8
 from scaoed_deploy.runtime import Denoiser, TorchRunner
+from scaoed_deploy.util.files import atomic_path
 from scaoed_deploy.weights import DEMO_PATH
 
 HERE = Path(__file__).parent

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import atomic_path
 from ..jsonio import dumps
+from ..util.files import atomic_path
 from .candidates import peak_precision
 
 

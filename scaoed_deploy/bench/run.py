@@ -40,8 +40,8 @@ from ..images import psnr_ssim, to_uint8
 from ..isolate.memory import check_fits, peak_of
 from ..runtime.base import cpu_threads
 from ..runtime.cpu_memory import keep_freed_memory, release_free_memory
-from ..runtime.torch_backend import pick_device
 from ..runtime.variants import VARIANTS
+from ..util.device import pick_device
 from .candidates import BASELINE, Backends, BenchConfig, Skip, check_backends, emulated_rows, peak_precision
 from .timing import LoadMeter, machine, measure
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from ..bench import BACKENDS, BASELINE, BenchConfig, emulated_rows, markdown, run_bench, write_results
-from ..errors import atomic_path, on_forced_exit
-from ..runtime.torch_backend import pick_device
+from ..util.device import pick_device
+from ..util.files import atomic_path, on_forced_exit
 from .common import (
     chosen_backends,
     command_line,

@@ -11,7 +11,8 @@ import threading
 import click
 
 from ..cpumask import TARGETS, run_as
-from ..errors import ScaoedError, forced_exit_hooks, live_temporaries
+from ..errors import ScaoedError
+from ..util.files import forced_exit_hooks, live_temporaries
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
 

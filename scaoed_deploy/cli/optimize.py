@@ -12,7 +12,7 @@ from ..errors import ScaoedError, UsageError
 from ..optimize import Constraint, OptimizeConfig, default_output, run_optimize, write_package
 from ..optimize.report import summary_line, table
 from ..optimize.search import gmacs_by_k
-from ..runtime.torch_backend import pick_device
+from ..util.device import pick_device
 from .common import (
     TICK_LOG_S,
     Steps,

@@ -6,9 +6,9 @@ import json
 
 import click
 
-from ..runtime.torch_backend import pick_device
 from ..train import TrainConfig, state_path
 from ..train import train as run_training
+from ..util.device import pick_device
 from .common import counted_progress, emit_json, json_option, stage_list_option, stages_option
 from .main import cli
 

@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 
 from ..errors import ScaoedError, first_line
+from ..util.optional import optional_import
 
 INSTALL = "pip install 'scaoed-deploy[ray]' (Ray Data, pinned beside this project's other dependencies)"
 
@@ -26,12 +27,8 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x0
 
 def require_ray():
     """``ray`` with Ray Data, or one line saying how to install it."""
-    try:
-        import ray
-        import ray.data  # noqa: F401 - Ray Data is its own extra
-    except ImportError as e:
-        raise ScaoedError(f"--ray needs Ray: {INSTALL} ({first_line(e)})") from e
-    return ray
+    optional_import("ray.data", f"--ray needs Ray: {INSTALL}")  # Ray Data is its own extra
+    return optional_import("ray", f"--ray needs Ray: {INSTALL}")
 
 
 def dialled(host: str, port: int) -> str:

@@ -11,8 +11,8 @@ import json
 import time
 from pathlib import Path
 
-from ..errors import atomic_path
 from ..storage import ObjectError, is_url, join, read_text, write_bytes
+from ..util.files import atomic_path
 
 NAME = "scaoed-denoise.jsonl"
 FIELDS = ("input", "output", "status", "seconds", "worker", "node", "error")

@@ -27,12 +27,13 @@ from pathlib import Path
 
 from ..artifact import load_artifact
 from ..checkpoint import read_checkpoint
-from ..errors import TEMP_MARK, ScaoedError, first_line, is_temporary
+from ..errors import ScaoedError, first_line
 from ..runtime.denoiser import DEFAULT_OVERLAP, DEFAULT_TILE, Denoiser
 from ..runtime.jobs import Plan, base_name, names_at, parent_of, plan_jobs
 from ..runtime.registry import CHECKPOINT_SUFFIXES
 from ..seal import check_seal
 from ..storage import is_url
+from ..util.files import TEMP_MARK, is_temporary
 from .connect import alive_nodes, connect, pool_size, require_ray
 from .manifest import Manifest
 from .worker import DenoiseWorker, as_local

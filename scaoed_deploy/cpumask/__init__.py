@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..cpu import AS_CPU_CAPS, AS_CPU_ENV, AS_CPU_LIBRARY
 from ..errors import ScaoedError
-from ..eta import cache_dir
+from ..util.files import cache_dir
 
 #: The CPUs a command can run as (cpu.py plans for each).
 TARGETS = tuple(AS_CPU_CAPS)

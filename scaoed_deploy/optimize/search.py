@@ -40,7 +40,7 @@ from ..bench import (
     quality,
     time_calls,
 )
-from ..checkpoint import Weights, sha256_of
+from ..checkpoint import Weights
 from ..cost import model_cost
 from ..errors import ScaoedError, VerificationError
 from ..isolate.memory import peak_of
@@ -48,6 +48,7 @@ from ..parity import load_artifact, read_parity_record, run_parity, write_parity
 from ..parity.report import parity_record_path
 from ..runtime.torch_backend import TorchRunner
 from ..runtime.variants import VARIANTS
+from ..util.files import sha256_of
 from .choose import Candidate, Constraint, NothingMeets, candidate_id, margin_db, pareto_front, set_dpsnr
 from .race import DEFAULT as DEFAULT_RACE
 from .race import RacePolicy, judged_ms, noise_of, run_noise, run_search, settle, stop_timing

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..audit import audit_line
-from ..checkpoint import sha256_of
 from ..cpu import this_cpu
-from ..errors import atomic_path
 from ..jsonio import dumps, json_safe
+from ..util.files import atomic_path, sha256_of
 from .harness import ParityResult, format_measured
 
 

@@ -36,11 +36,12 @@ from ..artifact import OPENVINO_PRECISIONS, all_tensors, metadata_of, module_pat
 from ..audit import audit_ov_model
 from ..compare import check_int8_floor, held_out_psnr
 from ..cpu import CPU, this_cpu
-from ..errors import ScaoedError, first_line, track_temporary, untrack_temporary
+from ..errors import ScaoedError, first_line
 from ..eta import long_step
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..runtime.openvino_backend import INFERENCE_PRECISION
 from ..seal import SEAL_KEY
+from ..util.files import track_temporary, untrack_temporary
 from .calibration import CalibSample, check_calibration_memory, describe, sensitivity_input
 from .islands import select_islands
 from .quiet import quiet_tools

@@ -5,11 +5,12 @@ A runner is called on a float32 NCHW batch and returns the denoised batch;
 ``runner.run(batch)`` returns every output (denoised, then any noise maps).
 """
 
+from ..util.device import pick_device
 from .base import BaseRunner, Limits, RunOptions
 from .denoiser import Denoiser, denoise_file
 from .onnxruntime_backend import OnnxRuntimeRunner
 from .registry import BACKENDS, open_runner
-from .torch_backend import TorchRunner, pick_device
+from .torch_backend import TorchRunner
 
 __all__ = [
     "BACKENDS",

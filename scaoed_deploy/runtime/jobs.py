@@ -21,9 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ScaoedError, is_temporary, sweep_stale_temporaries
+from ..errors import ScaoedError
 from ..images import READ_SUFFIXES, check_writable_suffix, list_images
 from ..storage import is_url, join, list_objects, name_of, object_names, suffix_of
+from ..util.files import is_temporary, sweep_stale_temporaries
 
 LIST_SUFFIXES = {".txt", ".lst"}
 

@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from ..artifact import Artifact, quiet_polygraphy
-from ..checkpoint import sha256_of
-from ..errors import ScaoedError, atomic_path, read_json_object
+from ..errors import ScaoedError
+from ..util.files import atomic_path, read_json_object, sha256_of
+from ..util.optional import optional_import
 from .base import BaseRunner, Limits, RunOptions
 
 DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = (256, 256), (512, 512), (1024, 1024)
@@ -45,14 +46,13 @@ class TensorRTMissing(ScaoedError):
 
 def require_tensorrt(what: str):
     """The tensorrt module, or TensorRTMissing saying what needed it."""
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise TensorRTMissing(
-            f"TensorRT is not installed, so {what} is not possible here: install it on a machine with an NVIDIA GPU "
-            "(pip install tensorrt, or NVIDIA's TensorRT container)"
-        ) from e
-    return tensorrt
+    return optional_import(
+        "tensorrt",
+        f"TensorRT is not installed, so {what} is not possible here: install it on a machine with an NVIDIA GPU "
+        "(pip install tensorrt, or NVIDIA's TensorRT container)",
+        TensorRTMissing,
+        detail=False,
+    )
 
 
 @dataclass(frozen=True)

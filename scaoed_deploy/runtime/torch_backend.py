@@ -10,19 +10,12 @@ import torch
 from ..artifact import Artifact
 from ..checkpoint import Weights, build_model, read_checkpoint
 from ..errors import ScaoedError, first_line
+from ..util.device import pick_device
 from ..weights import demo_weights
 from .base import BaseRunner, RunOptions, cpu_threads
 from .cpu_memory import keep_freed_memory
 
 AMP_DTYPES = {None: None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ScaoedError("--device cuda asked for, but torch sees no CUDA GPU")
-    return torch.device(device)
 
 
 class TorchRunner(BaseRunner):

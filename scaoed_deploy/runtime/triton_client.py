@@ -14,12 +14,12 @@ per image: it stops, keeping what it wrote, and a second run resumes.
 
 from __future__ import annotations
 
-import importlib
 from urllib.parse import urlparse
 
 import numpy as np
 
 from ..errors import ScaoedError, first_line
+from ..util.optional import optional_import
 from .base import BaseRunner, Limits
 
 TYPES = {"TYPE_FP32": ("FP32", np.float32), "TYPE_FP16": ("FP16", np.float16), "TYPE_BF16": ("BF16", np.float32)}
@@ -42,10 +42,7 @@ def parse_url(url: str) -> tuple[str, str]:
 
 def require_tritonclient(module: str, what: str):
     """``tritonclient``'s ``module``, or one line saying that ``what`` needs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ScaoedError(f"{what} needs tritonclient: pip install 'tritonclient[grpc,http]' ({first_line(e)})") from e
+    return optional_import(module, f"{what} needs tritonclient: pip install 'tritonclient[grpc,http]'")
 
 
 def config_limits(cfg: dict) -> Limits:

@@ -32,13 +32,13 @@ from importlib.metadata import version
 from pathlib import Path
 
 from ..artifact import Artifact, load_artifact, read_ir, read_metadata
-from ..checkpoint import sha256_of
-from ..errors import ScaoedError, current_umask, first_line
+from ..errors import ScaoedError, first_line
 from ..parity import read_parity_record
 from ..runtime.tensorrt import check_engine_sidecar
 from ..runtime.tiling import BYTES_PER_PIXEL
 from ..runtime.triton_client import require_tritonclient
 from ..seal import check_seal
+from ..util.files import current_umask, sha256_of
 
 CONFIG = "config.pbtxt"
 PYTHON_MODEL = Path(__file__).with_name("triton_model.py")
