@@ -3,7 +3,7 @@ needed, or one line that says what needed it and how to install it."""
 
 from __future__ import annotations
 
-import importlib
+import sys
 
 from ..errors import ScaoedError, first_line
 
@@ -12,6 +12,7 @@ def optional_import(module: str, message: str, error: type[ScaoedError] = Scaoed
     """``module``, imported; where it is missing, ``error(message)``, with the import's own first line appended in
     parentheses when ``detail``."""
     try:
-        return importlib.import_module(module)
+        __import__(module)  # as an import statement does (through builtins.__import__)
+        return sys.modules[module]
     except ImportError as e:
         raise error(f"{message} ({first_line(e)})" if detail else message) from e
