@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ScaoedError, VerificationError, first_line
+from .ir import ir_metadata, read_ir
 from .model.scaoednet import NFAE_EPS
 from .util.files import read_json_object
-from .util.optional import optional_import
 
 META_PREFIX = "scaoed."
 MODULE_KEY = "scaoed.module"  # per node: the module that made it ('u_ini.nfae')
@@ -34,7 +34,6 @@ OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")  # OpenVINO's CPU plugin has no f
 ONNX_SUFFIXES = {".onnx"}
 ENGINE_SUFFIXES = {".engine", ".plan", ".trt"}
 OPENVINO_SUFFIXES = {".xml"}  # an OpenVINO IR: the .xml, with its weights in the .bin beside it
-IR_METADATA = "scaoed"  # the IR's rt_info section that holds the scaoed.* metadata (without the prefix)
 
 
 # ---------------------------------------------------------------------------- file names
@@ -363,56 +362,3 @@ def load_artifact(path: str | Path, precision: str | None = None) -> Artifact:
     raise ScaoedError(
         f"{path}: unknown artifact type {suffix or '(no extension)'}; expected .onnx, .engine/.plan or an OpenVINO .xml"
     )
-
-
-def require_openvino(what: str):
-    """The ``openvino`` module, or one line saying that ``what`` needs it."""
-    return optional_import("openvino", f"{what} needs OpenVINO: pip install openvino")
-
-
-def read_ir(path: str | Path):
-    """An OpenVINO IR's ``ov.Model``, with one clear error for a missing .bin or a corrupt file."""
-    path = Path(path)
-    ov = require_openvino(f"reading {path}")
-    if not path.with_suffix(".bin").is_file():
-        raise ScaoedError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing")
-    _check_ir_xml(path)  # before OpenVINO: its other frontends log to stderr about a file that is no IR
-    try:
-        return ov.Core().read_model(str(path))
-    except Exception as e:  # OpenVINO raises RuntimeError with a multi-line message
-        raise ScaoedError(f"{path}: not a valid OpenVINO IR (truncated or corrupt?): {ov_reason(e)}") from e
-
-
-def _check_ir_xml(path: Path) -> None:
-    """Refuse an .xml that is not whole XML, or whose root is not an IR's ``<net>``, in one line."""
-    import xml.etree.ElementTree as ET
-
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        raise ScaoedError(f"{path}: not an OpenVINO IR (truncated or not XML: {e})") from e
-    except OSError as e:
-        raise ScaoedError(f"{path}: cannot read it ({e.strerror or e})") from e
-    if root.tag != "net":
-        raise ScaoedError(f"{path}: not an OpenVINO IR (its root element is <{root.tag}>, an IR's is <net>)")
-
-
-def ov_reason(e: BaseException) -> str:
-    """The line of an OpenVINO error that says why: its messages open with where in OpenVINO's source they came
-    from ('Exception from src/inference/src/cpp/core.cpp:84:', 'Check ... failed at ...'), then narrow down to
-    the reason on the last line ('node <layer> is missing mandatory attribute: version')."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    said = [ln for ln in lines if not ln.startswith(("Exception from", "Check '")) and not ln.endswith(".cpp:")]
-    return (said or lines or [type(e).__name__])[-1][:200]
-
-
-def ir_metadata(model) -> dict[str, str]:
-    """The scaoed.* metadata an IR carries in its rt_info (without the prefix)."""
-    if not model.has_rt_info([IR_METADATA]):
-        return {}
-    return {k: str(v.astype(str)) for k, v in model.get_rt_info()[IR_METADATA].items()}
-
-
-def write_ir_metadata(model, meta: dict[str, str]) -> None:
-    for k, v in meta.items():
-        model.set_rt_info(str(v), [IR_METADATA, k])

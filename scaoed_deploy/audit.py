@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import module_of, read_ir, tensor_types, weight_tensors
+from .artifact import module_of, tensor_types, weight_tensors
 from .errors import VerificationError
+from .ir import read_ir
 
 #: Ops that move, reshape or describe data rather than compute on it.
 NON_COMPUTE = frozenset(

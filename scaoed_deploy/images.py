@@ -1,6 +1,4 @@
-"""Reading and writing images for denoising, and the paper's quality metrics.
-
-Behaviour (also in the README):
+"""Reading and writing images for denoising (the paper's metrics are in ``quality``). Behaviour (also in the README):
 - PNG, JPEG, TIFF (and anything else Pillow reads: BMP, WebP); 8- and 16-bit.
   16-bit PNG goes through pypng and TIFF through tifffile, because Pillow cannot
   hold 16-bit colour.
@@ -388,29 +386,6 @@ def check_writable_suffix(path: str | Path) -> None:
             f"{path}: cannot write {suffix or 'files without an extension'}; use one of "
             f"{' '.join(sorted(WRITE_SUFFIXES))}"
         )
-
-
-def psnr_ssim(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """PSNR (dB) and SSIM of 8-bit ``output`` against 8-bit ``reference``, as the paper evaluates.
-
-    scikit-image PSNR with data_range 255; SSIM with Gaussian weights (sigma 1.5) and
-    population covariance, over the colour channels.
-    """
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    if output.shape != reference.shape:
-        raise ImageError(f"reference size {reference.shape[:2]} differs from output size {output.shape[:2]}")
-    with np.errstate(divide="ignore"):  # identical images: PSNR is +inf, not a warning
-        psnr = peak_signal_noise_ratio(reference, output, data_range=255)
-    ssim = structural_similarity(
-        reference,
-        output,
-        data_range=255,
-        gaussian_weights=True,
-        use_sample_covariance=False,
-        channel_axis=-1 if output.ndim == 3 else None,
-    )
-    return float(psnr), float(ssim)
 
 
 def list_images(folder: str | Path) -> list[Path]:

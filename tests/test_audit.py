@@ -89,7 +89,7 @@ def test_autocast_keeps_only_the_named_island(tmp_path):
 def test_modelopt_int8_excludes_only_the_named_conv(tmp_path):
     pytest.importorskip("modelopt.onnx.quantization")
     from scaoed_deploy.precision.calibration import CalibSample
-    from scaoed_deploy.precision.convert import _quantize_modelopt
+    from scaoed_deploy.precision.int8 import _quantize_modelopt
 
     src, dst = tmp_path / "g.onnx", tmp_path / "q.onnx"
     onnx.save(prefix_graph(), src)
@@ -150,7 +150,7 @@ def test_value_info_is_pruned_to_one_entry_per_tensor_a_node_makes():
 
 def test_asking_modelopt_which_convs_it_skips_prints_nothing(capfd):
     pytest.importorskip("modelopt.onnx.quantization")
-    from scaoed_deploy.precision.convert import modelopt_unquantized_convs
+    from scaoed_deploy.precision.int8 import modelopt_unquantized_convs
 
     model = prefix_graph()
     # 4 output channels and a 1x3 kernel: ModelOpt has no INT8 TensorRT kernel shape for it and leaves it in float

@@ -336,7 +336,7 @@ def test_an_int8_file_verified_with_vnni_is_remade_not_reused_on_a_cpu_without_i
     """A shared export folder: bench made its INT8 file on a VNNI CPU. On an AVX2-only CPU bench (and optimize, which
     gets its artifacts the same way) makes one for that CPU (7-bit weights) instead of timing the other silently;
     back on a VNNI CPU the AVX2 file is reused (it needs nothing that CPU lacks)."""
-    import scaoed_deploy.precision.convert as conv
+    import scaoed_deploy.precision.int8 as conv
     import scaoed_deploy.runtime.base as base
     from scaoed_deploy.artifact import read_metadata
     from scaoed_deploy.bench import Backends

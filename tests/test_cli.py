@@ -12,7 +12,8 @@ from PIL import Image as PILImage
 from references import official_forward, one_error
 
 from scaoed_deploy.cli import main
-from scaoed_deploy.images import psnr_ssim, to_uint8
+from scaoed_deploy.images import to_uint8
+from scaoed_deploy.quality import psnr_ssim
 
 
 def run(capsys, *argv):

@@ -8,7 +8,8 @@ import tifffile
 from PIL import Image as PILImage
 
 from scaoed_deploy.errors import ImageError, ScaoedError
-from scaoed_deploy.images import Image, psnr_ssim, read_image, to_uint8, write_image
+from scaoed_deploy.images import Image, read_image, to_uint8, write_image
+from scaoed_deploy.quality import psnr_ssim
 from scaoed_deploy.util.files import atomic_path
 
 

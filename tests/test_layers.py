@@ -143,3 +143,10 @@ def test_utilities_import_nothing_of_the_package_but_errors():
     for module in utilities:
         used = {t for t, _, _ in _own_imports(module, MODULES[module])}
         assert used <= {"scaoed_deploy.errors"} | set(utilities), (module, used)
+
+
+def test_autocast_and_int8_never_import_each_other():
+    """As in ModelOpt's onnx/: the two converters share ``precision.common`` and nothing else of each other."""
+    for a, b in (("autocast", "int8"), ("int8", "autocast")):
+        used = {t for t, _, _ in _own_imports(f"scaoed_deploy.precision.{a}", MODULES[f"scaoed_deploy.precision.{a}"])}
+        assert f"scaoed_deploy.precision.{b}" not in used

@@ -421,7 +421,7 @@ def test_brute_force_helpers_are_not_vacuous():
 @needs_data
 def test_triton_adds_a_model_repository_of_the_shipped_choice(run, tmp_path):
     from scaoed_deploy.optimize.package import triton_repository
-    from scaoed_deploy.serve.repository import read_config
+    from scaoed_deploy.serve.config import read_config
 
     pkg = tmp_path / "pkg"
     shutil.copytree(run["pkg"], pkg)

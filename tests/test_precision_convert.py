@@ -141,7 +141,7 @@ def test_bad_requests_are_refused(setup):
 def test_onnxruntime_cpu_int8_uses_a_7_bit_range_where_the_cpu_has_no_vnni(setup, monkeypatch):
     """Without VNNI, ONNX Runtime's U8S8 kernels saturate: the build picks reduce_range there, records the format
     and the CPU it was checked on, and the file still holds its quality (here, on this machine's kernels)."""
-    import scaoed_deploy.precision.convert as conv
+    import scaoed_deploy.precision.int8 as conv
     from scaoed_deploy.cpu import read_cpu
 
     path, calib = setup
@@ -159,7 +159,7 @@ def test_onnxruntime_cpu_int8_uses_a_7_bit_range_where_the_cpu_has_no_vnni(setup
 def test_an_int8_file_verified_with_vnni_warns_once_where_the_cpu_has_none(setup, monkeypatch, tmp_path):
     """Verified on a VNNI CPU (this file's U8S8 needs it): opened where VNNI is missing, the runner says so in one
     line naming the check; opened on a CPU like the one it was checked on, it says nothing."""
-    import scaoed_deploy.precision.convert as conv
+    import scaoed_deploy.precision.int8 as conv
     import scaoed_deploy.runtime.base as base
     from scaoed_deploy.cpu import read_cpu
     from scaoed_deploy.runtime.registry import open_runner

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import DATA, needs_data
 
-from scaoed_deploy.images import psnr_ssim, read_image, to_uint8
+from scaoed_deploy.images import read_image, to_uint8
+from scaoed_deploy.quality import psnr_ssim
 from scaoed_deploy.runtime import Denoiser, TorchRunner
 from scaoed_deploy.weights import DEMO_PATH, demo_weights
 

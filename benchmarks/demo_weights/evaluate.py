@@ -20,7 +20,8 @@ import torch
 
 from scaoed_deploy.checkpoint import read_checkpoint
 from scaoed_deploy.data import load_samples, shared_data_dir
-from scaoed_deploy.images import psnr_ssim, read_image, to_uint8
+from scaoed_deploy.images import read_image, to_uint8
+from scaoed_deploy.quality import psnr_ssim
 from scaoed_deploy.runtime import Denoiser, TorchRunner
 from scaoed_deploy.util.files import atomic_path
 from scaoed_deploy.weights import DEMO_PATH

@@ -30,7 +30,8 @@ from scaoed_deploy.bench import cuda_event_times
 from scaoed_deploy.checkpoint import build_model, read_checkpoint
 from scaoed_deploy.cost import PAPER_LATENCY_S, model_cost
 from scaoed_deploy.data import load_samples
-from scaoed_deploy.images import psnr_ssim, to_uint8
+from scaoed_deploy.images import to_uint8
+from scaoed_deploy.quality import psnr_ssim
 from scaoed_deploy.util.files import atomic_path
 from scaoed_deploy.weights import DEMO_PATH
 

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from large_photo import synthetic_photo  # noqa: E402
 
 from scaoed_deploy.bench import RssSampler, machine  # noqa: E402
-from scaoed_deploy.images import psnr_ssim, read_image, to_uint8  # noqa: E402
+from scaoed_deploy.images import read_image, to_uint8
+from scaoed_deploy.quality import psnr_ssim
 from scaoed_deploy.runtime.denoiser import Denoiser, denoise_file  # noqa: E402
 
 

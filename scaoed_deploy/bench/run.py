@@ -36,8 +36,9 @@ from ..cost import PAPER_LATENCY_S, model_cost, model_footprint
 from ..cpu import this_cpu
 from ..data import Sample, default_sidd_dir, load_samples
 from ..errors import ScaoedError
-from ..images import psnr_ssim, to_uint8
+from ..images import to_uint8
 from ..isolate.memory import check_fits, peak_of
+from ..quality import psnr_ssim
 from ..runtime.base import cpu_threads
 from ..runtime.cpu_memory import keep_freed_memory, release_free_memory
 from ..runtime.variants import VARIANTS

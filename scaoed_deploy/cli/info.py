@@ -7,7 +7,7 @@ import click
 from ..checkpoint import convert as do_convert
 from ..cost import model_cost
 from ..cpu import this_cpu
-from ..precision.convert import ort_int8_format
+from ..precision.int8 import ort_int8_format
 from ..precision.openvino import int8_format as openvino_int8_format
 from ..runtime.base import cpu_threads
 from .common import emit_json, json_option, resolutions_option, stage_list_option, stages_option, stdout_console

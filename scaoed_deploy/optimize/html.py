@@ -14,7 +14,8 @@ import re
 
 import numpy as np
 
-from ..images import psnr_ssim, to_uint8
+from ..images import to_uint8
+from ..quality import psnr_ssim
 from .report import chart_png, markdown
 
 DIFF_GAIN = 8  # the difference map's amplification

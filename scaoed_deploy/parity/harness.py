@@ -28,8 +28,9 @@ from ..checkpoint import Weights
 from ..compare import Agreement, agreement
 from ..data import fit_to_shape, probe_inputs, real_inputs
 from ..errors import ScaoedError
-from ..images import psnr_ssim, to_uint8
+from ..images import to_uint8
 from ..precision.emulate import emulated_bytes
+from ..quality import psnr_ssim
 from ..runtime.base import RunOptions
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..runtime.registry import open_runner

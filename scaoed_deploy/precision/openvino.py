@@ -32,23 +32,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import OPENVINO_PRECISIONS, all_tensors, metadata_of, module_paths, require_openvino, write_ir_metadata
+from ..artifact import OPENVINO_PRECISIONS, all_tensors, metadata_of, module_paths
 from ..audit import audit_ov_model
 from ..compare import check_int8_floor, held_out_psnr
 from ..cpu import CPU, this_cpu
 from ..errors import ScaoedError, first_line
 from ..eta import long_step
+from ..ir import require_openvino, write_ir_metadata
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..runtime.openvino_backend import INFERENCE_PRECISION
 from ..seal import SEAL_KEY
 from ..util.files import track_temporary, untrack_temporary
 from .calibration import CalibSample, check_calibration_memory, describe, sensitivity_input
+from .common import INT8_MIN_PSNR, INT8_ROUNDS, ISLAND_IMAGES
 from .islands import select_islands
 from .quiet import quiet_tools
 
-INT8_MIN_PSNR = 40.0  # dB against the fp32 ONNX on held-out calibration crops (as for the ONNX INT8 paths)
-INT8_ROUNDS = 2
-ISLAND_IMAGES = 8
 TOOL = {
     "fp32": "openvino.convert_model",
     "bf16": "openvino.convert_model (bf16 inference precision)",

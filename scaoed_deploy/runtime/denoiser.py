@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ImageError, ScaoedError, UsageError
-from ..images import Image, psnr_ssim, read_image, to_uint8, write_image
+from ..images import Image, read_image, to_uint8, write_image
 from ..isolate.memory import peak_of
+from ..quality import psnr_ssim
 from ..storage import is_url, local_copy, staged_output
 from .base import Limits, RunOptions
 from .registry import open_runner

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import Artifact, load_artifact, ov_reason, read_ir, require_openvino
+from ..artifact import Artifact, load_artifact
 from ..contract import Tensor, check_signature
 from ..errors import ScaoedError
+from ..ir import ov_reason, read_ir, require_openvino
 from ..seal import check_seal
 from .base import BaseRunner, Limits, RunOptions, cpu_threads, verified_elsewhere
 

@@ -6,7 +6,8 @@ artifact through the runner registry. The client side is a runner (``runtime/tri
 so ``Denoiser`` and ``denoise --server`` work against a server as against a local file.
 """
 
-from .repository import RepoOptions, make_repository, model_config, read_config
+from .config import read_config
+from .repository import RepoOptions, make_repository, model_config
 from .server import TritonServer, bundled_server, free_port
 
 __all__ = [

@@ -31,16 +31,16 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
-from ..artifact import Artifact, load_artifact, read_ir, read_metadata
-from ..errors import ScaoedError, first_line
+from ..artifact import Artifact, load_artifact, read_metadata
+from ..errors import ScaoedError
+from ..ir import read_ir
 from ..parity import read_parity_record
 from ..runtime.tensorrt import check_engine_sidecar
 from ..runtime.tiling import BYTES_PER_PIXEL
-from ..runtime.triton_client import require_tritonclient
 from ..seal import check_seal
 from ..util.files import current_umask, sha256_of
+from .config import CONFIG, check_config, config_text, model_config_pb2, read_config
 
-CONFIG = "config.pbtxt"
 PYTHON_MODEL = Path(__file__).with_name("triton_model.py")
 NATIVE = {"engine": "tensorrt_plan", "onnx": "onnxruntime", "openvino": "openvino"}  # platform or backend
 ONNX_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16", 16: "TYPE_BF16"}
@@ -99,11 +99,6 @@ class ModelEntry:
             "files": sorted(self.files),
             "parameters": self.parameters,
         }
-
-
-def model_config_pb2():
-    """Triton's ModelConfig protobuf module (from tritonclient)."""
-    return require_tritonclient("tritonclient.grpc.model_config_pb2", "Triton model configs")
 
 
 # ---------------------------------------------------------------------------- what each artifact serves as
@@ -309,42 +304,6 @@ def model_config(entry: ModelEntry, options: RepoOptions):
     for k, v in sorted(entry.parameters.items()):
         cfg.parameters[k].string_value = v
     return cfg
-
-
-def config_text(cfg) -> str:
-    from google.protobuf import text_format
-
-    return text_format.MessageToString(cfg)
-
-
-def read_config(path: str | Path):
-    """Parse a config.pbtxt with Triton's ModelConfig message; one clear line for a malformed file."""
-    from google.protobuf import text_format
-
-    pb = model_config_pb2()
-    path = Path(path)
-    try:
-        return text_format.Parse(path.read_text(), pb.ModelConfig())
-    except (OSError, text_format.ParseError, UnicodeDecodeError) as e:
-        raise ScaoedError(f"{path}: not a valid Triton model config: {first_line(e)}") from e
-
-
-def check_config(cfg, model_dir: Path, name: str | None = None) -> None:
-    """What Triton would refuse at load time, said before it does (``name``: the folder's final name)."""
-    name = name or model_dir.name
-    where = f"{name}/{CONFIG}"
-    if cfg.name and cfg.name != name:
-        raise ScaoedError(f"{where}: name {cfg.name!r} differs from its folder {name!r}")
-    if not (cfg.platform or cfg.backend):
-        raise ScaoedError(f"{where}: names neither a platform nor a backend")
-    if not cfg.input or not cfg.output:
-        raise ScaoedError(f"{where}: has no inputs or no outputs")
-    too_big = [b for b in cfg.dynamic_batching.preferred_batch_size if b > cfg.max_batch_size]
-    if too_big:
-        raise ScaoedError(f"{where}: preferred batch sizes {too_big} exceed max_batch_size {cfg.max_batch_size}")
-    versions = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        raise ScaoedError(f"{name}: no version folder (1/)")
 
 
 # ---------------------------------------------------------------------------- writing

@@ -47,9 +47,9 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import ScaoedError
-from .guard import GUARD_HEADER, ModelLimits, RequestGuard
+from .config import model_limits, repository_configs
+from .guard import GUARD_HEADER, RequestGuard
 from .processes import OWNER_FILE, WORKDIR_PREFIX, clean_stale, die_with_parent, process_tree_rss, shm_regions
-from .repository import CONFIG, check_config, read_config
 
 BUNDLED_BACKENDS = {"python"}
 READY_TIMEOUT_S = 120.0
@@ -112,33 +112,6 @@ def server_env(root: Path | None = None) -> dict[str, str]:
     env["LD_LIBRARY_PATH"] = ":".join(p for p in libs if p)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
-
-
-# ---------------------------------------------------------------------------- the repository
-def model_limits(cfg) -> ModelLimits:
-    """What a model's input takes, from its config, for the request guard."""
-    side = cfg.parameters["max_side"].string_value if "max_side" in cfg.parameters else ""
-    return ModelLimits(cfg.input[0].name, cfg.max_batch_size, list(cfg.input[0].dims), int(side) if side else None)
-
-
-def repository_configs(repo: str | Path) -> dict:
-    """{model name: its ModelConfig}, every config parsed and checked (one line for a bad one)."""
-    repo = Path(repo)
-    if not repo.is_dir():
-        raise ScaoedError(f"model repository not found: {repo}")
-    models = {}
-    for d in sorted(p for p in repo.iterdir() if p.is_dir()):
-        if not (d / CONFIG).is_file():  # Triton would take the folder for a model, and fail to start
-            raise ScaoedError(
-                f"{d}: a folder without {CONFIG} in the repository (Triton would take it for a model): "
-                "remove it, or make the model with scaoed-deploy triton-repo"
-            )
-        cfg = read_config(d / CONFIG)
-        check_config(cfg, d)
-        models[d.name] = cfg
-    if not models:
-        raise ScaoedError(f"{repo} holds no models; make one with scaoed-deploy triton-repo ARTIFACT -o {repo}")
-    return models
 
 
 def port_free(port: int, address: str = "127.0.0.1") -> bool:
