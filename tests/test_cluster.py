@@ -404,6 +404,7 @@ def test_where_ray_gives_up_after_a_node_is_lost_the_driver_redoes_only_what_is_
     """A stand-in for Ray whose first pass returns two rows, writes a third output without returning it, then fails
     as Ray does when it gives up on a lost node (one node fewer); the second pass must get only the rest."""
     from scaoed_deploy.cluster import ray_run
+    from scaoed_deploy.runtime.denoiser import DenoiseOptions
     from scaoed_deploy.runtime.jobs import plan_jobs
 
     src = _folder(tmp_path / "in", 6, 8)
@@ -458,7 +459,9 @@ def test_where_ray_gives_up_after_a_node_is_lost_the_driver_redoes_only_what_is_
 
     fake = _fake_ray(lambda: nodes[0], Mapped)
     seen = []
-    summary = ray_run._run(fake, plan, {"device": "cpu", "model": None}, None, 1, None, lambda *a: seen.append(a), {})
+    summary = ray_run._run(
+        fake, plan, DenoiseOptions(device="cpu", threads=1), None, None, lambda *a: seen.append(a), {}
+    )
     assert passes == [[f"{i:02d}.png" for i in range(6)], ["03.png", "04.png", "05.png"]]
     assert summary["done"] == 6 and summary["failed"] == 0 and summary["nodes_lost"] == ["second"]
     assert summary["written_before_a_node_was_lost"] == [str(tmp_path / "out" / "02.png")]
@@ -468,6 +471,7 @@ def test_where_ray_gives_up_after_a_node_is_lost_the_driver_redoes_only_what_is_
 def test_where_ray_fails_with_no_node_lost_and_nothing_done_it_is_one_line(tmp_path):
     from scaoed_deploy.cluster import ray_run
     from scaoed_deploy.errors import ScaoedError
+    from scaoed_deploy.runtime.denoiser import DenoiseOptions
     from scaoed_deploy.runtime.jobs import plan_jobs
 
     plan = plan_jobs(_folder(tmp_path / "in", 2, 8), tmp_path / "out")
@@ -483,7 +487,7 @@ def test_where_ray_fails_with_no_node_lost_and_nothing_done_it_is_one_line(tmp_p
     node = {"NodeID": "head", "NodeManagerAddress": "x", "Alive": True, "Resources": {"CPU": 2}}
     fake = _fake_ray(lambda: [node], Mapped)
     with pytest.raises(ScaoedError, match="the Ray job failed: model not found: /gone.onnx"):
-        ray_run._run(fake, plan, {"device": "cpu", "model": None}, None, 1, None, lambda *a: None, {})
+        ray_run._run(fake, plan, DenoiseOptions(device="cpu", threads=1), None, None, lambda *a: None, {})
 
 
 def test_an_address_where_something_else_answers_is_one_line_within_15_s(tmp_path, capsys):

@@ -9,7 +9,7 @@ import click
 from ..cluster import denoise_on_ray
 from ..contract import ContractError
 from ..errors import DiskFullError, ScaoedError
-from ..runtime import BACKENDS, Denoiser, denoise_file
+from ..runtime import BACKENDS, DenoiseOptions, Denoiser, denoise_file
 from ..runtime.jobs import plan_jobs
 from ..runtime.triton_client import ServerLostError, TritonRunner
 from ..storage import is_url
@@ -149,27 +149,21 @@ def denoise(
         raise click.UsageError("--workers goes with --ray")
     if ray_address and server:
         raise click.UsageError("--ray and --server do not go together: choose where the model runs")
+    options = DenoiseOptions(
+        model=str(model) if model and not server else None,
+        backend=backend,
+        stages=stages,
+        device=device,
+        threads=threads,
+        allow_unverified=allow_unverified,
+        tile=tile,
+        overlap=overlap,
+        tile_batch=tile_batch,
+        ensemble=ensemble,
+        bit_depth=int(bit_depth) if bit_depth else None,
+    )
     if ray_address:
-        return _denoise_on_ray(
-            src,
-            dst,
-            model,
-            ray_address,
-            workers,
-            threads,
-            backend,
-            stages,
-            device,
-            reference,
-            tile,
-            overlap,
-            tile_batch,
-            ensemble,
-            bit_depth,
-            overwrite,
-            allow_unverified,
-            as_json,
-        )
+        return _denoise_on_ray(src, dst, options, ray_address, workers, reference, overwrite, as_json)
     if server:
         local = [
             name
@@ -192,18 +186,7 @@ def denoise(
             TritonRunner(server, model), tile=tile, overlap=overlap, tile_batch=tile_batch, ensemble=ensemble
         )
     else:
-        denoiser = Denoiser.open(
-            model,
-            backend=backend,
-            stages=stages,
-            device=device,
-            threads=threads,
-            tile=tile,
-            overlap=overlap,
-            tile_batch=tile_batch,
-            ensemble=ensemble,
-            allow_unverified=allow_unverified,
-        )
+        denoiser = Denoiser.from_options(options)
     if model is None and not server:
         notice(DEMO_NOTICE)
     notice_if_busy(threads, denoiser.runner.on_cpu)
@@ -211,9 +194,7 @@ def denoise(
         notice(f"warning: {warning}")
     skipped, jobs = plan.skipped, [(j.src, j.dst, j.ref) for j in plan.jobs]
     with denoiser:  # the session or engine is released when the jobs are done
-        results, failures = _run_denoise_jobs(
-            denoiser, jobs, int(bit_depth) if bit_depth else None, quiet=as_json, single=plan.single
-        )
+        results, failures = _run_denoise_jobs(denoiser, jobs, options.bit_depth, quiet=as_json, single=plan.single)
     summary = {
         "model": denoiser.description,
         "tile": tile,
@@ -241,48 +222,19 @@ def denoise(
         raise ScaoedError(f"{len(failures)} of {len(jobs)} image(s) failed")
 
 
-def _denoise_on_ray(
-    src,
-    dst,
-    model,
-    address,
-    workers,
-    threads,
-    backend,
-    stages,
-    device,
-    reference,
-    tile,
-    overlap,
-    tile_batch,
-    ensemble,
-    bit_depth,
-    overwrite,
-    allow_unverified,
-    as_json,
-):
+def _denoise_on_ray(src, dst, options: DenoiseOptions, address, workers, reference, overwrite, as_json):
     with _RunProgress() as progress:  # on stderr, with --json too: the summary alone goes to stdout
         summary = denoise_on_ray(
             src,
             dst,
-            model,
+            options,
             address=address,
             workers=workers,
-            threads=threads,
-            backend=backend,
-            stages=stages,
-            device=device,
             reference=reference,
-            tile=tile,
-            overlap=overlap,
-            tile_batch=tile_batch,
-            ensemble=ensemble,
-            bit_depth=int(bit_depth) if bit_depth else None,
             overwrite=overwrite,
-            allow_unverified=allow_unverified,
             progress=progress,
         )
-    if model is None:
+    if options.model is None:
         notice(DEMO_NOTICE)
     if as_json:
         emit_json(summary)

@@ -23,12 +23,13 @@ import os
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from ..artifact import load_artifact
 from ..checkpoint import read_checkpoint
 from ..errors import ScaoedError, first_line
-from ..runtime.denoiser import DEFAULT_OVERLAP, DEFAULT_TILE, Denoiser
+from ..runtime.denoiser import DenoiseOptions
 from ..runtime.jobs import Plan, base_name, names_at, parent_of, plan_jobs
 from ..runtime.registry import CHECKPOINT_SUFFIXES
 from ..seal import check_seal
@@ -76,31 +77,22 @@ def _leftover_temporaries(plan: Plan) -> list[Path]:
 def denoise_on_ray(
     src,
     dst,
-    model: str | None = None,
+    options: DenoiseOptions | None = None,
     *,
     address: str = "local",
     workers: int | None = None,
-    threads: int | None = None,
-    backend: str | None = None,
-    stages: int | None = None,
-    device: str = "auto",
     reference=None,
-    tile: int = DEFAULT_TILE,
-    overlap: int = DEFAULT_OVERLAP,
-    tile_batch: int = 4,
-    ensemble: bool = False,
-    bit_depth: int | None = None,
     overwrite: bool = False,
-    allow_unverified: bool = False,
     progress=None,
 ) -> dict:
     """Denoise ``src`` (an image, a folder, a .txt list of paths, or their s3:// URLs) into ``dst`` on a Ray
     cluster; returns the summary (done / skipped / failed, images per second, per-worker counts, failures, the
     time each part took). ``progress(done, failed, total, note)`` is called as images finish and when a node is
     lost. See the module doc."""
-    Denoiser.check_options(tile, overlap, tile_batch)
-    if model is not None:
-        check_model(model, allow_unverified)
+    options = options or DenoiseOptions()
+    options.check()
+    if options.model is not None:
+        check_model(options.model, options.allow_unverified)
     t0 = time.perf_counter()
     plan = plan_jobs(src, dst, reference, overwrite)
     timings = {"plan_s": time.perf_counter() - t0}
@@ -113,19 +105,7 @@ def denoise_on_ray(
         timings["connect_s"] = time.perf_counter() - t
         manifest = _manifest_for(plan)
         try:
-            options = dict(
-                model=str(model) if model else None,
-                backend=backend,
-                stages=stages,
-                device=device,
-                allow_unverified=allow_unverified,
-                tile=tile,
-                overlap=overlap,
-                tile_batch=tile_batch,
-                ensemble=ensemble,
-                bit_depth=bit_depth,
-            )
-            summary = _run(ray, plan, options, workers, threads, manifest, progress or (lambda *a: None), timings)
+            summary = _run(ray, plan, options, workers, manifest, progress or (lambda *a: None), timings)
         finally:
             if manifest is not None:
                 manifest.close()
@@ -151,8 +131,8 @@ def paths_per_block(jobs: int, workers: int) -> int:
     return max(1, min(MAX_PATHS_PER_BLOCK, math.ceil(jobs / (workers * 16))))
 
 
-def _run(ray, plan: Plan, options: dict, workers, threads, manifest, progress, timings: dict) -> dict:
-    cuda = options["device"] == "cuda"
+def _run(ray, plan: Plan, options: DenoiseOptions, workers, manifest, progress, timings: dict) -> dict:
+    cuda, threads = options.device == "cuda", options.threads
     nodes = alive_nodes(ray)
     pool = pool_size(nodes, workers, threads, cuda)
     ctx = ray.data.DataContext.get_current()
@@ -178,7 +158,7 @@ def _run(ray, plan: Plan, options: dict, workers, threads, manifest, progress, t
         ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_block))
         mapped = ds.map_batches(
             DenoiseWorker,
-            fn_constructor_kwargs=dict(options, threads=size["threads"]),
+            fn_constructor_kwargs={"options": replace(options, threads=size["threads"])},
             batch_size=per_block,
             compute=ray.data.ActorPoolStrategy(
                 min_size=1, max_size=size["workers"], initial_size=size["workers"]
@@ -236,7 +216,9 @@ def _written(jobs) -> set[str]:
     return out
 
 
-def _summary(plan: Plan, rows: dict, pool: dict, options: dict, notes: list, lost: list, seconds: float) -> dict:
+def _summary(
+    plan: Plan, rows: dict, pool: dict, options: DenoiseOptions, notes: list, lost: list, seconds: float
+) -> dict:
     ok = [r for r in rows.values() if r["status"] == "done"]
     failed = [{"input": r["src"], "error": r["error"]} for r in rows.values() if r["status"] == "failed"]
     unreported = sorted(str(j.dst) for j in plan.jobs if str(j.src) not in rows)  # written on a node then lost
@@ -246,8 +228,8 @@ def _summary(plan: Plan, rows: dict, pool: dict, options: dict, notes: list, los
         "workers_asked": pool["asked"],
         "workers_ran": len(per_worker),
         "threads_per_worker": pool["threads"],
-        "device": options["device"],
-        "model": options["model"] or "demo weights",
+        "device": options.device,
+        "model": options.model or "demo weights",
         "done": len(ok) + len(unreported),
         "skipped": len(plan.skipped),
         "failed": len(failed),

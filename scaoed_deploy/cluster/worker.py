@@ -8,7 +8,7 @@ import socket
 import time
 
 from ..errors import ScaoedError
-from ..runtime.denoiser import Denoiser, denoise_file
+from ..runtime.denoiser import DenoiseOptions, Denoiser, denoise_file
 
 #: A local result's keys beyond the fixed ones, carried through the worker's rows (so --json is the same either way).
 INT_KEYS = ("bit_depth_in", "channels_out", "peak_rss_mb")
@@ -36,33 +36,9 @@ class DenoiseWorker:
     """A Denoiser opened once (any artifact the registry opens), then ``denoise_file`` on each row's paths or
     URLs: a bad image is a failed row, not a failed task."""
 
-    def __init__(
-        self,
-        model: str | None,
-        backend: str | None,
-        stages: int | None,
-        device: str,
-        threads: int | None,
-        allow_unverified: bool,
-        tile: int,
-        overlap: int,
-        tile_batch: int,
-        ensemble: bool,
-        bit_depth: int | None,
-    ):
-        self.denoiser = Denoiser.open(
-            model,
-            backend=backend,
-            stages=stages,
-            device=device,
-            threads=threads,
-            allow_unverified=allow_unverified,
-            tile=tile,
-            overlap=overlap,
-            tile_batch=tile_batch,
-            ensemble=ensemble,
-        )
-        self.bit_depth = bit_depth
+    def __init__(self, options: DenoiseOptions):
+        self.denoiser = Denoiser.from_options(options)
+        self.bit_depth = options.bit_depth
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.node = _node_id()
 

@@ -7,7 +7,7 @@ A runner is called on a float32 NCHW batch and returns the denoised batch;
 
 from ..util.device import pick_device
 from .base import BaseRunner, Limits, RunOptions
-from .denoiser import Denoiser, denoise_file
+from .denoiser import DenoiseOptions, Denoiser, denoise_file
 from .onnxruntime_backend import OnnxRuntimeRunner
 from .registry import BACKENDS, open_runner
 from .torch_backend import TorchRunner
@@ -15,6 +15,7 @@ from .torch_backend import TorchRunner
 __all__ = [
     "BACKENDS",
     "BaseRunner",
+    "DenoiseOptions",
     "Denoiser",
     "Limits",
     "OnnxRuntimeRunner",

@@ -20,6 +20,7 @@ flips/rotations, each denoised and transformed back, averaged.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,28 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     stride = tile - overlap
     starts = list(range(0, size - tile, stride)) + [size - tile]
     return sorted(set(starts))
+
+
+@dataclass(frozen=True)
+class DenoiseOptions:
+    """One denoise job's options, built once (by the CLI) and passed whole: to ``Denoiser.from_options``, to a
+    cluster run and to each of its workers. ``model`` None: the demo weights."""
+
+    model: str | None = None
+    backend: str | None = None
+    stages: int | None = None
+    device: str = "auto"
+    threads: int | None = None
+    allow_unverified: bool = False
+    tile: int | str | None = DEFAULT_TILE
+    overlap: int = DEFAULT_OVERLAP
+    tile_batch: int = 4
+    ensemble: bool = False
+    bit_depth: int | None = None  # of the outputs (None: each input's own)
+
+    def check(self) -> None:
+        """The tiling options' usage errors, before any model loads."""
+        Denoiser.check_options(self.tile, self.overlap, self.tile_batch)
 
 
 class Denoiser:
@@ -127,6 +150,22 @@ class Denoiser:
             model, backend, RunOptions(stages=stages, device=device, threads=threads, allow_unverified=allow_unverified)
         )
         return cls(runner, **options)
+
+    @classmethod
+    def from_options(cls, o: DenoiseOptions) -> Denoiser:
+        """``open`` with a job's options."""
+        return cls.open(
+            o.model,
+            backend=o.backend,
+            stages=o.stages,
+            device=o.device,
+            threads=o.threads,
+            allow_unverified=o.allow_unverified,
+            tile=o.tile,
+            overlap=o.overlap,
+            tile_batch=o.tile_batch,
+            ensemble=o.ensemble,
+        )
 
     def close(self) -> None:
         """Release the runner (its session or engine)."""
