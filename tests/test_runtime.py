@@ -175,6 +175,7 @@ def test_onnxruntime_runner_never_falls_back_from_cuda_to_cpu_silently(random_k1
 
     try:
         runner = OnnxRuntimeRunner(random_k1_onnx, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        runner.activate()  # the session is made here (construction is cheap)
     except ScaoedError as e:
         assert "CUDAExecutionProvider" in str(e) and "\n" not in str(e)
     else:
@@ -289,3 +290,27 @@ def test_torch_compile_failing_or_giving_nan_at_its_first_call_is_one_error_nami
     r._forward, r.check_finite = (lambda t: torch.full_like(t, float("nan"))), True  # as open_runner sets it
     with pytest.raises(ScaoedError, match=r"on torch\.compile \(cpu, K=1\) gave NaN/Inf .*torch\.compile's kernels"):
         r(x)
+
+
+def test_a_runner_is_cheap_to_make_and_loads_between_activate_and_deactivate(random_k1_onnx):
+    """polygraphy's lifecycle: construction does no I/O (a missing file is not looked at yet), ``activate`` loads,
+    ``deactivate`` frees, the context manager does both, and ``run`` activates on first use."""
+    from scaoed_deploy.runtime.onnxruntime_backend import OnnxRuntimeRunner
+    from scaoed_deploy.runtime.torch_backend import TorchRunner
+
+    missing = OnnxRuntimeRunner("/nonexistent/model.onnx")  # nothing read yet
+    assert not missing.is_active
+    with pytest.raises(ScaoedError, match="ONNX Runtime cannot load /nonexistent/model.onnx"):
+        missing.activate()
+    assert not missing.is_active
+    x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+    for runner in (OnnxRuntimeRunner(random_k1_onnx), TorchRunner(ckpt.random_weights(blocks=1), 1, device="cpu")):
+        assert not runner.is_active
+        with runner:
+            assert runner.is_active
+            first = runner(x)
+        assert not runner.is_active
+        assert np.array_equal(runner(x), first) and runner.is_active  # run activates again
+        runner.deactivate()
+        runner.deactivate()  # idempotent
+        assert not runner.is_active

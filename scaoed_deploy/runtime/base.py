@@ -101,14 +101,35 @@ class BaseRunner:
         self.limits = Limits()
         self.description = self.name
         self.warnings: list[str] = []  # said once by the command that opened it (verified_elsewhere)
+        self._active = False
 
     @classmethod
     def open(cls, path: Path | None, options: RunOptions, artifact: Artifact | None = None) -> BaseRunner:
         """A runner for the file at ``path`` (``artifact``: the same file, already loaded), as ``options`` ask."""
         raise NotImplementedError
 
+    @property
+    def is_active(self) -> bool:
+        """Whether what the runner runs is loaded (between ``activate`` and ``deactivate``)."""
+        return self._active
+
     def activate(self) -> None:
         """Load what the runner needs (idempotent); ``run`` activates on first use."""
+        if not self._active:
+            self._activate()
+            self._active = True
+
+    def deactivate(self) -> None:
+        """Free what ``activate`` loaded (idempotent); a later ``activate`` loads it again."""
+        if self._active:
+            self._active = False
+            self._deactivate()
+
+    def _activate(self) -> None:
+        """What ``activate`` loads: a session, a compiled model, an engine (each runner's own)."""
+
+    def _deactivate(self) -> None:
+        """What ``deactivate`` frees."""
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         raise NotImplementedError
@@ -135,11 +156,12 @@ class BaseRunner:
         return self.run(batch)[0]
 
     def close(self) -> None:
-        """Release what ``activate`` loaded (idempotent)."""
+        """``deactivate``, by the name the Denoiser and the served model use."""
+        self.deactivate()
 
     def __enter__(self):
         self.activate()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        self.deactivate()

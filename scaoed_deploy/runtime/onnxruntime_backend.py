@@ -32,60 +32,74 @@ class OnnxRuntimeRunner(BaseRunner):
         art = artifact or load_artifact(path)  # one clear line for a corrupt file, before ONNX Runtime's
         check_seal(path, art.metadata, options.allow_unverified)  # edited after verification: refused
         runner = cls(path, providers=providers, threads=options.threads)
+        runner.activate()  # a file ONNX Runtime cannot load is one line here, before any output is planned
         runner.description = f"{path} on ONNX Runtime ({'CUDA' if providers is CUDA else 'CPU'}, {art.precision})"
         if providers is not CUDA:
             runner.warnings += verified_elsewhere(art)
         return runner
 
     def __init__(self, model: str | Path | bytes, providers: list[str] | None = None, threads: int | None = None):
+        """Cheap: the session is made by ``activate`` (``open`` and the first ``run`` call it)."""
+        super().__init__()
+        self.providers = providers or ["CPUExecutionProvider"]
+        self.source = model if isinstance(model, bytes) else str(model)
+        self.where = "the model" if isinstance(model, bytes) else str(model)
+        self.threads = cpu_threads(threads)
+        self.on_cpu = "CUDAExecutionProvider" not in self.providers
+        self._session = None
+        self.description = (
+            f"{self.where} on ONNX Runtime ({'CUDA' if 'CUDAExecutionProvider' in self.providers else 'CPU'})"
+        )
+
+    def _activate(self) -> None:
         import onnxruntime as ort
 
-        super().__init__()
-        providers = providers or ["CPUExecutionProvider"]
-        source = model if isinstance(model, bytes) else str(model)
+        providers, source = self.providers, self.source
         try:
             options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads = cpu_threads(threads)
+            options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
             # Idle worker threads otherwise spin for tens of ms after each call, taking the cores from whatever
             # runs next (another backend's timed call, the rest of an imaging pipeline).
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.session = ort.InferenceSession(source, options, providers=providers)
+            self._session = session = ort.InferenceSession(source, options, providers=providers)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
-            where = "the model" if isinstance(model, bytes) else str(model)
-            first = first_line(e)
-            raise ScaoedError(f"ONNX Runtime cannot load {where}: {first}") from e
+            raise ScaoedError(f"ONNX Runtime cannot load {self.where}: {first_line(e)}") from e
         # ONNX Runtime drops a provider whose libraries fail to load with only a log line; a CUDA run
         # that silently became a CPU run would time and check the wrong thing.
-        lost = [p for p in providers if p != "CPUExecutionProvider" and p not in self.session.get_providers()]
+        lost = [p for p in providers if p != "CPUExecutionProvider" and p not in session.get_providers()]
         if lost:
             raise ScaoedError(
                 f"ONNX Runtime could not use {', '.join(lost)} here (it would have fallen back to the "
                 f"CPU): onnxruntime-gpu and the CUDA/cuDNN libraries it was built for are needed"
             )
-        self.on_cpu = "CUDAExecutionProvider" not in self.session.get_providers()
-        where = "the model" if isinstance(model, bytes) else str(model)
+        self.on_cpu = "CUDAExecutionProvider" not in session.get_providers()
         check_signature(
-            where, [_tensor(i) for i in self.session.get_inputs()], [_tensor(o) for o in self.session.get_outputs()]
+            self.where, [_tensor(i) for i in session.get_inputs()], [_tensor(o) for o in session.get_outputs()]
         )
-        first = self.session.get_inputs()[0]
+        first = session.get_inputs()[0]
         self.input_name = first.name
         # Reduced-precision artifacts may take float16 input; outputs always come back as float32.
         self.input_dtype = np.float16 if first.type == "tensor(float16)" else np.float32
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_names = [o.name for o in session.get_outputs()]
         dims = first.shape
         static = dims[2:4] if len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[2:4]) else None
         batch = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else None
         self.limits = Limits(tuple(static) if static else None, tuple(static) if static else None, batch)
-        self.description = f"{where} on ONNX Runtime ({'CUDA' if 'CUDAExecutionProvider' in providers else 'CPU'})"
+
+    @property
+    def session(self):
+        """The ONNX Runtime session (made on first use)."""
+        self.activate()
+        return self._session
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         feed = {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)}
-        return [np.asarray(o, dtype=np.float32) for o in self.session.run(None, feed)]
+        return [np.asarray(o, dtype=np.float32) for o in self._session.run(None, feed)]
 
-    def close(self) -> None:
-        self.session = None
+    def _deactivate(self) -> None:
+        self._session = None
 
 
 def _tensor(arg) -> Tensor:

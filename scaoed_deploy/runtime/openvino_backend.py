@@ -56,9 +56,7 @@ class OpenVINORunner(BaseRunner):
             f"{self.path} on OpenVINO (CPU, a {precision} file, run at {self.inference_precision} inference precision)"
         )
 
-    def activate(self) -> None:
-        if self._compiled is not None:
-            return
+    def _activate(self) -> None:
         ov = require_openvino(f"running {self.path}")
         model = read_ir(self.path)
         check_signature(str(self.path), [_tensor(p) for p in model.inputs], [_tensor(p) for p in model.outputs])
@@ -104,7 +102,7 @@ class OpenVINORunner(BaseRunner):
             "layers_by_runtime_precision": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
         }
 
-    def close(self) -> None:
+    def _deactivate(self) -> None:
         self._request = None
         self._compiled = None
 

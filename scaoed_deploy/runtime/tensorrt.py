@@ -269,10 +269,8 @@ class TensorRTRunner(BaseRunner):
         self.description = f"{engine_path} on TensorRT ({self.sidecar.get('precision')})"
         self._runner = None
 
-    def activate(self) -> None:
+    def _activate(self) -> None:
         """Deserialize the engine and make its execution context (polygraphy's TrtRunner)."""
-        if self._runner is not None:
-            return
         trt = require_tensorrt(f"running {self.engine_path}")
         from polygraphy.backend.common import BytesFromPath
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
@@ -290,7 +288,7 @@ class TensorRTRunner(BaseRunner):
         outputs = self._runner.infer({self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
         return [np.asarray(outputs[n], dtype=np.float32) for n in self.output_names]
 
-    def close(self) -> None:
+    def _deactivate(self) -> None:
         if self._runner is not None and self._runner.is_active:
             self._runner.deactivate()
         self._runner = None

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..artifact import Artifact
-from ..checkpoint import Weights, build_model, read_checkpoint
+from ..checkpoint import DEFAULT_STAGES, Weights, build_model, read_checkpoint
 from ..errors import ScaoedError, first_line
 from ..util.device import pick_device
 from ..weights import demo_weights
@@ -31,7 +31,9 @@ class TorchRunner(BaseRunner):
         """A checkpoint file, else ``options.weights``, else the demo weights."""
         o = options
         weights = read_checkpoint(path) if path else (o.weights if o.weights is not None else demo_weights())
-        return cls(weights, stages=o.stages, device=o.device, amp=o.amp, compile=o.compile, threads=o.threads)
+        runner = cls(weights, stages=o.stages, device=o.device, amp=o.amp, compile=o.compile, threads=o.threads)
+        runner.activate()  # the model built (a bad K, torch.compile refused) before any output is planned
+        return runner
 
     def __init__(
         self,
@@ -43,25 +45,23 @@ class TorchRunner(BaseRunner):
         compile: bool = False,
         threads: int | None = None,
     ):
-        """Build the model from ``weights``, or run an already built ``model`` (the exporter's)."""
+        """Run ``weights`` at K = ``stages``, or an already built ``model`` (the exporter's). Cheap: the model is
+        built by ``activate`` (``open`` and the first call make it)."""
         super().__init__()
         if amp not in AMP_DTYPES:
             raise ScaoedError(f"unknown autocast precision {amp!r}; use bf16 or fp16")
+        self.weights, self._given, self._compile = weights, model, compile
         self.device = pick_device(device)
         self.on_cpu = self.device.type == "cpu"
-        if self.on_cpu:
+        self.threads = None
+        if self.on_cpu:  # process settings, no I/O: malloc keeps freed memory, torch's thread count
             keep_freed_memory()  # eager calls otherwise fault their activations in afresh each time
             self.threads = cpu_threads(threads)
             torch.set_num_threads(self.threads)
-        self.model = (model if model is not None else build_model(weights, stages)).to(self.device).eval()
-        self.stages = self.model.stages
+        self.stages = model.stages if model is not None else (stages or weights.stages or DEFAULT_STAGES)
         self.dtype = AMP_DTYPES[amp]
-        self._forward = self.model
+        self.model = self._forward = None
         if compile:
-            try:
-                self._forward = torch.compile(self.model)
-            except Exception as e:  # noqa: BLE001 - torch.compile's failures have many types
-                raise ScaoedError(f"torch.compile failed: {first_line(e)}") from e
             self.nonfinite_cause = (
                 "torch.compile's kernels are wrong where eager's are not (a stale Inductor "
                 "cache, TORCHINDUCTOR_CACHE_DIR, can cause it)"
@@ -72,6 +72,19 @@ class TorchRunner(BaseRunner):
             f"{source} on torch{'.compile' if compile else ''} ({self.device}, K={self.stages}"
             f"{', ' + amp if self.dtype else ''})"
         )
+
+    def _activate(self) -> None:
+        given = self._given
+        self.model = (given if given is not None else build_model(self.weights, self.stages)).to(self.device).eval()
+        self._forward = self.model
+        if self._compile:
+            try:
+                self._forward = torch.compile(self.model)
+            except Exception as e:  # noqa: BLE001 - torch.compile's failures have many types
+                raise ScaoedError(f"torch.compile failed: {first_line(e)}") from e
+
+    def _deactivate(self) -> None:
+        self.model = self._forward = None
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
@@ -86,6 +99,7 @@ class TorchRunner(BaseRunner):
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.activate()
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         with self._autocast():
             try:

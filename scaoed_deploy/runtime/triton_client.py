@@ -155,6 +155,8 @@ class TritonRunner(BaseRunner):
         return [np.asarray(result.as_numpy(n), dtype=np.float32) for n in self.output_names]
 
     def close(self) -> None:
+        """Close the connection (the served model stays on the server)."""
+        super().close()
         client, self.client = getattr(self, "client", None), None
         if client is not None:
             client.close()
