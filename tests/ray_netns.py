@@ -28,7 +28,7 @@ PORT = 6379
 ADDRESS = f"127.0.0.1:{PORT}"
 BIN = Path(sys.executable).parent
 RAY = str(BIN / "ray")
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "docs" / "denoise.md"
 #: What the test adds to the README's `ray start` lines: one CPU and a small object store a node, loopback, no
 #: dashboard.
 NODE = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=150000000"]

@@ -1,4 +1,4 @@
-"""The README's bad-input table, run row by row: each case gives one stderr line with the text the table
+"""The bad-input table of docs/errors.md, run row by row: each case gives one stderr line with the text the table
 quotes, the exit code it gives, and no traceback. Ctrl-C cases follow: nothing half-written, a folder resumes."""
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from scaoed_deploy.cli import main
 from scaoed_deploy.images import Image, write_image
 from scaoed_deploy.serve import RepoOptions, free_port, make_repository
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 
 
 def _table() -> list[tuple[str, int, str]]:
-    """(case, exit code, quoted text) from the README's 'Bad input' table."""
+    """(case, exit code, quoted text) from the 'Bad input' table of docs/errors.md."""
     text = README.read_text()
     section = text[text.index("### Bad input") :]
-    section = section[: section.index("\n## ")]
+    section = section.split("\n## ")[0]
     rows = []
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

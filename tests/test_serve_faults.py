@@ -282,11 +282,11 @@ def test_a_clean_stop_removes_the_log_it_chose(tmp_path):
     assert not log.exists()  # a named log is kept: test_serve's serve --log test
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "serve.md"
 
 
 def _request_table() -> list[tuple[str, int, str]]:
-    """(request, HTTP status, quoted error) from the README's table of requests to a served model."""
+    """(request, HTTP status, quoted error) from docs/serve.md's table of requests to a served model."""
     text = README.read_text()
     section = text[text.index("| request to a served model |") :]
     rows = []

@@ -93,7 +93,7 @@ def cpu_lines(c: dict) -> str:
             f"  INT8 built here: ONNX Runtime with "
             f"{'7-bit' if ort['reduce_range'] else 'full-range'} weights, OpenVINO "
             f"with NNCF's overflow fix '{ov['overflow_fix']}'",
-            f"  ship on this CPU kind: {' or '.join(c['ship'])} (README: Which artifact for which CPU)",
+            f"  ship on this CPU kind: {' or '.join(c['ship'])} (docs/bench.md: Which artifact for which CPU)",
         ]
     )
 
