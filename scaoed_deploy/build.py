@@ -38,8 +38,9 @@ from .precision.calibration import calibration_set, check_sources
 from .precision.convert import make_precision_onnx
 from .precision.lint import errors, lint
 from .precision.openvino import atomic_ir, make_openvino_ir, save_ir
-from .runtime.tensorrt import BuildPlan, ShapeProfile, TensorRTMissing, build_engine, write_sidecar
+from .runtime.tensorrt import TensorRTMissing
 from .seal import seal_ir, seal_onnx
+from .tensorrt_build import BuildPlan, ShapeProfile, build_engine, write_sidecar
 from .util.files import atomic_path
 
 

@@ -21,8 +21,8 @@ from ..cpu import this_cpu
 from ..errors import ScaoedError, first_line
 from ..runtime.base import RunOptions, verified_elsewhere
 from ..runtime.registry import open_runner
-from ..runtime.tensorrt import ShapeProfile
 from ..runtime.variants import VARIANTS, Variant, default_variants
+from ..tensorrt_build import ShapeProfile
 
 #: Every variant's name, and the default sets (all from the one model, runtime/variants.py).
 BACKENDS = tuple(VARIANTS)

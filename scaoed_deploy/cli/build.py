@@ -9,7 +9,8 @@ import click
 from ..artifact import OPENVINO_PRECISIONS, TARGETS
 from ..audit import audit_line
 from ..build import BuildRequest, build
-from ..runtime.tensorrt import ShapeProfile, TensorRTMissing, parse_batch
+from ..runtime.tensorrt import TensorRTMissing
+from ..tensorrt_build import ShapeProfile, parse_batch
 from .common import (
     command_line,
     data_option,
