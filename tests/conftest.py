@@ -107,10 +107,11 @@ def k2_maps_onnx(exports):
 
 
 def pytest_collection_modifyitems(items):
-    """A test that needs a dynamo export (the ``exports`` cache, directly or through a fixture) or a Ray cluster
-    (test_cluster's ``cluster``) is ``slow``: ``pytest -m "not slow"`` is the quick loop, with neither in it."""
+    """A test that needs a dynamo export (the ``exports`` cache, directly or through a fixture), a Ray cluster
+    (test_cluster's ``cluster``) or a running Triton server (test_serve's ``server``, test_serve_faults' ``served``)
+    is ``slow``: ``pytest -m "not slow"`` is the quick loop, with none of them in it."""
     for item in items:
-        if {"exports", "cluster"} & set(getattr(item, "fixturenames", ())):
+        if {"exports", "cluster", "server", "served"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 

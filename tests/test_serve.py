@@ -334,6 +334,7 @@ def test_a_model_that_fails_to_load_is_named_and_the_server_stopped(tiny, tmp_pa
     server.cleanup()
 
 
+@pytest.mark.slow  # starts a server of its own, then `serve` in another process
 def test_server_death_mid_folder_stops_and_a_second_run_resumes(tiny, tmp_path, monkeypatch, capsys):
     """A server killed after the first image: the run stops with one line, keeps what it wrote; `serve` (the CLI,
     in its own process) serves the rerun, which does the rest, and stops cleanly on SIGTERM."""
