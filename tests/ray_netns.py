@@ -32,6 +32,13 @@ README = Path(__file__).resolve().parent.parent / "docs" / "denoise.md"
 #: What the test adds to the README's `ray start` lines: one CPU and a small object store a node, loopback, no
 #: dashboard.
 NODE = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=150000000"]
+#: What the test adds to the environment of the README's lines: the head declares a node dead after 3 failed health
+#: checks 1 s apart (Ray's defaults: 5, 3 s apart), so the lost-node case waits seconds for it, not 15.
+HEALTH = {
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+    "RAY_health_check_timeout_ms": "5000",
+}
 
 
 def readme_steps() -> list[tuple[str, str]]:
@@ -59,7 +66,7 @@ def start_cluster(case: dict) -> dict:
     README's own denoise command; every line must succeed."""
     t = time.perf_counter()
     homes = {m: case["homes"][m] for m in "ab"}
-    env = {m: dict(os.environ, HOME=homes[m]) for m in "ab"}
+    env = {m: dict(os.environ, HOME=homes[m], **HEALTH) for m in "ab"}
     ran = []
     for machine, command in readme_steps():
         if command.startswith("export "):
