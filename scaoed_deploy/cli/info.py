@@ -10,8 +10,12 @@ from ..cpu import this_cpu
 from ..precision.int8 import ort_int8_format
 from ..precision.openvino import int8_format as openvino_int8_format
 from ..runtime.base import cpu_threads
+from ..runtime.variants import VARIANTS
 from .common import emit_json, json_option, resolutions_option, stage_list_option, stages_option, stdout_console
 from .main import cli
+
+#: What to ship on a CPU, best first, where the CPU runs it natively (docs/bench.md: Which artifact for which CPU).
+SHIP_ON_CPU = ("openvino-int8", "openvino-bf16")
 
 
 @cli.command()
@@ -57,7 +61,7 @@ def cpu_info() -> dict:
     what to ship on it."""
     cpu, cores = this_cpu(), cpu_threads()
     caps = cpu.capabilities(cores)
-    ship = ["openvino-int8"] + (["openvino-bf16"] if caps["bf16"]["native"] else [])
+    ship = [name for name in SHIP_ON_CPU if VARIANTS[name].not_native(cpu) is None]
     return {
         **cpu.to_dict(),
         "cores": cores,
