@@ -44,7 +44,7 @@ from .tensorrt_build import BuildPlan, ShapeProfile, build_engine, write_sidecar
 from .util.files import atomic_path
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuildRequest:
     precision: str
     weights: Weights

@@ -38,7 +38,7 @@ class Skip(Exception):
     """This backend cannot run here; the message says why."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchConfig:
     resolutions: list[tuple[int, int]]
     stages: list[int]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -103,9 +103,10 @@ def mean_quality(fn, stages: int, pairs: list, eager_psnr: dict) -> tuple[float 
     return mean, (mean - base) if base is not None else None
 
 
-def prepare(cfg: BenchConfig) -> tuple[str, list[Sample]]:
+def prepare(cfg: BenchConfig) -> tuple[BenchConfig, str, list[Sample]]:
     """Settle the run's device, threads (pinned on the CPU), allocator and evaluation data before any row; returns
-    how rows are timed (for the record) and the real noisy/clean samples for PSNR (those with a clean image)."""
+    the config with them settled, how rows are timed (for the record) and the real noisy/clean samples for PSNR
+    (those with a clean image)."""
     import torch
 
     check_backends(cfg.backends)
@@ -114,9 +115,9 @@ def prepare(cfg: BenchConfig) -> tuple[str, list[Sample]]:
     allocator = None
     if cfg.device == "cpu":
         torch.set_num_threads(threads)
-        cfg.threads = threads
+        cfg = replace(cfg, threads=threads)
         allocator = keep_freed_memory()
-    cfg.data = cfg.data if cfg.data else (default_sidd_dir() if cfg.quality else None)
+    cfg = replace(cfg, data=cfg.data if cfg.data else (default_sidd_dir() if cfg.quality else None))
     samples = [s for s in load_samples(cfg.data) if s.clean is not None] if cfg.quality and cfg.data else []
     timing = (
         "CUDA events (torch) / synchronised wall clock (ONNX Runtime, TensorRT) after warm-up, "
@@ -124,7 +125,7 @@ def prepare(cfg: BenchConfig) -> tuple[str, list[Sample]]:
         if cfg.device == "cuda"
         else f"perf_counter per call after warm-up, {threads} threads pinned, {allocator}"
     )
-    return timing, samples
+    return cfg, timing, samples
 
 
 def check_inference_memory(cfg: BenchConfig, blocks: int) -> None:
@@ -154,7 +155,7 @@ def run_bench(
 ) -> dict:
     """The rows of ``cfg`` (see the module doc); ``rows``: a list the finished rows are added to as they finish
     (the CLI keeps them on a forced stop)."""
-    timing, samples = prepare(cfg)
+    cfg, timing, samples = prepare(cfg)
     check_inference_memory(cfg, weights.blocks)
     pairs = [(s.noisy, s.clean) for s in samples]
     backends = Backends(weights, cfg, step)

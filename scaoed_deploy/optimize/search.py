@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,7 @@ from .race import DEFAULT as DEFAULT_RACE
 from .race import RacePolicy, judged_ms, noise_of, run_noise, run_search, settle, stop_timing
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimizeConfig(BenchConfig):
     """bench's settings for one resolution, with the constraint; fewer timed runs than bench by default."""
 
@@ -124,9 +124,9 @@ class Search:
         step: Callable[[str], None],
         advance: Callable[[Candidate, float], None],
     ):
+        cfg = replace(cfg, stages=sorted(set(cfg.stages)))  # --stages 3,1,3 is K = 1 and 3, once each
+        cfg, self.timing, samples = prepare(cfg)  # threads and evaluation data settled
         self.weights, self.cfg, self.step, self.advance = weights, cfg, step, advance
-        cfg.stages = sorted(set(cfg.stages))  # --stages 3,1,3 is K = 1 and 3, once each
-        self.timing, samples = prepare(cfg)
         check_inference_memory(cfg, weights.blocks)
         self.pairs, self.names = [(s.noisy, s.clean) for s in samples], [s.name for s in samples]
         if not self.pairs:
@@ -302,6 +302,7 @@ def run_optimize(
     t0 = time.perf_counter()
     meter = LoadMeter()
     search = Search(weights, cfg, step, advance)
+    cfg = search.cfg  # as the search settled it
     search.run()
     cands = search.cands
     best = set_dpsnr(cands)  # of PSNRs alone: the finalists' re-timing below leaves it as it is
