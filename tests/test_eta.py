@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from scaoed_deploy import eta
 from scaoed_deploy.cli.common import progress_steps
+from scaoed_deploy.util import eta
 
 
 def _until(predicate, seconds: float = 20.0) -> None:
@@ -91,8 +91,8 @@ def test_a_long_step_inside_a_quieted_tool_still_says_its_time_in_a_log(capsys):
     import time
 
     from scaoed_deploy.cli.common import Steps
-    from scaoed_deploy.eta import long_step
     from scaoed_deploy.precision.quiet import quiet_tools
+    from scaoed_deploy.util.eta import long_step
 
     step = Steps(lambda message: print(f"  {message}", file=sys.stderr))  # a log's step, every tick let through
     with long_step(step, "test-quiet", "quantizing", 10, every=0.05), quiet_tools("nncf"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..jsonio import dumps
 from ..util.files import atomic_path
+from ..util.jsonio import dumps
 from .candidates import peak_precision
 
 

@@ -12,9 +12,9 @@ from .. import checkpoint as ckpt
 from ..bench import check_backends, default_backends
 from ..cpu import masked_as
 from ..errors import ScaoedError
-from ..jsonio import dumps
 from ..model import ScaoedNet
 from ..runtime.base import busy_warning
+from ..util.jsonio import dumps
 from ..weights import DEMO_NOTICE, demo_weights
 
 

@@ -19,11 +19,11 @@ import scaoed_deploy
 
 from ..checkpoint import Weights, save_safetensors
 from ..errors import ScaoedError
-from ..jsonio import dumps
 from ..parity.report import parity_record_path
 from ..runtime.variants import VARIANTS
 from ..seal import content_digest
 from ..serve.repository import RepoOptions, make_repository
+from ..util.jsonio import dumps
 from .html import report_html
 from .report import chosen_of, markdown
 

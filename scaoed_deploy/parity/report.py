@@ -13,8 +13,8 @@ import numpy as np
 
 from ..audit import audit_line
 from ..cpu import this_cpu
-from ..jsonio import dumps, json_safe
 from ..util.files import atomic_path, sha256_of
+from ..util.jsonio import dumps, json_safe
 from .harness import ParityResult, format_measured
 
 

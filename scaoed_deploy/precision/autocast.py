@@ -13,7 +13,7 @@ import numpy as np
 from ..artifact import stages_of
 from ..audit import exact_patterns
 from ..errors import ScaoedError, first_line
-from ..eta import long_step
+from ..util.eta import long_step
 from .calibration import CalibSample, check_calibration_memory, common_shape, describe, sensitivity_input
 from .common import ISLAND_IMAGES, PrecisionONNX, quiet_modelopt, require_modelopt, stamp, tidy
 from .islands import select_islands

@@ -16,9 +16,9 @@ from ..audit import exact_patterns
 from ..compare import INT8_FLOOR_PSNR, check_int8_floor, held_out_psnr
 from ..cpu import CPU, this_cpu
 from ..errors import ScaoedError, first_line
-from ..eta import long_step
 from ..isolate import run_step
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
+from ..util.eta import long_step
 from .calibration import CalibSample, check_calibration_memory, common_shape, describe, sensitivity_input
 from .common import INT8_MIN_PSNR, INT8_ROUNDS, PrecisionONNX, quiet_modelopt, require_modelopt, stamp, tidy
 from .ort_int8 import quantize_onnxruntime

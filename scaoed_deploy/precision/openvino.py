@@ -37,11 +37,11 @@ from ..audit import audit_ov_model
 from ..compare import check_int8_floor, held_out_psnr
 from ..cpu import CPU, this_cpu
 from ..errors import ScaoedError, first_line
-from ..eta import long_step
 from ..ir import require_openvino, write_ir_metadata
 from ..runtime.onnxruntime_backend import OnnxRuntimeRunner
 from ..runtime.openvino_backend import INFERENCE_PRECISION
 from ..seal import SEAL_KEY
+from ..util.eta import long_step
 from ..util.files import track_temporary, untrack_temporary
 from .calibration import CalibSample, check_calibration_memory, describe, sensitivity_input
 from .common import INT8_MIN_PSNR, INT8_ROUNDS, ISLAND_IMAGES

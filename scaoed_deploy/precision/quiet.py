@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 
-from ..eta import TICKER_PREFIX
+from ..util.eta import TICKER_PREFIX
 
 
 class _TickerOnly(io.TextIOBase):

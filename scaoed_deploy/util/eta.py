@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .util.files import atomic_path, cache_dir
+from .files import atomic_path, cache_dir
 
 #: Seconds per unit on a 2-core CPU, a unit being an ONNX node, or for AutoCast a node squared: it took 8 s at K = 1
 #: (887 nodes) and 352 s at K = 5 (4,380), about quadratic. NNCF (one round): 166 s at K = 5; ONNX Runtime's
