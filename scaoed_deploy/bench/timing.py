@@ -13,11 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from ..cpu import this_cpu
+from ..isolate.memory import rss_mb
 from ..runtime.cpu_memory import release_free_memory
 
 
@@ -81,12 +81,9 @@ class RssSampler:
 
     @staticmethod
     def rss() -> int:
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
+        mb = rss_mb()  # VmRSS, as isolate.memory reads it (0 without /proc)
+        if mb:
+            return int(mb * 1024 * 1024)
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -34,7 +34,7 @@ from ..runtime.jobs import Plan, base_name, names_at, parent_of, plan_jobs
 from ..runtime.registry import CHECKPOINT_SUFFIXES
 from ..seal import check_seal
 from ..storage import is_url
-from ..util.files import TEMP_MARK, is_temporary
+from ..util.files import temporary_name_parts
 from .connect import alive_nodes, connect, pool_size, require_ray
 from .manifest import Manifest
 from .worker import DenoiseWorker, as_local
@@ -67,10 +67,10 @@ def _leftover_temporaries(plan: Plan) -> list[Path]:
             wanted.setdefault(job.dst.parent, set()).add((job.dst.stem, job.dst.suffix))
     found = []
     for folder, names in wanted.items():
-        if folder.is_dir():
-            found.extend(
-                p for p in folder.iterdir() if is_temporary(p) and (p.name[1:].split(TEMP_MARK)[0], p.suffix) in names
-            )
+        for p in folder.iterdir() if folder.is_dir() else ():
+            named = temporary_name_parts(p)
+            if named and (named[0], p.suffix) in names:
+                found.append(p)
     return found
 
 

@@ -104,6 +104,15 @@ def is_temporary(path: str | os.PathLike) -> bool:
     return name.startswith(".") and TEMP_MARK in name
 
 
+def temporary_name_parts(path: str | os.PathLike) -> tuple[str, list[str]] | None:
+    """(the stem of the file it stands for, [host tag, writer's pid, random, ...]) of a temporary file of
+    atomic_path's naming, or None for any other file."""
+    if not is_temporary(path):
+        return None
+    stem, _, rest = Path(path).name[1:].partition(TEMP_MARK)
+    return stem, rest.split("-")
+
+
 def sweep_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporary files atomic_path left in ``folder`` whose writer is gone (a process of this host that
     no longer runs; a writer on another host is left alone). Returns what was removed."""
@@ -112,9 +121,10 @@ def sweep_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         return []
     host, removed = _host_tag(), []
     for p in folder.iterdir():
-        if not is_temporary(p):
+        named = temporary_name_parts(p)
+        if named is None:
             continue
-        parts = p.name.split(TEMP_MARK, 1)[1].split("-")
+        parts = named[1]
         if len(parts) < 3 or parts[0] != host or not parts[1].isdigit():
             continue  # another host's, or of an older naming: its writer cannot be told apart
         try:
