@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from scaoed_deploy.build.tensorrt import BuildPlan, ShapeProfile, build_engine, parse_batch, write_sidecar
 from scaoed_deploy.errors import ScaoedError
 from scaoed_deploy.runtime.tensorrt import check_engine_sidecar
-from scaoed_deploy.tensorrt_build import BuildPlan, ShapeProfile, build_engine, parse_batch, write_sidecar
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 

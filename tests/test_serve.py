@@ -20,6 +20,7 @@ import pytest
 from google.protobuf import json_format
 from references import tiny_conv_onnx
 
+from scaoed_deploy.build.tensorrt import BuildPlan, ShapeProfile, write_sidecar
 from scaoed_deploy.cli import main
 from scaoed_deploy.errors import ScaoedError
 from scaoed_deploy.images import read_image
@@ -29,7 +30,6 @@ from scaoed_deploy.runtime.triton_client import TritonRunner, config_limits, par
 from scaoed_deploy.serve import RepoOptions, TritonServer, bundled_server, free_port, make_repository, read_config
 from scaoed_deploy.serve.repository import default_max_side
 from scaoed_deploy.serve.server import process_tree_rss, shm_regions
-from scaoed_deploy.tensorrt_build import BuildPlan, ShapeProfile, write_sidecar
 from scaoed_deploy.util.files import sha256_of
 
 pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from ..artifact import load_artifact, precision_filename
 from ..build import BuildRequest, build, made_from
+from ..build.tensorrt import ShapeProfile
 from ..checkpoint import Weights
 from ..cpu import this_cpu
 from ..errors import ScaoedError, first_line
 from ..runtime.base import RunOptions, verified_elsewhere
 from ..runtime.registry import open_runner
 from ..runtime.variants import VARIANTS, Variant, default_variants
-from ..tensorrt_build import ShapeProfile
 
 #: Every variant's name, and the default sets (all from the one model, runtime/variants.py).
 BACKENDS = tuple(VARIANTS)

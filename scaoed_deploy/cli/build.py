@@ -9,8 +9,8 @@ import click
 from ..artifact import OPENVINO_PRECISIONS, TARGETS
 from ..audit import audit_line
 from ..build import BuildRequest, build
+from ..build.tensorrt import ShapeProfile, parse_batch
 from ..runtime.tensorrt import TensorRTMissing
-from ..tensorrt_build import ShapeProfile, parse_batch
 from .common import (
     command_line,
     data_option,

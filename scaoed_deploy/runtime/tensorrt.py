@@ -1,5 +1,5 @@
 """TensorRT 11 engines at run time: the load-time check of an engine's sidecar, and the runner. Their build (the
-plan, the sidecar, the engine) is ``tensorrt_build``.
+plan, the sidecar, the engine) is ``build/tensorrt.py``.
 
 TensorRT 11 networks are always strongly typed: the precision is the ONNX's own
 (``precision/convert.py``), and no precision flag is set here. The build goes

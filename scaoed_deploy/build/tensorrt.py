@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .artifact import quiet_polygraphy
-from .errors import ScaoedError
-from .runtime.tensorrt import gpu_description, require_tensorrt
-from .util.files import atomic_path, sha256_of
+from ..artifact import quiet_polygraphy
+from ..errors import ScaoedError
+from ..runtime.tensorrt import gpu_description, require_tensorrt
+from ..util.files import atomic_path, sha256_of
 
 DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = (256, 256), (512, 512), (1024, 1024)
 

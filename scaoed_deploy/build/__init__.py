@@ -12,8 +12,8 @@
    exactly the FP32 islands (INT8: its float convolutions exactly the kept ones), and no
    weight may be stored twice; then parity through the harness on ONNX Runtime (a failing
    artifact is not kept);
-5. the engine with its sidecar when ``tensorrt`` imports; otherwise the sidecar is
-   written as the build plan (with the trtexec line) and ``tensorrt_missing`` says why.
+5. the engine with its sidecar when ``tensorrt`` imports (``build/tensorrt.py``: the build half of TensorRT);
+   otherwise the sidecar is written as the build plan (with the trtexec line) and ``tensorrt_missing`` says why.
 
 Steps 2-4 work on a temporary file: the precision ONNX lands in ``export/`` only
 once it has passed lint (TensorRT target), the audit and parity.
@@ -26,22 +26,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .artifact import OPENVINO_PRECISIONS, PRECISIONS, TARGETS, load_artifact, precision_filename, read_metadata
-from .audit import audit, audit_ir, check_int8_convs, check_islands, check_weights
-from .checkpoint import DEFAULT_STAGES, Weights
-from .data import default_sidd_dir
-from .errors import ScaoedError, VerificationError
-from .export import ExportSpec, default_filename, export_onnx
-from .isolate.memory import peak_of
-from .parity import run_parity, write_parity_record
-from .precision.calibration import calibration_set, check_sources
-from .precision.convert import make_precision_onnx
-from .precision.lint import errors, lint
-from .precision.openvino import atomic_ir, make_openvino_ir, save_ir
-from .runtime.tensorrt import TensorRTMissing
-from .seal import seal_ir, seal_onnx
-from .tensorrt_build import BuildPlan, ShapeProfile, build_engine, write_sidecar
-from .util.files import atomic_path
+from ..artifact import OPENVINO_PRECISIONS, PRECISIONS, TARGETS, load_artifact, precision_filename, read_metadata
+from ..audit import audit, audit_ir, check_int8_convs, check_islands, check_weights
+from ..checkpoint import DEFAULT_STAGES, Weights
+from ..data import default_sidd_dir
+from ..errors import ScaoedError, VerificationError
+from ..export import ExportSpec, default_filename, export_onnx
+from ..isolate.memory import peak_of
+from ..parity import run_parity, write_parity_record
+from ..precision.calibration import calibration_set, check_sources
+from ..precision.convert import make_precision_onnx
+from ..precision.lint import errors, lint
+from ..precision.openvino import atomic_ir, make_openvino_ir, save_ir
+from ..runtime.tensorrt import TensorRTMissing
+from ..seal import seal_ir, seal_onnx
+from .tensorrt import BuildPlan, ShapeProfile, build_engine, write_sidecar
+from ..util.files import atomic_path
 
 
 @dataclass(frozen=True)
