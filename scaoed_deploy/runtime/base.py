@@ -164,4 +164,4 @@ class BaseRunner:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.deactivate()
+        self.close()  # deactivate; a served model's runner also closes its connection
