@@ -620,3 +620,23 @@ def test_racing_stops_only_past_its_margins():
     assert dominance_prune(Candidate("k2-x", 2, "x", "fp32"), [low, fast], gmacs, 29.001) is None  # may score more
     fast.latency_ms = 91.0  # not faster than 0.9 of the prediction
     assert dominance_prune(Candidate("k2-x", 2, "x", "fp32"), [low, fast], gmacs, 29.0) is None
+
+
+def test_the_chart_writes_one_k_label_for_a_huddle_of_points_and_keeps_the_fronts():
+    """Points of one K within 15 % in latency and 3 % of the PSNR range share one label (the front's point keeps
+    its own); another K, or the same K further off, is labelled."""
+    from scaoed_deploy.optimize.report import labelled_points
+
+    def pt(cid, k, ms, psnr):
+        return {"id": cid, "k": k, "latency_ms": ms, "psnr": psnr}
+
+    done = [
+        pt("a", 1, 1000, 29.00),  # on the front
+        pt("b", 1, 1050, 29.01),  # huddles with a: no label of its own
+        pt("c", 3, 1080, 29.01),  # another K: labelled
+        pt("d", 1, 1300, 29.00),  # 30 % slower than a: labelled
+        pt("e", 1, 1010, 29.50),  # far above (the range is 0.5 dB): labelled
+        pt("f", 1, 1320, 29.001),  # huddles with d
+    ]
+    assert sorted(c["id"] for c in labelled_points(done, ["b"])) == ["b", "c", "d", "e"]  # a huddles with b
+    assert sorted(c["id"] for c in labelled_points(done, ["a"])) == ["a", "c", "d", "e"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 from ..bench.report import fmt
 from .race import STABLE_RUNS, STABLE_SPREAD
@@ -142,6 +143,24 @@ def markdown(sel: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def labelled_points(done: list[dict], pareto: list[str]) -> list[dict]:
+    """The points whose K is written beside them: the front's first, then the others, leaving out a point whose K
+    label would sit on the same K's label of a point already kept (within 15 % in latency and 3 % of the PSNR
+    range): one label says the K of a huddle of points of different backends."""
+    span = (max(c["psnr"] for c in done) - min(c["psnr"] for c in done)) if done else 0.0
+    kept: list[dict] = []
+    for c in sorted(done, key=lambda c: (c["id"] not in pareto, c["latency_ms"])):
+        near = any(
+            o["k"] == c["k"]
+            and abs(math.log10(o["latency_ms"] / c["latency_ms"])) < math.log10(1.15)
+            and abs(o["psnr"] - c["psnr"]) <= 0.03 * span
+            for o in kept
+        )
+        if not near:
+            kept.append(c)
+    return kept
+
+
 def chart_png(sel: dict) -> bytes:
     """Latency (log) against PSNR: a colour per backend, points labelled by K, the front and the constraint drawn,
     the chosen point ringed."""
@@ -163,11 +182,9 @@ def chart_png(sel: dict) -> bytes:
             label=backend,
             zorder=3,
         )
-        for c in pts:
-            # below and right of the point: the front's steps run right and then up from each point it passes
-            ax.annotate(
-                f"K{c['k']}", (c["latency_ms"], c["psnr"]), textcoords="offset points", xytext=(5, -11), fontsize=8
-            )
+    for c in labelled_points(done, sel["pareto"]):
+        # below and right of the point: the front's steps run right and then up from each point it passes
+        ax.annotate(f"K{c['k']}", (c["latency_ms"], c["psnr"]), textcoords="offset points", xytext=(5, -11), fontsize=8)
     front = [c for cid in sel["pareto"] for c in done if c["id"] == cid]
     if front:
         ax.step(
