@@ -314,3 +314,15 @@ def test_a_runner_is_cheap_to_make_and_loads_between_activate_and_deactivate(ran
         runner.deactivate()
         runner.deactivate()  # idempotent
         assert not runner.is_active
+
+
+def test_every_variant_runs_on_a_registry_backend():
+    """The variant model names runtimes the registry opens, on every device it lists, with the precisions
+    artifacts are made in."""
+    from scaoed_deploy.artifact import PRECISIONS
+    from scaoed_deploy.runtime.registry import BACKENDS
+    from scaoed_deploy.runtime.variants import VARIANTS
+
+    for v in VARIANTS.values():
+        assert v.precision in PRECISIONS, v
+        assert all(v.registry_name(d) in BACKENDS for d in v.devices), v

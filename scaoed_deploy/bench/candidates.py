@@ -226,10 +226,6 @@ class Backends:
         return runner
 
 
-#: The precision a row computes in, where the CPU may lack a native path for it.
-ROW_PRECISION = {name: v.precision for name, v in VARIANTS.items() if v.cpu_may_emulate}
-
-
 def not_native(name: str, cfg: BenchConfig) -> str | None:
     """Why this CPU would only emulate row ``name`` (said before any artifact is made), or None."""
     if cfg.device != "cpu":

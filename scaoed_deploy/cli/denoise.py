@@ -183,7 +183,11 @@ def denoise(
     plan = plan_jobs(src, dst, reference, overwrite)  # every rule on the files, said before the model loads
     if server:
         denoiser = Denoiser(
-            TritonRunner(server, model), tile=tile, overlap=overlap, tile_batch=tile_batch, ensemble=ensemble
+            TritonRunner(server, model),
+            tile=options.tile,
+            overlap=options.overlap,
+            tile_batch=options.tile_batch,
+            ensemble=options.ensemble,
         )
     else:
         denoiser = Denoiser.from_options(options)

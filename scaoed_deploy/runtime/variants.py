@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..cpu import CPU
-from .registry import BACKENDS as RUNTIMES
-from .registry import Backend
 
 CPU_ONLY, GPU_ONLY, BOTH = frozenset({"cpu"}), frozenset({"cuda"}), frozenset({"cpu", "cuda"})
 
@@ -29,11 +27,6 @@ class Variant:
     build_flags: str | None = None  # build-engine's flags that remake its artifact (None: it runs the weights)
     amp: str | None = None  # torch: the autocast dtype
     compile: bool = False  # torch: through torch.compile
-
-    @property
-    def backend(self) -> Backend:
-        """The registry entry that opens its files on the CPU."""
-        return RUNTIMES[self.runtime]
 
     def registry_name(self, device: str) -> str:
         """The registry backend that runs it on ``device``."""
@@ -94,10 +87,6 @@ VARIANTS = {
         Variant("tensorrt-int8", "tensorrt", "int8", GPU_ONLY, cpu_default=True, gpu_default=9, build_flags="--int8"),
     )
 }
-
-
-def variant(name: str) -> Variant:
-    return VARIANTS[name]
 
 
 def default_variants(device: str) -> list[str]:
