@@ -207,22 +207,22 @@ def test_one_request_over_http_and_grpc_equals_onnx_runtime(server, tiny):
     assert server.ready() and server.rss_bytes() > 0
     x = np.random.default_rng(1).random((2, 3, 24, 40), dtype=np.float32)
     for url in (server.http_url, server.grpc_url):
-        runner = TritonRunner(url, "tiny")
+        runner = TritonRunner(url, "tiny")  # no I/O until it is activated (here: by the first call)
+        assert not runner.is_active and runner.client is None
         try:
             y = runner(x)
+            assert runner.is_active
         finally:
             runner.close()
+        assert not runner.is_active and runner.client is None
         assert y.shape == x.shape
         np.testing.assert_allclose(y, _ort(tiny, x), rtol=0, atol=1e-6)
 
 
 def test_config_read_back_from_the_server(server):
     mine = read_config(server.repo / "tiny" / "config.pbtxt")
-    runner = TritonRunner(server.grpc_url)  # the only model, found by itself
-    try:
+    with TritonRunner(server.grpc_url) as runner:  # the only model, found by itself
         served = runner.config
-    finally:
-        runner.close()
     assert runner.model == "tiny" and served["backend"] == "python" and int(served["max_batch_size"]) == 8
     assert [int(d) for d in served["input"][0]["dims"]] == list(mine.input[0].dims)
     assert served["dynamic_batching"]["preferred_batch_size"] == list(mine.dynamic_batching.preferred_batch_size)
@@ -270,9 +270,11 @@ def test_requests_the_server_refuses_get_one_line(server):
     finally:
         runner.close()
     with pytest.raises(ScaoedError, match=r"model 'nope' is not ready.*\(ready: tiny\)"):
-        TritonRunner(server.http_url, "nope")
+        TritonRunner(server.http_url, "nope").activate()
+    nobody = TritonRunner(f"http://127.0.0.1:{free_port()}")  # made without connecting
     with pytest.raises(ScaoedError, match="cannot reach a Triton server"):
-        TritonRunner(f"http://127.0.0.1:{free_port()}")
+        nobody.activate()
+    assert not nobody.is_active and nobody.client is None
 
 
 def test_denoise_against_the_server_equals_local(server, tiny, tmp_path, capsys):

@@ -182,12 +182,10 @@ def denoise(
             )
     plan = plan_jobs(src, dst, reference, overwrite)  # every rule on the files, said before the model loads
     if server:
+        runner = TritonRunner(server, model)
+        runner.activate()  # connects: the served model's limits decide the tiles
         denoiser = Denoiser(
-            TritonRunner(server, model),
-            tile=options.tile,
-            overlap=options.overlap,
-            tile_batch=options.tile_batch,
-            ensemble=options.ensemble,
+            runner, tile=options.tile, overlap=options.overlap, tile_batch=options.tile_batch, ensemble=options.ensemble
         )
     else:
         denoiser = Denoiser.from_options(options)

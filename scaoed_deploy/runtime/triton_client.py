@@ -1,15 +1,16 @@
 """A runner whose model runs on a Triton Inference Server, over HTTP or gRPC (tritonclient).
 
-``TritonRunner(url, model)`` checks at once that the server answers and the model is ready,
-then reads the model's config from the server: input and output names, the max batch, and the
-spatial limits (static dims, or an engine profile's ``profile_min``/``profile_max`` parameters
-written by ``triton-repo``), so that ``Denoiser`` tiles and batches within them as it does for
-a local artifact. URLs: ``http://host:8000`` (the default scheme) or ``grpc://host:8001``.
+``TritonRunner(url, model)`` only parses the URL (no I/O); ``activate`` (or the first call, or ``with``) connects,
+checks that the server answers and the model is ready, then reads the model's config from the server: input and
+output names, the max batch, and the spatial limits (static dims, or an engine profile's
+``profile_min``/``profile_max`` parameters written by ``triton-repo``), so that ``Denoiser`` tiles and batches
+within them as it does for a local artifact. URLs: ``http://host:8000`` (the default scheme) or
+``grpc://host:8001``.
 
-Errors are one line each: a server that cannot be reached, a model that is not ready (the
-ready ones are named), a request the server refuses (wrong shape, over the limits). A server
-that stops answering mid-run raises ``ServerLostError``, which a folder run does not swallow
-per image: it stops, keeping what it wrote, and a second run resumes.
+Errors are one line each: a server that cannot be reached, a model that is not ready (the ready ones are named), a
+request the server refuses (wrong shape, over the limits). A server that stops answering mid-run raises
+``ServerLostError``, which a folder run does not swallow per image: it stops, keeping what it wrote, and a second
+run resumes.
 """
 
 from __future__ import annotations
@@ -75,18 +76,32 @@ class TritonRunner(BaseRunner):
     def __init__(self, url: str, model: str | None = None, timeout: float = 120.0):
         super().__init__()
         self.url = url
-        self.protocol, self.hostport = parse_url(url)
+        self.protocol, self.hostport = parse_url(url)  # a malformed URL is refused here, before any connection
+        self.model, self.timeout, self.client = model, timeout, None
+        self.description = f"the Triton server at {url}"
+
+    def _activate(self) -> None:
+        """Connect, check the server and the model, read the model's config (its names and limits)."""
         self.tc = require_tritonclient(f"tritonclient.{self.protocol}", "a Triton server")
-        self.timeout = timeout
         if self.protocol == "grpc":
             self.client = self.tc.InferenceServerClient(self.hostport)
         else:
-            self.client = self.tc.InferenceServerClient(self.hostport, connection_timeout=10.0, network_timeout=timeout)
+            self.client = self.tc.InferenceServerClient(
+                self.hostport, connection_timeout=10.0, network_timeout=self.timeout
+            )
+        try:
+            self._check_and_read()
+        except BaseException:
+            self._deactivate()
+            raise
+
+    def _check_and_read(self) -> None:
+        url = self.url
         if not self._live():
             raise ScaoedError(
                 f"cannot reach a Triton server at {url}: is it running? (scaoed-deploy serve REPO starts one)"
             )
-        self.model = model or self._only_model()
+        self.model = self.model or self._only_model()
         try:
             ready = self.client.is_model_ready(self.model)
         except Exception as e:  # tritonclient raises its own exception types, and socket errors
@@ -95,6 +110,12 @@ class TritonRunner(BaseRunner):
             names = self._ready_models()
             raise ScaoedError(f"model {self.model!r} is not ready on {url} (ready: {', '.join(names) or 'none'})")
         self._read_config()
+
+    def _deactivate(self) -> None:
+        """Close the connection (the served model stays on the server)."""
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
 
     # -------------------------------------------------------------- server state
     def _live(self) -> bool:
@@ -153,10 +174,3 @@ class TritonRunner(BaseRunner):
                 f"the server refused a {'x'.join(map(str, x.shape))} request to {self.model!r}: {first_line(e)}"
             ) from e
         return [np.asarray(result.as_numpy(n), dtype=np.float32) for n in self.output_names]
-
-    def close(self) -> None:
-        """Close the connection (the served model stays on the server)."""
-        super().close()
-        client, self.client = getattr(self, "client", None), None
-        if client is not None:
-            client.close()
