@@ -49,8 +49,13 @@ ISA_FLAGS = (
 
 #: Set by ``--as-cpu`` in the child it runs, beside the preloaded CPUID mask (a library of this name).
 AS_CPU_ENV, AS_CPU_LIBRARY = "SCAOED_DEPLOY_AS_CPU", "scaoed-cpumask"
-#: ``--as-cpu`` targets and the ONEDNN_MAX_CPU_ISA value whose flags they leave.
-AS_CPU_CAPS = {"avx2": "AVX2"}
+#: ``--as-cpu`` targets (classes below the machine's own, most capable first) and the ONEDNN_MAX_CPU_ISA value
+#: whose flags they leave: avx512-vnni hides AMX, avx512 also VNNI, BF16 and FP16, avx2 every AVX-512 and VNNI.
+AS_CPU_CAPS = {"avx512-vnni": "AVX512_CORE_FP16", "avx512": "AVX512_CORE", "avx2": "AVX2"}
+#: The flags a CPU needs for ``--as-cpu`` to run as each target (a mask hides instructions; it cannot add them).
+AS_CPU_NEEDS = {"avx512-vnni": {"avx512f", "avx512_vnni"}, "avx512": {"avx512f"}, "avx2": {"avx2"}}
+#: ``isa_class`` names, most capable first.
+CLASSES = ("amx", "avx512-vnni", "avx512", "avx2-vnni", "avx2", "other")
 
 #: ONEDNN_MAX_CPU_ISA values and the flags of ISA_FLAGS they leave (oneDNN's names; the AMX ones leave all).
 ONEDNN_CAPS = {
@@ -213,6 +218,18 @@ def read_cpu(cpuinfo: str | None = None, cap: str | None = None) -> CPU:
         set(ISA_FLAGS) & flags & keep
     )
     return CPU(info.get("model name", name), frozenset(masked), f"ONEDNN_MAX_CPU_ISA={cap.upper()}", **more)
+
+
+def mask_refusal(target: str, cpu: CPU | None = None) -> str | None:
+    """Why ``--as-cpu target`` cannot run on ``cpu`` (this machine's, unmasked): it lacks what the target has."""
+    cpu = cpu or read_cpu()
+    lacks = sorted(AS_CPU_NEEDS[target] - cpu.flags)
+    if lacks:
+        return (
+            f"--as-cpu {target} needs {', '.join(lacks)}, which this CPU ({cpu.name}, class {cpu.isa_class}) lacks: "
+            "a mask hides instructions, it cannot add them"
+        )
+    return None
 
 
 def masked_as() -> str | None:

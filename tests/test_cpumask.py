@@ -1,8 +1,11 @@
-"""--as-cpu avx2: a child process whose every library sees an AVX2-only CPU (its CPUID masked).
+"""--as-cpu CLASS: a child process whose every library sees a lesser CPU (its CPUID masked): avx512-vnni (AMX
+hidden), avx512 (VNNI, BF16, FP16 hidden too), avx2 (every AVX-512 hidden).
 
-The reference for "the libraries really run AVX2 kernels" is arithmetic: ONNX Runtime's U8S8 integer matrix
-product sums u8 x s8 pairs in 16 bits without VNNI (vpmaddubsw), so all-255 activations times all-127 weights
-saturate there and only there, while 7-bit weights (|w| <= 63) stay exact; numpy's int64 product is the truth.
+The reference for "the libraries really run that class's kernels" is arithmetic and the kernels they pick: ONNX
+Runtime's U8S8 integer matrix product sums u8 x s8 pairs in 16 bits without VNNI (vpmaddubsw), so all-255
+activations times all-127 weights saturate there and only there, while 7-bit weights (|w| <= 63) stay exact
+(numpy's int64 product is the truth); OpenVINO's convolution is a brgconv_avx512 kernel where AVX-512 is seen
+and a brgconv_avx2 one where it is not.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from references import one_error
 
 from scaoed_deploy import cpumask
 from scaoed_deploy.cli import main
-from scaoed_deploy.cpu import AS_CPU_ENV, masked_as, read_cpu
+from scaoed_deploy.cpu import AS_CPU_CAPS, AS_CPU_ENV, mask_refusal, masked_as, read_cpu
 
 needs_mask = pytest.mark.skipif(cpumask.unsupported() is not None, reason=str(cpumask.unsupported()))
 
@@ -83,8 +86,54 @@ def test_where_the_mask_cannot_work_it_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cpumask, "unsupported", lambda: "--as-cpu needs CPUID faulting, which this CPU ... offer")
     assert main(["--as-cpu", "avx2", "info"]) == 1
     assert one_error(capsys.readouterr().err) == "error: --as-cpu needs CPUID faulting, which this CPU ... offer"
-    assert main(["--as-cpu", "avx512", "info"]) == 2
-    assert "Invalid value for '--as-cpu': 'avx512'" in one_error(capsys.readouterr().err)
+    assert main(["--as-cpu", "amx", "info"]) == 2  # a mask hides; there is no class above the machine's to ask for
+    assert "Invalid value for '--as-cpu': 'amx'" in one_error(capsys.readouterr().err)
+
+
+def test_a_mask_cannot_add_what_the_cpu_lacks(monkeypatch, capsys):
+    avx2_only = read_cpu("model name\t: AVX2 EPYC\nflags\t\t: sse4_2 avx avx2 fma\n")
+    zen4 = read_cpu("model name\t: EPYC\nflags\t\t: avx2 avx512f avx512bw avx512_vnni avx512_bf16\n")
+    assert [t for t in AS_CPU_CAPS if mask_refusal(t, avx2_only)] == ["avx512-vnni", "avx512"]
+    assert [t for t in AS_CPU_CAPS if mask_refusal(t, zen4)] == []
+    assert "lacks" in mask_refusal("avx512", avx2_only) and "avx512f" in mask_refusal("avx512", avx2_only)
+    monkeypatch.setattr(cpumask, "unsupported", lambda: None)
+    monkeypatch.setattr(cpumask, "mask_refusal", lambda target: mask_refusal(target, avx2_only))
+    assert main(["--as-cpu", "avx512", "info"]) == 1
+    err = one_error(capsys.readouterr().err)
+    assert err.startswith("error: --as-cpu avx512 needs avx512f") and "AVX2 EPYC, class avx2" in err
+
+
+PROBE = MATMUL + """
+import openvino as ov, torch
+from onnx import TensorProto, helper, numpy_helper
+from scaoed_deploy.cpu import this_cpu
+w = np.random.default_rng(0).standard_normal((16, 16, 3, 3)).astype(np.float32)
+g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 32, 32])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 32, 32])],
+                      [numpy_helper.from_array(w, "w")])
+core = ov.Core()
+model = core.read_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString(), b"")
+compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+conv = [op.get_rt_info()["primitiveType"].astype(str) for op in compiled.get_runtime_model().get_ordered_ops()
+        if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+print(json.dumps({"exact": out, "conv": conv[0], "torch": torch.backends.cpu.get_cpu_capability(),
+                  "class": this_cpu().isa_class, "amx": this_cpu().amx}))
+"""
+
+
+@pytest.mark.slow
+@needs_mask
+@pytest.mark.parametrize("target", list(AS_CPU_CAPS))
+def test_each_class_runs_its_own_kernels_in_every_library(target):
+    if mask_refusal(target):
+        pytest.skip(mask_refusal(target))
+    seen = _child(PROBE, cpumask.environment(target))
+    vnni = target == "avx512-vnni"
+    assert seen["class"] == target and not seen["amx"]
+    assert seen["exact"] == {"127": vnni, "63": True}  # 32-bit VNNI sums, or 16-bit sums that saturate
+    assert ("avx512" in seen["conv"]) == (target != "avx2") and ("avx2" in seen["conv"]) == (target == "avx2")
+    assert seen["torch"] == ("AVX2" if target == "avx2" else "AVX512")
 
 
 def test_the_marker_alone_masks_nothing(monkeypatch):

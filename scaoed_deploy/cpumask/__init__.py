@@ -1,16 +1,18 @@
-"""Run a command as on a CPU with less than this one: ``scaoed-deploy --as-cpu avx2 COMMAND ...``.
+"""Run a command as on a CPU with less than this one: ``scaoed-deploy --as-cpu CLASS COMMAND ...``.
 
 An artifact verified on the CPU it was built on can lose quality on another (ONNX Runtime's U8S8 INT8 sums
 u8 x s8 pairs in 16 bits without VNNI; OpenVINO's AVX2 int8 convolutions do the same), and the libraries pick
 their kernels from the CPU itself: ``ONEDNN_MAX_CPU_ISA`` caps torch and OpenVINO's convolutions, not ONNX
-Runtime's MLAS nor OpenVINO's other kernels. This subpackage makes every library of a child process see an
-AVX2-only x86-64 CPU: ``cpumask.c``, compiled here on first use and preloaded, uses Linux's CPUID faulting to
-clear the AVX-512, VNNI, BF16, FP16 and AMX bits of every CPUID the process runs. The child's commands then
-build, verify (``parity``) and time artifacts on the kernels an AVX2-only CPU runs: the same instructions
-and integer arithmetic, on this CPU's cores (its speed is this CPU's, not an AVX2 machine's).
+Runtime's MLAS nor OpenVINO's other kernels. This subpackage makes every library of a child process see a
+lesser x86-64 CPU: ``cpumask.c``, compiled here on first use and preloaded, uses Linux's CPUID faulting to
+clear feature bits of every CPUID the process runs, per class (``cpu.AS_CPU_CAPS``): ``avx512-vnni`` hides
+AMX; ``avx512`` also VNNI, BF16 and FP16; ``avx2`` every AVX-512 and VNNI instruction. The child's commands
+then build, verify (``parity``) and time artifacts on the kernels such a CPU runs: the same instructions and
+integer arithmetic, on this CPU's cores (its speed is this CPU's, not that machine's). A class needs what it
+keeps (``cpu.AS_CPU_NEEDS``): a mask cannot add an instruction this CPU lacks.
 
-``cpu.this_cpu()`` reads the marker the child carries and plans for AVX2 (skips, INT8 format, records name
-the mask). Needs Linux on x86-64 with CPUID faulting (``cpuid_fault`` in /proc/cpuinfo) and a C compiler.
+``cpu.this_cpu()`` reads the marker the child carries and plans for that class (skips, INT8 format, records
+name the mask). Needs Linux on x86-64 with CPUID faulting (``cpuid_fault`` in /proc/cpuinfo) and a C compiler.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..cpu import AS_CPU_CAPS, AS_CPU_ENV, AS_CPU_LIBRARY
+from ..cpu import AS_CPU_CAPS, AS_CPU_ENV, AS_CPU_LIBRARY, mask_refusal
 from ..errors import ScaoedError
 from ..util.files import cache_dir
 
@@ -90,6 +92,9 @@ def environment(target: str, base: dict | None = None) -> dict:
     """``base`` (default: this process's environment) with the mask for ``target`` preloaded and marked."""
     if target not in TARGETS:
         raise ScaoedError(f"--as-cpu takes one of {', '.join(TARGETS)}, not {target!r}")
+    refused = mask_refusal(target)
+    if refused:
+        raise ScaoedError(refused)
     env = dict(os.environ if base is None else base)
     preload = [p for p in env.get("LD_PRELOAD", "").split(":") if p and AS_CPU_LIBRARY not in p]
     env["LD_PRELOAD"] = ":".join([str(library()), *preload])

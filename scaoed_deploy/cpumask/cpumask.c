@@ -1,10 +1,14 @@
-/* Preloaded into a process (LD_PRELOAD), this makes every CPUID instruction of that process report a CPU without
- * AVX-512, AVX-512 VNNI/BF16/FP16, AVX-VNNI and AMX: an AVX2-only x86-64 CPU such as many laptops and cloud
- * instances have. Linux's CPUID faulting (arch_prctl ARCH_SET_CPUID; the CPU flag "cpuid_fault") turns each
- * CPUID into a SIGSEGV; the handler runs the real CPUID, clears those feature bits and resumes after the
- * instruction. The kernel clears CPUID faulting at exec, and the preload runs again in each new program.
- * A program that installs its own SIGSEGV handler (GCC's cc1plus, Python's faulthandler) keeps it: sigaction and
- * signal are interposed for SIGSEGV, so the mask's handler stays first and passes every real fault on to it. */
+/* Preloaded into a process (LD_PRELOAD), this makes every CPUID instruction of that process report a lesser CPU
+ * of this one, as SCAOED_DEPLOY_AS_CPU names it:
+ *   avx2         no AVX-512 of any kind, no AVX-VNNI, no AMX: an AVX2-only x86-64 CPU (many laptops and clouds);
+ *   avx512       AVX-512 F/CD/BW/DQ/VL only: no VNNI, BF16, FP16 or AMX (a Skylake-SP Xeon);
+ *   avx512-vnni  AMX hidden: AVX-512 with VNNI (and BF16, FP16 where this CPU has them), as a Zen 4 EPYC.
+ * Any other value (or none) masks as avx2. Linux's CPUID faulting (arch_prctl ARCH_SET_CPUID; the CPU flag
+ * "cpuid_fault") turns each CPUID into a SIGSEGV; the handler runs the real CPUID, clears those feature bits and
+ * resumes after the instruction. The kernel clears CPUID faulting at exec, and the preload runs again in each new
+ * program. A program that installs its own SIGSEGV handler (GCC's cc1plus, Python's faulthandler) keeps it:
+ * sigaction and signal are interposed for SIGSEGV, so the mask's handler stays first and passes every real fault
+ * on to it. */
 #define _GNU_SOURCE
 #include <asm/prctl.h>
 #include <cpuid.h>
@@ -34,18 +38,34 @@ static int real_sigaction(int sig, const struct sigaction *act, struct sigaction
 
 static long set_cpuid(int enabled) { return syscall(SYS_arch_prctl, ARCH_SET_CPUID, enabled); }
 
+enum level { AVX2, AVX512, AVX512_VNNI };
+static enum level level = AVX2;
+
 static void mask(unsigned leaf, unsigned sub, unsigned *a, unsigned *b, unsigned *c, unsigned *d) {
+    /* AMX: leaf 7 EDX AMX-BF16 22, AMX-TILE 24, AMX-INT8 25; leaf 7.1 EAX AMX-FP16 21. Hidden at every level. */
     if (leaf == 7 && sub == 0) {
-        /* EBX: AVX512F 16, DQ 17, IFMA 21, PF 26, ER 27, CD 28, BW 30, VL 31 */
-        *b &= ~((1u << 16) | (1u << 17) | (1u << 21) | (1u << 26) | (1u << 27) | (1u << 28) | (1u << 30) | (1u << 31));
-        /* ECX: VBMI 1, VBMI2 6, VNNI 11, BITALG 12, VPOPCNTDQ 14 */
-        *c &= ~((1u << 1) | (1u << 6) | (1u << 11) | (1u << 12) | (1u << 14));
-        /* EDX: 4VNNIW 2, 4FMAPS 3, VP2INTERSECT 8, AMX-BF16 22, AVX512-FP16 23, AMX-TILE 24, AMX-INT8 25 */
-        *d &= ~((1u << 2) | (1u << 3) | (1u << 8) | (1u << 22) | (1u << 23) | (1u << 24) | (1u << 25));
+        *d &= ~((1u << 22) | (1u << 24) | (1u << 25));
     } else if (leaf == 7 && sub == 1) {
-        /* EAX: AVX-VNNI 4, AVX512-BF16 5, AMX-FP16 21; EDX: AVX-VNNI-INT8 4, AVX10 19 */
-        *a &= ~((1u << 4) | (1u << 5) | (1u << 21));
+        *a &= ~(1u << 21);
+    }
+    if (level == AVX512_VNNI)
+        return;
+    if (leaf == 7 && sub == 0) {
+        /* EBX: IFMA 21; ECX: VBMI 1, VBMI2 6, VNNI 11, BITALG 12, VPOPCNTDQ 14 */
+        *b &= ~(1u << 21);
+        *c &= ~((1u << 1) | (1u << 6) | (1u << 11) | (1u << 12) | (1u << 14));
+        /* EDX: 4VNNIW 2, 4FMAPS 3, VP2INTERSECT 8, AVX512-FP16 23 */
+        *d &= ~((1u << 2) | (1u << 3) | (1u << 8) | (1u << 23));
+    } else if (leaf == 7 && sub == 1) {
+        /* EAX: AVX-VNNI 4, AVX512-BF16 5; EDX: AVX-VNNI-INT8 4, AVX10 19 */
+        *a &= ~((1u << 4) | (1u << 5));
         *d &= ~((1u << 4) | (1u << 19));
+    }
+    if (level == AVX512)
+        return;
+    if (leaf == 7 && sub == 0) {
+        /* EBX: AVX512F 16, DQ 17, PF 26, ER 27, CD 28, BW 30, VL 31 */
+        *b &= ~((1u << 16) | (1u << 17) | (1u << 26) | (1u << 27) | (1u << 28) | (1u << 30) | (1u << 31));
     }
 }
 
@@ -103,6 +123,11 @@ sighandler_t signal(int sig, sighandler_t handler) {
 }
 
 __attribute__((constructor)) static void start(void) {
+    const char *as = getenv("SCAOED_DEPLOY_AS_CPU");
+    if (as && !strcmp(as, "avx512"))
+        level = AVX512;
+    else if (as && !strcmp(as, "avx512-vnni"))
+        level = AVX512_VNNI;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_segv;
@@ -111,7 +136,7 @@ __attribute__((constructor)) static void start(void) {
     real_sigaction(SIGSEGV, &sa, &previous);
     installed = 1;
     if (set_cpuid(0) != 0) {
-        fprintf(stderr, "error: this CPU or kernel has no CPUID faulting: the AVX2 CPU mask cannot work here\n");
+        fprintf(stderr, "error: this CPU or kernel has no CPUID faulting: the CPU mask cannot work here\n");
         _exit(70);
     }
 }
