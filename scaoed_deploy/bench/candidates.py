@@ -18,7 +18,7 @@ from ..artifact import load_artifact, precision_filename
 from ..build import BuildRequest, build, made_from
 from ..build.tensorrt import ShapeProfile
 from ..checkpoint import Weights
-from ..cpu import this_cpu
+from ..cpu import masked_as, this_cpu
 from ..errors import ScaoedError, first_line
 from ..runtime.base import RunOptions, verified_elsewhere
 from ..runtime.registry import open_runner
@@ -29,9 +29,15 @@ BACKENDS = tuple(VARIANTS)
 CPU_DEFAULT = tuple(default_variants("cpu"))
 GPU_DEFAULT = tuple(default_variants("cuda"))
 BASELINE = "torch"
-BENCH_CACHE = (
-    "bench"  # bench's and optimize's own artifacts: a folder inside the export folder, out of build-engine's sight
-)
+#: bench's and optimize's own artifacts: a folder inside the export folder, out of build-engine's sight
+BENCH_CACHE = "bench"
+
+
+def bench_cache(export_dir: Path) -> Path:
+    """The folder of bench's own artifacts: ``BENCH_CACHE``, or ``BENCH_CACHE/as-CLASS`` under ``--as-cpu CLASS``
+    (its INT8 files and IRs are made and verified for that class, and must not replace this CPU's own)."""
+    masked = masked_as()
+    return Path(export_dir) / BENCH_CACHE / (f"as-{masked}" if masked else "")
 
 
 class Skip(Exception):
@@ -91,7 +97,7 @@ class Backends:
         if key in self._onnx:
             return self._onnx[key]
         name = precision_filename(stages, self.weights.blocks, precision, target)
-        cache = self.cfg.export_dir / BENCH_CACHE
+        cache = bench_cache(self.cfg.export_dir)
         path = next((p for p in (self.cfg.export_dir / name, cache / name) if self._fits(p, stages)), None)
         if path is None:
             self.step(f"making {name} (in {cache})")
