@@ -108,6 +108,12 @@ def tile_value(ctx, param, value):
     help="Run an ONNX file or IR whose graph or weights were edited after its verification (refused otherwise).",
 )
 @click.option(
+    "--allow-cpu-fallback",
+    is_flag=True,
+    help="With -m PACKAGE: where the package has no choice for this CPU's class, run the nearest lower class's "
+    "(with a warning) instead of refusing.",
+)
+@click.option(
     "--ray",
     "ray_address",
     default=None,
@@ -139,6 +145,7 @@ def denoise(
     device,
     threads,
     allow_unverified,
+    allow_cpu_fallback,
     ray_address,
     workers,
     as_json,
@@ -156,6 +163,7 @@ def denoise(
         device=device,
         threads=threads,
         allow_unverified=allow_unverified,
+        allow_cpu_fallback=allow_cpu_fallback,
         tile=tile,
         overlap=overlap,
         tile_batch=tile_batch,
@@ -172,6 +180,7 @@ def denoise(
                 ("--stages", stages),
                 ("--threads", threads),
                 ("--device", device if device != "auto" else None),
+                ("--allow-cpu-fallback", allow_cpu_fallback),
             )
             if value
         ]
@@ -192,6 +201,9 @@ def denoise(
     if model is None and not server:
         notice(DEMO_NOTICE)
     notice_if_busy(threads, denoiser.runner.on_cpu)
+    picked = getattr(denoiser.runner, "package_pick", None)  # -m PACKAGE: the entry this CPU took
+    if picked:
+        notice(picked.line())
     for warning in getattr(denoiser.runner, "warnings", []):  # a file verified on a CPU with more than this one
         notice(f"warning: {warning}")
     skipped, jobs = plan.skipped, [(j.src, j.dst, j.ref) for j in plan.jobs]
@@ -199,6 +211,11 @@ def denoise(
         results, failures = _run_denoise_jobs(denoiser, jobs, options.bit_depth, quiet=as_json, single=plan.single)
     summary = {
         "model": denoiser.description,
+        **(
+            {"cpu_class": picked.cpu_class, "artifact": str(picked.artifact), "package": picked.to_dict()}
+            if picked
+            else {}
+        ),
         "tile": tile,
         "overlap": overlap,
         "ensemble": ensemble,

@@ -29,6 +29,7 @@ from pathlib import Path
 from ..artifact import load_artifact
 from ..checkpoint import read_checkpoint
 from ..errors import ScaoedError, first_line
+from ..fleet import entries, is_package, read_package
 from ..runtime.denoiser import DenoiseOptions
 from ..runtime.jobs import Plan, base_name, names_at, parent_of, plan_jobs
 from ..runtime.registry import CHECKPOINT_SUFFIXES
@@ -49,6 +50,12 @@ def check_model(model: str | Path, allow_unverified: bool = False) -> None:
     """The checks a worker's runner would make that the driver can make cheaply, so that a missing, corrupt or
     edited model is one line before Ray starts (an actor whose constructor fails is not restarted)."""
     path = Path(model)
+    if is_package(path):  # each worker takes its own CPU's entry: every entry is checked here
+        for cls, entry in entries(read_package(path)).items():
+            run = entry.get("run") or {}
+            if run.get("artifact"):
+                check_model(path / run["artifact"], allow_unverified)
+        return
     if not path.is_file():
         raise ScaoedError(f"model not found: {model}")
     if path.suffix.lower() in CHECKPOINT_SUFFIXES:
@@ -237,6 +244,7 @@ def _summary(
         "images_per_s": round(len(ok) / seconds, 3) if ok and seconds > 0 else 0.0,
         "per_worker": dict(per_worker),
         "per_node": dict(Counter(r["node"] for r in ok)),
+        "per_cpu_class": dict(Counter(r["cpu_class"] for r in ok)),
         "failures": failed,
         "skipped_existing": plan.skipped,
         "written_before_a_node_was_lost": unreported,

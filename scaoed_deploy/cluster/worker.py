@@ -7,6 +7,7 @@ import os
 import socket
 import time
 
+from ..cpu import this_cpu
 from ..errors import ScaoedError
 from ..runtime.denoiser import DenoiseOptions, Denoiser, denoise_file
 
@@ -22,6 +23,8 @@ COLUMNS = (
     "error",
     "worker",
     "node",
+    "cpu_class",
+    "artifact",
     "seconds",
     "width",
     "height",
@@ -41,6 +44,9 @@ class DenoiseWorker:
         self.bit_depth = options.bit_depth
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.node = _node_id()
+        picked = self.denoiser.runner.package_pick  # -m PACKAGE: the entry this worker's CPU took
+        self.cpu_class = this_cpu().isa_class
+        self.artifact = str(picked.artifact) if picked else ""
 
     def __call__(self, batch: dict) -> dict:
         rows: dict[str, list] = {k: [] for k in COLUMNS}
@@ -60,6 +66,8 @@ class DenoiseWorker:
                 ("error", error),
                 ("worker", self.name),
                 ("node", self.node),
+                ("cpu_class", self.cpu_class),
+                ("artifact", self.artifact),
                 ("seconds", time.perf_counter() - t),
                 ("width", r.get("width", 0)),
                 ("height", r.get("height", 0)),
@@ -88,6 +96,8 @@ def as_local(row: dict) -> dict:
         "output": row["dst"],
         "worker": row["worker"],
         "node": row["node"],
+        "cpu_class": row["cpu_class"],
+        **({"artifact": row["artifact"]} if row["artifact"] else {}),
         "seconds": round(row["seconds"], 3),
         "width": int(row["width"]),
         "height": int(row["height"]),

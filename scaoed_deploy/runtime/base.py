@@ -63,6 +63,7 @@ class RunOptions:
     compile: bool = False  # torch: torch.compile
     check_finite: bool = True  # refuse NaN/Inf outputs (parity turns it off: it reports them)
     allow_unverified: bool = False  # run a file edited after verification (its recorded content digest differs)
+    allow_cpu_fallback: bool = False  # a package without this CPU's class: run its nearest lower class's choice
 
 
 @dataclass
@@ -101,6 +102,7 @@ class BaseRunner:
         self.limits = Limits()
         self.description = self.name
         self.warnings: list[str] = []  # said once by the command that opened it (verified_elsewhere)
+        self.package_pick = None  # opened from an optimize package: the entry this CPU took (fleet.Pick)
         self._active = False
 
     @classmethod

@@ -81,6 +81,7 @@ class DenoiseOptions:
     device: str = "auto"
     threads: int | None = None
     allow_unverified: bool = False
+    allow_cpu_fallback: bool = False  # a package without this CPU's class: its nearest lower class's choice
     tile: int | str | None = DEFAULT_TILE
     overlap: int = DEFAULT_OVERLAP
     tile_batch: int = 4
@@ -142,12 +143,23 @@ class Denoiser:
         device: str = "auto",
         threads: int | None = None,
         allow_unverified: bool = False,
+        allow_cpu_fallback: bool = False,
         **options,
     ) -> Denoiser:
-        """A Denoiser over a checkpoint, an .onnx file or an engine (None: the demo weights); ``allow_unverified``
-        runs a file edited after its verification (refused otherwise)."""
+        """A Denoiser over a checkpoint, an .onnx file, an engine or an IR (None: the demo weights), or an optimize
+        package (the choice of this CPU's class: ``fleet.pick``; ``allow_cpu_fallback``: the nearest lower class's
+        where the package lacks this one); ``allow_unverified`` runs a file edited after its verification
+        (refused otherwise)."""
         runner = open_runner(
-            model, backend, RunOptions(stages=stages, device=device, threads=threads, allow_unverified=allow_unverified)
+            model,
+            backend,
+            RunOptions(
+                stages=stages,
+                device=device,
+                threads=threads,
+                allow_unverified=allow_unverified,
+                allow_cpu_fallback=allow_cpu_fallback,
+            ),
         )
         return cls(runner, **options)
 
@@ -161,6 +173,7 @@ class Denoiser:
             device=o.device,
             threads=o.threads,
             allow_unverified=o.allow_unverified,
+            allow_cpu_fallback=o.allow_cpu_fallback,
             tile=o.tile,
             overlap=o.overlap,
             tile_batch=o.tile_batch,

@@ -3,23 +3,27 @@
 ``open_runner(model, backend)`` is the one way in for the CLI's ``denoise``, for
 ``parity`` and for ``bench``, so what is checked and timed is what users run. A new
 backend is one runner module in this folder (a ``BaseRunner`` with an ``open``
-classmethod) plus one ``Backend`` line below.
+classmethod) plus one ``Backend`` line below. An optimize package (a folder with
+``selection.json``) opens the choice of this CPU's class (``fleet.pick``), on the
+backend and options of its variant; the runner's ``package_pick`` says which.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
 from ..artifact import ENGINE_SUFFIXES, ONNX_SUFFIXES, OPENVINO_SUFFIXES, Artifact
 from ..errors import ScaoedError
+from ..fleet import Pick, is_package, pick
 from .base import BaseRunner, RunOptions
 from .onnxruntime_backend import CPU, CUDA, OnnxRuntimeRunner
 from .openvino_backend import OpenVINORunner
 from .tensorrt import TensorRTRunner
 from .torch_backend import TorchRunner
+from .variants import VARIANTS
 
 CHECKPOINT_SUFFIXES = frozenset({".pth", ".pt", ".ckpt", ".safetensors", ".bin"})
 
@@ -69,6 +73,8 @@ def open_runner(
     on torch; an already loaded ``Artifact`` is not read again). ``backend`` None: the file's default backend,
     or the one made for ``options.device`` (ONNX on CUDA when it is cuda)."""
     o = options or RunOptions()
+    if not isinstance(model, Artifact) and is_package(model):
+        return open_package(Path(model), backend, o)
     art = model if isinstance(model, Artifact) else None
     model = art.path if art else model
     if backend is not None and backend not in BACKENDS:
@@ -93,4 +99,27 @@ def open_runner(
         raise ScaoedError(f"{model} is {fits[0].kind}: use {names}")
     runner = chosen.open(path, o, art)
     runner.check_finite = o.check_finite
+    return runner
+
+
+def open_package(folder: Path, backend: str | None, o: RunOptions) -> BaseRunner:
+    """The runner of the package's choice for this CPU (``fleet.pick``), as its variant runs it."""
+    chosen: Pick = pick(folder, allow_fallback=o.allow_cpu_fallback)
+    v = VARIANTS.get(chosen.backend)
+    if v is None:
+        raise ScaoedError(f"package {folder}: its {chosen.cpu_class} choice runs on {chosen.backend!r}, unknown here")
+    name = v.registry_name("cuda" if o.device == "cuda" else "cpu")
+    if backend is not None and backend != name:
+        raise ScaoedError(
+            f"--backend {backend} does not apply to package {folder}: its {chosen.cpu_class} choice "
+            f"{chosen.candidate} runs on {name}"
+        )
+    if o.stages is not None and o.stages != chosen.k:
+        raise ScaoedError(
+            f"--stages {o.stages} does not apply to package {folder}: its {chosen.cpu_class} choice "
+            f"{chosen.candidate} is K={chosen.k}"
+        )
+    runner = open_runner(chosen.artifact, name, replace(o, stages=chosen.k, amp=v.amp, compile=v.compile))
+    runner.package_pick = chosen
+    runner.warnings = [*([chosen.warning()] if chosen.warning() else []), *runner.warnings]
     return runner
