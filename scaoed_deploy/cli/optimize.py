@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
+from .. import cpumask
 from ..bench import BACKENDS, emulated_rows
+from ..cpu import AS_CPU_CAPS
 from ..errors import ScaoedError, UsageError
 from ..optimize import Constraint, OptimizeConfig, default_output, run_optimize, write_package
+from ..optimize.classes import parse_cpus, run_classes
+from ..optimize.package import weights_args
 from ..optimize.report import summary_line, table
 from ..optimize.search import gmacs_by_k
 from ..util.device import pick_device
@@ -136,6 +142,14 @@ class TimeLeft:
 )
 @click.option("-o", "--output", default=None, type=click.Path(), help="Package folder (default optimize/<time>/).")
 @click.option("--triton", is_flag=True, help="Also a Triton model repository of the choice (python backend).")
+@click.option(
+    "--cpus",
+    default="native",
+    show_default=True,
+    help="CPU classes to choose for, comma-separated: native (this CPU) and any of "
+    f"{', '.join(AS_CPU_CAPS)} below it, each searched under --as-cpu; one package holds a choice per class "
+    "and denoise -m PACKAGE picks its own.",
+)
 @json_option
 def optimize(
     resolutions,
@@ -157,6 +171,7 @@ def optimize(
     export_dir,
     output,
     triton,
+    cpus,
     as_json,
 ):
     """Choose K, precision and backend by measurement: a package with the choice, its proof and a report."""
@@ -165,6 +180,9 @@ def optimize(
     if len(resolutions) != 1:
         raise UsageError("optimize times one resolution: give --res once (512 or 512x768)")
     constraint = _constraint(max_latency_ms, min_psnr, max_dpsnr)
+    classes = parse_cpus(cpus)
+    if len(classes) > 1 and cpumask.unsupported():
+        raise ScaoedError(f"--cpus {cpus}: {cpumask.unsupported()}")
     out = _output(output)
     device = pick_device(device).type
     chosen = chosen_backends(backends, device)
@@ -228,16 +246,31 @@ def optimize(
                 f"{cfg.export_dir}); the same command resumes"
             )
             raise
-    paths = write_package(selection, previews, weights, out, triton=triton)
+    runs, work = [], None
+    try:
+        if len(classes) > 1:
+            cfg = replace(cfg, data=Path(selection["config"]["data"]), threads=selection["config"]["threads"])
+            runs, work = run_classes(classes, cfg, weights_args(weights), say=notice)
+        paths = write_package(selection, previews, weights, out, triton=triton, classes=runs)
+    finally:
+        if work:
+            shutil.rmtree(work, ignore_errors=True)
     for w in selection["warnings"]:
         notice(f"warning: {w}")
     if not selection["chosen"]:
         raise ScaoedError(f"{selection['error']} (the measurements: {out / 'report.md'})")
+    lacking = [r.cpu_class for r in runs if not r.selection["chosen"]]
+    if lacking:
+        raise ScaoedError(
+            f"nothing met the constraint on class {', '.join(lacking)} (the measurements: {out / 'report.md'})"
+        )
     if as_json:
         emit_json(dict(selection, files=[str(p) for p in paths]))
     else:
         click.echo("\n".join(table(selection)))
         click.echo(summary_line(selection))
+        for r in runs:
+            click.echo(f"class {r.cpu_class} (--as-cpu {r.cpu_class}): {summary_line(r.selection)}")
         triton_dir = ["triton/"] if (selection.get("triton") or {}).get("repository") else []
         click.echo(
             f"wrote {out}/ (selection.json, report.md, report.html, reproduce.sh, "

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..images import to_uint8
 from ..quality import psnr_ssim
-from .report import chart_png, markdown
+from .report import chart_png, markdown, summary_line
 
 DIFF_GAIN = 8  # the difference map's amplification
 ZOOM = 4  # the zoomed crop: the central 1/ZOOM of each side, enlarged ZOOM x
@@ -33,6 +33,8 @@ STYLE = (
     ".row figure{text-align:center;font-size:12px;margin:0}img{max-width:100%;height:auto}"
     ".row img{image-rendering:pixelated;width:100%}"
     ".warn{background:#fff3cd;padding:.4em .6em;border-left:4px solid #e0a800}"
+    ".classes{display:grid;gap:1em;grid-template-columns:repeat(auto-fit,minmax(min(100%,520px),1fr))}"
+    ".classes section{min-width:0}"
 )
 
 
@@ -132,6 +134,21 @@ def _psnr(img: np.ndarray, clean: np.ndarray | None) -> str:
     return f": {psnr_ssim(to_uint8(img), to_uint8(clean))[0]:.2f} dB" if clean is not None else ""
 
 
+def class_sections(sel: dict) -> list[str]:
+    """``optimize --cpus``: each CPU class's chart and summary, side by side (one column on a phone)."""
+    by_cpu = sel.get("by_cpu") or {}
+    if not by_cpu:
+        return []
+    out = ["<h2>Charts per CPU class</h2>", '<div class="classes">']
+    for cls, e in by_cpu.items():
+        out.append(
+            f"<section><h3>class {html.escape(cls)}</h3><p>{html.escape(summary_line(e))}</p>"
+            f'<figure><img alt="latency vs PSNR, class {html.escape(cls)}" src="{png_data_uri(chart_png(e))}">'
+            "</figure></section>"
+        )
+    return [*out, "</div>"]
+
+
 def report_html(sel: dict, previews: list[dict]) -> str:
     parts = [
         "<!DOCTYPE html>",
@@ -140,6 +157,7 @@ def report_html(sel: dict, previews: list[dict]) -> str:
         f"<title>ScaoedNet: what to ship</title><style>{STYLE}</style></head><body>",
         markdown_html(markdown(sel), sel.get("chosen")),
         f'<figure><img alt="latency vs PSNR" src="{png_data_uri(chart_png(sel))}"></figure>',
+        *class_sections(sel),
     ]
     if previews:
         parts.append(

@@ -19,11 +19,13 @@ import scaoed_deploy
 
 from ..checkpoint import Weights, save_safetensors
 from ..errors import ScaoedError
+from ..fleet import CLASS_FOLDER, PACKAGE_FILE, class_entry
 from ..parity.report import parity_record_path
 from ..runtime.variants import VARIANTS
 from ..seal import content_digest
 from ..serve.repository import RepoOptions, make_repository
 from ..util.jsonio import dumps
+from .classes import ClassRun, class_files
 from .html import report_html
 from .report import chosen_of, markdown
 
@@ -70,22 +72,16 @@ def ship_chosen(selection: dict, weights: Weights, folder: Path) -> list[str]:
     return names
 
 
-def reproduce_script(selection: dict, weights: Weights) -> str:
-    """Shell commands that remake the chosen artifact, then the whole selection into a fresh folder, then say
-    whether it matches this package (``say_same``)."""
-    c = chosen_of(selection)
-    cfg, w = selection["config"], weights_args(weights)
-    lines = [
-        "#!/bin/sh",
-        f"# Remakes {c['id']} (K={c['k']}, {c['backend']}, {c['precision']}) from the weights "
-        f"{weights.identity}, then the whole selection.",
-        "set -e",
-    ]
+def remake_lines(c: dict, cfg: dict, weights: Weights, as_cpu: str | None = None) -> list[str]:
+    """The commands that remake candidate ``c``'s artifact (``as_cpu``: under that class's mask)."""
+    w = weights_args(weights)
+    scaoed = "scaoed-deploy" + (f" --as-cpu {as_cpu}" if as_cpu else "")
     data = f" --data {shlex.quote(cfg['data'])}" if cfg.get("data") else ""
+    lines = []
     if c["backend"] in BUILD_FLAGS:
-        lines.append(f"scaoed-deploy export --stages {c['k']} {w}".rstrip())
+        lines.append(f"{scaoed} export --stages {c['k']} {w}".rstrip())
         build = (
-            f"scaoed-deploy build-engine {BUILD_FLAGS[c['backend']]} --stages {c['k']} {w}".rstrip()
+            f"{scaoed} build-engine {BUILD_FLAGS[c['backend']]} --stages {c['k']} {w}".rstrip()
             + (f" --calib-count {cfg['calib_count']}" if c["precision"] == "int8" else "")
             + data
         )
@@ -94,7 +90,7 @@ def reproduce_script(selection: dict, weights: Weights) -> str:
             build + ("  || test $? -eq 4  # 4: no TensorRT here; the precision ONNX is made" if tensorrt_target else "")
         )
     elif c["backend"] == "onnxruntime":
-        lines.append(f"scaoed-deploy export --stages {c['k']} {w}".rstrip())
+        lines.append(f"{scaoed} export --stages {c['k']} {w}".rstrip())
     elif weights.is_random:
         lines.append(f"# {c['backend']} runs the weights themselves; seeded random ones are in the shipped safetensors")
     else:
@@ -103,6 +99,26 @@ def reproduce_script(selection: dict, weights: Weights) -> str:
             f"scaoed-deploy convert {shlex.quote(str(Path(weights.source).resolve()))} {name} --stages {c['k']}"
             f"  # run with the {c['backend']} runner"
         )
+    return lines
+
+
+def reproduce_script(selection: dict, weights: Weights) -> str:
+    """Shell commands that remake the chosen artifact (and each other CPU class's, under its mask), then the whole
+    selection into a fresh folder, then say whether it matches this package (``say_same``)."""
+    c = chosen_of(selection)
+    cfg = selection["config"]
+    lines = [
+        "#!/bin/sh",
+        f"# Remakes {c['id']} (K={c['k']}, {c['backend']}, {c['precision']}) from the weights "
+        f"{weights.identity}, then the whole selection.",
+        "set -e",
+        *remake_lines(c, cfg, weights),
+    ]
+    native = selection["machine"].get("isa_class")
+    for cls, entry in (selection.get("by_cpu") or {}).items():
+        other = next((d for d in entry["candidates"] if d["id"] == entry["chosen"]), None)
+        if cls != native and other:
+            lines += [f"# class {cls}: {other['id']}", *remake_lines(other, cfg, weights, as_cpu=cls)]
     lines += [
         'here=$(cd "$(dirname "$0")" && pwd)',
         "remade=$(mktemp -d)",
@@ -135,13 +151,23 @@ def compare_packages(shipped: str | Path, remade: str | Path) -> tuple[bool, lis
     shipped artifact identical, or equivalent: the same graph and weights (an ONNX file or IR with another
     metadata or other auto-numbered layer names, a weights file with other metadata)."""
     a, b = (json.loads((Path(p) / "selection.json").read_text()) for p in (shipped, remade))
-    if a["chosen"] != b["chosen"]:
-        return False, [
-            f"differs: this package chose {a['chosen']}, the remade one {b['chosen']} (the timings of two "
-            "runs differ; see both report.md)"
-        ]
+    choices = [(None, a["chosen"], b["chosen"])] + [
+        (cls, e["chosen"], ((b.get("by_cpu") or {}).get(cls) or {}).get("chosen"))
+        for cls, e in (a.get("by_cpu") or {}).items()
+    ]
+    for cls, mine, theirs in choices:
+        if mine != theirs:
+            where = f" for class {cls}" if cls else ""
+            return False, [
+                f"differs: this package chose {mine}{where}, the remade one {theirs} (the timings of two "
+                "runs differ; see both report.md)"
+            ]
     lines, same = [f"the same choice: {a['chosen']}"], True
-    for name in (n for n in a.get("shipped", []) if n.endswith(ARTIFACT_SUFFIXES)):
+    lines += [f"the same choice for class {cls}: {mine}" for cls, mine, _ in choices[1:]]
+    names = list(a.get("shipped", [])) + [
+        n for e in (a.get("by_cpu") or {}).values() for n in e.get("shipped", []) if n.startswith(CLASS_FOLDER + "/")
+    ]
+    for name in (n for n in names if n.endswith(ARTIFACT_SUFFIXES)):
         verdict = _same_artifact(Path(shipped) / name, Path(remade) / name)
         same &= verdict != "differs"
         lines.append(f"{name}: {verdict}")
@@ -187,8 +213,11 @@ def write_package(
     out_dir: str | Path,
     triton: bool = False,
     step=lambda s: None,
+    classes: list[ClassRun] = (),
 ) -> list[Path]:
-    """Write the package into ``out_dir`` (which must not exist yet, or be empty); returns its files."""
+    """Write the package into ``out_dir`` (which must not exist yet, or be empty); returns its files. ``classes``:
+    the other CPU classes' searches (``optimize --cpus``): their files under ``by_cpu/CLASS/``, ``by_cpu`` in
+    ``selection.json``."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ScaoedError(f"{out_dir} exists and is not an empty folder; choose another -o")
@@ -197,6 +226,9 @@ def write_package(
     try:
         if selection["chosen"]:
             selection["shipped"] = ship_chosen(selection, weights, tmp)
+        if classes:
+            selection["by_cpu"] = by_cpu(selection, classes, tmp)
+        if selection["chosen"]:
             script = tmp / "reproduce.sh"
             script.write_text(reproduce_script(selection, weights))
             script.chmod(0o755)
@@ -218,8 +250,29 @@ def write_package(
     return sorted(p for p in out_dir.rglob("*") if p.is_file())
 
 
+def by_cpu(selection: dict, classes: list[ClassRun], folder: Path) -> dict:
+    """``selection.json``'s ``by_cpu``: this CPU's class (its files at the top), then each other class's, its files
+    linked into ``folder/by_cpu/CLASS/``."""
+    out = {selection["machine"]["isa_class"]: class_entry(selection)}
+    for run in classes:
+        files = class_files(run)
+        for src, rel in files:
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(src, folder / rel)
+        out[run.cpu_class] = {**class_entry(run.selection, [rel for _, rel in files]), "command": run.command}
+    return out
+
+
 def triton_repository(selection: dict, folder: Path, step=lambda s: None) -> dict:
-    """A Triton model repository of the shipped artifact (triton-repo's code); torch candidates have none."""
+    """A Triton model repository of the shipped artifact (triton-repo's code); torch candidates have none. With
+    ``by_cpu``: one model of every class's choice, picked per server (``serve.package``)."""
+    if selection.get("by_cpu"):
+        (folder / PACKAGE_FILE).write_text(dumps(selection) + "\n")  # what the model's folder is read as
+        try:
+            out = make_repository([folder], folder / "triton", RepoOptions(python_backend=True), step)
+        except ScaoedError as e:
+            return {"skipped": str(e)}
+        return {"repository": "triton", "models": [m["name"] for m in out["models"]]}
     c = chosen_of(selection)
     if not c["artifact"]:
         return {"skipped": f"{c['id']} runs on the torch runner: Triton serves ONNX, IR or engine files"}

@@ -132,6 +132,7 @@ def markdown(sel: dict) -> str:
         "",
         *memory_lines(sel),
         f"The command took {sel['wall_s']:.0f} s.",
+        *class_lines(sel),
     ]
     load = sel.get("load") or {}
     if load.get("busy"):
@@ -141,6 +142,40 @@ def markdown(sel: dict) -> str:
             "do not quote these latencies.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def class_lines(sel: dict) -> list[str]:
+    """``optimize --cpus``: a row per CPU class, then each other class's candidates."""
+    by_cpu, native = sel.get("by_cpu") or {}, sel["machine"]["isa_class"]
+    if not by_cpu:
+        return []
+    lines = [
+        "",
+        "## One choice per CPU class",
+        "",
+        f"Class {native} is this machine's own. Every other class was searched by "
+        "`scaoed-deploy --as-cpu CLASS optimize` with the same settings: its INT8 files and IRs made and verified "
+        "with that class's instructions, and timed on this machine's cores running them, not on such a machine. "
+        "`scaoed-deploy denoise -m PACKAGE` (and a served or Ray run of it) takes the entry of the CPU it runs on.",
+        "",
+        "| class | measured as | chosen | median ms | x eager | PSNR | dPSNR | runs |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    for cls, e in by_cpu.items():
+        c = next((d for d in e["candidates"] if d["id"] == e["chosen"]), None)
+        where = e["machine"].get("capped_by") or "this CPU"
+        if c is None:
+            lines.append(f"| class {cls} | {where} | nothing met the constraint | | | | | |")
+            continue
+        lines.append(
+            f"| class {cls} | {where} | {c['id']} | {fmt(c['latency_ms'], '.1f')} | "
+            f"{fmt(c['ratio_to_eager'], '.2f')} | {fmt(c['psnr'], '.3f')} | {fmt(c['dpsnr'], '+.3f')} | "
+            f"{(e['run'] or {}).get('artifact') or '-'} |"
+        )
+    for cls, e in by_cpu.items():
+        if cls != native:
+            lines += ["", f"### Class {cls}: every candidate", "", f"**{summary_line(e)}**", "", *table(e)]
+    return lines
 
 
 def labelled_points(done: list[dict], pareto: list[str]) -> list[dict]:
