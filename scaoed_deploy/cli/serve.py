@@ -106,7 +106,13 @@ def triton_repo(
         return
     click.echo(f"model repository {repo}:")
     for m in result["models"]:
-        runs = f"python backend ({m['parameters']['backend']} runner)" if m["platform"] == "python" else m["platform"]
+        params = m["parameters"]
+        if params.get("kind") == "package":  # an optimize package: each server takes its CPU class's choice
+            runs = f"python backend (a package: each server picks its CPU class's choice of {params['classes']})"
+        elif m["platform"] == "python":
+            runs = f"python backend ({params['backend']} runner)"
+        else:
+            runs = m["platform"]
         dims = "x".join(str(d) for d in m["inputs"][0]["dims"])
         click.echo(
             f"  {m['name']}: {runs}, max batch {m['max_batch_size']}, {instances} x {m['instance_kind']}, "

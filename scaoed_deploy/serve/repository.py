@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ..artifact import Artifact, load_artifact, read_metadata
 from ..errors import ScaoedError
+from ..fleet import is_package
 from ..ir import read_ir
 from ..parity import read_parity_record
 from ..runtime.tensorrt import check_engine_sidecar
@@ -40,6 +41,7 @@ from ..runtime.tiling import BYTES_PER_PIXEL
 from ..seal import check_seal
 from ..util.files import current_umask, sha256_of
 from .config import CONFIG, check_config, config_text, model_config_pb2, read_config
+from .package import plan_package
 
 PYTHON_MODEL = Path(__file__).with_name("triton_model.py")
 NATIVE = {"engine": "tensorrt_plan", "onnx": "onnxruntime", "openvino": "openvino"}  # platform or backend
@@ -320,6 +322,7 @@ def _write_model(entry: ModelEntry, options: RepoOptions, repo: Path) -> Path:
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the model from a server running as another user
         (tmp / "1").mkdir()
         for name, src in entry.files.items():
+            (tmp / "1" / name).parent.mkdir(parents=True, exist_ok=True)  # a package's by_cpu/CLASS/ files
             shutil.copyfile(src, tmp / "1" / name)
         (tmp / CONFIG).write_text(config_text(cfg))
         back = read_config(tmp / CONFIG)
@@ -354,7 +357,10 @@ def make_repository(
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():
         raise ScaoedError(f"{repo} is a file; a model repository is a folder")
-    entries = [plan_model(a, options) for a in artifacts]  # every artifact checked before anything is written
+    # every artifact checked before anything is written; a package is one model of all its classes' choices
+    entries = [
+        plan_package(Path(a), options, plan_model) if is_package(a) else plan_model(a, options) for a in artifacts
+    ]
     names = [e.name for e in entries]
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:

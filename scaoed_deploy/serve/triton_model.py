@@ -65,11 +65,13 @@ class TritonPythonModel:
         path = Path(args["model_repository"]) / args["model_version"] / params["artifact"]
         threads = int(params["threads"]) if params.get("threads") else None
         self.max_side = int(params["max_side"]) if params.get("max_side") else None
-        self.runner = open_runner(
+        self.runner = open_runner(  # a package (artifact "."): the entry of this server's CPU class
             path,
             params.get("backend") or None,
             RunOptions(threads=threads, allow_unverified=params.get("allow_unverified") == "yes"),
         )
+        if self.runner.package_pick:
+            print(self.runner.package_pick.line(), flush=True)  # into the server's log
         self.runner.activate()
         self.input_name = config["input"][0]["name"]
         self.output_names = [o["name"] for o in config["output"]]
