@@ -131,3 +131,34 @@ def calib_dir(tmp_path_factory):
             d / f"c{i}.png", Image(rgb=np.clip(base + rng.normal(0, 0.04, base.shape), 0, 1).astype(np.float32))
         )
     return d
+
+
+@pytest.fixture(scope="session")
+def fleet_package(tmp_path_factory, exports):
+    """``optimize --cpus native,avx2`` of seeded random weights (T = 1, seed 0; their K = 1 export the session's
+    ``random_k1_onnx``) at K = 1, ONNX Runtime INT8 against eager, scored on two SIDD pairs: one package with this
+    CPU's choice and the avx2 class's."""
+    from scaoed_deploy import checkpoint as ckpt
+    from scaoed_deploy import cpumask
+    from scaoed_deploy import export as ex
+    from scaoed_deploy.cli import main
+    from scaoed_deploy.cpu import mask_refusal
+
+    if not (DATA / "sidd").is_dir():
+        pytest.skip("../shared/data is absent")
+    if cpumask.unsupported() or mask_refusal("avx2"):
+        pytest.skip(str(cpumask.unsupported() or mask_refusal("avx2")))
+    root = tmp_path_factory.mktemp("fleet")
+    export, data = root / "export", root / "data"
+    export.mkdir()
+    k1 = exports(ckpt.random_weights(blocks=1, seed=0), ex.ExportSpec(stages=1)).path
+    shutil.copyfile(k1, export / k1.name)
+    for sub in ("noisy", "clean"):
+        (data / sub).mkdir(parents=True)
+        for name in sorted(p.name for p in (DATA / "sidd" / "noisy").iterdir())[:2]:
+            (data / sub / name).symlink_to(DATA / "sidd" / sub / name)
+    args = ["optimize", "--res", "32", "--stages", "1", "--backends", "onnxruntime-int8", "--random-seed", "0"]
+    args += ["--blocks", "1", "--threads", "1", "--iters", "2", "--warmup", "0", "--calib-count", "4"]
+    args += ["--export-dir", str(export), "--data", str(data), "--max-dpsnr", "10", "--cpus", "native,avx2"]
+    assert main([*args, "-o", str(root / "pkg"), "--json"]) == 0
+    return root / "pkg"

@@ -103,7 +103,9 @@ def test_a_mask_cannot_add_what_the_cpu_lacks(monkeypatch, capsys):
     assert err.startswith("error: --as-cpu avx512 needs avx512f") and "AVX2 EPYC, class avx2" in err
 
 
-PROBE = MATMUL + """
+PROBE = (
+    MATMUL
+    + """
 import openvino as ov, torch
 from onnx import TensorProto, helper, numpy_helper
 from scaoed_deploy.cpu import this_cpu
@@ -120,6 +122,7 @@ conv = [op.get_rt_info()["primitiveType"].astype(str) for op in compiled.get_run
 print(json.dumps({"exact": out, "conv": conv[0], "torch": torch.backends.cpu.get_cpu_capability(),
                   "class": this_cpu().isa_class, "amx": this_cpu().amx}))
 """
+)
 
 
 @pytest.mark.slow

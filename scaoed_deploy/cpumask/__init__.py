@@ -21,6 +21,7 @@ import hashlib
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -108,11 +109,24 @@ def environment(target: str, base: dict | None = None) -> dict:
 
 def run_as(target: str, argv: list[str]) -> int:
     """``scaoed-deploy ARGV`` in a child process that sees a ``target`` CPU; its exit code. Standard streams are
-    the child's; Ctrl-C reaches the child too (same process group), and this waits for it to finish."""
+    the child's; Ctrl-C reaches the child too (same process group); SIGTERM and SIGHUP sent to this process are
+    passed on to it (a service manager stops the wrapper, and the command must stop with it, not be left running),
+    and this waits for it to finish."""
     env = environment(target)
     child = subprocess.Popen([sys.executable, "-m", "scaoed_deploy.cli", *argv], env=env)
-    while True:
-        try:
-            return child.wait()
-        except KeyboardInterrupt:  # the child got it too and ends the way Ctrl-C ends a command
-            continue
+
+    def pass_on(signum, frame):
+        child.send_signal(signum)
+
+    before = {s: signal.signal(s, pass_on) for s in (signal.SIGTERM, signal.SIGHUP)}
+    wakeup = signal.set_wakeup_fd(-1)  # the child ends itself (its own watchdog): none here says it a second time
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # the child got it too and ends the way Ctrl-C ends a command
+                continue
+    finally:
+        signal.set_wakeup_fd(wakeup)
+        for s, handler in before.items():
+            signal.signal(s, handler)
