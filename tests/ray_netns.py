@@ -208,6 +208,27 @@ def fetch(prefix: str, out: Path) -> dict:
     return {"names": sorted(names)}
 
 
+def run_on_a_masked_node(case: dict, args: list[str]) -> dict:
+    """A third node joins as a lesser CPU (its raylet, and so its workers, under ``--as-cpu``'s mask), the run goes
+    over the three nodes, then that node's raylet is killed: the cluster has the nodes it had before."""
+    from scaoed_deploy import cpumask
+
+    env = cpumask.environment(case["mask"], dict(os.environ, HOME=case["home"], RAY_AUTH_MODE="token", **HEALTH))
+    line = as_here("b", "ray start --address=machine-a:6379 --disable-usage-stats", {"a": "", "b": ""}, {})
+    started = subprocess.run(["sh", "-c", line], env=env, capture_output=True, text=True, timeout=600)
+    if started.returncode:
+        raise RuntimeError(f"the masked node did not start: {started.stderr[-800:]}")
+    try:
+        return run_cli(args)
+    finally:
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            with contextlib.suppress(OSError):
+                if b"/raylet" in (environ.parent / "cmdline").read_bytes().split(b"\0")[0] and (
+                    f"SCAOED_DEPLOY_AS_CPU={case['mask']}".encode() in environ.read_bytes().split(b"\0")
+                ):
+                    os.kill(int(environ.parent.name), signal.SIGKILL)
+
+
 def lose_a_node_mid_run(args: list[str], out: Path) -> dict:
     """The run in a thread; once its first output is written, SIGKILL the second node's raylet (the one that is not
     the head), as a machine that dies would; then see how many nodes are left."""
@@ -245,6 +266,8 @@ def main() -> int:
                 result[name] = interrupt_the_driver(case["args"], Path(case["out"]))
             elif case["kind"] == "fetch":  # what a run put in the bucket, copied out before the server ends
                 result[name] = fetch(case["prefix"], Path(case["out"]))
+            elif case["kind"] == "masked_node":
+                result[name] = run_on_a_masked_node(case, case["args"])
             elif case["kind"] == "lose_node":
                 result[name] = lose_a_node_mid_run(case["args"], Path(case["out"]))
             result[name]["seconds"] = round(time.perf_counter() - t, 1)

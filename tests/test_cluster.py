@@ -61,7 +61,7 @@ def _folder(d: Path, n: int, size: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, tiny_checkpoint, tiny_k1_onnx):
+def cluster(request, tmp_path_factory, tiny_checkpoint, tiny_k1_onnx):
     """Every scenario, run once inside one namespace against one cluster started by the README's steps;
     (what each saw, the folders)."""
     _namespace_or_skip()
@@ -103,6 +103,7 @@ def cluster(tmp_path_factory, tiny_checkpoint, tiny_k1_onnx):
         "s3": {"kind": "run", "args": ["denoise", "s3://archive/in/", "s3://archive/out/", *model, *ray]},
         "s3_again": {"kind": "run", "args": ["denoise", "s3://archive/in/", "s3://archive/out/", *model, *ray]},
         "s3_fetch": {"kind": "fetch", "prefix": "archive/out", "out": str(d / "s3_out")},
+        **_fleet_case(request, d, ray),
         "lose": {
             "kind": "lose_node",
             "out": str(d / "lose_ray"),
@@ -126,6 +127,17 @@ def cluster(tmp_path_factory, tiny_checkpoint, tiny_k1_onnx):
         yield result, d, onnx
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _fleet_case(request, d: Path, ray: list[str]) -> dict:
+    """A run of the two-class package (this CPU's and avx2's) with a third node that joins as an AVX2-only CPU,
+    where the mask and the package can be made here."""
+    try:
+        package = request.getfixturevalue("fleet_package")
+    except pytest.skip.Exception:
+        return {}
+    args = ["denoise", str(_folder(d / "fleet_in", 12, 128)), str(d / "fleet_ray"), "-m", str(package), *ray]
+    return {"fleet": {"kind": "masked_node", "mask": "avx2", "home": str(d / "home_b"), "args": args}}
 
 
 def test_the_cluster_has_two_nodes_on_loopback_and_nothing_of_it_outlives_the_test(cluster):
@@ -427,6 +439,8 @@ def test_where_ray_gives_up_after_a_node_is_lost_the_driver_redoes_only_what_is_
             "error": "",
             "worker": "w",
             "node": "n",
+            "cpu_class": "avx2",
+            "artifact": "",
             "seconds": 0.0,
             "width": 8,
             "height": 8,
@@ -515,3 +529,27 @@ def test_an_address_where_something_else_answers_is_one_line_within_15_s(tmp_pat
         assert code == 1 and seconds < 15, seconds
         assert f"cannot reach a Ray cluster at '{address}'" in line and says in line, line
     assert not (tmp_path / "out.png").exists()
+
+
+def test_a_package_on_mixed_nodes_runs_each_workers_own_class(cluster, fleet_package):
+    """Each worker of a Ray run over this CPU's nodes and one node masked as AVX2-only takes its own class's entry
+    of the package, and each image equals a direct run of the artifact its worker named, on a CPU of that class."""
+    result, d, _ = cluster
+    if "fleet" not in result:
+        pytest.skip("no fleet package here")
+    run = result["fleet"]
+    assert run["code"] == 0, run["stderr"][-2000:]
+    summary = json.loads(run["stdout"])
+    sel = json.loads((fleet_package / "selection.json").read_text())
+    native = next(iter(sel["by_cpu"]))
+    assert summary["done"] == 12 and set(summary["per_cpu_class"]) == {native, "avx2"}, summary["per_cpu_class"]
+    for cls in (native, "avx2"):
+        rows = [r for r in summary["results"] if r["cpu_class"] == cls]
+        artifact = str(fleet_package / sel["by_cpu"][cls]["run"]["artifact"])
+        assert {r["artifact"] for r in rows} == {artifact}
+        listed = d / f"fleet_{cls}.txt"
+        listed.write_text("\n".join(r["input"] for r in rows) + "\n")
+        masked = ["--as-cpu", cls] if cls != native else []
+        cmd = [sys.executable, "-m", "scaoed_deploy.cli", *masked, "denoise", str(listed), str(d / f"fleet_{cls}")]
+        subprocess.run([*cmd, "-m", artifact, "--threads", "1"], check=True, capture_output=True)
+        _same_images(d / f"fleet_{cls}", d / "fleet_ray", [Path(r["output"]).name for r in rows])
