@@ -3,6 +3,8 @@
 #   front:  K = 1..5, no constraint, cold (an empty export folder: every artifact made and verified);
 #   budget: K = 1..5, --max-latency-ms at half of eager K = 5's median in the front run (warm: all reused);
 #   warm:   K = 1, 3, 5, no constraint, warm.
+#   fleet:  K = 1, 3, 5, no constraint, --cpus native and every class below this CPU (each masked class makes its
+#           own INT8 files and IRs in export/bench/as-CLASS/ the first time).
 # STEPS picks the steps (default "front budget warm"); without front, WORK's export folder is kept (warm runs
 # reuse it) and the budget comes from the recorded front (benchmarks/optimize/front/selection.json).
 # Each step's wall time goes to WORK/<step>.times; summarize.py copies the selections, reports and charts
@@ -31,6 +33,9 @@ BUDGET=$(python3 -c "import json; s=json.load(open('$FRONT')); \
 print(round(next(c['latency_ms'] for c in s['candidates'] if c['id'] == 'k5-torch') / 2))")
 step budget --stages 1,2,3,4,5 --max-latency-ms "$BUDGET"
 step warm --stages 1,3,5
+BELOW=$(python3 -c "from scaoed_deploy.cpu import AS_CPU_CAPS, mask_refusal, read_cpu; \
+print(','.join(['native'] + [c for c in AS_CPU_CAPS if c != read_cpu().isa_class and not mask_refusal(c)]))")
+step fleet --stages 1,3,5 --cpus "$BELOW"
 python3 benchmarks/optimize/summarize.py "$WORK" $STEPS
 # each report.html looked at in headless Chromium at desktop and phone widths (screens/ beside it)
 for s in $STEPS; do

@@ -38,5 +38,19 @@ for name in sys.argv[2:] or ("front", "budget", "warm"):  # record.sh passes the
         "commit": commit,
         "machine": sel["machine"],
     }
+    if sel.get("by_cpu"):  # optimize --cpus: each class's choice, as measured
+        times[name]["by_cpu"] = {
+            cls: {
+                "chosen": e["chosen"],
+                "measured_as": e["machine"].get("capped_by") or "this CPU",
+                **{
+                    k: c[k]
+                    for c in e["candidates"]
+                    if c["id"] == e["chosen"]
+                    for k in ("latency_ms", "ratio_to_eager", "psnr", "dpsnr")
+                },
+            }
+            for cls, e in sel["by_cpu"].items()
+        }
 (here / "times.json").write_text(json.dumps(times, indent=2) + "\n")
 print(json.dumps({k: {f: x for f, x in v.items() if f != "machine"} for k, v in times.items()}, indent=2))
