@@ -135,8 +135,26 @@ def test_the_package_holds_a_choice_per_class_each_verified_on_it(fleet_package)
     if avx2.endswith("int8"):
         assert "scaoed-deploy --as-cpu avx2 build-engine --int8 --target onnxruntime-cpu" in script
     assert "--cpus native,avx2" in script
+    assert sel["by_cpu"]["avx2"]["machine"]["isa_capped_by"].startswith("--as-cpu avx2")
+    assert sel["by_cpu"][native]["machine"]["isa_capped_by"] is None
+    report = (fleet_package / "report.md").read_text()
+    assert "| class avx2 | --as-cpu avx2 (CPUID masked for every library) |" in report
     html = (fleet_package / "report.html").read_text()
     assert all(f"class {c}" in html for c in sel["by_cpu"])
+
+
+def test_the_python_api_opens_a_package_as_the_cli_does(fleet_package):
+    from scaoed_deploy import Denoiser
+
+    sel = json.loads((fleet_package / "selection.json").read_text())
+    native = this_cpu().isa_class
+    with Denoiser.open(fleet_package) as d:
+        picked = d.runner.package_pick
+        assert (picked.cpu_class, picked.fallback) == (native, False)
+        assert picked.artifact == fleet_package / sel["by_cpu"][native]["run"]["artifact"]
+        x = np.random.default_rng(2).random((1, 3, 32, 32), dtype=np.float32)
+        with Denoiser.open(picked.artifact) as direct:
+            np.testing.assert_array_equal(d.runner(x), direct.runner(x))
 
 
 @pytest.mark.slow  # a masked and an unmasked denoise each, and their direct runs

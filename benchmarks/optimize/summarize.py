@@ -42,7 +42,7 @@ for name in sys.argv[2:] or ("front", "budget", "warm"):  # record.sh passes the
         times[name]["by_cpu"] = {
             cls: {
                 "chosen": e["chosen"],
-                "measured_as": e["machine"].get("capped_by") or "this CPU",
+                "measured_as": e["machine"].get("isa_capped_by") or "this CPU",
                 **{
                     k: c[k]
                     for c in e["candidates"]

@@ -163,7 +163,7 @@ def class_lines(sel: dict) -> list[str]:
     ]
     for cls, e in by_cpu.items():
         c = next((d for d in e["candidates"] if d["id"] == e["chosen"]), None)
-        where = e["machine"].get("capped_by") or "this CPU"
+        where = e["machine"].get("isa_capped_by") or "this CPU"
         if c is None:
             lines.append(f"| class {cls} | {where} | nothing met the constraint | | | | | |")
             continue
