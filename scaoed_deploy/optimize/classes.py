@@ -102,10 +102,10 @@ def child_args(cfg, weights_flags: str) -> list[str]:
 
 
 def run_class(cpu_class: str, args: list[str], work: Path, say=lambda s: None) -> ClassRun:
-    """``args`` (``child_args``) under ``--as-cpu cpu_class`` into ``work/cpu_class``; its stderr (progress) is
-    this command's; one error line when it fails."""
+    """``args`` (``child_args``) under ``--as-cpu cpu_class`` into ``work/cpu_class``; its stderr (progress, its
+    warnings and error line) is this command's; one error line when it fails."""
     out = work / cpu_class
-    argv = [*args, "-o", str(out), "--json"]
+    argv = [*args, "-o", str(out)]  # no --json: its progress shows on stderr; its table (stdout) is not needed
     command = shlex.join(["scaoed-deploy", "--as-cpu", cpu_class, *argv])
     say(f"class {cpu_class}: {command}")
     proc = subprocess.run(
