@@ -244,6 +244,17 @@ def _case(name: str, d: Path, checkpoint: Path, cleanup: list) -> list[str]:
     if name == "CMYK JPEG":
         PILImage.new("CMYK", (24, 20), (10, 200, 30, 0)).save(d / "cmyk.jpg")
         return denoise(d / "cmyk.jpg")
+    if name.startswith("`optimize --cpus"):
+        cpus = "native,amx" if "amx" in name else "avx2"
+        return ["optimize", "--res", "32", "--stages", "1", "--cpus", cpus, "-o", str(d / "pkg")]
+    if name == "`denoise -m PACKAGE` whose only class this CPU is not":
+        from scaoed_deploy.cpu import ISA_FLAGS
+
+        (d / "pkg").mkdir()  # an entry measured on a CPU with every instruction set there is: none has them all
+        what = {"artifact": "m.onnx", "backend": "onnxruntime", "k": 1, "candidate": "k1-onnxruntime"}
+        entry = {"chosen": "k1-onnxruntime", "machine": {"isa": list(ISA_FLAGS), "isa_class": "amx"}, "run": what}
+        (d / "pkg" / "selection.json").write_text(json.dumps({"chosen": "k1-onnxruntime", "by_cpu": {"amx": entry}}))
+        return denoise(good)[:3] + ["-m", str(d / "pkg")]
     if name == "checkpoint with a pickled object":
         torch.save({"x": torch.zeros(1), "obj": Path("/")}, d / "p.pth")
         return ["denoise", str(good), str(d / "out.png"), "-c", str(d / "p.pth")]
