@@ -158,7 +158,7 @@ def class_lines(sel: dict) -> list[str]:
         "with that class's instructions, and timed on this machine's cores running them, not on such a machine. "
         "`scaoed-deploy denoise -m PACKAGE` (and a served or Ray run of it) takes the entry of the CPU it runs on.",
         "",
-        "| class | measured as | chosen | median ms | x eager | PSNR | dPSNR | runs |",
+        "| class | measured as | chosen | median ms | x eager | PSNR | dPSNR | file |",
         "|---|---|---|---:|---:|---:|---:|---|",
     ]
     for cls, e in by_cpu.items():
