@@ -341,6 +341,7 @@ def test_a_signal_inside_a_long_native_call_ends_the_command_within_10_s(tmp_pat
     """SIGTERM or SIGINT while ONNX Runtime is inside one call of a minute: Python cannot take the signal until
     the call returns, so the watchdog ends the command: its one line, its exit code, no output, no temporary.
     Under ``--as-cpu`` the signal goes to the wrapper, which passes it on to the masked command."""
+    import contextlib
     import signal
     import subprocess
     import sys
@@ -375,10 +376,12 @@ def test_a_signal_inside_a_long_native_call_ends_the_command_within_10_s(tmp_pat
         preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 120
-    runs = proc.pid  # the command itself; under --as-cpu, the wrapper's child
+    runs = proc.pid  # the command itself; under --as-cpu, the wrapper's child that runs it (not the mask's build)
     while as_cpu and runs == proc.pid and time.monotonic() < deadline:
-        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        runs = int(kids[0]) if kids else runs
+        for kid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+            with contextlib.suppress(OSError):
+                if b"scaoed_deploy.cli" in Path(f"/proc/{kid}/cmdline").read_bytes():
+                    runs = int(kid)
         time.sleep(0.1)
     while time.monotonic() < deadline and "onnxruntime_pybind" not in Path(f"/proc/{runs}/maps").read_text():
         time.sleep(0.2)  # until ONNX Runtime is loaded: the model's first call (of minutes) follows at once
