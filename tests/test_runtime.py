@@ -194,11 +194,13 @@ faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(2):  # warm-up: malloc settles on where the block goes within two rounds
     x = torch.ones(16 * 2**20)  # 64 MiB, one 512 x 512 x 64 activation, written so its pages are touched
     del x
-before = faults()
+each = []
 for _ in range(5):
+    before = faults()
     x = torch.ones(16 * 2**20)
     del x
-print(faults() - before, keep_freed_memory())
+    each.append(faults() - before)
+print(sorted(each)[2], keep_freed_memory())  # the median round: one round whose kept pages the kernel reclaimed
 """
 
 
@@ -206,7 +208,8 @@ print(faults() - before, keep_freed_memory())
 def test_cpu_runner_keeps_freed_activation_memory_for_the_next_call():
     """The kernel's own fault counter: with glibc's defaults every 64 MiB activation is a fresh mmap faulted in
     page by page (16384 faults per block with 4 KiB pages); once a CPU TorchRunner exists, freed blocks are reused
-    and repeats cost (next to) no faults."""
+    and repeats cost (next to) no faults. The median of 5 rounds is compared: a kernel that reclaims idle pages
+    (DAMON's reclaim runs on some machines) can take a kept block back between two rounds, once in a while."""
 
     def run(malloc):
         env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
