@@ -24,7 +24,8 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
     "--as-cpu",
     type=click.Choice(TARGETS),
     default=None,
-    help="Run the command as on an AVX2-only CPU: every library's CPUID is masked (Linux x86-64 with "
+    help="Run the command as on a lesser CPU class of this one (avx512-vnni: AMX hidden; avx512: VNNI, BF16 "
+    "and FP16 hidden too; avx2: every AVX-512 hidden): every library's CPUID is masked (Linux x86-64 with "
     "CPUID faulting; a C compiler builds the mask once), so artifacts for such CPUs are built, verified "
     "and timed on the kernels they will run there.",
 )

@@ -51,7 +51,7 @@ def check_model(model: str | Path, allow_unverified: bool = False) -> None:
     edited model is one line before Ray starts (an actor whose constructor fails is not restarted)."""
     path = Path(model)
     if is_package(path):  # each worker takes its own CPU's entry: every entry is checked here
-        for cls, entry in entries(read_package(path)).items():
+        for entry in entries(read_package(path)).values():
             run = entry.get("run") or {}
             if run.get("artifact"):
                 check_model(path / run["artifact"], allow_unverified)
