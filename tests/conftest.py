@@ -146,8 +146,9 @@ def fleet_package(tmp_path_factory, exports):
 
     if not (DATA / "sidd").is_dir():
         pytest.skip("../shared/data is absent")
-    if cpumask.unsupported() or mask_refusal("avx2"):
-        pytest.skip(str(cpumask.unsupported() or mask_refusal("avx2")))
+    why = cpumask.unsupported() or mask_refusal("avx2")
+    if why:
+        pytest.skip(why)
     root = tmp_path_factory.mktemp("fleet")
     export, data = root / "export", root / "data"
     export.mkdir()

@@ -353,8 +353,9 @@ def test_a_signal_inside_a_long_native_call_ends_the_command_within_10_s(tmp_pat
     from scaoed_deploy import cpumask
     from scaoed_deploy.images import Image, write_image
 
-    if as_cpu and cpumask.unsupported():
-        pytest.skip(cpumask.unsupported())
+    why = as_cpu and cpumask.unsupported()
+    if why:
+        pytest.skip(why)
     model = _slow_onnx(tmp_path / "slow.onnx", 200_000)
     write_image(tmp_path / "in.png", Image(rgb=np.zeros((8, 8, 3), np.float32)))
     out = tmp_path / "out"

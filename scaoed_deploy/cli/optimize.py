@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from .. import cpumask
 from ..bench import BACKENDS, emulated_rows
 from ..cpu import AS_CPU_CAPS
 from ..errors import ScaoedError, UsageError
@@ -181,8 +180,6 @@ def optimize(
         raise UsageError("optimize times one resolution: give --res once (512 or 512x768)")
     constraint = _constraint(max_latency_ms, min_psnr, max_dpsnr)
     classes = parse_cpus(cpus)
-    if len(classes) > 1 and cpumask.unsupported():
-        raise ScaoedError(f"--cpus {cpus}: {cpumask.unsupported()}")
     out = _output(output)
     device = pick_device(device).type
     chosen = chosen_backends(backends, device)

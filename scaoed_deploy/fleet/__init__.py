@@ -111,8 +111,8 @@ class Pick:
             return None
         return (
             f"{self.candidate} was chosen and timed on class {self.cpu_class}, not on this CPU's "
-            f"({self.cpu.isa_class}): it is verified to run correctly here, its speed is not measured here "
-            f"(`scaoed-deploy optimize --cpus native` on this machine makes its own)"
+            f"({self.cpu.isa_class}): it was verified on that class, whose instructions this CPU has, but neither "
+            "verified nor timed here (`scaoed-deploy optimize --cpus native` on this machine makes its own)"
         )
 
     def to_dict(self) -> dict:
@@ -145,13 +145,14 @@ def pick(folder: str | Path, cpu: CPU | None = None, allow_fallback: bool = Fals
     if not by_class:
         raise ScaoedError(f"package {folder} holds no choice (its optimize run chose nothing): nothing to run")
     own = by_class.get(cpu.isa_class)
-    cls, fallback = (cpu.isa_class, False) if own and covers(own, cpu) else (None, False)
-    if cls is None:
+    if own and covers(own, cpu):
+        cls, fallback = cpu.isa_class, False
+    else:
         lower = sorted(
             (c for c, e in by_class.items() if _rank(c) > _rank(cpu.isa_class) and covers(e, cpu)), key=_rank
         )
-        have = ", ".join(sorted(by_class, key=_rank))
         if not allow_fallback or not lower:
+            have = ", ".join(sorted(by_class, key=_rank))
             why = (
                 f"its {cpu.isa_class} entry was measured on a CPU with what this one lacks"
                 if own

@@ -13,7 +13,6 @@ timed on this machine's cores with that class's instructions: not on such a mach
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cpu import AS_CPU_CAPS, mask_refusal, masked_as, this_cpu
-from ..cpumask import environment
+from ..cpumask import environment, unsupported
 from ..errors import ScaoedError
 from ..fleet import CLASS_FOLDER
 
@@ -48,7 +47,7 @@ def parse_cpus(text: str) -> list[str]:
                 raise ScaoedError(
                     f"--cpus {n} under --as-cpu {masked_as()}: masks do not nest; run optimize --cpus unmasked"
                 )
-            refused = mask_refusal(n)
+            refused = mask_refusal(n) or unsupported()  # this CPU lacks the class, or no mask works here
             if refused:
                 raise ScaoedError(f"--cpus: {refused}")
         out.append(n)
@@ -126,7 +125,7 @@ def run_class(cpu_class: str, args: list[str], work: Path, say=lambda s: None) -
 def run_classes(classes: list[str], cfg, weights_flags: str, say=lambda s: None) -> tuple[list[ClassRun], Path]:
     """Each masked class's search, one after another (each needs the whole machine to be timed); the temporary
     folder holding their packages (the caller removes it)."""
-    work = Path(tempfile.mkdtemp(prefix=".scaoed-cpus-", dir=os.environ.get("TMPDIR")))
+    work = Path(tempfile.mkdtemp(prefix=".scaoed-cpus-"))
     args = child_args(cfg, weights_flags)
     return [run_class(c, args, work, say) for c in classes if c != NATIVE], work
 

@@ -121,5 +121,6 @@ def open_package(folder: Path, backend: str | None, o: RunOptions) -> BaseRunner
         )
     runner = open_runner(chosen.artifact, name, replace(o, stages=chosen.k, amp=v.amp, compile=v.compile))
     runner.package_pick = chosen
-    runner.warnings = [*([chosen.warning()] if chosen.warning() else []), *runner.warnings]
+    warning = chosen.warning()  # a lower class's choice, by --allow-cpu-fallback
+    runner.warnings = [*([warning] if warning else []), *runner.warnings]
     return runner
